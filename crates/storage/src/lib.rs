@@ -1,1 +1,107 @@
-//! placeholder
+//! Storage for coapgate: one interface, [`Store`], with the embedded SQLite backend behind it.
+//!
+//! Modules:
+//! - [`model`]: the stored entities and typed values, free of any API shape.
+//! - [`sqlite`]: the SQLite backend (bundled SQLite, WAL, one writer connection).
+//!
+//! **No other crate speaks SQL.** The server talks to storage only through [`Store`] for reads and
+//! entity edits, and through an [`UplinkWriter`] for the hot write path, which commits many
+//! uplinks per transaction (group commit). A PostgreSQL backend will implement the same two traits.
+
+pub mod model;
+pub mod sqlite;
+
+use model::*;
+use uuid::Uuid;
+
+pub use sqlite::SqliteStore;
+
+/// Errors at the storage boundary. The server matches on [`StorageError::Conflict`] to answer
+/// 400 and reports everything else as an internal error with the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Everything the server reads and edits, apart from the uplink write path.
+///
+/// Methods are blocking: callers on an async runtime use `spawn_blocking`. The single tenant's
+/// id is fixed when the database is created.
+pub trait Store: Send + Sync + 'static {
+    fn tenant_id(&self) -> Uuid;
+
+    // Settings: small named values the server keeps across restarts (e.g. its token secret).
+    fn setting(&self, name: &str) -> Result<Option<String>>;
+    fn put_setting(&self, name: &str, value: &str) -> Result<()>;
+
+    fn user_count(&self) -> Result<u64>;
+    fn insert_user(&self, user: &User) -> Result<()>;
+    fn user_by_email(&self, email: &str) -> Result<Option<User>>;
+    fn user(&self, id: Uuid) -> Result<Option<User>>;
+
+    /// Inserts or replaces the converter with this id.
+    fn save_converter(&self, converter: &Converter) -> Result<()>;
+    fn converter(&self, id: Uuid) -> Result<Option<Converter>>;
+    fn converters(&self, query: &PageQuery) -> Result<Page<Converter>>;
+    /// Refuses (Conflict) while an integration uses the converter.
+    fn delete_converter(&self, id: Uuid) -> Result<bool>;
+
+    /// Inserts or replaces the integration with this id; routing keys are unique (Conflict).
+    fn save_integration(&self, integration: &Integration) -> Result<()>;
+    fn integration(&self, id: Uuid) -> Result<Option<Integration>>;
+    fn integration_by_routing_key(&self, routing_key: &str) -> Result<Option<Integration>>;
+    fn integrations(&self, query: &PageQuery) -> Result<Page<Integration>>;
+    fn all_integrations(&self) -> Result<Vec<Integration>>;
+    fn delete_integration(&self, id: Uuid) -> Result<bool>;
+
+    fn device(&self, id: Uuid) -> Result<Option<Device>>;
+    fn device_by_name(&self, name: &str) -> Result<Option<Device>>;
+    fn devices(&self, query: &PageQuery, device_type: Option<&str>) -> Result<Page<Device>>;
+    /// Deletes the device with its telemetry and attributes.
+    fn delete_device(&self, id: Uuid) -> Result<bool>;
+    fn device_profile(&self, id: Uuid) -> Result<Option<DeviceProfile>>;
+    fn device_profiles(&self, query: &PageQuery) -> Result<Page<DeviceProfile>>;
+
+    fn timeseries_keys(&self, entity_id: Uuid) -> Result<Vec<String>>;
+    /// Latest value per key; all keys when `keys` is `None`.
+    fn latest_timeseries(&self, entity_id: Uuid, keys: Option<&[String]>) -> Result<Vec<(String, TsValue)>>;
+    /// Raw history per key within `[start_ts, end_ts]`, at most `limit` points per key.
+    fn timeseries_history(&self, entity_id: Uuid, query: &HistoryQuery) -> Result<Vec<(String, Vec<TsValue>)>>;
+    fn attribute_keys(&self, entity_id: Uuid, scope: Option<&str>) -> Result<Vec<String>>;
+    /// Attributes with their scope; all scopes when `scope` is `None`, all keys when `keys` is `None`.
+    fn attributes(
+        &self,
+        entity_id: Uuid,
+        scope: Option<&str>,
+        keys: Option<&[String]>,
+    ) -> Result<Vec<(String, AttributeValue)>>;
+
+    /// Opens the writer for the uplink path. There is one per server: it owns its connection
+    /// and caches, and is driven from a single thread.
+    fn uplink_writer(&self) -> Result<Box<dyn UplinkWriter>>;
+}
+
+/// The uplink write path: many uplinks per durable transaction.
+pub trait UplinkWriter: Send {
+    /// Stores `batch` in one transaction and makes it durable before returning.
+    ///
+    /// The outer `Err` means nothing of the batch was stored. Otherwise there is one entry per
+    /// record: a record is either stored completely or rejected completely (e.g. a device that
+    /// may not be created), and rejected records never affect the others.
+    fn commit(&mut self, batch: &[UplinkRecord]) -> Result<Vec<Result<UplinkOutcome, UplinkRejection>>>;
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}

@@ -1,0 +1,351 @@
+//! The entities coapgate stores, as plain Rust values.
+//!
+//! These types are deliberately not ThingsBoard's JSON shapes: the HTTP layer maps them to and
+//! from ThingsBoard's JSON, so storage stays free of API concerns and a second backend only has to
+//! round-trip these structs.
+
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Milliseconds since the Unix epoch, ThingsBoard's time unit everywhere.
+pub type Millis = i64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub id: Uuid,
+    pub created_time: Millis,
+    pub email: String,
+    /// bcrypt hash, never the password itself.
+    pub password_hash: String,
+    pub authority: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Converter {
+    pub id: Uuid,
+    pub created_time: Millis,
+    pub name: String,
+    /// `UPLINK` or `DOWNLINK`.
+    pub converter_type: String,
+    pub integration_type: Option<String>,
+    pub debug_settings: Value,
+    /// `scriptLang`, `decoder`, `tbelDecoder`, `updateOnlyKeys`, kept as the user sent them.
+    pub configuration: Value,
+    pub additional_info: Value,
+    /// Bumped on every save so compiled scripts can be cached per (id, version).
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Integration {
+    pub id: Uuid,
+    pub created_time: Millis,
+    pub name: String,
+    pub integration_type: String,
+    pub enabled: bool,
+    pub allow_create_devices_or_assets: bool,
+    pub is_remote: bool,
+    pub debug_settings: Value,
+    pub default_converter_id: Uuid,
+    pub downlink_converter_id: Option<Uuid>,
+    pub routing_key: String,
+    pub secret: String,
+    pub configuration: Value,
+    pub additional_info: Value,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    pub id: Uuid,
+    pub created_time: Millis,
+    pub name: String,
+    /// The device profile's name, ThingsBoard's `type`.
+    pub device_type: String,
+    pub device_profile_id: Uuid,
+    pub label: Option<String>,
+    pub customer_id: Option<Uuid>,
+    /// The integration that created the device on its first uplink, if any.
+    pub created_by_integration: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceProfile {
+    pub id: Uuid,
+    pub created_time: Millis,
+    pub name: String,
+    pub is_default: bool,
+}
+
+/// The kinds of entity that own time series and attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntityKind {
+    Device,
+    Asset,
+    Integration,
+    Converter,
+}
+
+impl EntityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityKind::Device => "DEVICE",
+            EntityKind::Asset => "ASSET",
+            EntityKind::Integration => "INTEGRATION",
+            EntityKind::Converter => "CONVERTER",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EntityKind> {
+        match s {
+            "DEVICE" => Some(EntityKind::Device),
+            "ASSET" => Some(EntityKind::Asset),
+            "INTEGRATION" => Some(EntityKind::Integration),
+            "CONVERTER" => Some(EntityKind::Converter),
+            _ => None,
+        }
+    }
+}
+
+/// A typed value as ThingsBoard stores it: exactly one of boolean, long, double, string, JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KvValue {
+    Bool(bool),
+    Long(i64),
+    Double(f64),
+    Str(String),
+    /// A JSON object or array, stored as its text.
+    Json(String),
+}
+
+impl KvValue {
+    /// Types a converter output value the way ThingsBoard's JSON converter does: JSON numbers
+    /// become long when integral and double otherwise, numeric strings become numbers, objects
+    /// and arrays are kept as JSON. `null` has no value and is skipped.
+    pub fn from_json(value: &Value) -> Option<KvValue> {
+        match value {
+            Value::Null => None,
+            Value::Bool(b) => Some(KvValue::Bool(*b)),
+            Value::Number(n) => Some(number_text_to_kv(&n.to_string())),
+            Value::String(s) => Some(if is_parsable_number(s) {
+                number_text_to_kv(s)
+            } else {
+                KvValue::Str(s.clone())
+            }),
+            Value::Array(_) | Value::Object(_) => Some(KvValue::Json(value.to_string())),
+        }
+    }
+
+    /// The value as ThingsBoard's REST API prints it when strict data types are off.
+    pub fn to_display_string(&self) -> String {
+        match self {
+            KvValue::Bool(b) => b.to_string(),
+            KvValue::Long(v) => v.to_string(),
+            KvValue::Double(v) => format_double(*v),
+            KvValue::Str(s) | KvValue::Json(s) => s.clone(),
+        }
+    }
+
+    /// The value as JSON, for `useStrictDataTypes=true`.
+    pub fn to_json(&self) -> Value {
+        match self {
+            KvValue::Bool(b) => Value::Bool(*b),
+            KvValue::Long(v) => Value::from(*v),
+            KvValue::Double(v) => serde_json::Number::from_f64(*v)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
+            KvValue::Str(s) => Value::String(s.clone()),
+            KvValue::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone())),
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            KvValue::Long(v) => Some(*v as f64),
+            KvValue::Double(v) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+/// Java prints `25.0` for an integral double; ThingsBoard's API shows doubles that way.
+fn format_double(v: f64) -> String {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e16 {
+        format!("{v:.1}")
+    } else {
+        v.to_string()
+    }
+}
+
+/// Apache Commons' `NumberUtils.isParsable`, which ThingsBoard uses to decide whether a string is
+/// numeric: an optional sign, digits, at most one decimal point with digits on both sides of
+/// the end (no exponent, no hex, no whitespace).
+pub fn is_parsable_number(s: &str) -> bool {
+    let body = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if body.is_empty() || body.ends_with('.') {
+        return false;
+    }
+    let mut dots = 0;
+    for c in body.chars() {
+        match c {
+            '0'..='9' => {}
+            '.' => dots += 1,
+            _ => return false,
+        }
+    }
+    dots <= 1 && body != "."
+}
+
+/// A numeric text becomes a double when it has a decimal point or an exponent, a long otherwise;
+/// a long that overflows 64 bits falls back to a double, as in ThingsBoard.
+fn number_text_to_kv(text: &str) -> KvValue {
+    let has_fraction_or_exponent = text.contains(['.', 'e', 'E']);
+    if !has_fraction_or_exponent && let Ok(v) = text.parse::<i64>() {
+        return KvValue::Long(v);
+    }
+    match text.parse::<f64>() {
+        Ok(v) => KvValue::Double(v),
+        Err(_) => KvValue::Str(text.to_string()),
+    }
+}
+
+/// One key's value at one point in time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TsValue {
+    pub ts: Millis,
+    pub value: KvValue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttributeValue {
+    pub key: String,
+    pub last_update_ts: Millis,
+    pub value: KvValue,
+}
+
+/// Paging parameters, as ThingsBoard's `PageLink`.
+#[derive(Debug, Clone, Default)]
+pub struct PageQuery {
+    pub page_size: u32,
+    pub page: u32,
+    pub text_search: Option<String>,
+    pub sort_property: Option<String>,
+    /// True for `DESC`.
+    pub sort_descending: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub total_pages: u64,
+    pub total_elements: u64,
+    pub has_next: bool,
+}
+
+impl<T> Page<T> {
+    pub fn new(data: Vec<T>, total_elements: u64, query: &PageQuery) -> Page<T> {
+        let size = u64::from(query.page_size.max(1));
+        let total_pages = total_elements.div_ceil(size);
+        let has_next = u64::from(query.page) + 1 < total_pages;
+        Page { data, total_pages, total_elements, has_next }
+    }
+}
+
+/// Parameters of a raw time-series history read.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub keys: Vec<String>,
+    pub start_ts: Millis,
+    pub end_ts: Millis,
+    pub limit: u32,
+    pub descending: bool,
+}
+
+/// What a decoded uplink asks storage to do for one device. Built by the uplink pipeline from
+/// the converter's output; storage applies it inside the writer's transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceUpdate {
+    pub name: String,
+    /// Device profile name, used only when the device is created.
+    pub device_type: String,
+    pub label: Option<String>,
+    pub telemetry: Vec<(Millis, Vec<(String, KvValue)>)>,
+    pub attributes: Vec<(String, KvValue)>,
+}
+
+/// One uplink's worth of writes; all of it is committed or none of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UplinkRecord {
+    pub integration_id: Uuid,
+    pub allow_create_devices: bool,
+    /// Server time at which the uplink arrived; the timestamp of attributes.
+    pub received_ts: Millis,
+    pub devices: Vec<DeviceUpdate>,
+}
+
+/// Why one uplink could not be stored while the rest of its batch could.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UplinkRejection {
+    /// ThingsBoard's exact message for a missing device when creation is off.
+    #[error("Creating devices is forbidden!")]
+    CreatingDevicesForbidden,
+}
+
+/// What storing an uplink did, for events and logs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UplinkOutcome {
+    pub created_devices: Vec<Uuid>,
+    pub devices: Vec<Uuid>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_values_are_typed_like_thingsboard() {
+        let cases = [
+            (json!(25.7), Some(KvValue::Double(25.7))),
+            (json!(69), Some(KvValue::Long(69))),
+            (json!(true), Some(KvValue::Bool(true))),
+            (json!("25.7"), Some(KvValue::Double(25.7))),
+            (json!("69"), Some(KvValue::Long(69))),
+            (json!("-3"), Some(KvValue::Long(-3))),
+            (json!("1e5"), Some(KvValue::Str("1e5".into()))),
+            (json!("12."), Some(KvValue::Str("12.".into()))),
+            (json!(" 1"), Some(KvValue::Str(" 1".into()))),
+            (json!("abc"), Some(KvValue::Str("abc".into()))),
+            (json!("99999999999999999999"), Some(KvValue::Double(1e20))),
+            (json!(1.5e3), Some(KvValue::Double(1500.0))),
+            (json!({"a": 1}), Some(KvValue::Json("{\"a\":1}".into()))),
+            (json!([1, 2]), Some(KvValue::Json("[1,2]".into()))),
+            (json!(null), None),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(KvValue::from_json(&input), expected, "input {input}");
+        }
+    }
+
+    #[test]
+    fn display_strings_follow_java() {
+        assert_eq!(KvValue::Double(25.7).to_display_string(), "25.7");
+        assert_eq!(KvValue::Double(25.0).to_display_string(), "25.0");
+        assert_eq!(KvValue::Long(69).to_display_string(), "69");
+        assert_eq!(KvValue::Bool(false).to_display_string(), "false");
+    }
+
+    #[test]
+    fn pages_count_like_thingsboard() {
+        let q = PageQuery { page_size: 10, page: 0, ..Default::default() };
+        let p = Page::new(vec![0; 10], 25, &q);
+        assert_eq!((p.total_pages, p.has_next), (3, true));
+        let q = PageQuery { page_size: 10, page: 2, ..Default::default() };
+        let p = Page::new(vec![0; 5], 25, &q);
+        assert!(!p.has_next);
+        let p = Page::<u8>::new(vec![], 0, &q);
+        assert_eq!((p.total_pages, p.has_next), (0, false));
+    }
+}
