@@ -1,1 +1,23 @@
-//! placeholder
+//! Sans-IO building blocks for the coapgate CoAP (RFC 7252) server.
+//!
+//! The crate deliberately performs no I/O and reads no clock: callers hand in
+//! datagrams and `std::time::Instant`s, which keeps every piece deterministic
+//! and unit-testable and lets the server choose its own runtime. It knows
+//! nothing about integrations, scripts or storage.
+//!
+//! Modules:
+//! - [`message`]: strict RFC 7252 §3 message parser/encoder plus option, block and response helpers.
+//! - [`params`]: RFC 7252 §4.8 transmission parameters and the time spans derived from them.
+//! - [`dedup`]: bounded per-peer message-deduplication cache for a server (RFC 7252 §4.5).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod dedup;
+pub mod message;
+pub mod params;
+
+pub use dedup::{DedupCache, DedupConfig, Entry, Limit, Lookup};
+pub use message::{
+    BlockOption, CoapOption, Code, FormatError, Message, MessageType, ParseError, Token,
+};
