@@ -1,0 +1,93 @@
+//! Error type shared by every script language and by the pool.
+
+use std::time::Duration;
+
+/// Everything that can go wrong while compiling or running a decoder script.
+///
+/// The variants are deliberately coarse so the server can map them onto
+/// responses and metrics without knowing which language produced them; the
+/// `Display` text is a single line meant to be shown verbatim to the user who
+/// wrote the script (for example in a "test converter" UI or a debug event).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScriptError {
+    /// The script source could not be parsed. `line` refers to the user's
+    /// script body (line 1 is the first line the user wrote).
+    #[error("compile error: {message}{}", at_line(*.line))]
+    Compile {
+        /// Engine message, prefixed with the error class (e.g. `SyntaxError: ...`).
+        message: String,
+        /// 1-based line in the user's script body, when the engine reported one.
+        line: Option<u32>,
+    },
+    /// The script threw (or the engine raised) an exception while running.
+    #[error("{message}{}", at_line(*.line))]
+    Runtime {
+        /// Error class and message, e.g. `ReferenceError: foo is not defined`.
+        message: String,
+        /// 1-based line in the user's script body of the innermost user frame.
+        line: Option<u32>,
+        /// The engine's stack trace, kept for debug output; not part of `Display`.
+        stack: Option<String>,
+    },
+    /// The script ran longer than [`Limits::timeout`](crate::Limits::timeout).
+    #[error("script execution timed out after {} ms", .limit.as_millis())]
+    Timeout {
+        /// The limit that was exceeded.
+        limit: Duration,
+    },
+    /// The script tried to use more memory than
+    /// [`Limits::memory_bytes`](crate::Limits::memory_bytes) allows.
+    #[error("script memory limit exceeded ({limit_bytes} bytes)")]
+    MemoryLimit {
+        /// The limit that was exceeded.
+        limit_bytes: usize,
+    },
+    /// An input or output exceeded a size limit that is checked outside the
+    /// engine (script source, payload or result).
+    #[error("{what} too large: {size} (limit {limit})")]
+    TooLarge {
+        /// What was too large, e.g. `"script source (chars)"`.
+        what: &'static str,
+        /// Its actual size.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The script's language (or a feature it needs) is not available.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The pool's job queue is full; the caller should shed load (CoAP 5.03).
+    #[error("script engine pool is full")]
+    PoolFull,
+    /// The engine itself failed (e.g. it could not be created). Not caused by
+    /// the script; worth logging at error level.
+    #[error("script engine failure: {0}")]
+    Internal(String),
+}
+
+fn at_line(line: Option<u32>) -> String {
+    match line {
+        Some(l) => format!(" at line {l}"),
+        None => String::new(),
+    }
+}
+
+impl ScriptError {
+    /// The 1-based line in the user's script body this error points at, if known.
+    pub fn line(&self) -> Option<u32> {
+        match self {
+            ScriptError::Compile { line, .. } | ScriptError::Runtime { line, .. } => *line,
+            _ => None,
+        }
+    }
+
+    /// Whether the error is the script author's fault (as opposed to load
+    /// shedding or an engine failure). The server can use this to decide
+    /// between "converter error" events and operational alarms.
+    pub fn is_script_fault(&self) -> bool {
+        !matches!(
+            self,
+            ScriptError::PoolFull | ScriptError::Internal(_) | ScriptError::Unsupported(_)
+        )
+    }
+}
