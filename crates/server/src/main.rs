@@ -1,1 +1,81 @@
-fn main() {}
+//! `coapgate`: the CoAP integration platform's one binary.
+//!
+//! Modules, in boot order of `coapgate serve`:
+//! - [`config`]: settings from the environment and an optional TOML file.
+//! - [`serve`]: start-up — storage, admin user, routing table, script pool, writer, endpoints.
+//! - [`demo`]: the seed tutorial's converter and integration for `serve --demo`.
+//! - [`registry`]: the live routing table (routing key → integration and converter script).
+//! - [`coap_endpoint`]: the UDP message layer and the hand-off of uplinks to the pipeline.
+//! - [`uplink`]: converter output → storage record, with ThingsBoard's validation messages.
+//! - [`writer`]: the group-commit writer thread.
+//! - [`api`]: the REST API (ThingsBoard's paths and JSON).
+//! - [`decode`]: `coapgate decode`, the offline converter runner.
+
+mod api;
+mod coap_endpoint;
+mod config;
+mod decode;
+mod demo;
+mod registry;
+mod serve;
+mod uplink;
+mod writer;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "coapgate", version, about = "CoAP integration platform compatible with ThingsBoard's CoAP integration")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: CoAP endpoint, REST API, embedded database.
+    Serve {
+        /// Also create the seed tutorial's converter and integration, and print the command
+        /// that sends the seed uplink.
+        #[arg(long)]
+        demo: bool,
+        /// TOML configuration file; its values win over environment variables.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (database, secrets); overrides COAPGATE_DATA_DIR.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print a configuration file with every setting, its default and what it does.
+    Config,
+    /// Run a converter script on one payload, offline, with the server's engine.
+    Decode(decode::DecodeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { demo, config, data_dir } => config::Config::load(config.as_deref(), data_dir.as_deref())
+            .and_then(|config| serve::run(config, demo)),
+        Command::Config => {
+            print!("{}", config::commented_example());
+            Ok(())
+        }
+        Command::Decode(args) => decode::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One clear line: the setting or input at fault and the cause.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -24,6 +24,9 @@ pub enum StorageError {
     Database(#[from] rusqlite::Error),
     #[error("{0}")]
     Conflict(String),
+    /// The entity an edit refers to does not exist.
+    #[error("not found")]
+    NotFound,
     #[error("{0}")]
     Other(String),
 }

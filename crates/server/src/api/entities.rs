@@ -1,0 +1,447 @@
+//! Converters, integrations, devices and device profiles.
+//!
+//! Saving a converter or an integration reloads the routing table before answering, so the
+//! change is live for the next CoAP request.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query as QueryParams, State};
+use axum::http::StatusCode;
+use base64::Engine as _;
+use coapgate_script::{DecodeJob, ScriptLang};
+use coapgate_storage::model::{Converter, Integration};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::{ApiError, ApiResult, AppState, Query, blocking, json as tb, page_query, parse_body, parse_uuid};
+use crate::registry::{SecurityMode, endpoint_url};
+
+/// ThingsBoard's limit on a converter script body.
+const MAX_SCRIPT_CHARS: usize = 50_000;
+
+fn opt_str<'a>(body: &'a Map<String, Value>, field: &str) -> ApiResult<Option<&'a str>> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(ApiError::bad_request(format!("Field '{field}' must be a string"))),
+    }
+}
+
+fn opt_bool(body: &Map<String, Value>, field: &str) -> ApiResult<Option<bool>> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ApiError::bad_request(format!("Field '{field}' must be true or false"))),
+    }
+}
+
+fn opt_object(body: &Map<String, Value>, field: &str) -> ApiResult<Option<Map<String, Value>>> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o.clone())),
+        Some(_) => Err(ApiError::bad_request(format!("Field '{field}' must be an object"))),
+    }
+}
+
+/// The `id` of an `{entityType, id}` object field, if given.
+fn opt_entity_id(body: &Map<String, Value>, field: &str) -> ApiResult<Option<Uuid>> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => match o.get("id") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Uuid::parse_str(s)
+                .map(Some)
+                .map_err(|_| ApiError::bad_request(format!("Field '{field}.id' is not a valid UUID: {s}"))),
+            Some(_) => Err(ApiError::bad_request(format!("Field '{field}.id' must be a string"))),
+        },
+        Some(_) => Err(ApiError::bad_request(format!("Field '{field}' must be an object {{entityType, id}}"))),
+    }
+}
+
+/// `debugSettings` as given, or built from the legacy `debugMode` flag.
+fn debug_settings(body: &Map<String, Value>) -> ApiResult<Value> {
+    if let Some(settings) = opt_object(body, "debugSettings")? {
+        return Ok(Value::Object(settings));
+    }
+    let all = opt_bool(body, "debugMode")?.unwrap_or(false);
+    Ok(json!({"failuresEnabled": true, "allEnabled": all, "allEnabledUntil": 0}))
+}
+
+pub async fn save_converter(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
+    let body = parse_body(&body)?;
+    let name = opt_str(&body, "name")?
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_request("Converter name should be specified!"))?
+        .to_string();
+    let converter_type = opt_str(&body, "type")?.ok_or_else(|| ApiError::bad_request("Converter type should be specified!"))?;
+    if converter_type != "UPLINK" && converter_type != "DOWNLINK" {
+        return Err(ApiError::bad_request(format!("Field 'type' must be UPLINK or DOWNLINK, not '{converter_type}'")));
+    }
+    let converter_type = converter_type.to_string();
+    let mut configuration = opt_object(&body, "configuration")?
+        .ok_or_else(|| ApiError::bad_request("Converter configuration should be specified!"))?;
+    if converter_type == "UPLINK" {
+        validate_uplink_configuration(&mut configuration)?;
+    }
+    let integration_type = opt_str(&body, "integrationType")?.map(str::to_string);
+    let debug_settings = debug_settings(&body)?;
+    let additional_info = body.get("additionalInfo").cloned().unwrap_or(Value::Null);
+    let id = opt_entity_id(&body, "id")?;
+    let store = state.store.clone();
+    let saved = blocking(move || {
+        let existing = match id {
+            Some(id) => Some(store.converter(id)?.ok_or(coapgate_storage::StorageError::NotFound)?),
+            None => None,
+        };
+        let converter = Converter {
+            id: id.unwrap_or_else(Uuid::new_v4),
+            created_time: existing.as_ref().map(|c| c.created_time).unwrap_or_else(coapgate_storage::now_millis),
+            name,
+            converter_type,
+            integration_type,
+            debug_settings,
+            configuration: Value::Object(configuration),
+            additional_info,
+            version: existing.as_ref().map(|c| c.version + 1).unwrap_or(1),
+        };
+        store.save_converter(&converter)?;
+        Ok(converter)
+    })
+    .await?;
+    reload_routes(&state).await?;
+    Ok(Json(tb::converter(&saved, state.store.tenant_id())))
+}
+
+/// Checks `scriptLang` and the script fields, defaulting the language like ThingsBoard's UI.
+fn validate_uplink_configuration(configuration: &mut Map<String, Value>) -> ApiResult<()> {
+    let lang = match opt_str(configuration, "scriptLang")? {
+        Some(lang) => lang.to_string(),
+        None if configuration.contains_key("decoder") => "JS".to_string(),
+        None => "TBEL".to_string(),
+    };
+    let field = match lang.as_str() {
+        "JS" => "decoder",
+        "TBEL" => "tbelDecoder",
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "Field 'configuration.scriptLang' must be JS or TBEL, not '{other}'"
+            )));
+        }
+    };
+    let script = opt_str(configuration, field)
+        .map_err(|_| ApiError::bad_request(format!("Field 'configuration.{field}' must be a string")))?
+        .ok_or_else(|| ApiError::bad_request(format!("Field 'configuration.{field}' should be specified!")))?;
+    if script.chars().count() > MAX_SCRIPT_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "Field 'configuration.{field}' is longer than {MAX_SCRIPT_CHARS} characters"
+        )));
+    }
+    configuration.insert("scriptLang".into(), Value::String(lang));
+    Ok(())
+}
+
+pub async fn get_converter(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id = parse_uuid(&id)?;
+    let store = state.store.clone();
+    let c = blocking(move || store.converter(id)).await?.ok_or_else(ApiError::item_not_found)?;
+    Ok(Json(tb::converter(&c, state.store.tenant_id())))
+}
+
+pub async fn list_converters(State(state): State<AppState>, QueryParams(q): QueryParams<Query>) -> ApiResult<Json<Value>> {
+    let query = page_query(&q)?;
+    let store = state.store.clone();
+    let page = blocking(move || store.converters(&query)).await?;
+    let tenant = state.store.tenant_id();
+    Ok(Json(tb::page(&page, |c| tb::converter(c, tenant))))
+}
+
+pub async fn delete_converter(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = parse_uuid(&id)?;
+    let store = state.store.clone();
+    if !blocking(move || store.delete_converter(id)).await? {
+        return Err(ApiError::item_not_found());
+    }
+    Ok(StatusCode::OK)
+}
+
+/// "Test payload decoder": runs the script on the worker pool, stores nothing.
+pub async fn test_uplink(
+    State(state): State<AppState>,
+    QueryParams(q): QueryParams<Query>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let body = parse_body(&body)?;
+    let lang = match q.get("scriptLang").map(String::as_str).unwrap_or("JS") {
+        "JS" => ScriptLang::Js,
+        "TBEL" => ScriptLang::Tbel,
+        other => return Err(ApiError::bad_request(format!("Parameter 'scriptLang' must be JS or TBEL, not '{other}'"))),
+    };
+    let payload = opt_str(&body, "payload")?.unwrap_or("");
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(payload)
+        .map_err(|e| ApiError::bad_request(format!("Field 'payload' is not valid Base64: {e}")))?;
+    let decoder = opt_str(&body, "decoder")?.ok_or_else(|| ApiError::bad_request("Field 'decoder' should be specified!"))?;
+    let metadata = opt_object(&body, "metadata")?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+        .collect();
+    let script = coapgate_script::DecoderScript {
+        // A fresh id per test: ad-hoc scripts must not evict or reuse real converters' entries.
+        id: Uuid::new_v4(),
+        version: 1,
+        lang,
+        source: decoder.into(),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job = DecodeJob {
+        script: std::sync::Arc::new(script),
+        payload,
+        metadata,
+        on_done: Box::new(move |result, _| {
+            let _ = tx.send(result);
+        }),
+    };
+    state
+        .pool
+        .try_submit(job)
+        .map_err(|_| ApiError { status: StatusCode::SERVICE_UNAVAILABLE, message: "Script workers are busy".into(), error_code: 2 })?;
+    let result = rx.await.map_err(|_| ApiError::internal("script worker stopped"))?;
+    Ok(Json(match result {
+        Ok(output) => json!({"output": serde_json::to_string_pretty(&output).unwrap_or_default(), "error": ""}),
+        Err(e) => json!({"output": "", "error": e.to_string()}),
+    }))
+}
+
+pub async fn save_integration(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
+    let body = parse_body(&body)?;
+    let name = opt_str(&body, "name")?
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_request("Integration name should be specified!"))?
+        .to_string();
+    let integration_type = opt_str(&body, "type")?.ok_or_else(|| ApiError::bad_request("Integration type should be specified!"))?;
+    if integration_type != "COAP" {
+        return Err(ApiError::bad_request(format!("Field 'type': integration type '{integration_type}' is not supported, only COAP")));
+    }
+    let converter_id = opt_entity_id(&body, "defaultConverterId")?
+        .ok_or_else(|| ApiError::bad_request("Integration default converter should be specified!"))?;
+    let id = opt_entity_id(&body, "id")?;
+    let routing_key = opt_str(&body, "routingKey")?.filter(|k| !k.is_empty()).map(str::to_string);
+    if let Some(key) = &routing_key
+        && (key.contains('/') || key.contains('?'))
+    {
+        return Err(ApiError::bad_request("Field 'routingKey' must not contain '/' or '?'"));
+    }
+    let secret = opt_str(&body, "secret")?.filter(|s| !s.is_empty()).map(str::to_string);
+    let enabled = opt_bool(&body, "enabled")?.unwrap_or(true);
+    let allow_create = opt_bool(&body, "allowCreateDevicesOrAssets")?.unwrap_or(true);
+    let is_remote = opt_bool(&body, "remote")?.or(opt_bool(&body, "isRemote")?).unwrap_or(false);
+    let debug_settings = debug_settings(&body)?;
+    let additional_info = body.get("additionalInfo").cloned().unwrap_or(Value::Null);
+    let configuration = opt_object(&body, "configuration")?.unwrap_or_default();
+    let downlink_converter_id = opt_entity_id(&body, "downlinkConverterId")?;
+
+    let store = state.store.clone();
+    let config = state.config.clone();
+    let saved = blocking(move || {
+        let converter = store.converter(converter_id)?;
+        let Some(converter) = converter else {
+            return Err(coapgate_storage::StorageError::Conflict(format!(
+                "Field 'defaultConverterId': converter {converter_id} does not exist"
+            )));
+        };
+        if converter.converter_type != "UPLINK" {
+            return Err(coapgate_storage::StorageError::Conflict(
+                "Field 'defaultConverterId' must name an UPLINK converter".into(),
+            ));
+        }
+        let existing = match id {
+            Some(id) => Some(store.integration(id)?.ok_or(coapgate_storage::StorageError::NotFound)?),
+            None => None,
+        };
+        let routing_key = routing_key
+            .or_else(|| existing.as_ref().map(|e| e.routing_key.clone()))
+            .unwrap_or_else(|| Uuid::new_v4().to_string());
+        let secret = secret.or_else(|| existing.as_ref().map(|e| e.secret.clone())).unwrap_or_else(random_secret);
+        let configuration = complete_configuration(configuration, &routing_key, &config)
+            .map_err(coapgate_storage::StorageError::Conflict)?;
+        let integration = Integration {
+            id: id.unwrap_or_else(Uuid::new_v4),
+            created_time: existing.as_ref().map(|e| e.created_time).unwrap_or_else(coapgate_storage::now_millis),
+            name,
+            integration_type: "COAP".into(),
+            enabled,
+            allow_create_devices_or_assets: allow_create,
+            is_remote,
+            debug_settings,
+            default_converter_id: converter_id,
+            downlink_converter_id,
+            routing_key,
+            secret,
+            configuration,
+            additional_info,
+            version: existing.as_ref().map(|e| e.version + 1).unwrap_or(1),
+        };
+        store.save_integration(&integration)?;
+        Ok(integration)
+    })
+    .await?;
+    reload_routes(&state).await?;
+    Ok(Json(tb::integration(&saved, state.store.tenant_id())))
+}
+
+fn random_secret() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 20).to_ascii_lowercase()
+}
+
+/// Fills in `clientConfiguration` the way ThingsBoard's UI does: base URLs, security mode and
+/// the endpoint URLs derived from them. A given endpoint must end in `/i/<routingKey>`.
+fn complete_configuration(
+    mut configuration: Map<String, Value>,
+    routing_key: &str,
+    config: &crate::config::Config,
+) -> Result<Value, String> {
+    let mut client = match configuration.remove("clientConfiguration") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err("Field 'configuration.clientConfiguration' must be an object".into()),
+    };
+    let text = |client: &Map<String, Value>, field: &str| -> Result<Option<String>, String> {
+        match client.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!("Field 'configuration.clientConfiguration.{field}' must be a string")),
+        }
+    };
+    let mode_text = text(&client, "securityMode")?.unwrap_or_else(|| "NO_SECURE".into());
+    let mode = SecurityMode::parse(&mode_text).ok_or_else(|| {
+        format!("Field 'configuration.clientConfiguration.securityMode' must be NO_SECURE, DTLS or MIXED, not '{mode_text}'")
+    })?;
+    if mode != SecurityMode::NoSecure && !config.dtls_enabled {
+        return Err(format!(
+            "Field 'configuration.clientConfiguration.securityMode': {mode_text} needs the DTLS endpoint, \
+             which is disabled on this server (COAP_DTLS_ENABLED=false)"
+        ));
+    }
+    let base_url = text(&client, "baseUrl")?.unwrap_or_else(|| config.coap_base_url.clone());
+    if !base_url.starts_with("coap://") {
+        return Err("Field 'configuration.clientConfiguration.baseUrl' must start with coap://".into());
+    }
+    let path = text(&client, "path")?;
+    let suffix = format!("/i/{routing_key}");
+    let endpoint = match text(&client, "coapEndpoint")? {
+        Some(e) if e.trim_end_matches('/').ends_with(&suffix) => e.trim_end_matches('/').to_string(),
+        Some(_) => {
+            return Err(format!("Field 'configuration.clientConfiguration.coapEndpoint' must end with {suffix}"));
+        }
+        None => endpoint_url(&base_url, path.as_deref(), routing_key),
+    };
+    client.insert("baseUrl".into(), Value::String(base_url));
+    client.insert("securityMode".into(), Value::String(mode_text));
+    client.insert("coapEndpoint".into(), Value::String(endpoint));
+    configuration.insert("clientConfiguration".into(), Value::Object(client));
+    configuration.entry("metadata").or_insert_with(|| json!({}));
+    if !configuration["metadata"].is_object() {
+        return Err("Field 'configuration.metadata' must be an object".into());
+    }
+    Ok(Value::Object(configuration))
+}
+
+async fn reload_routes(state: &AppState) -> ApiResult<()> {
+    let store = state.store.clone();
+    let registry = state.registry.clone();
+    blocking(move || registry.reload(store.as_ref())).await
+}
+
+pub async fn get_integration(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id = parse_uuid(&id)?;
+    let store = state.store.clone();
+    let i = blocking(move || store.integration(id)).await?.ok_or_else(ApiError::item_not_found)?;
+    Ok(Json(tb::integration(&i, state.store.tenant_id())))
+}
+
+pub async fn get_integration_by_routing_key(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<Value>> {
+    let store = state.store.clone();
+    let i = blocking(move || store.integration_by_routing_key(&key)).await?.ok_or_else(ApiError::item_not_found)?;
+    Ok(Json(tb::integration(&i, state.store.tenant_id())))
+}
+
+pub async fn list_integrations(State(state): State<AppState>, QueryParams(q): QueryParams<Query>) -> ApiResult<Json<Value>> {
+    let query = page_query(&q)?;
+    let store = state.store.clone();
+    let page = blocking(move || store.integrations(&query)).await?;
+    let tenant = state.store.tenant_id();
+    Ok(Json(tb::page(&page, |i| tb::integration(i, tenant))))
+}
+
+pub async fn list_integration_infos(State(state): State<AppState>, QueryParams(q): QueryParams<Query>) -> ApiResult<Json<Value>> {
+    let query = page_query(&q)?;
+    let store = state.store.clone();
+    let page = blocking(move || store.integrations(&query)).await?;
+    let tenant = state.store.tenant_id();
+    Ok(Json(tb::page(&page, |i| tb::integration_info(i, tenant))))
+}
+
+pub async fn delete_integration(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = parse_uuid(&id)?;
+    let store = state.store.clone();
+    if !blocking(move || store.delete_integration(id)).await? {
+        return Err(ApiError::item_not_found());
+    }
+    reload_routes(&state).await?;
+    Ok(StatusCode::OK)
+}
+
+/// `GET /api/tenant/devices`: a page, or one device when `deviceName` is given (ThingsBoard
+/// serves both from this path).
+pub async fn list_devices(State(state): State<AppState>, q: QueryParams<Query>) -> ApiResult<Json<Value>> {
+    if q.0.contains_key("deviceName") {
+        return device_by_name(State(state), q).await;
+    }
+    let query = page_query(&q.0)?;
+    let device_type = q.0.get("type").cloned();
+    let store = state.store.clone();
+    let page = blocking(move || store.devices(&query, device_type.as_deref())).await?;
+    let tenant = state.store.tenant_id();
+    Ok(Json(tb::page(&page, |d| tb::device(d, tenant))))
+}
+
+pub async fn device_by_name(State(state): State<AppState>, QueryParams(q): QueryParams<Query>) -> ApiResult<Json<Value>> {
+    let name = q.get("deviceName").cloned().ok_or_else(|| ApiError::bad_request("Parameter 'deviceName' is required"))?;
+    let store = state.store.clone();
+    let d = blocking(move || store.device_by_name(&name)).await?.ok_or_else(ApiError::item_not_found)?;
+    Ok(Json(tb::device(&d, state.store.tenant_id())))
+}
+
+pub async fn get_device(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id = parse_uuid(&id)?;
+    let store = state.store.clone();
+    let d = blocking(move || store.device(id)).await?.ok_or_else(ApiError::item_not_found)?;
+    Ok(Json(tb::device(&d, state.store.tenant_id())))
+}
+
+pub async fn delete_device(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = parse_uuid(&id)?;
+    let store = state.store.clone();
+    if !blocking(move || store.delete_device(id)).await? {
+        return Err(ApiError::item_not_found());
+    }
+    Ok(StatusCode::OK)
+}
+
+pub async fn list_device_profiles(State(state): State<AppState>, QueryParams(q): QueryParams<Query>) -> ApiResult<Json<Value>> {
+    let query = page_query(&q)?;
+    let store = state.store.clone();
+    let page = blocking(move || store.device_profiles(&query)).await?;
+    let tenant = state.store.tenant_id();
+    Ok(Json(tb::page(&page, |p| tb::device_profile(p, tenant))))
+}
+
+pub async fn get_device_profile(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id = parse_uuid(&id)?;
+    let store = state.store.clone();
+    let p = blocking(move || store.device_profile(id)).await?.ok_or_else(ApiError::item_not_found)?;
+    Ok(Json(tb::device_profile(&p, state.store.tenant_id())))
+}

@@ -1,0 +1,203 @@
+//! The REST API: ThingsBoard's paths and JSON for the subset coapgate serves.
+//!
+//! Handlers are thin: they parse and validate ThingsBoard's JSON, call [`Store`] on the blocking
+//! pool, and map the result back. Field-level validation errors name the field, unknown ids are
+//! 404 and a missing or bad token is 401, all in ThingsBoard's error JSON, because
+//! `tb-rest-client` and existing scripts parse those.
+
+mod auth;
+mod entities;
+mod json;
+mod telemetry;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use coapgate_script::EnginePool;
+use coapgate_storage::model::PageQuery;
+use coapgate_storage::{StorageError, Store};
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::registry::Registry;
+
+pub use auth::{Jwt, ensure_admin_user};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub jwt: Arc<Jwt>,
+    pub config: Arc<Config>,
+    pub pool: Arc<EnginePool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/api/auth/user", get(auth::current_user))
+        .route("/api/auth/logout", post(auth::logout))
+        .route("/api/converter", post(entities::save_converter))
+        .route("/api/converter/testUpLink", post(entities::test_uplink))
+        .route("/api/converter/{id}", get(entities::get_converter).delete(entities::delete_converter))
+        .route("/api/converters", get(entities::list_converters))
+        .route("/api/integration", post(entities::save_integration))
+        .route("/api/integration/{id}", get(entities::get_integration).delete(entities::delete_integration))
+        .route("/api/integration/routingKey/{key}", get(entities::get_integration_by_routing_key))
+        .route("/api/integrations", get(entities::list_integrations))
+        .route("/api/integrationInfos", get(entities::list_integration_infos))
+        .route("/api/tenant/devices", get(entities::list_devices))
+        .route("/api/tenant/deviceInfos", get(entities::list_devices))
+        .route("/api/tenant/device", get(entities::device_by_name))
+        .route("/api/device/{id}", get(entities::get_device).delete(entities::delete_device))
+        .route("/api/deviceProfiles", get(entities::list_device_profiles))
+        .route("/api/deviceProfileInfos", get(entities::list_device_profiles))
+        .route("/api/deviceProfile/{id}", get(entities::get_device_profile))
+        .route("/api/plugins/telemetry/{entity_type}/{entity_id}/keys/timeseries", get(telemetry::timeseries_keys))
+        .route("/api/plugins/telemetry/{entity_type}/{entity_id}/values/timeseries", get(telemetry::timeseries_values))
+        .route(
+            "/api/plugins/telemetry/{entity_type}/{entity_id}/values/timeseries/history",
+            get(telemetry::timeseries_values),
+        )
+        .route("/api/plugins/telemetry/{entity_type}/{entity_id}/keys/attributes", get(telemetry::attribute_keys))
+        .route(
+            "/api/plugins/telemetry/{entity_type}/{entity_id}/keys/attributes/{scope}",
+            get(telemetry::attribute_keys_scoped),
+        )
+        .route("/api/plugins/telemetry/{entity_type}/{entity_id}/values/attributes", get(telemetry::attribute_values))
+        .route(
+            "/api/plugins/telemetry/{entity_type}/{entity_id}/values/attributes/{scope}",
+            get(telemetry::attribute_values_scoped),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
+    Router::new()
+        .route("/api/auth/login", post(auth::login))
+        .route("/api/auth/token", post(auth::refresh))
+        .merge(protected)
+        .fallback(|| async { ApiError::not_found("Requested item wasn't found!") })
+        .with_state(state)
+}
+
+/// An error in ThingsBoard's JSON: `{status, message, errorCode, timestamp}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// ThingsBoard's `ThingsboardErrorCode` numbers, which clients switch on.
+    pub error_code: u32,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::BAD_REQUEST, message: message.into(), error_code: 31 }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::NOT_FOUND, message: message.into(), error_code: 32 }
+    }
+
+    pub fn unauthorized(message: impl Into<String>, error_code: u32) -> ApiError {
+        ApiError { status: StatusCode::UNAUTHORIZED, message: message.into(), error_code }
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: message.into(), error_code: 2 }
+    }
+
+    pub fn item_not_found() -> ApiError {
+        ApiError::not_found("Requested item wasn't found!")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "status": self.status.as_u16(),
+            "message": self.message,
+            "errorCode": self.error_code,
+            "timestamp": coapgate_storage::now_millis(),
+        });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> ApiError {
+        match e {
+            StorageError::Conflict(message) => ApiError::bad_request(message),
+            StorageError::NotFound => ApiError::item_not_found(),
+            other => {
+                tracing::error!("storage error in REST call: {other}");
+                ApiError::internal(other.to_string())
+            }
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Runs a blocking storage call off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("task failed: {e}")))?.map_err(Into::into)
+}
+
+/// Parses a request body as a JSON object, or says why not.
+pub fn parse_body(body: &[u8]) -> ApiResult<serde_json::Map<String, Value>> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request("Invalid request body: expected a JSON object")),
+        Err(e) => Err(ApiError::bad_request(format!("Invalid request body: {e}"))),
+    }
+}
+
+/// Query parameters as given; booleans are compared case-insensitively because the Python
+/// client sends `True`.
+pub type Query = HashMap<String, String>;
+
+pub fn query_bool(q: &Query, name: &str) -> ApiResult<Option<bool>> {
+    match q.get(name).map(|v| v.to_ascii_lowercase()) {
+        None => Ok(None),
+        Some(v) if v == "true" => Ok(Some(true)),
+        Some(v) if v == "false" => Ok(Some(false)),
+        Some(v) => Err(ApiError::bad_request(format!("Parameter '{name}' must be true or false, not '{v}'"))),
+    }
+}
+
+pub fn query_number<T: std::str::FromStr>(q: &Query, name: &str) -> ApiResult<Option<T>> {
+    match q.get(name) {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| ApiError::bad_request(format!("Parameter '{name}' must be a number, not '{v}'"))),
+    }
+}
+
+/// ThingsBoard's page parameters: `pageSize`, `page`, `textSearch`, `sortProperty`, `sortOrder`.
+pub fn page_query(q: &Query) -> ApiResult<PageQuery> {
+    let page_size: u32 = query_number(q, "pageSize")?.unwrap_or(10);
+    if page_size == 0 {
+        return Err(ApiError::bad_request("Parameter 'pageSize' must be greater than 0"));
+    }
+    let sort_descending = match q.get("sortOrder").map(|s| s.to_ascii_uppercase()) {
+        None => false,
+        Some(s) if s == "ASC" => false,
+        Some(s) if s == "DESC" => true,
+        Some(s) => return Err(ApiError::bad_request(format!("Parameter 'sortOrder' must be ASC or DESC, not '{s}'"))),
+    };
+    Ok(PageQuery {
+        page_size,
+        page: query_number(q, "page")?.unwrap_or(0),
+        text_search: q.get("textSearch").cloned(),
+        sort_property: q.get("sortProperty").cloned().filter(|s| !s.is_empty()),
+        sort_descending,
+    })
+}
+
+pub fn parse_uuid(text: &str) -> ApiResult<uuid::Uuid> {
+    uuid::Uuid::parse_str(text).map_err(|_| ApiError::bad_request(format!("Invalid UUID string: {text}")))
+}

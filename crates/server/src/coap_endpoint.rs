@@ -1,0 +1,413 @@
+//! The plain CoAP endpoint: one UDP socket, the message layer, and the hand-off to the pipeline.
+//!
+//! The receive loop only parses, deduplicates, routes and submits; it never waits on a script or
+//! the database. Each accepted uplink travels socket → script pool → writer → commit, and its
+//! completion comes back through a oneshot channel to a small task that answers the peer:
+//! piggybacked in the ACK when the answer is ready within the piggyback window, otherwise as an
+//! empty ACK now and a separate confirmable response later.
+//!
+//! Bounds: `max_in_flight` caps the uplinks accepted but not yet answered (above it: 5.03 with
+//! Max-Age), and the script and writer queues are bounded too (full: 5.03), so memory between
+//! the socket and the disk is bounded under any load.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use coapgate_coap::message::{Code, Message, MessageType};
+use coapgate_coap::{DedupCache, DedupConfig, Lookup, params};
+use coapgate_script::{DecodeJob, EnginePool, ScriptError};
+use coapgate_storage::now_millis;
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+
+use crate::registry::{Registry, Route, SecurityMode};
+use crate::uplink::record_from_output;
+use crate::writer::{WriteJob, WriteResult, WriterHandle};
+
+/// Seconds a client should wait before retrying after a 5.03.
+const OVERLOAD_MAX_AGE_SECS: u32 = 1;
+
+/// The answer to one request, before it is framed as ACK, NON or separate CON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub code: Code,
+    pub payload: Vec<u8>,
+    pub max_age: Option<u32>,
+}
+
+impl Reply {
+    fn new(code: Code, text: &str) -> Reply {
+        Reply { code, payload: text.as_bytes().to_vec(), max_age: None }
+    }
+
+    fn overloaded() -> Reply {
+        Reply { code: Code::SERVICE_UNAVAILABLE, payload: b"server overloaded".to_vec(), max_age: Some(OVERLOAD_MAX_AGE_SECS) }
+    }
+
+    /// A 4.00 with a short diagnostic; devices have tiny buffers, the full text goes to the logs.
+    fn bad_request(text: &str) -> Reply {
+        let short: String = text.chars().take(120).collect();
+        Reply::new(Code::BAD_REQUEST, &short)
+    }
+}
+
+/// Counters of the endpoint, read by logs, tests and metrics.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    pub datagrams: AtomicU64,
+    pub malformed: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub uplinks_ok: AtomicU64,
+    pub uplinks_failed: AtomicU64,
+    pub overloaded: AtomicU64,
+}
+
+pub struct EndpointConfig {
+    pub piggyback_timeout: Duration,
+    pub max_in_flight: usize,
+    pub dedup: DedupConfig,
+}
+
+/// Shared state of the endpoint. Response tasks hold it through an `Arc`.
+pub struct CoapEndpoint {
+    socket: Arc<UdpSocket>,
+    registry: Arc<Registry>,
+    pool: Arc<EnginePool>,
+    writer: WriterHandle,
+    config: EndpointConfig,
+    /// Exchanges seen within EXCHANGE_LIFETIME; a std mutex because it is held for microseconds
+    /// and never across an await.
+    dedup: Mutex<DedupCache>,
+    /// Uplinks accepted and not yet answered, against `config.max_in_flight`.
+    in_flight: AtomicUsize,
+    /// Message ids for the NON and separate CON responses this server originates.
+    next_message_id: AtomicU16,
+    /// Separate responses waiting for the peer's ACK or RST, by (peer, message id).
+    awaiting_ack: Mutex<HashMap<(SocketAddr, u16), oneshot::Sender<()>>>,
+    pub stats: EndpointStats,
+    /// Whether this endpoint is the DTLS one, which decides the security-mode checks.
+    secure: bool,
+}
+
+impl CoapEndpoint {
+    pub fn new(
+        socket: UdpSocket,
+        registry: Arc<Registry>,
+        pool: Arc<EnginePool>,
+        writer: WriterHandle,
+        config: EndpointConfig,
+    ) -> Arc<CoapEndpoint> {
+        Arc::new(CoapEndpoint {
+            socket: Arc::new(socket),
+            registry,
+            pool,
+            writer,
+            dedup: Mutex::new(DedupCache::new(config.dedup)),
+            config,
+            in_flight: AtomicUsize::new(0),
+            next_message_id: AtomicU16::new(rand::random()),
+            awaiting_ack: Mutex::new(HashMap::new()),
+            stats: EndpointStats::default(),
+            secure: false,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The receive loop. Errors on one datagram never end it.
+    pub async fn run(self: Arc<Self>) {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            match self.socket.recv_from(&mut buf).await {
+                Ok((n, peer)) => {
+                    self.stats.datagrams.fetch_add(1, Ordering::Relaxed);
+                    self.handle_datagram(&buf[..n], peer);
+                }
+                // ICMP port-unreachable from an earlier send surfaces here on Linux; not fatal.
+                Err(e) => tracing::debug!("coap receive error: {e}"),
+            }
+        }
+    }
+
+    fn send(&self, bytes: &[u8], peer: SocketAddr) {
+        // UDP sends do not block for long; try_send_to avoids an await in the receive loop. A
+        // full socket buffer drops the datagram, which CoAP's retransmission covers.
+        if let Err(e) = self.socket.try_send_to(bytes, peer) {
+            tracing::debug!("coap send to {peer} failed: {e}");
+        }
+    }
+
+    fn fresh_message_id(&self) -> u16 {
+        self.next_message_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn handle_datagram(self: &Arc<Self>, datagram: &[u8], peer: SocketAddr) {
+        let message = match Message::parse(datagram) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                // RFC 7252 §4.2: a malformed CON is rejected with RST; anything else is ignored.
+                if let Some((MessageType::Confirmable, mid)) = e.header() {
+                    self.send(&Message::reset(mid).encode(), peer);
+                }
+                return;
+            }
+        };
+        match message.mtype {
+            MessageType::Acknowledgement | MessageType::Reset => {
+                let waiter = self.awaiting_ack.lock().unwrap_or_else(|e| e.into_inner()).remove(&(peer, message.message_id));
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(());
+                }
+            }
+            MessageType::Confirmable if message.code.is_empty() => {
+                // CoAP ping.
+                self.send(&Message::reset(message.message_id).encode(), peer);
+            }
+            MessageType::Confirmable | MessageType::NonConfirmable if message.code.is_request() => {
+                self.handle_request(message, peer);
+            }
+            MessageType::Confirmable => {
+                // A response or reserved code in a CON is nothing we can process.
+                self.send(&Message::reset(message.message_id).encode(), peer);
+            }
+            MessageType::NonConfirmable => {}
+        }
+    }
+
+    fn handle_request(self: &Arc<Self>, request: Message, peer: SocketAddr) {
+        let confirmable = request.mtype == MessageType::Confirmable;
+        let lookup = self.dedup.lock().unwrap_or_else(|e| e.into_inner()).check_and_insert(
+            peer,
+            request.message_id,
+            confirmable,
+            Instant::now(),
+        );
+        match lookup {
+            Lookup::New => {}
+            Lookup::InProgress => {
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Lookup::Replay(bytes) => {
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                self.send(&bytes, peer);
+                return;
+            }
+            Lookup::Full(_) => {
+                self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+                let reply = Reply::overloaded();
+                self.send(&self.frame(&request, &reply).encode(), peer);
+                return;
+            }
+        }
+        match self.route(&request) {
+            Err(reply) => self.answer_now(&request, peer, reply),
+            Ok(route) => self.start_uplink(request, peer, route),
+        }
+    }
+
+    /// Decides what a request is for, or the immediate answer when it cannot be an uplink.
+    fn route(&self, request: &Message) -> Result<Arc<Route>, Reply> {
+        let mut segments = request.uri_path();
+        // Some firmware puts the whole path into one Uri-Path option.
+        if segments.len() == 1 && segments[0].contains('/') {
+            segments = segments[0].split('/').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        }
+        if segments == [".well-known", "core"] {
+            // Discovery must never reveal routing keys: the integration resource is all there is.
+            return Err(Reply::new(Code::CONTENT, "</i>;rt=\"coapgate.integration\""));
+        }
+        let n = segments.len();
+        if n < 2 || segments[n - 2] != "i" {
+            return Err(Reply::new(Code::NOT_FOUND, "Not Found"));
+        }
+        let route = self.registry.lookup(&segments[n - 1]).ok_or_else(|| Reply::new(Code::NOT_FOUND, "Not Found"))?;
+        if !route.integration.enabled || route.path_prefix[..] != segments[..n - 2] {
+            return Err(Reply::new(Code::NOT_FOUND, "Not Found"));
+        }
+        if request.code != Code::POST && request.code != Code::PUT {
+            return Err(Reply::new(Code::METHOD_NOT_ALLOWED, "Method Not Allowed"));
+        }
+        match (self.secure, route.security) {
+            (false, SecurityMode::Dtls) => return Err(Reply::bad_request("Secure connection is required")),
+            (true, SecurityMode::NoSecure) => return Err(Reply::bad_request("No secure connection is not allowed")),
+            _ => {}
+        }
+        if request.payload.is_empty() {
+            return Err(Reply::bad_request("Payload is empty"));
+        }
+        Ok(route)
+    }
+
+    /// Frames `reply` for `request`: piggybacked ACK for a CON, NON for a NON.
+    fn frame(&self, request: &Message, reply: &Reply) -> Message {
+        let mut response = if request.mtype == MessageType::Confirmable {
+            Message::piggybacked_response(request, reply.code, reply.payload.clone())
+        } else {
+            Message::non_response(request, reply.code, reply.payload.clone(), self.fresh_message_id())
+        };
+        if let Some(max_age) = reply.max_age {
+            response.set_uint_option(coapgate_coap::message::option::MAX_AGE, max_age);
+        }
+        response
+    }
+
+    fn answer_now(&self, request: &Message, peer: SocketAddr, reply: Reply) {
+        let bytes: Arc<[u8]> = self.frame(request, &reply).encode().into();
+        self.send(&bytes, peer);
+        self.dedup.lock().unwrap_or_else(|e| e.into_inner()).complete(peer, request.message_id, bytes);
+    }
+
+    fn start_uplink(self: &Arc<Self>, request: Message, peer: SocketAddr, route: Arc<Route>) {
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.config.max_in_flight {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+            return self.answer_now(&request, peer, Reply::overloaded());
+        }
+        let (reply_tx, reply_rx) = oneshot::channel::<Reply>();
+        let received_ts = now_millis();
+        let metadata = converter_metadata(&route, &request);
+        let writer = self.writer.clone();
+        let integration_id = route.integration.id;
+        let allow_create = route.integration.allow_create_devices_or_assets;
+        let job = DecodeJob {
+            script: route.script.clone(),
+            payload: request.payload.clone(),
+            metadata,
+            on_done: Box::new(move |result, _elapsed| {
+                let output = match result {
+                    Ok(output) => output,
+                    Err(e) => return drop(reply_tx.send(script_error_reply(&e))),
+                };
+                let record = match record_from_output(&output, integration_id, allow_create, received_ts) {
+                    Ok(record) => record,
+                    Err(e) => return drop(reply_tx.send(Reply::bad_request(&e.to_string()))),
+                };
+                if record.devices.is_empty() {
+                    // Nothing to store is still a success, as in ThingsBoard.
+                    return drop(reply_tx.send(Reply::new(Code::CREATED, "")));
+                }
+                let job = WriteJob {
+                    record,
+                    done: Box::new(move |result| {
+                        let _ = reply_tx.send(match result {
+                            WriteResult::Stored(_) => Reply::new(Code::CREATED, ""),
+                            WriteResult::Rejected(rejection) => Reply::bad_request(&rejection.to_string()),
+                            WriteResult::Failed(e) => {
+                                Reply::new(Code::INTERNAL_SERVER_ERROR, &format!("storage failed: {e}"))
+                            }
+                            WriteResult::QueueFull => Reply::overloaded(),
+                        });
+                    }),
+                };
+                if let Err(job) = writer.try_send(job) {
+                    (job.done)(WriteResult::QueueFull);
+                }
+            }),
+        };
+        if let Err(e) = self.pool.try_submit(job) {
+            drop(e);
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+            return self.answer_now(&request, peer, Reply::overloaded());
+        }
+        let endpoint = self.clone();
+        tokio::spawn(async move { endpoint.respond(request, peer, reply_rx).await });
+    }
+
+    /// Waits for the pipeline's answer and delivers it as the message layer requires.
+    async fn respond(self: Arc<Self>, request: Message, peer: SocketAddr, mut reply_rx: oneshot::Receiver<Reply>) {
+        let lost = || Reply::new(Code::INTERNAL_SERVER_ERROR, "uplink processing was interrupted");
+        let early = tokio::time::timeout(self.config.piggyback_timeout, &mut reply_rx).await;
+        match early {
+            Ok(reply) => {
+                let reply = reply.unwrap_or_else(|_| lost());
+                self.count(&reply);
+                self.answer_now(&request, peer, reply);
+            }
+            Err(_) if request.mtype == MessageType::Confirmable => {
+                // Too slow to piggyback: acknowledge now so the device stops retransmitting, and
+                // answer duplicates with the same empty ACK until the separate response is out.
+                let ack: Arc<[u8]> = Message::empty_ack(request.message_id).encode().into();
+                self.send(&ack, peer);
+                self.dedup.lock().unwrap_or_else(|e| e.into_inner()).complete(peer, request.message_id, ack);
+                let reply = reply_rx.await.unwrap_or_else(|_| lost());
+                self.count(&reply);
+                self.send_separate(&request, peer, &reply).await;
+            }
+            Err(_) => {
+                let reply = reply_rx.await.unwrap_or_else(|_| lost());
+                self.count(&reply);
+                self.answer_now(&request, peer, reply);
+            }
+        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn count(&self, reply: &Reply) {
+        let counter = if reply.code == Code::CREATED { &self.stats.uplinks_ok } else { &self.stats.uplinks_failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sends a separate CON response and retransmits it (RFC 7252 §4.2) until ACK or RST.
+    async fn send_separate(&self, request: &Message, peer: SocketAddr, reply: &Reply) {
+        let message_id = self.fresh_message_id();
+        let mut response = Message::separate_response(request, reply.code, reply.payload.clone(), message_id);
+        if let Some(max_age) = reply.max_age {
+            response.set_uint_option(coapgate_coap::message::option::MAX_AGE, max_age);
+        }
+        let bytes = response.encode();
+        let (acked_tx, mut acked_rx) = oneshot::channel();
+        self.awaiting_ack.lock().unwrap_or_else(|e| e.into_inner()).insert((peer, message_id), acked_tx);
+        let factor = 1.0 + rand::random::<f64>() * (params::ACK_RANDOM_FACTOR - 1.0);
+        let mut timeout = params::ACK_TIMEOUT.mul_f64(factor);
+        for _attempt in 0..=params::MAX_RETRANSMIT {
+            self.send(&bytes, peer);
+            if tokio::time::timeout(timeout, &mut acked_rx).await.is_ok() {
+                return;
+            }
+            timeout *= 2;
+        }
+        self.awaiting_ack.lock().unwrap_or_else(|e| e.into_inner()).remove(&(peer, message_id));
+        tracing::debug!("separate response to {peer} was never acknowledged");
+    }
+}
+
+/// ThingsBoard's metadata for a converter call: the integration's name and metadata, and the
+/// request's options as `Option:*` keys.
+fn converter_metadata(route: &Route, request: &Message) -> BTreeMap<String, String> {
+    let mut metadata: BTreeMap<String, String> = route.metadata.iter().cloned().collect();
+    metadata.insert("integrationName".into(), route.integration.name.clone());
+    if let Some(format) = request.content_format() {
+        metadata.insert("Option:content-format".into(), format.to_string());
+    }
+    let mut uri = format!("/{}", request.uri_path().join("/"));
+    let query = request.uri_query();
+    if !query.is_empty() {
+        uri.push('?');
+        uri.push_str(&query.join("&"));
+    }
+    metadata.insert("Option:uri".into(), uri);
+    let location_path = request.location_path();
+    if !location_path.is_empty() {
+        metadata.insert("Option:location-path".into(), location_path.join(","));
+    }
+    let location_query = request.location_query();
+    if !location_query.is_empty() {
+        metadata.insert("Option:location-query".into(), location_query.join(","));
+    }
+    metadata
+}
+
+fn script_error_reply(e: &ScriptError) -> Reply {
+    match e {
+        ScriptError::PoolFull => Reply::overloaded(),
+        other => Reply::bad_request(&format!("converter error: {other}")),
+    }
+}

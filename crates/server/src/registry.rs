@@ -1,0 +1,168 @@
+//! The live routing table: routing key → integration, its converter script and its resource path.
+//!
+//! The CoAP endpoint reads it for every request, so it is an in-memory map behind a read-write
+//! lock, rebuilt from storage whenever the REST API changes an integration or converter. That is
+//! how creating, editing, disabling or deleting an integration takes effect at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use coapgate_script::{DecoderScript, ScriptLang};
+use coapgate_storage::Store;
+use coapgate_storage::model::{Converter, Integration};
+
+/// How an integration may be reached; ThingsBoard's `securityMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityMode {
+    NoSecure,
+    Dtls,
+    Mixed,
+}
+
+impl SecurityMode {
+    pub fn parse(text: &str) -> Option<SecurityMode> {
+        match text {
+            "NO_SECURE" => Some(SecurityMode::NoSecure),
+            "DTLS" => Some(SecurityMode::Dtls),
+            "MIXED" => Some(SecurityMode::Mixed),
+            _ => None,
+        }
+    }
+
+    pub fn of(integration: &Integration) -> SecurityMode {
+        integration
+            .configuration
+            .pointer("/clientConfiguration/securityMode")
+            .and_then(|v| v.as_str())
+            .and_then(SecurityMode::parse)
+            .unwrap_or(SecurityMode::NoSecure)
+    }
+}
+
+/// Everything the endpoint needs to handle an uplink for one integration.
+#[derive(Debug)]
+pub struct Route {
+    pub integration: Integration,
+    pub script: Arc<DecoderScript>,
+    /// Uri-Path segments before `i/<routingKey>`, from the integration's endpoint URL.
+    pub path_prefix: Vec<String>,
+    /// The integration's metadata, handed to every converter call.
+    pub metadata: Vec<(String, String)>,
+    pub security: SecurityMode,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    routes: RwLock<HashMap<String, Arc<Route>>>,
+}
+
+impl Registry {
+    pub fn lookup(&self, routing_key: &str) -> Option<Arc<Route>> {
+        self.routes.read().unwrap_or_else(|e| e.into_inner()).get(routing_key).cloned()
+    }
+
+    /// Rebuilds the table from storage. Integrations that cannot run here (remote ones, or one
+    /// whose converter is gone) get no route, so their devices see 4.04.
+    pub fn reload(&self, store: &dyn Store) -> coapgate_storage::Result<()> {
+        let mut routes = HashMap::new();
+        let mut converters: HashMap<uuid::Uuid, Option<Converter>> = HashMap::new();
+        for integration in store.all_integrations()? {
+            if integration.is_remote {
+                continue;
+            }
+            let converter = match converters.get(&integration.default_converter_id) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = store.converter(integration.default_converter_id)?;
+                    converters.insert(integration.default_converter_id, c.clone());
+                    c
+                }
+            };
+            let Some(converter) = converter else {
+                tracing::warn!("integration {} has no converter; it will answer 4.04", integration.name);
+                continue;
+            };
+            let route = Route {
+                script: Arc::new(decoder_script(&converter)),
+                path_prefix: path_prefix(&integration),
+                metadata: integration_metadata(&integration),
+                security: SecurityMode::of(&integration),
+                integration,
+            };
+            routes.insert(route.integration.routing_key.clone(), Arc::new(route));
+        }
+        *self.routes.write().unwrap_or_else(|e| e.into_inner()) = routes;
+        Ok(())
+    }
+}
+
+/// The script of a converter as the engines cache it: keyed by converter id and version.
+pub fn decoder_script(converter: &Converter) -> DecoderScript {
+    let lang = match converter.configuration.get("scriptLang").and_then(|v| v.as_str()) {
+        Some("TBEL") => ScriptLang::Tbel,
+        _ => ScriptLang::Js,
+    };
+    let field = if lang == ScriptLang::Tbel { "tbelDecoder" } else { "decoder" };
+    let source = converter.configuration.get(field).and_then(|v| v.as_str()).unwrap_or_default();
+    DecoderScript { id: converter.id, version: converter.version as u64, lang, source: source.into() }
+}
+
+fn integration_metadata(integration: &Integration) -> Vec<(String, String)> {
+    let Some(map) = integration.configuration.get("metadata").and_then(|m| m.as_object()) else {
+        return Vec::new();
+    };
+    map.iter()
+        .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+        .collect()
+}
+
+/// The path segments of the integration's CoAP endpoint URL before `/i/<routingKey>`.
+pub fn path_prefix(integration: &Integration) -> Vec<String> {
+    let endpoint = integration
+        .configuration
+        .pointer("/clientConfiguration/coapEndpoint")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let mut segments = url_path_segments(endpoint);
+    let suffix = ["i".to_string(), integration.routing_key.clone()];
+    if segments.ends_with(&suffix) {
+        segments.truncate(segments.len() - 2);
+        segments
+    } else {
+        Vec::new()
+    }
+}
+
+/// The non-empty path segments of a `coap://host[:port]/a/b` URL.
+pub fn url_path_segments(url: &str) -> Vec<String> {
+    let after_scheme = url.split_once("://").map(|(_, rest)| rest).unwrap_or(url);
+    let path = after_scheme.split_once('/').map(|(_, p)| p).unwrap_or("");
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    path.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+/// Builds `base[/path]/i/<routingKey>`, the URL devices use.
+pub fn endpoint_url(base_url: &str, path: Option<&str>, routing_key: &str) -> String {
+    let mut url = base_url.trim_end_matches('/').to_string();
+    if let Some(path) = path.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
+        url.push('/');
+        url.push_str(path);
+    }
+    url.push_str("/i/");
+    url.push_str(routing_key);
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_urls_and_prefixes() {
+        assert_eq!(endpoint_url("coap://h", None, "k"), "coap://h/i/k");
+        assert_eq!(endpoint_url("coap://h:5683/", Some("/my-path/"), "k"), "coap://h:5683/my-path/i/k");
+        assert_eq!(url_path_segments("coap://h:5683/my-path/i/k"), vec!["my-path", "i", "k"]);
+        assert_eq!(url_path_segments("coap://h"), Vec::<String>::new());
+        assert_eq!(url_path_segments("coap://h/a//b?x=1"), vec!["a", "b"]);
+    }
+}

@@ -1,0 +1,124 @@
+//! `coapgate serve`: start-up as a short list of steps, then run until Ctrl-C or SIGTERM.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use coapgate_coap::DedupConfig;
+use coapgate_script::{EnginePool, Limits, PoolConfig};
+use coapgate_storage::{SqliteStore, Store};
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::api::{self, AppState, Jwt};
+use crate::coap_endpoint::{CoapEndpoint, EndpointConfig};
+use crate::config::Config;
+use crate::registry::Registry;
+use crate::writer::{self, WriterConfig};
+
+pub fn run(config: Config, demo: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(config, demo))
+}
+
+async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let store = open_store(&config)?;
+    let generated_password = api::ensure_admin_user(store.as_ref(), &config.admin_username, config.admin_password.as_deref())
+        .context("creating the admin user")?;
+    let jwt = Arc::new(Jwt::load(store.as_ref()).context("loading the token secret")?);
+    let demo_command = if demo { Some(crate::demo::setup(store.as_ref(), &config)?) } else { None };
+    let registry = Arc::new(Registry::default());
+    registry.reload(store.as_ref()).context("loading integrations")?;
+    let pool = Arc::new(start_script_pool(&config));
+    let (writer, _writer_thread) = writer::start(
+        store.uplink_writer().context("opening the uplink writer")?,
+        WriterConfig {
+            queue_capacity: config.writer_queue_capacity,
+            max_batch: config.writer_max_batch,
+            batch_window: config.writer_batch_window,
+        },
+    );
+    let coap_socket = UdpSocket::bind(&config.coap_bind)
+        .await
+        .with_context(|| format!("COAP_BIND_ADDRESS/COAP_BIND_PORT: cannot listen on udp {}", config.coap_bind))?;
+    let endpoint = CoapEndpoint::new(
+        coap_socket,
+        registry.clone(),
+        pool.clone(),
+        writer,
+        EndpointConfig {
+            piggyback_timeout: config.piggyback_timeout,
+            max_in_flight: config.max_in_flight,
+            dedup: DedupConfig {
+                max_entries: config.dedup_max_entries,
+                max_entries_per_peer: config.dedup_max_entries_per_peer,
+                ..DedupConfig::default()
+            },
+        },
+    );
+    let http = TcpListener::bind(&config.http_bind)
+        .await
+        .with_context(|| format!("HTTP_BIND_ADDRESS/HTTP_BIND_PORT: cannot listen on tcp {}", config.http_bind))?;
+
+    print_banner(&config, &endpoint, &http, generated_password.as_deref(), demo_command.as_deref(), started);
+    tokio::spawn(endpoint.run());
+    let config = Arc::new(config);
+    let app = api::router(AppState { store, registry, jwt, config, pool });
+    axum::serve(http, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(parent) = config.database_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("COAPGATE_DATA_DIR: cannot create {}", parent.display()))?;
+    }
+    let store = SqliteStore::open(&config.database_path)
+        .with_context(|| format!("DATABASE_URL: cannot open SQLite database {}", config.database_path.display()))?;
+    Ok(Arc::new(store))
+}
+
+fn start_script_pool(config: &Config) -> EnginePool {
+    EnginePool::start(PoolConfig {
+        workers: config.script_workers,
+        queue_capacity: config.script_queue_capacity,
+        limits: Limits { timeout: config.js_timeout, memory_bytes: config.js_memory_bytes, ..Limits::default() },
+    })
+}
+
+fn print_banner(
+    config: &Config,
+    endpoint: &CoapEndpoint,
+    http: &TcpListener,
+    generated_password: Option<&str>,
+    demo_command: Option<&str>,
+    started: Instant,
+) {
+    let coap = endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let http = http.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    println!("coapgate {} ready in {} ms", env!("CARGO_PKG_VERSION"), started.elapsed().as_millis());
+    println!("  CoAP      udp://{coap}  (devices: {}/i/<routing key>)", config.coap_base_url);
+    println!("  REST API  http://{http}/api");
+    println!("  database  {}", config.database_path.display());
+    if let Some(password) = generated_password {
+        println!("  admin     {} / {password}   (generated now and shown only this once)", config.admin_username);
+    }
+    if let Some(command) = demo_command {
+        println!("\nDemo integration ready. Send the seed uplink with:\n\n  {command}\n");
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,205 @@
+//! From converter output to storage writes: ThingsBoard's converter output contract.
+//!
+//! The converter returns an object or an array of objects; each names one device and carries
+//! telemetry and attributes. This module validates that output with ThingsBoard's own error
+//! messages (users search for them) and turns it into an [`UplinkRecord`] for the writer.
+
+use coapgate_storage::model::{DeviceUpdate, KvValue, Millis, UplinkRecord};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// Why a converter's output cannot be stored. The text is ThingsBoard's where it has one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OutputError {
+    #[error("Either 'deviceName' or 'assetName' should be present in the converter output!")]
+    NoEntityName,
+    #[error("Both 'deviceName' and 'assetName' can't be present in the converter output!")]
+    BothEntityNames,
+    #[error("Asset type is not set!")]
+    AssetTypeMissing,
+    #[error("assets are not supported yet: use 'deviceName'")]
+    AssetsUnsupported,
+    #[error("'{0}' must be a non-empty string")]
+    BadName(&'static str),
+    #[error("'{field}' must be {expected}")]
+    BadField { field: String, expected: &'static str },
+}
+
+/// Builds the record for one uplink from the converter's output. `received_ts` is the server time
+/// used for telemetry without its own `ts` and for attributes.
+pub fn record_from_output(
+    output: &Value,
+    integration_id: Uuid,
+    allow_create_devices: bool,
+    received_ts: Millis,
+) -> Result<UplinkRecord, OutputError> {
+    let objects: Vec<&Map<String, Value>> = match output {
+        Value::Object(o) => vec![o],
+        Value::Array(items) => items.iter().filter_map(Value::as_object).collect(),
+        // ThingsBoard treats anything else (null, a number) as "nothing to store".
+        _ => Vec::new(),
+    };
+    let devices = objects
+        .into_iter()
+        .map(|o| device_update(o, received_ts))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(UplinkRecord { integration_id, allow_create_devices, received_ts, devices })
+}
+
+fn device_update(o: &Map<String, Value>, received_ts: Millis) -> Result<DeviceUpdate, OutputError> {
+    let has_device = o.get("deviceName").is_some_and(|v| !v.is_null());
+    let has_asset = o.get("assetName").is_some_and(|v| !v.is_null());
+    match (has_device, has_asset) {
+        (false, false) => return Err(OutputError::NoEntityName),
+        (true, true) => return Err(OutputError::BothEntityNames),
+        (false, true) => {
+            if o.get("assetType").is_none_or(Value::is_null) {
+                return Err(OutputError::AssetTypeMissing);
+            }
+            return Err(OutputError::AssetsUnsupported);
+        }
+        (true, false) => {}
+    }
+    let name = text_field(o, "deviceName")?.ok_or(OutputError::BadName("deviceName"))?;
+    let device_type = text_field(o, "deviceType")?.unwrap_or_else(|| "default".to_string());
+    let label = text_field(o, "deviceLabel")?;
+    let telemetry = match o.get("telemetry") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(t) => telemetry(t, received_ts)?,
+    };
+    let attributes = match o.get("attributes") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(a)) => typed_values(a),
+        Some(_) => return Err(OutputError::BadField { field: "attributes".into(), expected: "an object" }),
+    };
+    Ok(DeviceUpdate { name, device_type, label, telemetry, attributes })
+}
+
+/// A string field, absent when missing, null or empty. Numbers are accepted as their text, as
+/// ThingsBoard reads these fields with `asText()`.
+fn text_field(o: &Map<String, Value>, field: &'static str) -> Result<Option<String>, OutputError> {
+    match o.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+        Some(_) => Err(OutputError::BadName(field)),
+    }
+}
+
+/// `telemetry` is a flat object (server time), `{ts, values}`, or an array of either.
+fn telemetry(t: &Value, received_ts: Millis) -> Result<Vec<(Millis, Vec<(String, KvValue)>)>, OutputError> {
+    match t {
+        Value::Array(items) => {
+            let mut out = Vec::new();
+            for item in items {
+                out.extend(telemetry(item, received_ts)?);
+            }
+            Ok(out)
+        }
+        Value::Object(o) if o.contains_key("ts") && o.contains_key("values") => {
+            let ts = timestamp(&o["ts"])?;
+            match &o["values"] {
+                Value::Object(values) => Ok(vec![(ts, typed_values(values))]),
+                _ => Err(OutputError::BadField { field: "telemetry.values".into(), expected: "an object" }),
+            }
+        }
+        Value::Object(o) => Ok(if o.is_empty() { Vec::new() } else { vec![(received_ts, typed_values(o))] }),
+        _ => Err(OutputError::BadField { field: "telemetry".into(), expected: "an object or an array" }),
+    }
+}
+
+fn timestamp(v: &Value) -> Result<Millis, OutputError> {
+    let bad = || OutputError::BadField { field: "telemetry.ts".into(), expected: "a number of milliseconds" };
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).ok_or_else(bad),
+        Value::String(s) => s.trim().parse::<i64>().map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
+fn typed_values(o: &Map<String, Value>) -> Vec<(String, KvValue)> {
+    o.iter().filter_map(|(k, v)| KvValue::from_json(v).map(|kv| (k.clone(), kv))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(output: Value, expected: Result<Vec<DeviceUpdate>, OutputError>) {
+        let got = record_from_output(&output, Uuid::nil(), true, 1000).map(|r| r.devices);
+        assert_eq!(got, expected, "output {output}");
+    }
+
+    fn device(name: &str, ty: &str, telemetry: Vec<(Millis, Vec<(&str, KvValue)>)>) -> DeviceUpdate {
+        DeviceUpdate {
+            name: name.into(),
+            device_type: ty.into(),
+            label: None,
+            telemetry: telemetry
+                .into_iter()
+                .map(|(ts, kv)| (ts, kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
+                .collect(),
+            attributes: vec![],
+        }
+    }
+
+    #[test]
+    fn output_forms() {
+        check(
+            json!({"deviceName": "SN-001", "deviceType": "default", "telemetry": {"temperature": 25.7, "humidity": 69}, "attributes": {}}),
+            Ok(vec![device(
+                "SN-001",
+                "default",
+                vec![(1000, vec![("humidity", KvValue::Long(69)), ("temperature", KvValue::Double(25.7))])],
+            )]),
+        );
+        check(
+            json!({"deviceName": "A", "telemetry": {"ts": 5, "values": {"t": "1.5"}}}),
+            Ok(vec![device("A", "default", vec![(5, vec![("t", KvValue::Double(1.5))])])]),
+        );
+        check(
+            json!({"deviceName": "A", "telemetry": [{"ts": 5, "values": {"t": 1}}, {"ts": "6", "values": {"t": 2}}]}),
+            Ok(vec![device(
+                "A",
+                "default",
+                vec![(5, vec![("t", KvValue::Long(1))]), (6, vec![("t", KvValue::Long(2))])],
+            )]),
+        );
+        check(
+            json!([{"deviceName": "A"}, {"deviceName": "B", "deviceType": "x"}]),
+            Ok(vec![device("A", "default", vec![]), device("B", "x", vec![])]),
+        );
+        check(json!(null), Ok(vec![]));
+        check(json!(42), Ok(vec![]));
+    }
+
+    #[test]
+    fn error_messages_are_thingsboards() {
+        check(json!({"telemetry": {}}), Err(OutputError::NoEntityName));
+        check(json!({"deviceName": "a", "assetName": "b"}), Err(OutputError::BothEntityNames));
+        check(json!({"assetName": "b"}), Err(OutputError::AssetTypeMissing));
+        check(json!({"deviceName": ""}), Err(OutputError::BadName("deviceName")));
+        check(json!({"deviceName": {"x": 1}}), Err(OutputError::BadName("deviceName")));
+        check(
+            json!({"deviceName": "a", "telemetry": {"ts": "soon", "values": {}}}),
+            Err(OutputError::BadField { field: "telemetry.ts".into(), expected: "a number of milliseconds" }),
+        );
+        assert_eq!(
+            OutputError::NoEntityName.to_string(),
+            "Either 'deviceName' or 'assetName' should be present in the converter output!"
+        );
+    }
+
+    #[test]
+    fn attributes_are_typed() {
+        let r = record_from_output(&json!({"deviceName": "a", "attributes": {"fw": "1.2", "on": true, "x": null}}), Uuid::nil(), true, 7)
+            .unwrap();
+        assert_eq!(
+            r.devices[0].attributes,
+            vec![("fw".to_string(), KvValue::Double(1.2)), ("on".to_string(), KvValue::Bool(true))]
+        );
+    }
+}
