@@ -73,7 +73,6 @@ const SETTINGS: &[Setting] = &[
 pub struct Config {
     pub http_bind: String,
     pub coap_bind: String,
-    pub coap_port: u16,
     pub coap_base_url: String,
     pub dtls_enabled: bool,
     pub piggyback_timeout: Duration,
@@ -151,7 +150,6 @@ impl Config {
         let config = Config {
             http_bind: format!("{}:{http_port}", get("HTTP_BIND_ADDRESS")),
             coap_bind: format!("{}:{coap_port}", get("COAP_BIND_ADDRESS")),
-            coap_port,
             coap_base_url,
             dtls_enabled: parse_bool(v, "COAP_DTLS_ENABLED")?,
             piggyback_timeout: Duration::from_millis(parse(v, "COAP_PIGGYBACK_TIMEOUT_MS")?),

@@ -35,7 +35,7 @@ const DEMO_SETTING: &str = "demo_integration_id";
 
 /// Creates the demo converter and integration unless an earlier `--demo` did, and returns the
 /// `coap-client` command that sends the seed uplink to it.
-pub fn setup(store: &dyn Store, config: &Config) -> anyhow::Result<String> {
+pub fn setup(store: &dyn Store, config: &Config, coap_addr: std::net::SocketAddr) -> anyhow::Result<String> {
     let existing = match store.setting(DEMO_SETTING)? {
         Some(id) => store.integration(Uuid::parse_str(&id)?)?,
         None => None,
@@ -44,11 +44,9 @@ pub fn setup(store: &dyn Store, config: &Config) -> anyhow::Result<String> {
         Some(i) => i,
         None => create(store, config).context("creating the demo integration")?,
     };
-    let host = match config.coap_bind.rsplit_once(':').map(|(h, _)| h) {
-        Some("0.0.0.0") | Some("[::]") | None => "127.0.0.1".to_string(),
-        Some(h) => h.to_string(),
-    };
-    let url = endpoint_url(&format!("coap://{host}:{}", config.coap_port), None, &integration.routing_key);
+    // The command is for pasting on this machine, so it names the socket actually bound.
+    let host = if coap_addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { coap_addr.ip().to_string() };
+    let url = endpoint_url(&format!("coap://{host}:{}", coap_addr.port()), None, &integration.routing_key);
     Ok(format!(
         "echo -e 'SN-001,default,temperature,25.7,humidity,69' | coap-client-notls -m post {url} -t text/plain -f-"
     ))

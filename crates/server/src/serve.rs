@@ -26,7 +26,11 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let generated_password = api::ensure_admin_user(store.as_ref(), &config.admin_username, config.admin_password.as_deref())
         .context("creating the admin user")?;
     let jwt = Arc::new(Jwt::load(store.as_ref()).context("loading the token secret")?);
-    let demo_command = if demo { Some(crate::demo::setup(store.as_ref(), &config)?) } else { None };
+    let coap_socket = UdpSocket::bind(&config.coap_bind)
+        .await
+        .with_context(|| format!("COAP_BIND_ADDRESS/COAP_BIND_PORT: cannot listen on udp {}", config.coap_bind))?;
+    let coap_addr = coap_socket.local_addr()?;
+    let demo_command = if demo { Some(crate::demo::setup(store.as_ref(), &config, coap_addr)?) } else { None };
     let registry = Arc::new(Registry::default());
     registry.reload(store.as_ref()).context("loading integrations")?;
     let pool = Arc::new(start_script_pool(&config));
@@ -38,9 +42,6 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             batch_window: config.writer_batch_window,
         },
     );
-    let coap_socket = UdpSocket::bind(&config.coap_bind)
-        .await
-        .with_context(|| format!("COAP_BIND_ADDRESS/COAP_BIND_PORT: cannot listen on udp {}", config.coap_bind))?;
     let endpoint = CoapEndpoint::new(
         coap_socket,
         registry.clone(),
@@ -100,7 +101,7 @@ fn print_banner(
     println!("coapgate {} ready in {} ms", env!("CARGO_PKG_VERSION"), started.elapsed().as_millis());
     println!("  CoAP      udp://{coap}  (devices: {}/i/<routing key>)", config.coap_base_url);
     println!("  REST API  http://{http}/api");
-    println!("  database  {}", config.database_path.display());
+    println!("  data      {} (database {})", config.data_dir.display(), config.database_path.display());
     if let Some(password) = generated_password {
         println!("  admin     {} / {password}   (generated now and shown only this once)", config.admin_username);
     }

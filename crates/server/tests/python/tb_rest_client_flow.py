@@ -162,7 +162,7 @@ def run_flow():
             # ---- uplink via CoAP
             cmd = send_cmd.replace("{endpoint}", shlex.quote(endpoint))
             print("running:", cmd)
-            proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=30)
+            proc = subprocess.run(cmd, shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=30)
             if proc.stdout.strip():
                 print("coap stdout:", proc.stdout.strip())
             if proc.stderr.strip():

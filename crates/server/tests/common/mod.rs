@@ -1,0 +1,322 @@
+//! Test harness: the real `coapgate` binary on free loopback ports with its own data directory,
+//! a REST helper speaking ThingsBoard's JSON, and a raw CoAP client for byte-level checks.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use coapgate_coap::message::{Code, Message, MessageType, option};
+use serde_json::{Value, json};
+
+pub const ADMIN_USER: &str = "tenant@thingsboard.org";
+pub const ADMIN_PASSWORD: &str = "test-password";
+
+/// The seed tutorial's decoder.
+pub const SEED_DECODER: &str = r#"var strArray = decodeToString(payload);
+var payloadArray = strArray.replaceAll("\"", "").split(',');
+var telemetryPayload = {};
+for (var i = 2; i < payloadArray.length; i = i + 2) {
+    var telemetryKey = payloadArray[i];
+    var telemetryValue = parseFloat(payloadArray[i + 1]);
+    telemetryPayload[telemetryKey] = telemetryValue;
+}
+var result = { deviceName: payloadArray[0], deviceType: payloadArray[1], telemetry: telemetryPayload, attributes: {} };
+return result;"#;
+
+pub const SEED_PAYLOAD: &str = "SN-001,default,temperature,25.7,humidity,69";
+
+/// A running server. Killed and its data directory removed on drop.
+pub struct Server {
+    child: Child,
+    pub data_dir: PathBuf,
+    pub http: String,
+    pub coap: SocketAddr,
+    /// Everything the server printed on stdout so far.
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    token: Mutex<Option<String>>,
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("coapgate-{tag}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(&[], &[])
+    }
+
+    /// Starts `coapgate serve` with extra environment and arguments, on free ports of 127.0.0.1.
+    pub fn start_with(env: &[(&str, &str)], args: &[&str]) -> Server {
+        Server::start_in(temp_dir("server"), env, args)
+    }
+
+    pub fn start_in(data_dir: PathBuf, env: &[(&str, &str)], args: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coapgate"));
+        cmd.arg("serve")
+            .args(args)
+            .env("COAPGATE_DATA_DIR", &data_dir)
+            .env("HTTP_BIND_ADDRESS", "127.0.0.1")
+            .env("HTTP_BIND_PORT", "0")
+            .env("COAP_BIND_ADDRESS", "127.0.0.1")
+            .env("COAP_BIND_PORT", "0")
+            .env("COAP_BASE_URL", "coap://127.0.0.1")
+            .env("COAPGATE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("starting coapgate");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = BufReader::new(child.stdout.take().unwrap());
+        let lines = stdout.clone();
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let (mut http, mut coap) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http.is_none() || coap.is_none() {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("server did not print its banner; stdout: {:?}", stdout.lock().unwrap()));
+            if let Some(rest) = line.trim().strip_prefix("CoAP      udp://") {
+                coap = Some(rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap());
+            }
+            if let Some(rest) = line.trim().strip_prefix("REST API  http://") {
+                http = Some(format!("http://{}", rest.trim_end_matches("/api")));
+            }
+        }
+        // Let the demo lines (printed with the banner) arrive.
+        std::thread::sleep(Duration::from_millis(50));
+        Server { child, data_dir, http: http.unwrap(), coap: coap.unwrap(), stdout, token: Mutex::new(None) }
+    }
+
+    /// Stops the process (SIGKILL) and keeps the data directory for a restart.
+    pub fn kill(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::take(&mut self.data_dir);
+        std::mem::forget(self);
+        dir
+    }
+
+    pub fn stdout_text(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    pub fn token(&self) -> String {
+        let mut token = self.token.lock().unwrap();
+        if token.is_none() {
+            let (status, body) = self.request("POST", "/api/auth/login", Some(json!({"username": ADMIN_USER, "password": ADMIN_PASSWORD})), None);
+            assert_eq!(status, 200, "login failed: {body}");
+            *token = Some(body["token"].as_str().unwrap().to_string());
+        }
+        token.clone().unwrap()
+    }
+
+    /// A REST call with an explicit token (or none); returns the status and the JSON body
+    /// (`Value::Null` when the body is empty).
+    pub fn request(&self, method: &str, path: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
+        let mut req = ureq::request(method, &format!("{}{path}", self.http)).timeout(Duration::from_secs(30));
+        if let Some(token) = token {
+            req = req.set("X-Authorization", &format!("Bearer {token}"));
+        }
+        let result = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        let response = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let status = response.status();
+        let text = response.into_string().unwrap_or_default();
+        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, value)
+    }
+
+    /// An authenticated call that must succeed.
+    pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, value) = self.request(method, path, body, Some(&self.token()));
+        assert!((200..300).contains(&status), "{method} {path} -> {status}: {value}");
+        value
+    }
+
+    pub fn create_converter(&self, name: &str, decoder: &str) -> Value {
+        self.api(
+            "POST",
+            "/api/converter",
+            Some(json!({"name": name, "type": "UPLINK", "integrationType": "COAP",
+                        "configuration": {"scriptLang": "JS", "decoder": decoder}})),
+        )
+    }
+
+    /// Creates an integration for `converter`, with the server's CoAP port in its base URL.
+    pub fn create_integration(&self, name: &str, converter: &Value, extra: Value) -> Value {
+        let mut body = json!({
+            "name": name, "type": "COAP", "enabled": true, "allowCreateDevicesOrAssets": true,
+            "defaultConverterId": converter["id"],
+            "configuration": {"clientConfiguration": {"baseUrl": format!("coap://127.0.0.1:{}", self.coap.port()), "securityMode": "NO_SECURE"}, "metadata": {}},
+        });
+        if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+            b.extend(e);
+        }
+        self.api("POST", "/api/integration", Some(body))
+    }
+
+    /// The seed tutorial's converter and integration; returns the integration.
+    pub fn seed_integration(&self) -> Value {
+        let converter = self.create_converter("CoAP Uplink Converter", SEED_DECODER);
+        self.create_integration("CoAP Integration", &converter, json!({}))
+    }
+
+    pub fn device(&self, name: &str) -> Option<Value> {
+        let (status, body) = self.request("GET", &format!("/api/tenant/devices?deviceName={name}"), None, Some(&self.token()));
+        match status {
+            200 => Some(body),
+            404 => None,
+            other => panic!("device lookup -> {other}: {body}"),
+        }
+    }
+
+    /// Latest values of a device as `{key: value-as-string}`.
+    pub fn latest(&self, device: &Value) -> serde_json::Map<String, Value> {
+        let id = device["id"]["id"].as_str().unwrap();
+        let body = self.api("GET", &format!("/api/plugins/telemetry/DEVICE/{id}/values/timeseries"), None);
+        body.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v[0]["value"].clone())).collect()
+    }
+
+    /// Number of stored points of `key` for a device, over all time.
+    pub fn history_len(&self, device: &Value, key: &str) -> usize {
+        let id = device["id"]["id"].as_str().unwrap();
+        let body = self.api(
+            "GET",
+            &format!("/api/plugins/telemetry/DEVICE/{id}/values/timeseries?keys={key}&startTs=0&endTs=9999999999999&limit=100000"),
+            None,
+        );
+        body.get(key).and_then(Value::as_array).map(Vec::len).unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !self.data_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
+/// The path segments of an integration's CoAP endpoint URL.
+pub fn endpoint_path(integration: &Value) -> Vec<String> {
+    let url = integration["configuration"]["clientConfiguration"]["coapEndpoint"].as_str().unwrap();
+    let after_host = url.split_once("://").unwrap().1.split_once('/').map(|x| x.1).unwrap_or("");
+    after_host.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+/// A raw CoAP client on its own UDP port, for exact message-layer checks.
+pub struct CoapClient {
+    pub socket: UdpSocket,
+    pub server: SocketAddr,
+    next_id: u16,
+}
+
+impl CoapClient {
+    pub fn new(server: SocketAddr) -> CoapClient {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        CoapClient { socket, server, next_id: 1000 }
+    }
+
+    pub fn next_message_id(&mut self) -> u16 {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.next_id
+    }
+
+    /// A request with the given type, method, path and payload, and a fresh message id.
+    pub fn build(&mut self, mtype: MessageType, code: Code, path: &[String], payload: &[u8]) -> Message {
+        let mut m = Message::new(mtype, code, self.next_message_id());
+        m.token = coapgate_coap::message::Token::from_slice(&self.next_id.to_be_bytes()).unwrap();
+        for segment in path {
+            m.add_option(option::URI_PATH, segment.as_bytes().to_vec());
+        }
+        m.payload = payload.to_vec();
+        m
+    }
+
+    pub fn send(&self, m: &Message) {
+        self.socket.send_to(&m.encode(), self.server).unwrap();
+    }
+
+    pub fn send_raw(&self, bytes: &[u8]) {
+        self.socket.send_to(bytes, self.server).unwrap();
+    }
+
+    /// The next datagram from the server, parsed; `None` on timeout.
+    pub fn receive(&self) -> Option<Message> {
+        let mut buf = [0u8; 2048];
+        loop {
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, from)) if from == self.server => return Some(Message::parse(&buf[..n]).expect("server sent a malformed message")),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Sends and waits for the response with the same message id (ACK) or token (NON / separate).
+    pub fn exchange(&self, m: &Message) -> Message {
+        self.send(m);
+        loop {
+            let r = self.receive().unwrap_or_else(|| panic!("no response to {m:?}"));
+            if r.message_id == m.message_id || (r.token == m.token && !r.code.is_empty()) {
+                return r;
+            }
+        }
+    }
+
+    /// POSTs `payload` as CON and returns the response code.
+    pub fn post(&mut self, path: &[String], payload: &[u8]) -> Code {
+        let m = self.build(MessageType::Confirmable, Code::POST, path, payload);
+        self.exchange(&m).code
+    }
+}
+
+/// Runs a shell command line (e.g. a `coap-client-notls` pipeline) and returns its output,
+/// failing the test with a clear message when the tool is missing.
+pub fn shell(command: &str) -> std::process::Output {
+    let tool = command.split_whitespace().find(|w| w.starts_with("coap-client")).unwrap_or("sh");
+    let output = Command::new("bash").arg("-c").arg(command).output().expect("running bash");
+    if output.status.code() == Some(127) {
+        panic!("`{tool}` is not installed: run .ci/run (it installs Debian's libcoap3-bin), or apt-get install libcoap3-bin");
+    }
+    output
+}
+
+/// Waits until `f` returns `Some`, for at most `timeout`.
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
