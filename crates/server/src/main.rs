@@ -10,8 +10,10 @@
 //! - [`writer`]: the group-commit writer thread.
 //! - [`api`]: the REST API (ThingsBoard's paths and JSON).
 //! - [`decode`]: `coapgate decode`, the offline converter runner.
+//! - [`bench`]: `coapgate bench`, the CoAP load generator.
 
 mod api;
+mod bench;
 mod coap_endpoint;
 mod config;
 mod decode;
@@ -51,6 +53,8 @@ enum Command {
     Config,
     /// Run a converter script on one payload, offline, with the server's engine.
     Decode(decode::DecodeArgs),
+    /// Load-test a CoAP endpoint with simulated devices and report throughput and latency.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,6 +73,7 @@ fn main() -> std::process::ExitCode {
             Ok(())
         }
         Command::Decode(args) => decode::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
