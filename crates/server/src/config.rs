@@ -55,7 +55,7 @@ const SETTINGS: &[Setting] = &[
         default: "",
         help: "first-run admin password; a random one is generated and printed once if empty",
     },
-    Setting { name: "SCRIPT_WORKERS", default: "0", help: "converter worker threads; 0 = one per CPU core" },
+    Setting { name: "SCRIPT_WORKERS", default: "0", help: "converter worker threads; 0 means one per CPU core" },
     Setting { name: "SCRIPT_QUEUE_CAPACITY", default: "10000", help: "uplinks waiting for a converter worker" },
     Setting { name: "JS_MAX_EXECUTION_TIME_MS", default: "500", help: "JavaScript converter time limit per call" },
     Setting { name: "JS_MAX_MEMORY_MB", default: "100", help: "JavaScript converter memory limit per worker" },
@@ -131,6 +131,10 @@ impl Config {
         let database_path = match get("DATABASE_URL") {
             "" => data_dir.join("coapgate.db"),
             url => match url.strip_prefix("sqlite://") {
+                // An empty path would make SQLite use a temporary database and lose everything.
+                Some(path) if path.trim().is_empty() => {
+                    bail!("DATABASE_URL: sqlite:// needs a file path, e.g. sqlite:///var/lib/coapgate/coapgate.db")
+                }
                 Some(path) => PathBuf::from(path),
                 None if url.starts_with("postgres") => {
                     bail!("DATABASE_URL: the PostgreSQL backend is not available in this version; use sqlite://FILE")

@@ -20,8 +20,10 @@ pub use sqlite::SqliteStore;
 /// 400 and reports everything else as an internal error with the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// Not a `#[source]`: the message already carries the SQLite error, and a source would make
+    /// `{:#}` (the start-up error line) print it two more times.
     #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(rusqlite::Error),
     #[error("{0}")]
     Conflict(String),
     /// The entity an edit refers to does not exist.
@@ -29,6 +31,12 @@ pub enum StorageError {
     NotFound,
     #[error("{0}")]
     Other(String),
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> StorageError {
+        StorageError::Database(e)
+    }
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -70,6 +78,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the device with its telemetry and attributes.
     fn delete_device(&self, id: Uuid) -> Result<bool>;
     fn device_profile(&self, id: Uuid) -> Result<Option<DeviceProfile>>;
+    /// Refuses (Conflict) the default profile and profiles that devices still use.
+    fn delete_device_profile(&self, id: Uuid) -> Result<bool>;
     fn device_profiles(&self, query: &PageQuery) -> Result<Page<DeviceProfile>>;
 
     fn timeseries_keys(&self, entity_id: Uuid) -> Result<Vec<String>>;

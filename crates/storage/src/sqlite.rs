@@ -154,7 +154,8 @@ impl SqliteStore {
             );
             let mut stmt = conn.prepare_cached(&sql)?;
             let data = stmt.query_map(params_from_iter(args.iter()), &map)?.collect::<rusqlite::Result<Vec<T>>>()?;
-            Ok(Page::new(data, total, query))
+            // Totals follow the page size actually served, so a clamped request still pages through everything.
+            Ok(Page::new(data, total, &PageQuery { page_size: size, ..query.clone() }))
         })
     }
 }
@@ -512,6 +513,28 @@ impl Store for SqliteStore {
         })
     }
 
+    fn delete_device_profile(&self, id: Uuid) -> Result<bool> {
+        let deleted = self.with_conn(|c| {
+            let Some(profile) = c
+                .query_row(&format!("SELECT {PROFILE_COLUMNS} FROM device_profile WHERE id = ?1"), [id], profile_from_row)
+                .optional()?
+            else {
+                return Ok(false);
+            };
+            if profile.is_default {
+                return Err(StorageError::Conflict("Deletion of Default Device Profile is prohibited!".into()));
+            }
+            let used: bool = c.query_row("SELECT EXISTS (SELECT 1 FROM device WHERE device_profile_id = ?1)", [id], |r| r.get(0))?;
+            if used {
+                return Err(StorageError::Conflict("The device profile referenced by the devices cannot be deleted!".into()));
+            }
+            Ok(c.execute("DELETE FROM device_profile WHERE id = ?1", [id])? > 0)
+        })?;
+        // The writer caches profile ids by name; make it look again.
+        self.device_generation.fetch_add(1, Ordering::SeqCst);
+        Ok(deleted)
+    }
+
     fn device_profiles(&self, query: &PageQuery) -> Result<Page<DeviceProfile>> {
         self.page("device_profile", PROFILE_COLUMNS, query, None, profile_from_row)
     }
@@ -774,6 +797,7 @@ impl UplinkWriter for SqliteUplinkWriter {
         let generation = self.device_generation.load(Ordering::SeqCst);
         if generation != self.seen_generation {
             self.devices.clear();
+            self.profiles.clear();
             self.seen_generation = generation;
         }
         let mut pending = PendingCache::default();
@@ -933,6 +957,21 @@ mod tests {
         let page = store.integrations(&q).unwrap();
         assert_eq!(page.total_elements, 1);
         assert_eq!(page.data[0].name, "CoAP one");
+    }
+
+    #[test]
+    fn oversized_pages_are_clamped_consistently() {
+        let (_dir, store) = temp_store();
+        let mut writer = store.uplink_writer().unwrap();
+        let batch: Vec<UplinkRecord> = (0..10_005).map(|i| record(&format!("D{i}"), true, 1, vec![])).collect();
+        writer.commit(&batch).unwrap();
+        let page = store.devices(&PageQuery { page_size: 20_000, ..Default::default() }, None).unwrap();
+        assert_eq!(page.total_elements, 10_005);
+        assert_eq!(page.data.len(), 10_000, "page size is capped");
+        assert!(page.has_next, "the capped page must say there is more");
+        assert_eq!(page.total_pages, 2);
+        let second = store.devices(&PageQuery { page_size: 20_000, page: 1, ..Default::default() }, None).unwrap();
+        assert_eq!((second.data.len(), second.has_next), (5, false));
     }
 
     #[test]

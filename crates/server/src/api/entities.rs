@@ -439,6 +439,15 @@ pub async fn list_device_profiles(State(state): State<AppState>, QueryParams(q):
     Ok(Json(tb::page(&page, |p| tb::device_profile(p, tenant))))
 }
 
+pub async fn delete_device_profile(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = parse_uuid(&id)?;
+    let store = state.store.clone();
+    if !blocking(move || store.delete_device_profile(id)).await? {
+        return Err(ApiError::item_not_found());
+    }
+    Ok(StatusCode::OK)
+}
+
 pub async fn get_device_profile(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id = parse_uuid(&id)?;
     let store = state.store.clone();

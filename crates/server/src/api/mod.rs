@@ -56,7 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/device/{id}", get(entities::get_device).delete(entities::delete_device))
         .route("/api/deviceProfiles", get(entities::list_device_profiles))
         .route("/api/deviceProfileInfos", get(entities::list_device_profiles))
-        .route("/api/deviceProfile/{id}", get(entities::get_device_profile))
+        .route("/api/deviceProfile/{id}", get(entities::get_device_profile).delete(entities::delete_device_profile))
         .route("/api/plugins/telemetry/{entity_type}/{entity_id}/keys/timeseries", get(telemetry::timeseries_keys))
         .route("/api/plugins/telemetry/{entity_type}/{entity_id}/values/timeseries", get(telemetry::timeseries_values))
         .route(
@@ -79,6 +79,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/auth/token", post(auth::refresh))
         .merge(protected)
         .fallback(|| async { ApiError::not_found("Requested item wasn't found!") })
+        .method_not_allowed_fallback(|| async {
+            ApiError { status: StatusCode::METHOD_NOT_ALLOWED, message: "Request method not supported".into(), error_code: 2 }
+        })
         .with_state(state)
 }
 

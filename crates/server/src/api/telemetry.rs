@@ -30,8 +30,10 @@ async fn entity(state: &AppState, entity_type: &str, entity_id: &str) -> ApiResu
     Ok(id)
 }
 
+/// The `keys` parameter; absent or empty means all keys, as ThingsBoard's `StringUtils.isEmpty(keys)`.
 fn keys_param(q: &Query) -> Option<Vec<String>> {
-    q.get("keys").map(|k| k.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+    let keys: Vec<String> = q.get("keys")?.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    (!keys.is_empty()).then_some(keys)
 }
 
 fn value_json(v: &KvValue, strict: bool) -> Value {
