@@ -18,14 +18,12 @@ use std::time::{Duration, Instant};
 
 use coapgate_coap::message::{Code, Message, MessageType};
 use coapgate_coap::{DedupCache, DedupConfig, Lookup, params};
-use coapgate_script::{DecodeJob, EnginePool, ScriptError};
-use coapgate_storage::now_millis;
+use coapgate_script::EnginePool;
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
+use crate::pipeline::Pipeline;
 use crate::registry::{Registry, Route, SecurityMode};
-use crate::uplink::record_from_output;
-use crate::writer::{WriteJob, WriteResult, WriterHandle};
 
 /// Seconds a client should wait before retrying after a 5.03.
 const OVERLOAD_MAX_AGE_SECS: u32 = 1;
@@ -36,19 +34,25 @@ pub struct Reply {
     pub code: Code,
     pub payload: Vec<u8>,
     pub max_age: Option<u32>,
+    pub content_format: Option<u32>,
 }
 
 impl Reply {
-    fn new(code: Code, text: &str) -> Reply {
-        Reply { code, payload: text.as_bytes().to_vec(), max_age: None }
+    pub fn new(code: Code, text: &str) -> Reply {
+        Reply { code, payload: text.as_bytes().to_vec(), max_age: None, content_format: None }
     }
 
-    fn overloaded() -> Reply {
-        Reply { code: Code::SERVICE_UNAVAILABLE, payload: b"server overloaded".to_vec(), max_age: Some(OVERLOAD_MAX_AGE_SECS) }
+    pub fn overloaded() -> Reply {
+        Reply {
+            code: Code::SERVICE_UNAVAILABLE,
+            payload: b"server overloaded".to_vec(),
+            max_age: Some(OVERLOAD_MAX_AGE_SECS),
+            content_format: None,
+        }
     }
 
     /// A 4.00 with a short diagnostic; devices have tiny buffers, the full text goes to the logs.
-    fn bad_request(text: &str) -> Reply {
+    pub fn bad_request(text: &str) -> Reply {
         let short: String = text.chars().take(120).collect();
         Reply::new(Code::BAD_REQUEST, &short)
     }
@@ -76,7 +80,7 @@ pub struct CoapEndpoint {
     socket: Arc<UdpSocket>,
     registry: Arc<Registry>,
     pool: Arc<EnginePool>,
-    writer: WriterHandle,
+    pipeline: Pipeline,
     config: EndpointConfig,
     /// Exchanges seen within EXCHANGE_LIFETIME; a std mutex because it is held for microseconds
     /// and never across an await.
@@ -97,14 +101,14 @@ impl CoapEndpoint {
         socket: UdpSocket,
         registry: Arc<Registry>,
         pool: Arc<EnginePool>,
-        writer: WriterHandle,
+        pipeline: Pipeline,
         config: EndpointConfig,
     ) -> Arc<CoapEndpoint> {
         Arc::new(CoapEndpoint {
             socket: Arc::new(socket),
             registry,
             pool,
-            writer,
+            pipeline,
             dedup: Mutex::new(DedupCache::new(config.dedup)),
             config,
             in_flight: AtomicUsize::new(0),
@@ -113,6 +117,14 @@ impl CoapEndpoint {
             stats: EndpointStats::default(),
             secure: false,
         })
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn dedup_len(&self) -> usize {
+        self.dedup.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -221,7 +233,9 @@ impl CoapEndpoint {
         }
         if segments == [".well-known", "core"] {
             // Discovery must never reveal routing keys: the integration resource is all there is.
-            return Err(Reply::new(Code::CONTENT, "</i>;rt=\"coapgate.integration\""));
+            let mut reply = Reply::new(Code::CONTENT, "</i>;rt=\"coapgate.integration\"");
+            reply.content_format = Some(coapgate_coap::message::content_format::LINK_FORMAT);
+            return Err(reply);
         }
         let n = segments.len();
         if n < 2 || segments[n - 2] != "i" {
@@ -255,13 +269,18 @@ impl CoapEndpoint {
         if let Some(max_age) = reply.max_age {
             response.set_uint_option(coapgate_coap::message::option::MAX_AGE, max_age);
         }
+        if let Some(format) = reply.content_format {
+            response.set_uint_option(coapgate_coap::message::option::CONTENT_FORMAT, format);
+        }
         response
     }
 
+    /// Caches the answer for duplicates, then sends it. In that order: a peer that retransmits
+    /// the moment it sees the answer must find it cached, not still "in progress" (dropped).
     fn answer_now(&self, request: &Message, peer: SocketAddr, reply: Reply) {
         let bytes: Arc<[u8]> = self.frame(request, &reply).encode().into();
+        self.dedup.lock().unwrap_or_else(|e| e.into_inner()).complete(peer, request.message_id, bytes.clone());
         self.send(&bytes, peer);
-        self.dedup.lock().unwrap_or_else(|e| e.into_inner()).complete(peer, request.message_id, bytes);
     }
 
     fn start_uplink(self: &Arc<Self>, request: Message, peer: SocketAddr, route: Arc<Route>) {
@@ -271,46 +290,8 @@ impl CoapEndpoint {
             return self.answer_now(&request, peer, Reply::overloaded());
         }
         let (reply_tx, reply_rx) = oneshot::channel::<Reply>();
-        let received_ts = now_millis();
         let metadata = converter_metadata(&route, &request);
-        let writer = self.writer.clone();
-        let integration_id = route.integration.id;
-        let allow_create = route.integration.allow_create_devices_or_assets;
-        let job = DecodeJob {
-            script: route.script.clone(),
-            payload: request.payload.clone(),
-            metadata,
-            on_done: Box::new(move |result, _elapsed| {
-                let output = match result {
-                    Ok(output) => output,
-                    Err(e) => return drop(reply_tx.send(script_error_reply(&e))),
-                };
-                let record = match record_from_output(&output, integration_id, allow_create, received_ts) {
-                    Ok(record) => record,
-                    Err(e) => return drop(reply_tx.send(Reply::bad_request(&e.to_string()))),
-                };
-                if record.devices.is_empty() {
-                    // Nothing to store is still a success, as in ThingsBoard.
-                    return drop(reply_tx.send(Reply::new(Code::CREATED, "")));
-                }
-                let job = WriteJob {
-                    record,
-                    done: Box::new(move |result| {
-                        let _ = reply_tx.send(match result {
-                            WriteResult::Stored(_) => Reply::new(Code::CREATED, ""),
-                            WriteResult::Rejected(rejection) => Reply::bad_request(&rejection.to_string()),
-                            WriteResult::Failed(e) => {
-                                Reply::new(Code::INTERNAL_SERVER_ERROR, &format!("storage failed: {e}"))
-                            }
-                            WriteResult::QueueFull => Reply::overloaded(),
-                        });
-                    }),
-                };
-                if let Err(job) = writer.try_send(job) {
-                    (job.done)(WriteResult::QueueFull);
-                }
-            }),
-        };
+        let job = self.pipeline.decode_job(route, &request, metadata, reply_tx);
         if let Err(e) = self.pool.try_submit(job) {
             drop(e);
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -328,29 +309,32 @@ impl CoapEndpoint {
         match early {
             Ok(reply) => {
                 let reply = reply.unwrap_or_else(|_| lost());
-                self.count(&reply);
+                self.settle(&reply);
                 self.answer_now(&request, peer, reply);
             }
             Err(_) if request.mtype == MessageType::Confirmable => {
                 // Too slow to piggyback: acknowledge now so the device stops retransmitting, and
                 // answer duplicates with the same empty ACK until the separate response is out.
                 let ack: Arc<[u8]> = Message::empty_ack(request.message_id).encode().into();
+                self.dedup.lock().unwrap_or_else(|e| e.into_inner()).complete(peer, request.message_id, ack.clone());
                 self.send(&ack, peer);
-                self.dedup.lock().unwrap_or_else(|e| e.into_inner()).complete(peer, request.message_id, ack);
                 let reply = reply_rx.await.unwrap_or_else(|_| lost());
-                self.count(&reply);
+                self.settle(&reply);
                 self.send_separate(&request, peer, &reply).await;
             }
             Err(_) => {
                 let reply = reply_rx.await.unwrap_or_else(|_| lost());
-                self.count(&reply);
+                self.settle(&reply);
                 self.answer_now(&request, peer, reply);
             }
         }
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn count(&self, reply: &Reply) {
+    /// The uplink's processing is over: it leaves the in-flight count *before* the answer goes
+    /// out, so a peer that sends its next request on receipt finds the slot free, and a separate
+    /// response waiting (up to MAX_TRANSMIT_WAIT) for an ACK that never comes holds no slot.
+    fn settle(&self, reply: &Reply) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
         let counter = if reply.code == Code::CREATED { &self.stats.uplinks_ok } else { &self.stats.uplinks_failed };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -405,9 +389,3 @@ fn converter_metadata(route: &Route, request: &Message) -> BTreeMap<String, Stri
     metadata
 }
 
-fn script_error_reply(e: &ScriptError) -> Reply {
-    match e {
-        ScriptError::PoolFull => Reply::overloaded(),
-        other => Reply::bad_request(&format!("converter error: {other}")),
-    }
-}

@@ -55,6 +55,7 @@ const SETTINGS: &[Setting] = &[
         default: "",
         help: "first-run admin password; a random one is generated and printed once if empty",
     },
+    Setting { name: "EVENTS_TTL_DAYS", default: "7", help: "how long debug, lifecycle, statistics and error events are kept" },
     Setting { name: "SCRIPT_WORKERS", default: "0", help: "converter worker threads; 0 means one per CPU core" },
     Setting { name: "SCRIPT_QUEUE_CAPACITY", default: "10000", help: "uplinks waiting for a converter worker" },
     Setting { name: "JS_MAX_EXECUTION_TIME_MS", default: "500", help: "JavaScript converter time limit per call" },
@@ -83,6 +84,7 @@ pub struct Config {
     pub database_path: PathBuf,
     pub admin_username: String,
     pub admin_password: Option<String>,
+    pub events_ttl: Duration,
     pub script_workers: usize,
     pub script_queue_capacity: usize,
     pub js_timeout: Duration,
@@ -164,6 +166,7 @@ impl Config {
             database_path,
             admin_username: get("COAPGATE_ADMIN_USERNAME").to_string(),
             admin_password,
+            events_ttl: Duration::from_secs(positive(v, "EVENTS_TTL_DAYS")? as u64 * 86_400),
             script_workers: if workers == 0 {
                 std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
             } else {

@@ -6,6 +6,9 @@
 //! - [`demo`]: the seed tutorial's converter and integration for `serve --demo`.
 //! - [`registry`]: the live routing table (routing key → integration and converter script).
 //! - [`coap_endpoint`]: the UDP message layer and the hand-off of uplinks to the pipeline.
+//! - [`pipeline`]: one uplink from script result to reply, with its debug events.
+//! - [`events`]: debug, lifecycle, statistics and error events, recorded in batches.
+//! - [`metrics`]: `GET /metrics` in Prometheus format.
 //! - [`uplink`]: converter output → storage record, with ThingsBoard's validation messages.
 //! - [`writer`]: the group-commit writer thread.
 //! - [`api`]: the REST API (ThingsBoard's paths and JSON).
@@ -18,6 +21,9 @@ mod coap_endpoint;
 mod config;
 mod decode;
 mod demo;
+mod events;
+mod metrics;
+mod pipeline;
 mod registry;
 mod serve;
 mod uplink;

@@ -11,6 +11,8 @@ use coapgate_script::{DecoderScript, ScriptLang};
 use coapgate_storage::Store;
 use coapgate_storage::model::{Converter, Integration};
 
+use crate::events::DebugSettings;
+
 /// How an integration may be reached; ThingsBoard's `securityMode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecurityMode {
@@ -49,6 +51,26 @@ pub struct Route {
     /// The integration's metadata, handed to every converter call.
     pub metadata: Vec<(String, String)>,
     pub security: SecurityMode,
+    pub integration_debug: DebugSettings,
+    pub converter_debug: DebugSettings,
+}
+
+/// A change of an integration's running state, for its lifecycle events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    Started,
+    Updated,
+    Stopped,
+}
+
+impl Lifecycle {
+    pub fn name(self) -> &'static str {
+        match self {
+            Lifecycle::Started => "STARTED",
+            Lifecycle::Updated => "UPDATED",
+            Lifecycle::Stopped => "STOPPED",
+        }
+    }
 }
 
 #[derive(Default)]
@@ -61,13 +83,14 @@ impl Registry {
         self.routes.read().unwrap_or_else(|e| e.into_inner()).get(routing_key).cloned()
     }
 
-    /// Rebuilds the table from storage. Integrations that cannot run here (remote ones, or one
-    /// whose converter is gone) get no route, so their devices see 4.04.
-    pub fn reload(&self, store: &dyn Store) -> coapgate_storage::Result<()> {
+    /// Rebuilds the table from storage and says which integrations started, changed or stopped.
+    /// Integrations that cannot run here (disabled, remote, or whose converter is gone) get no
+    /// route, so their devices see 4.04.
+    pub fn reload(&self, store: &dyn Store) -> coapgate_storage::Result<Vec<(uuid::Uuid, Lifecycle)>> {
         let mut routes = HashMap::new();
         let mut converters: HashMap<uuid::Uuid, Option<Converter>> = HashMap::new();
         for integration in store.all_integrations()? {
-            if integration.is_remote {
+            if integration.is_remote || !integration.enabled {
                 continue;
             }
             let converter = match converters.get(&integration.default_converter_id) {
@@ -83,6 +106,8 @@ impl Registry {
                 continue;
             };
             let route = Route {
+                integration_debug: DebugSettings::from_json(&integration.debug_settings),
+                converter_debug: DebugSettings::from_json(&converter.debug_settings),
                 script: Arc::new(decoder_script(&converter)),
                 path_prefix: path_prefix(&integration),
                 metadata: integration_metadata(&integration),
@@ -91,9 +116,31 @@ impl Registry {
             };
             routes.insert(route.integration.routing_key.clone(), Arc::new(route));
         }
-        *self.routes.write().unwrap_or_else(|e| e.into_inner()) = routes;
-        Ok(())
+        let mut table = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        let changes = lifecycle_changes(&table, &routes);
+        *table = routes;
+        Ok(changes)
     }
+}
+
+fn lifecycle_changes(
+    old: &HashMap<String, Arc<Route>>,
+    new: &HashMap<String, Arc<Route>>,
+) -> Vec<(uuid::Uuid, Lifecycle)> {
+    let versions = |table: &HashMap<String, Arc<Route>>| -> HashMap<uuid::Uuid, (i64, u64)> {
+        table.values().map(|r| (r.integration.id, (r.integration.version, r.script.version))).collect()
+    };
+    let (old, new) = (versions(old), versions(new));
+    let mut changes: Vec<(uuid::Uuid, Lifecycle)> = new
+        .iter()
+        .filter_map(|(id, v)| match old.get(id) {
+            None => Some((*id, Lifecycle::Started)),
+            Some(o) if o != v => Some((*id, Lifecycle::Updated)),
+            Some(_) => None,
+        })
+        .collect();
+    changes.extend(old.keys().filter(|id| !new.contains_key(id)).map(|id| (*id, Lifecycle::Stopped)));
+    changes
 }
 
 /// The script of a converter as the engines cache it: keyed by converter id and version.

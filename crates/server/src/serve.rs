@@ -11,6 +11,9 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::api::{self, AppState, Jwt};
 use crate::coap_endpoint::{CoapEndpoint, EndpointConfig};
+use crate::events::EventSink;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
 use crate::config::Config;
 use crate::registry::Registry;
 use crate::writer::{self, WriterConfig};
@@ -31,8 +34,11 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         .with_context(|| format!("COAP_BIND_ADDRESS/COAP_BIND_PORT: cannot listen on udp {}", config.coap_bind))?;
     let coap_addr = coap_socket.local_addr()?;
     let demo_command = if demo { Some(crate::demo::setup(store.as_ref(), &config, coap_addr)?) } else { None };
+    let events = EventSink::start(store.clone(), config.events_ttl);
     let registry = Arc::new(Registry::default());
-    registry.reload(store.as_ref()).context("loading integrations")?;
+    for (integration, change) in registry.reload(store.as_ref()).context("loading integrations")? {
+        events.lifecycle(integration, change.name(), None);
+    }
     let pool = Arc::new(start_script_pool(&config));
     let (writer, _writer_thread) = writer::start(
         store.uplink_writer().context("opening the uplink writer")?,
@@ -46,7 +52,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         coap_socket,
         registry.clone(),
         pool.clone(),
-        writer,
+        Pipeline { writer: writer.clone(), events: events.clone() },
         EndpointConfig {
             piggyback_timeout: config.piggyback_timeout,
             max_in_flight: config.max_in_flight,
@@ -62,9 +68,10 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         .with_context(|| format!("HTTP_BIND_ADDRESS/HTTP_BIND_PORT: cannot listen on tcp {}", config.http_bind))?;
 
     print_banner(&config, &endpoint, &http, generated_password.as_deref(), demo_command.as_deref(), started);
+    let metrics = Arc::new(Metrics { endpoint: endpoint.clone(), writer: writer.clone(), pool: pool.clone(), events: events.clone() });
     tokio::spawn(endpoint.run());
     let config = Arc::new(config);
-    let app = api::router(AppState { store, registry, jwt, config, pool });
+    let app = api::router(AppState { store, registry, jwt, config, pool, events, metrics });
     axum::serve(http, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")?;
     tracing::info!("stopped");
     Ok(())

@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 /// What happened to one record.
 #[derive(Debug)]
 pub enum WriteResult {
-    Stored(UplinkOutcome),
+    Stored(#[allow(dead_code)] UplinkOutcome),
     Rejected(UplinkRejection),
     /// The transaction failed; nothing of this record was stored.
     Failed(String),

@@ -96,6 +96,15 @@ pub trait Store: Send + Sync + 'static {
         keys: Option<&[String]>,
     ) -> Result<Vec<(String, AttributeValue)>>;
 
+    /// Stores events in one transaction.
+    fn insert_events(&self, events: &[Event]) -> Result<()>;
+    /// A page of events, newest first unless the query says ascending.
+    fn events(&self, query: &EventQuery) -> Result<Page<Event>>;
+    /// Deletes events created before `ts`; returns how many.
+    fn delete_events_before(&self, ts: Millis) -> Result<u64>;
+    /// Deletes all events of one entity.
+    fn delete_events_of(&self, entity_id: Uuid) -> Result<u64>;
+
     /// Opens the writer for the uplink path. There is one per server: it owns its connection
     /// and caches, and is driven from a single thread.
     fn uplink_writer(&self) -> Result<Box<dyn UplinkWriter>>;

@@ -225,6 +225,36 @@ pub struct AttributeValue {
     pub value: KvValue,
 }
 
+/// One recorded event: debug (integration or converter), lifecycle, statistics or error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: Uuid,
+    pub created_time: Millis,
+    pub entity_kind: EntityKind,
+    pub entity_id: Uuid,
+    /// ThingsBoard's event type: `DEBUG_INTEGRATION`, `DEBUG_CONVERTER`, `LC_EVENT`, `STATS`, `ERROR`.
+    pub event_type: String,
+    /// The node that recorded it (ThingsBoard's `uid` / `server`).
+    pub uid: String,
+    pub body: Value,
+}
+
+/// Which events to read: one entity, one type, a time range, and optional equality filters on
+/// top-level body fields (ThingsBoard's `EventFilter`, e.g. `status`, `messageType`) plus a
+/// substring filter on the error text.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub entity_id: Uuid,
+    pub event_type: String,
+    pub start_time: Option<Millis>,
+    pub end_time: Option<Millis>,
+    pub body_equals: Vec<(String, String)>,
+    pub error_contains: Option<String>,
+    /// `Some(true)`: only events with a non-empty `error`; `Some(false)`: only without.
+    pub has_error: Option<bool>,
+    pub page: PageQuery,
+}
+
 /// Paging parameters, as ThingsBoard's `PageLink`.
 #[derive(Debug, Clone, Default)]
 pub struct PageQuery {

@@ -42,6 +42,11 @@ CREATE TABLE IF NOT EXISTS device (
     type TEXT NOT NULL, device_profile_id BLOB NOT NULL, label TEXT, customer_id BLOB,
     integration_id BLOB);
 CREATE INDEX IF NOT EXISTS device_created ON device (created_time);
+CREATE TABLE IF NOT EXISTS event (
+    id BLOB PRIMARY KEY, created_time INTEGER NOT NULL, entity_type TEXT NOT NULL,
+    entity_id BLOB NOT NULL, event_type TEXT NOT NULL, uid TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS event_by_entity ON event (entity_id, event_type, created_time);
+CREATE INDEX IF NOT EXISTS event_by_time ON event (created_time);
 CREATE TABLE IF NOT EXISTS key_dictionary (key_id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS ts_kv (
     entity_id BLOB NOT NULL, key INTEGER NOT NULL, ts INTEGER NOT NULL,
@@ -57,6 +62,9 @@ CREATE TABLE IF NOT EXISTS attribute_kv (
     bool_v INTEGER, long_v INTEGER, dbl_v REAL, str_v TEXT, json_v TEXT,
     PRIMARY KEY (entity_id, scope, key)) WITHOUT ROWID;
 "#;
+
+/// The largest page any list returns, whatever the caller asks for.
+const MAX_PAGE_SIZE: u32 = 10_000;
 
 /// How long a connection waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -141,7 +149,7 @@ impl SqliteStore {
             _ => "created_time",
         };
         let order = if query.sort_descending || query.sort_property.is_none() { "DESC" } else { "ASC" };
-        let size = query.page_size.clamp(1, 10_000);
+        let size = query.page_size.clamp(1, MAX_PAGE_SIZE);
         let offset = u64::from(query.page) * u64::from(size);
         self.with_conn(|conn| {
             let total: u64 = conn.query_row(
@@ -621,6 +629,96 @@ impl Store for SqliteStore {
         })
     }
 
+    fn insert_events(&self, events: &[Event]) -> Result<()> {
+        self.with_conn(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO event (id, created_time, entity_type, entity_id, event_type, uid, body) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for e in events {
+                    stmt.execute(params![
+                        e.id,
+                        e.created_time,
+                        e.entity_kind.as_str(),
+                        e.entity_id,
+                        e.event_type,
+                        e.uid,
+                        json_text(&e.body)
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn events(&self, query: &EventQuery) -> Result<Page<Event>> {
+        let mut filters = vec!["entity_id = ?1".to_string(), "event_type = ?2".to_string()];
+        let mut args: Vec<rusqlite::types::Value> =
+            vec![rusqlite::types::Value::Blob(query.entity_id.as_bytes().to_vec()), query.event_type.clone().into()];
+        if let Some(start) = query.start_time {
+            args.push(start.into());
+            filters.push(format!("created_time >= ?{}", args.len()));
+        }
+        if let Some(end) = query.end_time {
+            args.push(end.into());
+            filters.push(format!("created_time <= ?{}", args.len()));
+        }
+        for (field, value) in &query.body_equals {
+            args.push(format!("$.{}", field.replace(['"', '\\'], "")).into());
+            args.push(value.clone().into());
+            filters.push(format!("json_extract(body, ?{}) = ?{}", args.len() - 1, args.len()));
+        }
+        if let Some(text) = query.error_contains.as_deref().filter(|t| !t.is_empty()) {
+            args.push(format!("%{}%", text.replace('%', "").replace('_', "")).into());
+            filters.push(format!("json_extract(body, '$.error') LIKE ?{}", args.len()));
+        }
+        match query.has_error {
+            Some(true) => filters.push("COALESCE(json_extract(body, '$.error'), '') != ''".into()),
+            Some(false) => filters.push("COALESCE(json_extract(body, '$.error'), '') = ''".into()),
+            None => {}
+        }
+        let where_clause = filters.join(" AND ");
+        let order = if query.page.sort_property.is_some() && !query.page.sort_descending { "ASC" } else { "DESC" };
+        let size = query.page.page_size.clamp(1, MAX_PAGE_SIZE);
+        let offset = u64::from(query.page.page) * u64::from(size);
+        self.with_conn(|c| {
+            let total: u64 =
+                c.query_row(&format!("SELECT COUNT(*) FROM event WHERE {where_clause}"), params_from_iter(args.iter()), |r| {
+                    r.get(0)
+                })?;
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT id, created_time, entity_type, entity_id, event_type, uid, body FROM event \
+                 WHERE {where_clause} ORDER BY created_time {order}, id LIMIT {size} OFFSET {offset}"
+            ))?;
+            let data = stmt
+                .query_map(params_from_iter(args.iter()), |r| {
+                    Ok(Event {
+                        id: r.get(0)?,
+                        created_time: r.get(1)?,
+                        entity_kind: EntityKind::parse(&r.get::<_, String>(2)?).unwrap_or(EntityKind::Integration),
+                        entity_id: r.get(3)?,
+                        event_type: r.get(4)?,
+                        uid: r.get(5)?,
+                        body: parse_json(r.get(6)?),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let clamped = PageQuery { page_size: size, ..query.page.clone() };
+            Ok(Page::new(data, total, &clamped))
+        })
+    }
+
+    fn delete_events_before(&self, ts: Millis) -> Result<u64> {
+        self.with_conn(|c| Ok(c.execute("DELETE FROM event WHERE created_time < ?1", [ts])? as u64))
+    }
+
+    fn delete_events_of(&self, entity_id: Uuid) -> Result<u64> {
+        self.with_conn(|c| Ok(c.execute("DELETE FROM event WHERE entity_id = ?1", [entity_id])? as u64))
+    }
+
     fn uplink_writer(&self) -> Result<Box<dyn UplinkWriter>> {
         Ok(Box::new(SqliteUplinkWriter {
             conn: open_connection(&self.path)?,
@@ -980,5 +1078,69 @@ mod tests {
         let path = dir.path.join("t.db");
         let first = SqliteStore::open(&path).unwrap().tenant_id();
         assert_eq!(SqliteStore::open(&path).unwrap().tenant_id(), first);
+    }
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    fn event(entity: Uuid, t: i64, event_type: &str, body: Value) -> Event {
+        Event {
+            id: Uuid::new_v4(),
+            created_time: t,
+            entity_kind: EntityKind::Integration,
+            entity_id: entity,
+            event_type: event_type.into(),
+            uid: "node".into(),
+            body,
+        }
+    }
+
+    #[test]
+    fn events_page_filter_and_expire() {
+        let dir = std::env::temp_dir().join(format!("coapgate-events-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(&dir.join("e.db")).unwrap();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut events = Vec::new();
+        for t in 0..10 {
+            let status = if t % 2 == 0 { "OK" } else { "ERROR" };
+            events.push(event(a, t, "DEBUG_INTEGRATION", serde_json::json!({"status": status, "error": format!("e{t}")})));
+        }
+        events.push(event(a, 5, "STATS", serde_json::json!({})));
+        events.push(event(b, 5, "DEBUG_INTEGRATION", serde_json::json!({"status": "OK"})));
+        store.insert_events(&events).unwrap();
+
+        let query = |f: &dyn Fn(&mut EventQuery)| {
+            let mut q = EventQuery {
+                entity_id: a,
+                event_type: "DEBUG_INTEGRATION".into(),
+                page: PageQuery { page_size: 3, ..Default::default() },
+                ..Default::default()
+            };
+            f(&mut q);
+            store.events(&q).unwrap()
+        };
+        let page = query(&|_| {});
+        assert_eq!(page.total_elements, 10);
+        assert_eq!(page.data.iter().map(|e| e.created_time).collect::<Vec<_>>(), vec![9, 8, 7], "newest first");
+        assert!(page.has_next);
+        let page = query(&|q| {
+            q.start_time = Some(2);
+            q.end_time = Some(6);
+        });
+        assert_eq!(page.total_elements, 5);
+        let page = query(&|q| q.body_equals = vec![("status".into(), "ERROR".into())]);
+        assert_eq!(page.total_elements, 5);
+        let page = query(&|q| q.error_contains = Some("e7".into()));
+        assert_eq!(page.data.len(), 1);
+        assert_eq!(query(&|q| q.has_error = Some(true)).total_elements, 10);
+        assert_eq!(query(&|q| q.has_error = Some(false)).total_elements, 0);
+
+        assert_eq!(store.delete_events_before(5).unwrap(), 5);
+        assert_eq!(query(&|_| {}).total_elements, 5);
+        assert_eq!(store.delete_events_of(b).unwrap(), 1);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -14,7 +14,8 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{ApiError, ApiResult, AppState, Query, blocking, json as tb, page_query, parse_body, parse_uuid};
-use crate::registry::{SecurityMode, endpoint_url};
+use crate::events::DebugSettings;
+use crate::registry::{Lifecycle, SecurityMode, endpoint_url};
 
 /// ThingsBoard's limit on a converter script body.
 const MAX_SCRIPT_CHARS: usize = 50_000;
@@ -58,13 +59,12 @@ fn opt_entity_id(body: &Map<String, Value>, field: &str) -> ApiResult<Option<Uui
     }
 }
 
-/// `debugSettings` as given, or built from the legacy `debugMode` flag.
+/// `debugSettings` as given, or built from the legacy `debugMode` flag; "debug all" is limited
+/// to 15 minutes from now.
 fn debug_settings(body: &Map<String, Value>) -> ApiResult<Value> {
-    if let Some(settings) = opt_object(body, "debugSettings")? {
-        return Ok(Value::Object(settings));
-    }
-    let all = opt_bool(body, "debugMode")?.unwrap_or(false);
-    Ok(json!({"failuresEnabled": true, "allEnabled": all, "allEnabledUntil": 0}))
+    let given = opt_object(body, "debugSettings")?.map(Value::Object);
+    let legacy = opt_bool(body, "debugMode")?.unwrap_or(false);
+    Ok(DebugSettings::normalized(given.as_ref(), legacy, coapgate_storage::now_millis()))
 }
 
 pub async fn save_converter(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
@@ -349,10 +349,18 @@ fn complete_configuration(
     Ok(Value::Object(configuration))
 }
 
+/// Makes a change live and records the integrations' lifecycle events.
 async fn reload_routes(state: &AppState) -> ApiResult<()> {
     let store = state.store.clone();
     let registry = state.registry.clone();
-    blocking(move || registry.reload(store.as_ref())).await
+    let changes = blocking(move || registry.reload(store.as_ref())).await?;
+    for (integration, change) in changes {
+        if change == Lifecycle::Stopped {
+            state.events.flush_stats(Some(integration));
+        }
+        state.events.lifecycle(integration, change.name(), None);
+    }
+    Ok(())
 }
 
 pub async fn get_integration(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {

@@ -7,6 +7,7 @@
 
 mod auth;
 mod entities;
+mod events;
 mod json;
 mod telemetry;
 
@@ -14,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,6 +25,7 @@ use coapgate_storage::{StorageError, Store};
 use serde_json::{Value, json};
 
 use crate::config::Config;
+use crate::events::EventSink;
 use crate::registry::Registry;
 
 pub use auth::{Jwt, ensure_admin_user};
@@ -35,6 +38,8 @@ pub struct AppState {
     pub jwt: Arc<Jwt>,
     pub config: Arc<Config>,
     pub pool: Arc<EnginePool>,
+    pub events: Arc<EventSink>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -44,7 +49,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/converter", post(entities::save_converter))
         .route("/api/converter/testUpLink", post(entities::test_uplink))
         .route("/api/converter/{id}", get(entities::get_converter).delete(entities::delete_converter))
+        .route("/api/converter/{id}/debugIn", get(events::converter_debug_in))
         .route("/api/converters", get(entities::list_converters))
+        .route("/api/events/{entity_type}/{entity_id}/{event_type}", get(events::by_type))
+        .route("/api/events/{entity_type}/{entity_id}", post(events::filtered))
         .route("/api/integration", post(entities::save_integration))
         .route("/api/integration/{id}", get(entities::get_integration).delete(entities::delete_integration))
         .route("/api/integration/routingKey/{key}", get(entities::get_integration_by_routing_key))
@@ -77,6 +85,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/token", post(auth::refresh))
+        .route("/metrics", get(|State(state): State<AppState>| async move { state.metrics.render() }))
         .merge(protected)
         .fallback(|| async { ApiError::not_found("Requested item wasn't found!") })
         .method_not_allowed_fallback(|| async {

@@ -1,0 +1,356 @@
+//! Debug, lifecycle, statistics and error events, recorded without slowing uplinks.
+//!
+//! The uplink path only builds an event and `try_send`s it to a bounded queue; a background
+//! thread inserts queued events in batches (one transaction per batch) and deletes expired ones.
+//! When the queue is full the event is dropped and counted: events are diagnostics, and
+//! uplinks must never wait for them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use coapgate_storage::Store;
+use coapgate_storage::model::{EntityKind, Event, Millis};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// Event texts (messages, payloads, outputs, errors) are cut to this many characters.
+pub const MAX_TEXT_CHARS: usize = 4096;
+/// ThingsBoard keeps "debug all" on for at most 15 minutes.
+pub const MAX_DEBUG_ALL: Duration = Duration::from_secs(15 * 60);
+
+const QUEUE_CAPACITY: usize = 20_000;
+const BATCH: usize = 1_000;
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+const EXPIRE_EVERY: Duration = Duration::from_secs(600);
+
+/// ThingsBoard's `debugSettings` of an integration or converter.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DebugSettings {
+    pub failures_enabled: bool,
+    pub all_enabled: bool,
+    pub all_enabled_until: Millis,
+}
+
+impl DebugSettings {
+    pub fn from_json(v: &Value) -> DebugSettings {
+        DebugSettings {
+            failures_enabled: v.get("failuresEnabled").and_then(Value::as_bool).unwrap_or(false),
+            all_enabled: v.get("allEnabled").and_then(Value::as_bool).unwrap_or(false),
+            all_enabled_until: v.get("allEnabledUntil").and_then(Value::as_i64).unwrap_or(0),
+        }
+    }
+
+    /// Whether to record an event: failures when `failuresEnabled`; everything while
+    /// `allEnabledUntil` is in the future.
+    pub fn records(&self, failure: bool, now: Millis) -> bool {
+        (failure && self.failures_enabled) || (self.all_enabled && self.all_enabled_until > now)
+    }
+
+    /// The settings as saved: "debug all" is limited to 15 minutes from now, as in ThingsBoard;
+    /// turning it on without an end time means the full 15 minutes.
+    pub fn normalized(v: Option<&Value>, legacy_debug_mode: bool, now: Millis) -> Value {
+        let mut s = v.map(DebugSettings::from_json).unwrap_or(DebugSettings {
+            failures_enabled: true,
+            all_enabled: legacy_debug_mode,
+            all_enabled_until: 0,
+        });
+        let cap = now + MAX_DEBUG_ALL.as_millis() as Millis;
+        if s.all_enabled {
+            if s.all_enabled_until <= now || s.all_enabled_until > cap {
+                s.all_enabled_until = cap;
+            }
+        } else {
+            s.all_enabled_until = 0;
+        }
+        json!({"failuresEnabled": s.failures_enabled, "allEnabled": s.all_enabled, "allEnabledUntil": s.all_enabled_until})
+    }
+}
+
+/// How a payload is shown in events, decided by its Content-Format as ThingsBoard does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DataType {
+    Json,
+    Text,
+    Binary,
+}
+
+impl DataType {
+    pub fn of_content_format(format: Option<u32>) -> DataType {
+        match format {
+            Some(50) | Some(110) | Some(11543) => DataType::Json,
+            Some(0) | Some(41) | Some(11542) => DataType::Text,
+            _ => DataType::Binary,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DataType::Json => "JSON",
+            DataType::Text => "TEXT",
+            DataType::Binary => "BINARY",
+        }
+    }
+
+    /// The payload as event text: UTF-8 for JSON and TEXT, Base64 for BINARY.
+    pub fn render(self, payload: &[u8]) -> String {
+        match self {
+            DataType::Json | DataType::Text => String::from_utf8_lossy(payload).into_owned(),
+            DataType::Binary => base64::engine::general_purpose::STANDARD.encode(payload),
+        }
+    }
+}
+
+/// Cuts `text` to [`MAX_TEXT_CHARS`] characters.
+pub fn cut(text: &str) -> String {
+    match text.char_indices().nth(MAX_TEXT_CHARS) {
+        Some((byte, _)) => text[..byte].to_string(),
+        None => text.to_string(),
+    }
+}
+
+/// Per-integration counters for `STATS` events.
+#[derive(Default)]
+struct Counters {
+    processed: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// The handle every producer of events holds.
+pub struct EventSink {
+    tx: Sender<Event>,
+    server: String,
+    stats: Mutex<HashMap<Uuid, Arc<Counters>>>,
+    pub dropped: AtomicU64,
+    pub recorded: AtomicU64,
+}
+
+impl EventSink {
+    /// Starts the recording thread; `ttl` is how long events are kept.
+    pub fn start(store: Arc<dyn Store>, ttl: Duration) -> Arc<EventSink> {
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE_CAPACITY);
+        let server = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "coapgate".into());
+        let sink = Arc::new(EventSink {
+            tx,
+            server,
+            stats: Mutex::new(HashMap::new()),
+            dropped: AtomicU64::new(0),
+            recorded: AtomicU64::new(0),
+        });
+        let thread_sink = Arc::downgrade(&sink);
+        std::thread::Builder::new()
+            .name("event-recorder".into())
+            .spawn(move || record_loop(store, rx, ttl, thread_sink))
+            .expect("spawning the event recorder");
+        sink
+    }
+
+    fn push(&self, entity_kind: EntityKind, entity_id: Uuid, event_type: &str, mut body: Value) {
+        if let Value::Object(map) = &mut body {
+            map.insert("server".into(), Value::String(self.server.clone()));
+        }
+        let event = Event {
+            id: Uuid::new_v4(),
+            created_time: coapgate_storage::now_millis(),
+            entity_kind,
+            entity_id,
+            event_type: event_type.into(),
+            uid: self.server.clone(),
+            body,
+        };
+        if self.tx.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The integration's `Uplink` debug event.
+    pub fn integration_uplink(&self, integration: Uuid, data_type: DataType, message: &str, error: Option<&str>) {
+        self.push(
+            EntityKind::Integration,
+            integration,
+            "DEBUG_INTEGRATION",
+            json!({
+                "type": "Uplink",
+                "messageType": data_type.name(),
+                "message": cut(message),
+                "status": if error.is_some() { "ERROR" } else { "OK" },
+                "error": error.map(cut),
+            }),
+        );
+    }
+
+    /// The converter's `Uplink` debug event: what went in, what came out, or the error.
+    pub fn converter_uplink(
+        &self,
+        converter: Uuid,
+        data_type: DataType,
+        input: &str,
+        output: Option<&str>,
+        metadata: &Value,
+        error: Option<&str>,
+    ) {
+        self.push(
+            EntityKind::Converter,
+            converter,
+            "DEBUG_CONVERTER",
+            json!({
+                "type": "Uplink",
+                "inMessageType": data_type.name(),
+                "in": cut(input),
+                "outMessageType": "JSON",
+                "out": output.map(cut),
+                "metadata": cut(&metadata.to_string()),
+                "error": error.map(cut),
+            }),
+        );
+    }
+
+    /// A lifecycle event: `STARTED`, `UPDATED`, `STOPPED` or `FAILED`.
+    pub fn lifecycle(&self, integration: Uuid, event: &str, error: Option<&str>) {
+        self.push(
+            EntityKind::Integration,
+            integration,
+            "LC_EVENT",
+            json!({"event": event, "success": error.is_none(), "error": error.map(cut)}),
+        );
+    }
+
+    pub fn error(&self, kind: EntityKind, entity: Uuid, method: &str, error: &str) {
+        self.push(kind, entity, "ERROR", json!({"method": method, "error": cut(error)}));
+    }
+
+    /// Counts one processed uplink of an integration for its next `STATS` event.
+    pub fn count(&self, integration: Uuid, failed: bool) {
+        let counters = self.stats.lock().unwrap_or_else(|e| e.into_inner()).entry(integration).or_default().clone();
+        counters.processed.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a `STATS` event for every integration with activity since the last one, or for
+    /// `only` (on stop) even without activity.
+    pub fn flush_stats(&self, only: Option<Uuid>) {
+        let counters: Vec<(Uuid, Arc<Counters>)> = {
+            let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            stats.iter().filter(|(id, _)| only.is_none_or(|o| o == **id)).map(|(id, c)| (*id, c.clone())).collect()
+        };
+        for (id, c) in counters {
+            let processed = c.processed.swap(0, Ordering::Relaxed);
+            let errors = c.errors.swap(0, Ordering::Relaxed);
+            if processed > 0 || only.is_some() {
+                self.push(
+                    EntityKind::Integration,
+                    id,
+                    "STATS",
+                    json!({"messagesProcessed": processed, "errorsOccurred": errors}),
+                );
+            }
+        }
+    }
+
+    pub fn queue_len(&self) -> usize {
+        self.tx.len()
+    }
+}
+
+/// How often integrations' statistics are recorded.
+pub const STATS_EVERY: Duration = Duration::from_secs(60);
+
+fn record_loop(store: Arc<dyn Store>, rx: Receiver<Event>, ttl: Duration, sink: std::sync::Weak<EventSink>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut last_expiry = Instant::now() - EXPIRE_EVERY;
+    let mut last_stats = Instant::now();
+    loop {
+        match rx.recv_timeout(FLUSH_EVERY) {
+            Ok(e) => {
+                batch.push(e);
+                batch.extend(rx.try_iter().take(BATCH - 1));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = store.insert_events(&batch);
+                return;
+            }
+        }
+        if !batch.is_empty() {
+            match store.insert_events(&batch) {
+                Ok(()) => {
+                    if let Some(s) = sink.upgrade() {
+                        s.recorded.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => tracing::warn!("recording {} events failed: {e}", batch.len()),
+            }
+            batch.clear();
+        }
+        if last_stats.elapsed() >= STATS_EVERY {
+            last_stats = Instant::now();
+            if let Some(s) = sink.upgrade() {
+                s.flush_stats(None);
+            }
+        }
+        if last_expiry.elapsed() >= EXPIRE_EVERY {
+            last_expiry = Instant::now();
+            let cutoff = coapgate_storage::now_millis() - ttl.as_millis() as Millis;
+            match store.delete_events_before(cutoff) {
+                Ok(n) if n > 0 => tracing::info!("deleted {n} expired events"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("deleting expired events failed: {e}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_gating() {
+        let now = 1_000_000;
+        let s = DebugSettings { failures_enabled: true, all_enabled: false, all_enabled_until: 0 };
+        assert!(s.records(true, now) && !s.records(false, now));
+        let s = DebugSettings { failures_enabled: false, all_enabled: true, all_enabled_until: now + 1 };
+        assert!(s.records(false, now) && s.records(true, now));
+        assert!(!s.records(false, now + 1), "all ends at allEnabledUntil");
+        let s = DebugSettings { failures_enabled: false, all_enabled: false, all_enabled_until: now + 10 };
+        assert!(!s.records(true, now));
+    }
+
+    #[test]
+    fn debug_all_is_capped_at_15_minutes() {
+        let now = 1_000_000;
+        let cap = now + 15 * 60 * 1000;
+        let v = DebugSettings::normalized(Some(&json!({"allEnabled": true, "allEnabledUntil": now + 99_999_999})), false, now);
+        assert_eq!(v["allEnabledUntil"], cap);
+        let v = DebugSettings::normalized(Some(&json!({"allEnabled": true})), false, now);
+        assert_eq!(v["allEnabledUntil"], cap);
+        let v = DebugSettings::normalized(Some(&json!({"allEnabled": true, "allEnabledUntil": now + 5})), false, now);
+        assert_eq!(v["allEnabledUntil"], now + 5);
+        let v = DebugSettings::normalized(None, true, now);
+        assert_eq!((v["failuresEnabled"].as_bool(), v["allEnabledUntil"].as_i64()), (Some(true), Some(cap)));
+        let v = DebugSettings::normalized(Some(&json!({"failuresEnabled": true, "allEnabledUntil": now + 5})), false, now);
+        assert_eq!(v["allEnabledUntil"], 0);
+    }
+
+    #[test]
+    fn payload_rendering_and_cutting() {
+        assert_eq!(DataType::of_content_format(Some(50)), DataType::Json);
+        assert_eq!(DataType::of_content_format(Some(0)), DataType::Text);
+        assert_eq!(DataType::of_content_format(None), DataType::Binary);
+        assert_eq!(DataType::of_content_format(Some(42)), DataType::Binary);
+        assert_eq!(DataType::Binary.render(&[1, 2, 3]), "AQID");
+        assert_eq!(DataType::Text.render(b"hi"), "hi");
+        let long = "é".repeat(5000);
+        assert_eq!(cut(&long).chars().count(), MAX_TEXT_CHARS);
+        assert_eq!(cut("short"), "short");
+    }
+}

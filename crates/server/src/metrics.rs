@@ -1,0 +1,57 @@
+//! `GET /metrics`: counters and queue depths in Prometheus' text format.
+//!
+//! Everything here is read from atomics and queue lengths the components already keep, so a
+//! scrape costs nothing on the uplink path.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use coapgate_script::EnginePool;
+
+use crate::coap_endpoint::CoapEndpoint;
+use crate::events::EventSink;
+use crate::writer::WriterHandle;
+
+pub struct Metrics {
+    pub endpoint: Arc<CoapEndpoint>,
+    pub writer: WriterHandle,
+    pub pool: Arc<EnginePool>,
+    pub events: Arc<EventSink>,
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let s = &self.endpoint.stats;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        metric("coapgate_coap_datagrams_total", "counter", "CoAP datagrams received", &[("", load(&s.datagrams))]);
+        metric("coapgate_coap_malformed_total", "counter", "datagrams that were not valid CoAP", &[("", load(&s.malformed))]);
+        metric("coapgate_coap_duplicates_total", "counter", "duplicate requests answered from the deduplication cache", &[("", load(&s.duplicates))]);
+        metric(
+            "coapgate_uplinks_total",
+            "counter",
+            "uplinks answered, by result",
+            &[("{result=\"created\"}", load(&s.uplinks_ok)), ("{result=\"error\"}", load(&s.uplinks_failed))],
+        );
+        metric("coapgate_overloaded_total", "counter", "requests answered 5.03 because a queue was full", &[("", load(&s.overloaded))]);
+        metric("coapgate_uplinks_in_flight", "gauge", "uplinks accepted and not yet answered", &[("", self.endpoint.in_flight() as u64)]);
+        metric("coapgate_dedup_entries", "gauge", "exchanges remembered for deduplication", &[("", self.endpoint.dedup_len() as u64)]);
+        metric("coapgate_script_queue_depth", "gauge", "uplinks waiting for a script worker", &[("", self.pool.queue_len() as u64)]);
+        metric("coapgate_writer_queue_depth", "gauge", "decoded uplinks waiting for the writer", &[("", self.writer.queue_len() as u64)]);
+        let w = &self.writer.stats;
+        metric("coapgate_writer_commits_total", "counter", "group commits", &[("", load(&w.commits))]);
+        metric("coapgate_writer_records_total", "counter", "uplinks committed", &[("", load(&w.records))]);
+        metric("coapgate_writer_failed_commits_total", "counter", "commits that failed (nothing acknowledged)", &[("", load(&w.failed_commits))]);
+        metric("coapgate_events_recorded_total", "counter", "events stored", &[("", load(&self.events.recorded))]);
+        metric("coapgate_events_dropped_total", "counter", "events dropped because their queue was full", &[("", load(&self.events.dropped))]);
+        metric("coapgate_events_queue_depth", "gauge", "events waiting to be stored", &[("", self.events.queue_len() as u64)]);
+        out
+    }
+}

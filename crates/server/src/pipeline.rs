@@ -1,0 +1,142 @@
+//! One uplink's way from the script pool to the reply: decode, validate, store, record events.
+//!
+//! The CoAP endpoint builds a [`DecodeJob`] here and forgets about it; the job's completion runs
+//! on a script worker, hands the record to the writer, and the writer's completion sends the
+//! [`Reply`] back through the oneshot channel the endpoint waits on. Events are recorded at the
+//! step where their facts are known (converter In/Out after the script, the integration's
+//! Uplink event and statistics after the commit) and only when the debug settings ask for them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use coapgate_coap::message::{Code, Message};
+use coapgate_script::{DecodeJob, ScriptError};
+use coapgate_storage::model::Millis;
+use coapgate_storage::now_millis;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::coap_endpoint::Reply;
+use crate::events::{DataType, EventSink};
+use crate::registry::Route;
+use crate::uplink::record_from_output;
+use crate::writer::{WriteJob, WriteResult, WriterHandle};
+
+/// What the pipeline needs beyond the request: where to write and where to record.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub writer: WriterHandle,
+    pub events: Arc<EventSink>,
+}
+
+/// The context an uplink carries from step to step.
+struct Uplink {
+    route: Arc<Route>,
+    received_ts: Millis,
+    data_type: DataType,
+    /// Kept only while a debug event may still want it.
+    payload: Vec<u8>,
+    metadata: BTreeMap<String, String>,
+    pipeline: Pipeline,
+    reply: oneshot::Sender<Reply>,
+}
+
+impl Pipeline {
+    /// The script job for one request; its completion drives the rest of the pipeline.
+    pub fn decode_job(
+        &self,
+        route: Arc<Route>,
+        request: &Message,
+        metadata: BTreeMap<String, String>,
+        reply: oneshot::Sender<Reply>,
+    ) -> DecodeJob {
+        let uplink = Uplink {
+            received_ts: now_millis(),
+            data_type: DataType::of_content_format(request.content_format()),
+            payload: request.payload.clone(),
+            metadata: metadata.clone(),
+            pipeline: self.clone(),
+            reply,
+            route: route.clone(),
+        };
+        DecodeJob {
+            script: route.script.clone(),
+            payload: request.payload.clone(),
+            metadata,
+            on_done: Box::new(move |result, _elapsed| uplink.decoded(result)),
+        }
+    }
+}
+
+impl Uplink {
+    fn decoded(self, result: Result<Value, ScriptError>) {
+        let now = now_millis();
+        let route = &self.route;
+        let failed = result.is_err();
+        if route.converter_debug.records(failed, now) {
+            let output = result.as_ref().ok().map(|v| v.to_string());
+            let error = result.as_ref().err().map(|e| e.to_string());
+            self.pipeline.events.converter_uplink(
+                route.script.id,
+                self.data_type,
+                &self.data_type.render(&self.payload),
+                output.as_deref(),
+                &serde_json::to_value(&self.metadata).unwrap_or(Value::Null),
+                error.as_deref(),
+            );
+        }
+        let output = match result {
+            Ok(output) => output,
+            Err(ScriptError::PoolFull) => return self.finish(Reply::overloaded(), Some("script workers are busy".into())),
+            Err(e) => {
+                let text = e.to_string();
+                return self.finish(Reply::bad_request(&format!("converter error: {text}")), Some(text));
+            }
+        };
+        let integration = &route.integration;
+        let record = match record_from_output(&output, integration.id, integration.allow_create_devices_or_assets, self.received_ts)
+        {
+            Ok(record) => record,
+            Err(e) => {
+                let text = e.to_string();
+                return self.finish(Reply::bad_request(&text), Some(text));
+            }
+        };
+        if record.devices.is_empty() {
+            // Nothing to store is still a success, as in ThingsBoard.
+            return self.finish(Reply::new(Code::CREATED, ""), None);
+        }
+        let writer = self.pipeline.writer.clone();
+        let job = WriteJob { record, done: Box::new(move |result| self.stored(result)) };
+        if let Err(job) = writer.try_send(job) {
+            (job.done)(WriteResult::QueueFull);
+        }
+    }
+
+    fn stored(self, result: WriteResult) {
+        match result {
+            WriteResult::Stored(_) => self.finish(Reply::new(Code::CREATED, ""), None),
+            WriteResult::Rejected(rejection) => {
+                let text = rejection.to_string();
+                self.finish(Reply::bad_request(&text), Some(text))
+            }
+            WriteResult::Failed(e) => {
+                let text = format!("storing the uplink failed: {e}");
+                self.pipeline.events.error(coapgate_storage::model::EntityKind::Integration, self.route.integration.id, "uplink", &text);
+                self.finish(Reply::new(Code::INTERNAL_SERVER_ERROR, "storage failed"), Some(text))
+            }
+            WriteResult::QueueFull => self.finish(Reply::overloaded(), Some("storage queue is full".into())),
+        }
+    }
+
+    /// Records the integration's Uplink event and statistics, then releases the reply.
+    fn finish(self, reply: Reply, error: Option<String>) {
+        let integration = self.route.integration.id;
+        let events = &self.pipeline.events;
+        events.count(integration, error.is_some());
+        if self.route.integration_debug.records(error.is_some(), now_millis()) {
+            events.integration_uplink(integration, self.data_type, &self.data_type.render(&self.payload), error.as_deref());
+        }
+        let _ = self.reply.send(reply);
+    }
+}
