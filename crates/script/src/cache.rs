@@ -51,6 +51,26 @@ impl<K: Hash + Eq + Clone, V> LruCache<K, V> {
         self.map.insert(key, (value, self.tick));
     }
 
+    /// Whether `key` is cached, without marking it as used.
+    pub(crate) fn contains_key(&self, key: &K) -> bool {
+        self.map.contains_key(key)
+    }
+
+    /// Removes and returns the least recently used entry.
+    pub(crate) fn pop_lru(&mut self) -> Option<(K, V)> {
+        let oldest = self
+            .map
+            .iter()
+            .min_by_key(|(_, (_, used))| *used)
+            .map(|(k, _)| k.clone())?;
+        self.map.remove(&oldest).map(|(v, _)| (oldest, v))
+    }
+
+    /// Drops every entry whose key fails `keep`.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
+        self.map.retain(|k, _| keep(k));
+    }
+
     /// Number of entries currently held.
     pub(crate) fn len(&self) -> usize {
         self.map.len()

@@ -53,23 +53,51 @@ impl Engine {
         check_inputs(script, payload, &self.limits)?;
         match script.lang {
             ScriptLang::Js => {
-                if self.js.is_none() {
-                    self.js = Some(JsEngine::new(&self.limits)?);
+                match self.decode_js(script, payload, metadata) {
+                    (Err(ScriptError::MemoryLimit { .. }), true) => {
+                        // Other scripts' contexts shared the runtime's memory
+                        // limit, so the failure may not be this script's
+                        // fault (another one may keep data in its globals).
+                        // Retry once in a fresh runtime where the script is
+                        // alone; only that answer counts.
+                        tracing::debug!(script = %script.id, "memory limit in a shared runtime; retrying alone");
+                        self.decode_js(script, payload, metadata).0
+                    }
+                    (result, _) => result,
                 }
-                let js = self.js.as_mut().expect("JS engine was just created");
-                let result = js.decode(script, payload, metadata);
-                if matches!(
-                    result,
-                    Err(ScriptError::MemoryLimit { .. } | ScriptError::Internal(_))
-                ) {
-                    self.discard_js();
-                }
-                result
             }
             ScriptLang::Tbel => Err(ScriptError::Unsupported(
                 "TBEL scripts are not supported yet; use a JavaScript decoder".into(),
             )),
         }
+    }
+
+    /// Runs a JS script; also tells whether other scripts' contexts shared
+    /// the runtime (and so its memory limit) during the run.
+    fn decode_js(
+        &mut self,
+        script: &DecoderScript,
+        payload: &[u8],
+        metadata: &BTreeMap<String, String>,
+    ) -> (Result<serde_json::Value, ScriptError>, bool) {
+        if self.js.is_none() {
+            match JsEngine::new(&self.limits) {
+                Ok(js) => self.js = Some(js),
+                Err(e) => return (Err(e), false),
+            }
+        }
+        let js = self.js.as_mut().expect("JS engine was just created");
+        let shared = js.holds_other_scripts(script);
+        let result = js.decode(script, payload, metadata);
+        if js.needs_rebuild()
+            || matches!(
+                result,
+                Err(ScriptError::MemoryLimit { .. } | ScriptError::Internal(_))
+            )
+        {
+            self.discard_js();
+        }
+        (result, shared)
     }
 
     /// Drops the JS runtime and its compiled scripts; the next JS job builds

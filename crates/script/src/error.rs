@@ -56,6 +56,20 @@ pub enum ScriptError {
     /// The script's language (or a feature it needs) is not available.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The script failed [`Limits::max_errors`](crate::Limits::max_errors)
+    /// times in a row (timeouts, compile errors, memory-limit errors,
+    /// oversized results) and is blocked for
+    /// [`Limits::block_duration`](crate::Limits::block_duration); the job was
+    /// not run. The text is ThingsBoard's, word for word.
+    #[error(
+        "Script invocation is blocked due to maximum error count {max_errors}, scriptId {script_id}!"
+    )]
+    Blocked {
+        /// [`DecoderScript::id`](crate::DecoderScript::id) of the blocked script.
+        script_id: uuid::Uuid,
+        /// The configured [`Limits::max_errors`](crate::Limits::max_errors).
+        max_errors: u32,
+    },
     /// The pool's job queue is full; the caller should shed load (CoAP 5.03).
     #[error("script engine pool is full")]
     PoolFull,
@@ -89,5 +103,31 @@ impl ScriptError {
             self,
             ScriptError::PoolFull | ScriptError::Internal(_) | ScriptError::Unsupported(_)
         )
+    }
+
+    /// Whether this error counts towards blocking the script
+    /// ([`Limits::max_errors`](crate::Limits::max_errors)).
+    ///
+    /// Like ThingsBoard (`AbstractScriptInvokeService`, which counts every
+    /// failure except `RUNTIME` ones): timeouts, compile errors and size
+    /// limits of the script body or its result count, and so do memory-limit
+    /// errors, which ThingsBoard's Node executor reports as crashes. Errors
+    /// the script throws itself (`throw new Error(..)`, `TypeError`s, stack
+    /// overflow) do not: they are ordinary answers to bad payloads and cost
+    /// no more than a success. Unlike ThingsBoard, an oversized *payload*
+    /// does not count either, since the device sent it, not the script.
+    /// Load shedding, engine failures and the block itself never count.
+    pub fn counts_towards_block(&self) -> bool {
+        match self {
+            ScriptError::Compile { .. }
+            | ScriptError::Timeout { .. }
+            | ScriptError::MemoryLimit { .. } => true,
+            ScriptError::TooLarge { what, .. } => !what.starts_with("payload"),
+            ScriptError::Runtime { .. }
+            | ScriptError::Unsupported(_)
+            | ScriptError::Blocked { .. }
+            | ScriptError::PoolFull
+            | ScriptError::Internal(_) => false,
+        }
     }
 }

@@ -15,8 +15,14 @@
 //! - [`js`]: [`JsEngine`], the QuickJS-based JavaScript engine with the
 //!   ThingsBoard helper globals (`decodeToString`, `decodeToJson`, `atob`,
 //!   `btoa`) and a compile cache.
-//! - [`pool`]: [`EnginePool`], worker threads fed by a bounded queue, for the
-//!   ingestion path.
+//! - [`pool`]: [`EnginePool`], worker threads fed by a bounded, fair queue
+//!   (per-script FIFOs served round-robin; one script never holds every
+//!   worker while others wait), with ThingsBoard-style blocking of scripts
+//!   that keep timing out or failing to compile.
+//!
+//! Each script gets its own JavaScript context (global object and built-in
+//! prototypes) inside its worker's runtime, so a script that assigns sloppy
+//! globals or patches `Array.prototype` only affects itself.
 //!
 //! Scripts have no access to files, network or processes: QuickJS exposes
 //! none of these unless its std/os modules are installed, and this crate
@@ -29,7 +35,9 @@ pub mod limits;
 pub mod pool;
 pub mod script;
 
+mod block;
 mod cache;
+mod sched;
 
 pub use engine::{Engine, decode_once};
 pub use error::ScriptError;

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 /// Default wall-clock budget for one compile or one decode call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
-/// Default heap limit of one JavaScript runtime (one per worker thread).
+/// Default heap limit of one JavaScript runtime (one per worker thread,
+/// shared by the contexts of all scripts cached on that worker).
 pub const DEFAULT_MEMORY_BYTES: usize = 100 * 1024 * 1024;
 /// Default cap on the engine's native stack use, which bounds recursion depth.
 pub const DEFAULT_MAX_STACK_BYTES: usize = 512 * 1024;
@@ -16,6 +17,12 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_RESULT_CHARS: usize = 1024 * 1024;
 /// Default number of compiled scripts each engine keeps.
 pub const DEFAULT_CACHE_ENTRIES: usize = 256;
+/// Default number of consecutive counted errors after which a script is
+/// blocked (ThingsBoard's `max_errors`).
+pub const DEFAULT_MAX_ERRORS: u32 = 3;
+/// Default time a script stays blocked (ThingsBoard's
+/// `max_black_list_duration_sec`).
+pub const DEFAULT_BLOCK_DURATION: Duration = Duration::from_secs(60);
 
 /// Limits that keep a misbehaving script from hurting the server.
 ///
@@ -46,6 +53,22 @@ pub struct Limits {
     /// How many compiled scripts one engine keeps (least recently used are
     /// evicted first). Not a safety limit as such, but it bounds memory.
     pub cache_entries: usize,
+    /// After this many consecutive timeouts, compile errors, memory-limit
+    /// errors or oversized results of one script (by
+    /// [`DecoderScript::id`](crate::DecoderScript::id)), an
+    /// [`EnginePool`](crate::EnginePool) blocks the script for
+    /// [`Limits::block_duration`]: its jobs then fail at once with
+    /// [`ScriptError::Blocked`](crate::ScriptError::Blocked) without running.
+    /// A success resets the count; `0` disables blocking. Errors thrown by
+    /// the script itself do not count (see
+    /// [`ScriptError::counts_towards_block`](crate::ScriptError::counts_towards_block)).
+    /// Only the pool blocks; [`Engine`](crate::Engine) and
+    /// [`decode_once`](crate::decode_once) always run the script.
+    pub max_errors: u32,
+    /// How long a script stays blocked once it reached
+    /// [`Limits::max_errors`]; also how long a counted error is remembered
+    /// (an error older than this no longer counts, as in ThingsBoard).
+    pub block_duration: Duration,
 }
 
 impl Default for Limits {
@@ -58,6 +81,8 @@ impl Default for Limits {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_result_chars: DEFAULT_MAX_RESULT_CHARS,
             cache_entries: DEFAULT_CACHE_ENTRIES,
+            max_errors: DEFAULT_MAX_ERRORS,
+            block_duration: DEFAULT_BLOCK_DURATION,
         }
     }
 }

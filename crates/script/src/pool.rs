@@ -5,6 +5,14 @@
 //! and feeds them from one bounded queue. The queue is bounded so that a
 //! traffic spike turns into fast "service unavailable" answers rather than
 //! unbounded memory growth and latency.
+//!
+//! The queue is a small fair scheduler (see [`crate::sched`]): jobs wait in
+//! one FIFO per script id, served round-robin, and one script id may occupy
+//! at most `max(1, workers - 1)` workers while jobs of other scripts wait,
+//! so an endless script in one integration cannot starve the others.
+//! Scripts that keep timing out or failing to compile are blocked for a
+//! while (see [`crate::block`] and [`Limits::max_errors`]); the block is
+//! shared by all workers.
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -12,8 +20,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
-
+use crate::block::Blocker;
+use crate::sched::Scheduler;
 use crate::{DecoderScript, Engine, Limits, ScriptError};
 
 /// Callback invoked on the worker thread with a job's outcome and the time
@@ -28,7 +36,8 @@ pub struct PoolConfig {
     /// Jobs that may wait in the queue before [`EnginePool::try_submit`]
     /// starts refusing them (at least 1).
     pub queue_capacity: usize,
-    /// Limits applied by every worker's engine.
+    /// Limits applied by every worker's engine, including the blocking
+    /// policy ([`Limits::max_errors`], [`Limits::block_duration`]).
     pub limits: Limits,
 }
 
@@ -98,12 +107,12 @@ impl SubmitError {
     }
 }
 
-/// A pool of script worker threads fed by a bounded queue.
+/// A pool of script worker threads fed by a bounded, fair queue.
 ///
 /// Dropping the pool behaves like [`EnginePool::shutdown`].
 #[derive(Debug)]
 pub struct EnginePool {
-    sender: Option<Sender<DecodeJob>>,
+    sched: Arc<Scheduler>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -120,40 +129,37 @@ impl EnginePool {
     /// # Panics
     /// If the OS refuses to spawn a thread.
     pub fn start(cfg: PoolConfig) -> EnginePool {
-        let (sender, receiver) = crossbeam_channel::bounded(cfg.queue_capacity.max(1));
+        let n = cfg.workers.max(1);
+        let sched = Arc::new(Scheduler::new(n, cfg.queue_capacity.max(1)));
+        let blocker = Arc::new(Blocker::new(
+            cfg.limits.max_errors,
+            cfg.limits.block_duration,
+        ));
         let stack_size = cfg.limits.max_stack_bytes + WORKER_STACK_HEADROOM;
-        let workers = (0..cfg.workers.max(1))
-            .map(|n| {
-                let rx = receiver.clone();
+        let workers = (0..n)
+            .map(|i| {
+                let sched = Arc::clone(&sched);
+                let blocker = Arc::clone(&blocker);
                 let limits = cfg.limits.clone();
                 std::thread::Builder::new()
-                    .name(format!("script-{n}"))
+                    .name(format!("script-{i}"))
                     .stack_size(stack_size)
-                    .spawn(move || worker_loop(rx, limits))
+                    .spawn(move || worker_loop(&sched, &blocker, limits))
                     .expect("failed to spawn script worker thread")
             })
             .collect();
-        EnginePool {
-            sender: Some(sender),
-            workers,
-        }
+        EnginePool { sched, workers }
     }
 
     /// Queues a job without ever blocking; refuses it when the queue is full
     /// so the network loop can answer 5.03 immediately.
     pub fn try_submit(&self, job: DecodeJob) -> Result<(), SubmitError> {
-        let Some(sender) = &self.sender else {
-            return Err(SubmitError::ShutDown(job));
-        };
-        sender.try_send(job).map_err(|e| match e {
-            TrySendError::Full(job) => SubmitError::Full(job),
-            TrySendError::Disconnected(job) => SubmitError::ShutDown(job),
-        })
+        self.sched.push(job)
     }
 
     /// Jobs waiting in the queue (not counting those being run).
     pub fn queue_len(&self) -> usize {
-        self.sender.as_ref().map_or(0, Sender::len)
+        self.sched.queued()
     }
 
     /// Number of worker threads.
@@ -168,9 +174,8 @@ impl EnginePool {
     }
 
     fn stop(&mut self) {
-        // Closing the channel makes each worker's `recv` fail once the queue
-        // is empty, which is the workers' signal to exit.
-        self.sender = None;
+        // Workers exit once the scheduler is closed and empty.
+        self.sched.close();
         for handle in self.workers.drain(..) {
             if handle.join().is_err() {
                 tracing::error!("script worker thread panicked");
@@ -185,9 +190,26 @@ impl Drop for EnginePool {
     }
 }
 
-fn worker_loop(rx: Receiver<DecodeJob>, limits: Limits) {
+/// Tells the scheduler that a job's script no longer occupies this worker,
+/// even if running it panicked.
+struct Running<'a> {
+    sched: &'a Scheduler,
+    id: uuid::Uuid,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.sched.finish(self.id);
+    }
+}
+
+fn worker_loop(sched: &Scheduler, blocker: &Blocker, limits: Limits) {
     let mut engine = Engine::new(limits.clone());
-    while let Ok(job) = rx.recv() {
+    while let Some(job) = sched.pop() {
+        let _running = Running {
+            sched,
+            id: job.script.id,
+        };
         let DecodeJob {
             script,
             payload,
@@ -195,18 +217,25 @@ fn worker_loop(rx: Receiver<DecodeJob>, limits: Limits) {
             on_done,
         } = job;
         let started = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            engine.decode(&script, &payload, &metadata)
-        }));
-        let result = outcome.unwrap_or_else(|_| {
-            // A panic inside the engine may have left it half-updated:
-            // start over with a fresh one.
-            tracing::error!(script = %script.id, "panic while running a decoder script");
-            engine = Engine::new(limits.clone());
-            Err(ScriptError::Internal(
-                "panic while running the script".into(),
-            ))
-        });
+        let result = match blocker.check(&script, started) {
+            Err(blocked) => Err(blocked),
+            Ok(()) => {
+                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                    engine.decode(&script, &payload, &metadata)
+                }));
+                let result = outcome.unwrap_or_else(|_| {
+                    // A panic inside the engine may have left it half-updated:
+                    // start over with a fresh one.
+                    tracing::error!(script = %script.id, "panic while running a decoder script");
+                    engine = Engine::new(limits.clone());
+                    Err(ScriptError::Internal(
+                        "panic while running the script".into(),
+                    ))
+                });
+                blocker.record(&script, &result, Instant::now());
+                result
+            }
+        };
         let elapsed = started.elapsed();
         if catch_unwind(AssertUnwindSafe(|| on_done(result, elapsed))).is_err() {
             tracing::error!(script = %script.id, "decode completion callback panicked");

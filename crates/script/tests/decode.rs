@@ -422,8 +422,22 @@ fn bench_warm_seed_decode() {
     let per = started.elapsed() / n;
     let started = Instant::now();
     decode_once(&s, payload, &m, &Limits::default()).unwrap();
+    let cold = started.elapsed();
+    // First run of a new script in a warm engine: its own context, the
+    // prelude and a compile; and what each cached script costs in memory.
+    let mut js = coapgate_script::JsEngine::new(&Limits::default()).unwrap();
+    js.decode(&s, payload, &m).unwrap();
+    let before = js.memory_used();
+    let n_scripts = 100;
+    let started = Instant::now();
+    for i in 0..n_scripts {
+        js.decode(&script(&format!("{SEED}\n// {i}")), payload, &m)
+            .unwrap();
+    }
+    let miss = started.elapsed() / n_scripts;
+    let per_script = (js.memory_used() - before) / i64::from(n_scripts);
     println!(
-        "warm decode: {per:?}/decode; cold decode_once: {:?}",
-        started.elapsed()
+        "warm decode: {per:?}/decode; cold decode_once: {cold:?}; \
+         first run of a script in a warm engine: {miss:?}; memory per cached script: {per_script} bytes"
     );
 }

@@ -1,10 +1,13 @@
 //! The QuickJS-backed JavaScript engine.
 //!
-//! One [`JsEngine`] owns a QuickJS runtime, a single context with the
-//! ThingsBoard helper globals, and an LRU cache of compiled decoder
-//! functions. It is single-threaded on purpose: QuickJS runtimes are not
-//! thread-safe, so parallelism comes from running one engine per worker
-//! thread (see [`crate::pool`]).
+//! One [`JsEngine`] owns a QuickJS runtime and an LRU cache of compiled
+//! decoder functions. Every cached script has its *own* context (global
+//! object, built-in prototypes, the ThingsBoard helper globals) inside the
+//! shared runtime, so a script that leaves sloppy globals behind or patches
+//! `Array.prototype` only affects itself; contexts share the runtime's
+//! memory limit and interrupt handler. The engine is single-threaded on
+//! purpose: QuickJS runtimes are not thread-safe, so parallelism comes from
+//! running one engine per worker thread (see [`crate::pool`]).
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -35,6 +38,10 @@ const PRELUDE_SOURCE: &str = include_str!("prelude.js");
 
 type CacheKey = (uuid::Uuid, u64);
 
+/// With many cached scripts, memory is measured only on every this many
+/// cache misses (see `JsEngine::make_room`).
+const MEMORY_CHECK_EVERY: u64 = 32;
+
 /// State shared with the interrupt handler, which QuickJS calls periodically
 /// while executing. `Rc<Cell>` suffices because the handler runs on the
 /// engine's own thread.
@@ -44,32 +51,40 @@ struct Watchdog {
     fired: Cell<bool>,
 }
 
+/// A compiled decoder and the context it lives in.
+struct Compiled {
+    // Field order matters: the function must be released before its context.
+    func: Persistent<Function<'static>>,
+    context: Context,
+}
+
 /// A single-threaded JavaScript decoder engine.
 ///
-/// Reuse one engine for many jobs: creating it costs a runtime, a context and
-/// the prelude evaluation, while a warm decode of a cached script costs only
-/// the call itself.
+/// Reuse one engine for many jobs: creating it costs a runtime, and the
+/// first run of each script costs a context, the prelude and a compile
+/// (a few hundred microseconds), while a warm decode of a cached script
+/// costs only the call itself.
 pub struct JsEngine {
-    // Field order matters: the cached functions must be released before the
-    // context and the runtime, or QuickJS aborts on leaked objects when the
-    // runtime is freed.
-    cache: LruCache<CacheKey, Persistent<Function<'static>>>,
-    context: Context,
+    // Field order matters: the cached functions and contexts must be
+    // released before the runtime, or QuickJS aborts on leaked objects when
+    // the runtime is freed.
+    cache: LruCache<CacheKey, Compiled>,
     runtime: Runtime,
     watchdog: Rc<Watchdog>,
     limits: Limits,
     compiles: u64,
+    misses: u64,
+    needs_rebuild: Cell<bool>,
 }
 
 impl JsEngine {
-    /// Builds a runtime with `limits` applied and installs the helper globals.
+    /// Builds a runtime with `limits` applied. Contexts are created per
+    /// script on first use.
     pub fn new(limits: &Limits) -> Result<JsEngine, ScriptError> {
-        let internal = |what: &str, e: rquickjs::Error| {
-            ScriptError::Internal(format!("failed to {what}: {e}"))
-        };
-        let runtime = Runtime::new().map_err(|e| internal("create JS runtime", e))?;
-        // The limit covers the prelude and cached scripts too; `0` would mean
-        // unlimited, which we never want for untrusted code.
+        let runtime = Runtime::new()
+            .map_err(|e| ScriptError::Internal(format!("failed to create JS runtime: {e}")))?;
+        // The limit covers every script's context and compiled code; `0`
+        // would mean unlimited, which we never want for untrusted code.
         runtime.set_memory_limit(limits.memory_bytes.max(1024 * 1024));
         runtime.set_max_stack_size(limits.max_stack_bytes);
         let watchdog = Rc::new(Watchdog::default());
@@ -81,27 +96,14 @@ impl JsEngine {
             }
             _ => false,
         })));
-        // `Context::full` gives all ES intrinsics (JSON, typed arrays, Date,
-        // RegExp, Proxy, ...) but no std/os modules: scripts get no file,
-        // network or process access.
-        let context = Context::full(&runtime).map_err(|e| internal("create JS context", e))?;
-        context.with(|ctx| -> Result<(), ScriptError> {
-            let install: Function = ctx
-                .eval_with_options(PRELUDE_SOURCE, eval_options(PRELUDE_FILE))
-                .map_err(|e| internal("evaluate prelude", describe(&ctx, e)))?;
-            let utf8 = Function::new(ctx.clone(), native_utf8)
-                .map_err(|e| internal("create decodeToString", e))?;
-            install
-                .call::<_, ()>((utf8,))
-                .map_err(|e| internal("install prelude", describe(&ctx, e)))
-        })?;
         Ok(JsEngine {
             cache: LruCache::new(limits.cache_entries),
-            context,
             runtime,
             watchdog,
             limits: limits.clone(),
             compiles: 0,
+            misses: 0,
+            needs_rebuild: Cell::new(false),
         })
     }
 
@@ -112,12 +114,18 @@ impl JsEngine {
         self.compiles
     }
 
-    /// Number of compiled scripts currently cached.
+    /// Number of compiled scripts (each with its own context) currently cached.
     pub fn cached_scripts(&self) -> usize {
         self.cache.len()
     }
 
-    /// Bytes currently allocated by the runtime, for diagnostics.
+    /// Whether contexts of scripts other than `script` live in this runtime.
+    pub(crate) fn holds_other_scripts(&self, script: &DecoderScript) -> bool {
+        self.cache.len() > usize::from(self.cache.contains_key(&script.cache_key()))
+    }
+
+    /// Bytes currently allocated by the runtime, for diagnostics. Walks the
+    /// whole heap, so not for hot paths.
     pub fn memory_used(&self) -> i64 {
         self.runtime.memory_usage().malloc_size
     }
@@ -127,8 +135,8 @@ impl JsEngine {
         &self.limits
     }
 
-    /// Runs `script` on `payload` and `metadata`, compiling it first unless
-    /// it is cached.
+    /// Runs `script` on `payload` and `metadata`, creating its context and
+    /// compiling it first unless it is cached.
     ///
     /// Size limits on the script and the payload are checked by the caller
     /// ([`crate::Engine`]); this checks the result size. After
@@ -142,16 +150,82 @@ impl JsEngine {
         metadata: &BTreeMap<String, String>,
     ) -> Result<serde_json::Value, ScriptError> {
         let key = script.cache_key();
-        let func = match self.cache.get(&key) {
-            Some(f) => f.clone(),
+        let (context, func) = match self.cache.get(&key) {
+            Some(c) => (c.context.clone(), c.func.clone()),
             None => {
-                let f = self.compile(&script.source)?;
-                self.cache.insert(key, f.clone());
-                f
+                let c = self.prepare(script)?;
+                let pair = (c.context.clone(), c.func.clone());
+                self.cache.insert(key, c);
+                pair
             }
         };
-        let json = self.call(func, payload, metadata)?;
+        let json = self.call(&context, func, payload, metadata)?;
         parse_result(json.as_deref(), self.limits.max_result_chars)
+    }
+
+    /// Creates a fresh context for `script` and compiles it there.
+    fn prepare(&mut self, script: &DecoderScript) -> Result<Compiled, ScriptError> {
+        // Older versions of the same script are dead weight now.
+        self.cache.retain(|k| k.0 != script.id);
+        self.make_room();
+        let context = self.new_context()?;
+        let func = self.compile(&context, &script.source)?;
+        Ok(Compiled { func, context })
+    }
+
+    /// Evicts least recently used scripts while the runtime uses more than
+    /// half its memory limit, so that cached contexts (and whatever their
+    /// scripts left in their globals) cannot starve the script about to
+    /// run. Measuring walks the whole heap (about 20 µs with 10 cached
+    /// scripts, 2 ms with 250), so it is done only on a cache miss, which
+    /// already costs a context and a compile (about 0.6 ms), and with many
+    /// cached scripts only on every [`MEMORY_CHECK_EVERY`]th miss.
+    fn make_room(&mut self) {
+        self.misses += 1;
+        if self.cache.len() > 16 && !self.misses.is_multiple_of(MEMORY_CHECK_EVERY) {
+            return;
+        }
+        let budget = i64::try_from(self.limits.memory_bytes / 2).unwrap_or(i64::MAX);
+        while self.cache.len() > 0 && self.memory_used() > budget {
+            self.cache.pop_lru();
+            self.runtime.run_gc();
+        }
+    }
+
+    /// A context with all ES intrinsics and the helper globals.
+    ///
+    /// Failures are engine failures ([`ScriptError::Internal`]) unless the
+    /// runtime ran out of memory, which is reported as
+    /// [`ScriptError::MemoryLimit`] so that the engine is rebuilt.
+    fn new_context(&self) -> Result<Context, ScriptError> {
+        let oom = || ScriptError::MemoryLimit {
+            limit_bytes: self.limits.memory_bytes,
+        };
+        // `Context::full` gives all ES intrinsics (JSON, typed arrays, Date,
+        // RegExp, Proxy, ...) but no std/os modules: scripts get no file,
+        // network or process access.
+        let context = Context::full(&self.runtime).map_err(|e| match e {
+            rquickjs::Error::Allocation => oom(),
+            e => ScriptError::Internal(format!("failed to create JS context: {e}")),
+        })?;
+        context.with(|ctx| -> Result<(), ScriptError> {
+            let fail = |what: &str, e: rquickjs::Error| match self.classify(&ctx, e, false) {
+                err @ ScriptError::MemoryLimit { .. } => err,
+                err => {
+                    tracing::error!(error = %err, "JS prelude failed");
+                    ScriptError::Internal(format!("failed to {what}: {err}"))
+                }
+            };
+            let install: Function = ctx
+                .eval_with_options(PRELUDE_SOURCE, eval_options(PRELUDE_FILE))
+                .map_err(|e| fail("evaluate prelude", e))?;
+            let utf8 = Function::new(ctx.clone(), native_utf8)
+                .map_err(|e| fail("create decodeToString", e))?;
+            install
+                .call::<_, ()>((utf8,))
+                .map_err(|e| fail("install prelude", e))
+        })?;
+        Ok(context)
     }
 
     /// Compiles a script body into a function without running it.
@@ -159,11 +233,15 @@ impl JsEngine {
     /// Evaluating the wrapper only creates the function object, but a body
     /// crafted to close the wrapper early could run code at this point, so
     /// compilation runs under the same deadline as a decode.
-    fn compile(&mut self, body: &str) -> Result<Persistent<Function<'static>>, ScriptError> {
+    fn compile(
+        &mut self,
+        context: &Context,
+        body: &str,
+    ) -> Result<Persistent<Function<'static>>, ScriptError> {
         self.compiles += 1;
         let source = format!("{WRAPPER_PREFIX}{body}{WRAPPER_SUFFIX}");
         self.arm();
-        let result = self.context.with(|ctx| {
+        let result = context.with(|ctx| {
             match ctx.eval_with_options::<Value, _>(source, eval_options(SCRIPT_FILE)) {
                 Ok(v) => match v.into_function() {
                     Some(f) => Ok(Persistent::save(&ctx, f)),
@@ -183,12 +261,13 @@ impl JsEngine {
     /// (`None` when the result is `undefined` or not representable in JSON).
     fn call(
         &mut self,
+        context: &Context,
         func: Persistent<Function<'static>>,
         payload: &[u8],
         metadata: &BTreeMap<String, String>,
     ) -> Result<Option<String>, ScriptError> {
         self.arm();
-        let result = self.context.with(|ctx| {
+        let result = context.with(|ctx| {
             let run = || -> rquickjs::Result<Option<String>> {
                 let func = func.restore(&ctx)?;
                 let bytes = Array::new(ctx.clone())?;
@@ -200,15 +279,75 @@ impl JsEngine {
                     meta.set(k.as_str(), v.as_str())?;
                 }
                 let value: Value = func.call((bytes, meta))?;
-                match ctx.json_stringify(value)? {
-                    Some(s) => Ok(Some(s.to_string()?)),
-                    None => Ok(None),
-                }
+                let json = match ctx.json_stringify(value)? {
+                    Some(s) => Some(s.to_string()?),
+                    None => None,
+                };
+                self.run_jobs(&ctx)?;
+                Ok(json)
             };
             run().map_err(|e| self.classify(&ctx, e, false))
         });
         self.disarm();
+        if matches!(result, Err(ScriptError::Timeout { .. })) && self.runtime.is_job_pending() {
+            // The script queued promise jobs that would otherwise run (and
+            // eat the time budget of) the next script's call.
+            self.needs_rebuild.set(true);
+        }
         result
+    }
+
+    /// Whether the runtime holds state that a later script could trip over
+    /// (e.g. promise jobs left behind by a script that timed out); the
+    /// owner should then drop this engine and build a new one.
+    pub fn needs_rebuild(&self) -> bool {
+        self.needs_rebuild.get()
+    }
+
+    /// Runs the promise jobs the script queued (`.then(..)`, `async`
+    /// continuations), which would otherwise pile up in the runtime forever
+    /// since nothing else runs them. Called after the result is fixed, under
+    /// the same deadline, like microtasks after a synchronous return.
+    ///
+    /// A callback that throws only rejects its promise; a job itself fails
+    /// only on an interrupt (timeout) or when memory runs out, and that
+    /// failure is the script's result.
+    fn run_jobs(&self, ctx: &Ctx<'_>) -> rquickjs::Result<()> {
+        let ours = ctx.as_raw().as_ptr();
+        loop {
+            let mut job_ctx: *mut rquickjs::qjs::JSContext = std::ptr::null_mut();
+            // SAFETY: `ours` is a live context of this runtime (we are inside
+            // `Context::with`, which holds the runtime lock), and
+            // `JS_ExecutePendingJob` only writes a context pointer to `job_ctx`.
+            let res = unsafe {
+                rquickjs::qjs::JS_ExecutePendingJob(
+                    rquickjs::qjs::JS_GetRuntime(ours),
+                    &mut job_ctx,
+                )
+            };
+            match res {
+                0 => return Ok(()),
+                r if r > 0 => {}
+                _ if job_ctx == ours || job_ctx.is_null() => {
+                    // The exception is pending on our context; `classify`
+                    // takes it from there.
+                    return Err(rquickjs::Error::Exception);
+                }
+                _ => {
+                    // A job of another script's context (cannot happen while
+                    // every call drains its own jobs): clear its exception
+                    // and have the runtime rebuilt.
+                    // SAFETY: `job_ctx` is a live context of this runtime,
+                    // returned by QuickJS; the value is freed exactly once.
+                    unsafe {
+                        let v = rquickjs::qjs::JS_GetException(job_ctx);
+                        rquickjs::qjs::JS_FreeValue(job_ctx, v);
+                    }
+                    self.needs_rebuild.set(true);
+                    return Err(rquickjs::Error::Unknown);
+                }
+            }
+        }
     }
 
     fn arm(&self) {
@@ -397,15 +536,6 @@ pub(crate) fn parse_result(
     }
     serde_json::from_str(json)
         .map_err(|e| ScriptError::Internal(format!("engine produced invalid JSON: {e}")))
-}
-
-/// Keeps the rquickjs error text when there is no JS exception to inspect.
-fn describe(ctx: &Ctx<'_>, err: rquickjs::Error) -> rquickjs::Error {
-    if let rquickjs::Error::Exception = err {
-        let info = exception_info(ctx.catch());
-        tracing::error!(message = %info.message, stack = ?info.stack, "JS prelude failed");
-    }
-    err
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 // Built-in helpers available to every decoder script (ThingsBoard compatible).
-// Evaluated once per context as a function expression and called with the
-// native UTF-8 decoder, so no helper names besides the public ones leak into
-// the global scope. The public globals are non-writable so that one script
-// cannot replace them for the other scripts sharing the worker's context; a
-// script that declares its own `function decodeToString` still shadows the
-// global, because its body is wrapped in a function.
+// Evaluated once per context (every script has its own) as a function
+// expression and called with the native UTF-8 decoder, so no helper names
+// besides the public ones leak into the global scope. The public globals are
+// non-writable, so a sloppy assignment cannot break them even for the script
+// itself on its next call; a script that declares its own
+// `function decodeToString` still shadows the global, because its body is
+// wrapped in a function.
 (function (nativeUtf8) {
   'use strict';
 

@@ -1,0 +1,234 @@
+//! The pool's job queue: bounded, non-blocking on submit, and fair between
+//! scripts.
+//!
+//! Jobs wait in one FIFO per script id; ids with waiting jobs form a
+//! round-robin ring. A free worker takes the first id in the ring that is
+//! *eligible* and moves that id to the back of the ring. An id is eligible
+//! unless it already occupies `max(1, workers - 1)` workers while jobs of
+//! other ids wait, so a script that runs into its timeout on every call can
+//! hold at most all workers but one, and the remaining worker serves every
+//! other script. The rule is work-conserving: when only one id has waiting
+//! jobs it may use every worker.
+//!
+//! With a free worker at most `workers - 1` jobs are running, so at most one
+//! id can be at the cap and another waiting id is always eligible; the
+//! scheduler never leaves a worker idle while jobs wait.
+//!
+//! One mutex guards everything; every operation is O(1) apart from a scan of
+//! the ring that stops at its second entry (see above), so the lock is held
+//! for well under a microsecond.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+
+use uuid::Uuid;
+
+use crate::pool::{DecodeJob, SubmitError};
+
+#[derive(Default)]
+struct PerScript {
+    jobs: VecDeque<DecodeJob>,
+    /// Workers currently running jobs of this script.
+    running: usize,
+}
+
+#[derive(Default)]
+struct State {
+    scripts: HashMap<Uuid, PerScript>,
+    /// Ids with at least one waiting job, in service order.
+    ring: VecDeque<Uuid>,
+    /// Waiting jobs over all ids.
+    queued: usize,
+    closed: bool,
+}
+
+pub(crate) struct Scheduler {
+    state: Mutex<State>,
+    ready: Condvar,
+    capacity: usize,
+    /// Most workers one id may occupy while other ids wait.
+    cap: usize,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("queued", &self.queued())
+            .field("capacity", &self.capacity)
+            .field("cap", &self.cap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    pub(crate) fn new(workers: usize, capacity: usize) -> Scheduler {
+        Scheduler {
+            state: Mutex::new(State::default()),
+            ready: Condvar::new(),
+            capacity: capacity.max(1),
+            cap: workers.saturating_sub(1).max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No operation leaves the state half-updated across a panic point
+        // (callbacks and scripts run outside the lock).
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `job`, or hands it back when full or closed. Never blocks
+    /// beyond the short internal lock.
+    pub(crate) fn push(&self, job: DecodeJob) -> Result<(), SubmitError> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(SubmitError::ShutDown(job));
+        }
+        if st.queued >= self.capacity {
+            return Err(SubmitError::Full(job));
+        }
+        let id = job.script.id;
+        let per = st.scripts.entry(id).or_default();
+        let was_idle = per.jobs.is_empty();
+        per.jobs.push_back(job);
+        if was_idle {
+            st.ring.push_back(id);
+        }
+        st.queued += 1;
+        drop(st);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Waits for the next job; `None` once closed and drained. The caller
+    /// must call [`Scheduler::finish`] with the job's script id afterwards.
+    pub(crate) fn pop(&self) -> Option<DecodeJob> {
+        let mut st = self.lock();
+        loop {
+            if st.queued > 0 {
+                return Some(self.take(&mut st));
+            }
+            if st.closed {
+                return None;
+            }
+            st = self.ready.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn take(&self, st: &mut State) -> DecodeJob {
+        let alone = st.ring.len() == 1;
+        let pos = st
+            .ring
+            .iter()
+            .position(|id| alone || st.scripts[id].running < self.cap)
+            // Unreachable while workers <= the number of callers of `pop`,
+            // but never leave a job stranded.
+            .unwrap_or(0);
+        let id = st.ring.remove(pos).expect("ring position is in range");
+        let per = st.scripts.get_mut(&id).expect("ring ids have queues");
+        let job = per.jobs.pop_front().expect("ring ids have waiting jobs");
+        per.running += 1;
+        if !per.jobs.is_empty() {
+            st.ring.push_back(id);
+        }
+        st.queued -= 1;
+        job
+    }
+
+    /// Marks a job of script `id` as no longer running.
+    pub(crate) fn finish(&self, id: Uuid) {
+        let mut st = self.lock();
+        if let Entry::Occupied(mut e) = st.scripts.entry(id) {
+            let per = e.get_mut();
+            per.running = per.running.saturating_sub(1);
+            if per.running == 0 && per.jobs.is_empty() {
+                e.remove();
+            }
+        }
+    }
+
+    /// Waiting jobs (not counting running ones).
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().queued
+    }
+
+    /// Refuses new jobs; workers drain the queue and then get `None`.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::DecoderScript;
+
+    fn job(script: &Arc<DecoderScript>) -> DecodeJob {
+        DecodeJob {
+            script: Arc::clone(script),
+            payload: vec![],
+            metadata: BTreeMap::new(),
+            on_done: Box::new(|_, _| {}),
+        }
+    }
+
+    fn script() -> Arc<DecoderScript> {
+        Arc::new(DecoderScript::js(Uuid::new_v4(), 1, ""))
+    }
+
+    #[test]
+    fn one_id_leaves_a_worker_for_the_others_but_uses_all_when_alone() {
+        let s = Scheduler::new(3, 100);
+        let (a, b) = (script(), script());
+        for _ in 0..5 {
+            s.push(job(&a)).unwrap();
+        }
+        // Alone: A may take all three workers.
+        let taken: Vec<_> = (0..3).map(|_| s.pop().unwrap().script.id).collect();
+        assert!(taken.iter().all(|id| *id == a.id));
+        for _ in 0..3 {
+            s.finish(a.id);
+        }
+        // With B waiting, A gets at most two workers.
+        s.push(job(&b)).unwrap();
+        s.push(job(&b)).unwrap();
+        let first = s.pop().unwrap().script.id;
+        let second = s.pop().unwrap().script.id;
+        let third = s.pop().unwrap().script.id;
+        assert_eq!(
+            [first, second, third]
+                .iter()
+                .filter(|id| **id == a.id)
+                .count(),
+            2,
+            "A capped at workers - 1 while B waits"
+        );
+        assert_eq!(s.queued(), 1);
+    }
+
+    #[test]
+    fn round_robin_and_capacity() {
+        let s = Scheduler::new(1, 4);
+        let (a, b) = (script(), script());
+        s.push(job(&a)).unwrap();
+        s.push(job(&a)).unwrap();
+        s.push(job(&a)).unwrap();
+        s.push(job(&b)).unwrap();
+        assert!(matches!(s.push(job(&b)), Err(SubmitError::Full(_))));
+        let order: Vec<_> = (0..4)
+            .map(|_| {
+                let id = s.pop().unwrap().script.id;
+                s.finish(id);
+                id
+            })
+            .collect();
+        assert_eq!(order, [a.id, b.id, a.id, a.id]);
+        s.close();
+        assert!(s.pop().is_none());
+        assert!(matches!(s.push(job(&a)), Err(SubmitError::ShutDown(_))));
+    }
+}
