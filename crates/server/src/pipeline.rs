@@ -94,15 +94,15 @@ impl Uplink {
             }
         };
         let integration = &route.integration;
-        let record = match record_from_output(&output, integration.id, integration.allow_create_devices_or_assets, self.received_ts)
-        {
+        let allow_create = integration.allow_create_devices_or_assets;
+        let record = match record_from_output(&output, integration.id, allow_create, self.received_ts, route.update_only_keys.clone()) {
             Ok(record) => record,
             Err(e) => {
                 let text = e.to_string();
                 return self.finish(Reply::bad_request(&text), Some(text));
             }
         };
-        if record.devices.is_empty() {
+        if record.entities.is_empty() {
             // Nothing to store is still a success, as in ThingsBoard.
             return self.finish(Reply::new(Code::CREATED, ""), None);
         }

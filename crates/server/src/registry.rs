@@ -53,6 +53,8 @@ pub struct Route {
     pub security: SecurityMode,
     pub integration_debug: DebugSettings,
     pub converter_debug: DebugSettings,
+    /// The converter's `updateOnlyKeys`: keys stored only when their value changed.
+    pub update_only_keys: Arc<[String]>,
 }
 
 /// A change of an integration's running state, for its lifecycle events.
@@ -109,6 +111,7 @@ impl Registry {
                 integration_debug: DebugSettings::from_json(&integration.debug_settings),
                 converter_debug: DebugSettings::from_json(&converter.debug_settings),
                 script: Arc::new(decoder_script(&converter)),
+                update_only_keys: update_only_keys(&converter),
                 path_prefix: path_prefix(&integration),
                 metadata: integration_metadata(&integration),
                 security: SecurityMode::of(&integration),
@@ -152,6 +155,14 @@ pub fn decoder_script(converter: &Converter) -> DecoderScript {
     let field = if lang == ScriptLang::Tbel { "tbelDecoder" } else { "decoder" };
     let source = converter.configuration.get(field).and_then(|v| v.as_str()).unwrap_or_default();
     DecoderScript { id: converter.id, version: converter.version as u64, lang, source: source.into() }
+}
+
+/// `configuration.updateOnlyKeys` of a converter; anything but a list of strings counts as none.
+pub fn update_only_keys(converter: &Converter) -> Arc<[String]> {
+    let keys = converter.configuration.get("updateOnlyKeys").and_then(|v| v.as_array());
+    keys.map(|list| list.iter().filter_map(|k| k.as_str()).map(str::to_string).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into()
 }
 
 fn integration_metadata(integration: &Integration) -> Vec<(String, String)> {

@@ -1,10 +1,13 @@
 //! From converter output to storage writes: ThingsBoard's converter output contract.
 //!
-//! The converter returns an object or an array of objects; each names one device and carries
-//! telemetry and attributes. This module validates that output with ThingsBoard's own error
-//! messages (users search for them) and turns it into an [`UplinkRecord`] for the writer.
+//! The converter returns an object or an array of objects; each names one device or asset and
+//! carries telemetry and attributes, and for a new entity its type, label, customer and group.
+//! This module validates that output with ThingsBoard's own error messages (users search for
+//! them) and turns it into an [`UplinkRecord`] for the writer.
 
-use coapgate_storage::model::{DeviceUpdate, KvValue, Millis, UplinkRecord};
+use std::sync::Arc;
+
+use coapgate_storage::model::{EntityUpdate, KvValue, Millis, UplinkRecord};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -17,8 +20,6 @@ pub enum OutputError {
     BothEntityNames,
     #[error("Asset type is not set!")]
     AssetTypeMissing,
-    #[error("assets are not supported yet: use 'deviceName'")]
-    AssetsUnsupported,
     #[error("'{0}' must be a non-empty string")]
     BadName(&'static str),
     #[error("'{field}' must be {expected}")]
@@ -26,12 +27,14 @@ pub enum OutputError {
 }
 
 /// Builds the record for one uplink from the converter's output. `received_ts` is the server time
-/// used for telemetry without its own `ts` and for attributes.
+/// used for telemetry without its own `ts` and for attributes; `update_only_keys` is the
+/// converter's list of keys stored only when their value changed.
 pub fn record_from_output(
     output: &Value,
     integration_id: Uuid,
     allow_create_devices: bool,
     received_ts: Millis,
+    update_only_keys: Arc<[String]>,
 ) -> Result<UplinkRecord, OutputError> {
     let objects: Vec<&Map<String, Value>> = match output {
         Value::Object(o) => vec![o],
@@ -39,40 +42,47 @@ pub fn record_from_output(
         // ThingsBoard treats anything else (null, a number) as "nothing to store".
         _ => Vec::new(),
     };
-    let devices = objects
+    let entities = objects
         .into_iter()
-        .map(|o| device_update(o, received_ts))
+        .map(|o| entity_update(o, received_ts))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(UplinkRecord { integration_id, allow_create_devices, received_ts, devices })
+    Ok(UplinkRecord { integration_id, allow_create_devices, received_ts, update_only_keys, entities })
 }
 
-fn device_update(o: &Map<String, Value>, received_ts: Millis) -> Result<DeviceUpdate, OutputError> {
+fn entity_update(o: &Map<String, Value>, received_ts: Millis) -> Result<EntityUpdate, OutputError> {
     let has_device = o.get("deviceName").is_some_and(|v| !v.is_null());
     let has_asset = o.get("assetName").is_some_and(|v| !v.is_null());
-    match (has_device, has_asset) {
+    let mut update = match (has_device, has_asset) {
         (false, false) => return Err(OutputError::NoEntityName),
         (true, true) => return Err(OutputError::BothEntityNames),
         (false, true) => {
-            if o.get("assetType").is_none_or(Value::is_null) {
-                return Err(OutputError::AssetTypeMissing);
-            }
-            return Err(OutputError::AssetsUnsupported);
+            let name = text_field(o, "assetName")?.ok_or(OutputError::BadName("assetName"))?;
+            // ThingsBoard has no default asset type: the converter must name one.
+            let asset_type = text_field(o, "assetType")?.ok_or(OutputError::AssetTypeMissing)?;
+            let mut asset = EntityUpdate::asset(name, asset_type);
+            asset.label = text_field(o, "assetLabel")?;
+            asset
         }
-        (true, false) => {}
-    }
-    let name = text_field(o, "deviceName")?.ok_or(OutputError::BadName("deviceName"))?;
-    let device_type = text_field(o, "deviceType")?.unwrap_or_else(|| "default".to_string());
-    let label = text_field(o, "deviceLabel")?;
-    let telemetry = match o.get("telemetry") {
+        (true, false) => {
+            let name = text_field(o, "deviceName")?.ok_or(OutputError::BadName("deviceName"))?;
+            let device_type = text_field(o, "deviceType")?.unwrap_or_else(|| "default".to_string());
+            let mut device = EntityUpdate::device(name, device_type);
+            device.label = text_field(o, "deviceLabel")?;
+            device
+        }
+    };
+    update.customer_name = text_field(o, "customerName")?;
+    update.group_name = text_field(o, "groupName")?;
+    update.telemetry = match o.get("telemetry") {
         None | Some(Value::Null) => Vec::new(),
         Some(t) => telemetry(t, received_ts)?,
     };
-    let attributes = match o.get("attributes") {
+    update.attributes = match o.get("attributes") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Object(a)) => typed_values(a),
         Some(_) => return Err(OutputError::BadField { field: "attributes".into(), expected: "an object" }),
     };
-    Ok(DeviceUpdate { name, device_type, label, telemetry, attributes })
+    Ok(update)
 }
 
 /// A string field, absent when missing, null or empty. Numbers are accepted as their text, as
@@ -128,22 +138,22 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn check(output: Value, expected: Result<Vec<DeviceUpdate>, OutputError>) {
-        let got = record_from_output(&output, Uuid::nil(), true, 1000).map(|r| r.devices);
+    fn record(output: &Value) -> Result<UplinkRecord, OutputError> {
+        record_from_output(output, Uuid::nil(), true, 1000, Arc::from(Vec::new()))
+    }
+
+    fn check(output: Value, expected: Result<Vec<EntityUpdate>, OutputError>) {
+        let got = record(&output).map(|r| r.entities);
         assert_eq!(got, expected, "output {output}");
     }
 
-    fn device(name: &str, ty: &str, telemetry: Vec<(Millis, Vec<(&str, KvValue)>)>) -> DeviceUpdate {
-        DeviceUpdate {
-            name: name.into(),
-            device_type: ty.into(),
-            label: None,
-            telemetry: telemetry
-                .into_iter()
-                .map(|(ts, kv)| (ts, kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
-                .collect(),
-            attributes: vec![],
-        }
+    fn device(name: &str, ty: &str, telemetry: Vec<(Millis, Vec<(&str, KvValue)>)>) -> EntityUpdate {
+        let mut d = EntityUpdate::device(name, ty);
+        d.telemetry = telemetry
+            .into_iter()
+            .map(|(ts, kv)| (ts, kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
+            .collect();
+        d
     }
 
     #[test]
@@ -174,6 +184,39 @@ mod tests {
         );
         check(json!(null), Ok(vec![]));
         check(json!(42), Ok(vec![]));
+        check(json!("text"), Ok(vec![]));
+    }
+
+    #[test]
+    fn assets_customers_and_groups() {
+        let mut asset = EntityUpdate::asset("Building A", "building");
+        asset.label = Some("HQ".into());
+        asset.customer_name = Some("Acme".into());
+        asset.group_name = Some("Buildings".into());
+        asset.telemetry = vec![(1000, vec![("power".into(), KvValue::Double(1.5))])];
+        check(
+            json!({"assetName": "Building A", "assetType": "building", "assetLabel": "HQ", "customerName": "Acme",
+                   "groupName": "Buildings", "telemetry": {"power": "1.5"}}),
+            Ok(vec![asset]),
+        );
+        let mut d = device("SN-1", "thermo", vec![]);
+        d.label = Some("Kitchen".into());
+        d.customer_name = Some("Acme".into());
+        d.group_name = Some("Thermostats".into());
+        check(
+            json!([{"deviceName": "SN-1", "deviceType": "thermo", "deviceLabel": "Kitchen", "customerName": "Acme",
+                    "groupName": "Thermostats", "assetLabel": "ignored for devices"},
+                   {"assetName": "Site", "assetType": "site", "customerName": "", "groupName": null}]),
+            Ok(vec![d, EntityUpdate::asset("Site", "site")]),
+        );
+    }
+
+    #[test]
+    fn update_only_keys_travel_with_the_record() {
+        let keys: Arc<[String]> = Arc::from(vec!["fw".to_string()]);
+        let r = record_from_output(&json!({"deviceName": "a"}), Uuid::nil(), false, 5, keys.clone()).unwrap();
+        assert_eq!(r.update_only_keys, keys);
+        assert!(!r.allow_create_devices);
     }
 
     #[test]
@@ -181,6 +224,12 @@ mod tests {
         check(json!({"telemetry": {}}), Err(OutputError::NoEntityName));
         check(json!({"deviceName": "a", "assetName": "b"}), Err(OutputError::BothEntityNames));
         check(json!({"assetName": "b"}), Err(OutputError::AssetTypeMissing));
+        check(json!({"assetName": "b", "assetType": null}), Err(OutputError::AssetTypeMissing));
+        check(json!({"assetName": "b", "assetType": ""}), Err(OutputError::AssetTypeMissing));
+        check(json!({"deviceName": null, "assetName": "b", "assetType": "t"}), Ok(vec![EntityUpdate::asset("b", "t")]));
+        check(json!([{"deviceName": "ok"}, {"telemetry": {}}]), Err(OutputError::NoEntityName));
+        assert_eq!(OutputError::BothEntityNames.to_string(), "Both 'deviceName' and 'assetName' can't be present in the converter output!");
+        assert_eq!(OutputError::AssetTypeMissing.to_string(), "Asset type is not set!");
         check(json!({"deviceName": ""}), Err(OutputError::BadName("deviceName")));
         check(json!({"deviceName": {"x": 1}}), Err(OutputError::BadName("deviceName")));
         check(
@@ -195,10 +244,9 @@ mod tests {
 
     #[test]
     fn attributes_are_typed() {
-        let r = record_from_output(&json!({"deviceName": "a", "attributes": {"fw": "1.2", "on": true, "x": null}}), Uuid::nil(), true, 7)
-            .unwrap();
+        let r = record(&json!({"deviceName": "a", "attributes": {"fw": "1.2", "on": true, "x": null}})).unwrap();
         assert_eq!(
-            r.devices[0].attributes,
+            r.entities[0].attributes,
             vec![("fw".to_string(), KvValue::Double(1.2)), ("on".to_string(), KvValue::Bool(true))]
         );
     }

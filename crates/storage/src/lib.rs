@@ -75,12 +75,45 @@ pub trait Store: Send + Sync + 'static {
     fn device(&self, id: Uuid) -> Result<Option<Device>>;
     fn device_by_name(&self, name: &str) -> Result<Option<Device>>;
     fn devices(&self, query: &PageQuery, device_type: Option<&str>) -> Result<Page<Device>>;
-    /// Deletes the device with its telemetry and attributes.
+    /// The devices assigned to one customer.
+    fn customer_devices(&self, customer_id: Uuid, query: &PageQuery, device_type: Option<&str>) -> Result<Page<Device>>;
+    /// Deletes the device with its telemetry, attributes and group memberships.
     fn delete_device(&self, id: Uuid) -> Result<bool>;
     fn device_profile(&self, id: Uuid) -> Result<Option<DeviceProfile>>;
     /// Refuses (Conflict) the default profile and profiles that devices still use.
     fn delete_device_profile(&self, id: Uuid) -> Result<bool>;
     fn device_profiles(&self, query: &PageQuery) -> Result<Page<DeviceProfile>>;
+
+    fn asset(&self, id: Uuid) -> Result<Option<Asset>>;
+    fn asset_by_name(&self, name: &str) -> Result<Option<Asset>>;
+    fn assets(&self, query: &PageQuery, asset_type: Option<&str>) -> Result<Page<Asset>>;
+    /// The assets assigned to one customer.
+    fn customer_assets(&self, customer_id: Uuid, query: &PageQuery, asset_type: Option<&str>) -> Result<Page<Asset>>;
+    /// Deletes the asset with its telemetry, attributes and group memberships.
+    fn delete_asset(&self, id: Uuid) -> Result<bool>;
+    fn asset_profile(&self, id: Uuid) -> Result<Option<AssetProfile>>;
+    fn asset_profiles(&self, query: &PageQuery) -> Result<Page<AssetProfile>>;
+    /// Refuses (Conflict) the default profile and profiles that assets still use.
+    fn delete_asset_profile(&self, id: Uuid) -> Result<bool>;
+
+    fn customer(&self, id: Uuid) -> Result<Option<Customer>>;
+    fn customer_by_title(&self, title: &str) -> Result<Option<Customer>>;
+    /// Pages search and sort by title.
+    fn customers(&self, query: &PageQuery) -> Result<Page<Customer>>;
+    /// Deletes the customer and the entity groups it owns. Its devices and assets are kept and
+    /// become the tenant's again (unassigned), so no data is lost with a customer.
+    fn delete_customer(&self, id: Uuid) -> Result<bool>;
+
+    fn entity_group(&self, id: Uuid) -> Result<Option<EntityGroup>>;
+    /// Groups of one type; of one owner, or of every owner when `owner` is `None`.
+    fn entity_groups(&self, group_type: EntityKind, owner: Option<Owner>, query: &PageQuery) -> Result<Page<EntityGroup>>;
+    fn entity_group_by_name(&self, group_type: EntityKind, owner: Owner, name: &str) -> Result<Option<EntityGroup>>;
+    /// A page of the group's members; `NotFound` when the group does not exist.
+    fn entity_group_members(&self, group_id: Uuid, query: &PageQuery) -> Result<Page<GroupMember>>;
+    /// The groups an entity belongs to.
+    fn groups_of_entity(&self, entity_id: Uuid) -> Result<Vec<Uuid>>;
+    /// Deletes the group and its memberships; the members themselves stay.
+    fn delete_entity_group(&self, id: Uuid) -> Result<bool>;
 
     fn timeseries_keys(&self, entity_id: Uuid) -> Result<Vec<String>>;
     /// Latest value per key; all keys when `keys` is `None`.
@@ -116,7 +149,8 @@ pub trait UplinkWriter: Send {
     ///
     /// The outer `Err` means nothing of the batch was stored. Otherwise there is one entry per
     /// record: a record is either stored completely or rejected completely (e.g. a device that
-    /// may not be created), and rejected records never affect the others.
+    /// may not be created), and rejected records never affect the others. Customers, profiles
+    /// and entity groups an uplink needs are created in the same transaction as its entities.
     fn commit(&mut self, batch: &[UplinkRecord]) -> Result<Vec<Result<UplinkOutcome, UplinkRejection>>>;
 }
 

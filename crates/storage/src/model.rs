@@ -293,26 +293,133 @@ pub struct HistoryQuery {
     pub descending: bool,
 }
 
-/// What a decoded uplink asks storage to do for one device. Built by the uplink pipeline from
-/// the converter's output; storage applies it inside the writer's transaction.
+/// A customer of the tenant; ThingsBoard's `Customer` (its `title` is the name).
 #[derive(Debug, Clone, PartialEq)]
-pub struct DeviceUpdate {
+pub struct Customer {
+    pub id: Uuid,
+    pub created_time: Millis,
+    pub title: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Asset {
+    pub id: Uuid,
+    pub created_time: Millis,
     pub name: String,
-    /// Device profile name, used only when the device is created.
-    pub device_type: String,
+    /// The asset profile's name, ThingsBoard's `type`.
+    pub asset_type: String,
+    pub asset_profile_id: Uuid,
     pub label: Option<String>,
+    pub customer_id: Option<Uuid>,
+    /// The integration that created the asset on its first uplink, if any.
+    pub created_by_integration: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssetProfile {
+    pub id: Uuid,
+    pub created_time: Millis,
+    pub name: String,
+    pub is_default: bool,
+}
+
+/// Who owns an entity group: the tenant or one of its customers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Owner {
+    Tenant,
+    Customer(Uuid),
+}
+
+impl Owner {
+    pub fn of_customer(customer_id: Option<Uuid>) -> Owner {
+        customer_id.map_or(Owner::Tenant, Owner::Customer)
+    }
+
+    pub fn customer_id(self) -> Option<Uuid> {
+        match self {
+            Owner::Tenant => None,
+            Owner::Customer(id) => Some(id),
+        }
+    }
+}
+
+/// A ThingsBoard PE entity group: a named set of devices or of assets, owned by the tenant or a
+/// customer. Names are unique per (type, owner).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityGroup {
+    pub id: Uuid,
+    pub created_time: Millis,
+    pub name: String,
+    /// `Device` or `Asset`.
+    pub group_type: EntityKind,
+    pub owner: Owner,
+}
+
+/// One member of an entity group as lists show it (ThingsBoard's `ShortEntityView`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupMember {
+    pub kind: EntityKind,
+    pub id: Uuid,
+    pub created_time: Millis,
+    pub name: String,
+    pub entity_type: String,
+    pub label: Option<String>,
+}
+
+/// What a decoded uplink asks storage to do for one device or asset. Built by the uplink
+/// pipeline from the converter's output; storage applies it inside the writer's transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityUpdate {
+    /// `Device` or `Asset`.
+    pub kind: EntityKind,
+    pub name: String,
+    /// Device or asset profile name, used only when the entity is created.
+    pub entity_type: String,
+    /// Used only when the entity is created.
+    pub label: Option<String>,
+    /// The customer (by title, created if missing) the entity is assigned to at creation.
+    pub customer_name: Option<String>,
+    /// The entity group (created if missing, owned by the entity's owner) the entity joins at creation.
+    pub group_name: Option<String>,
     pub telemetry: Vec<(Millis, Vec<(String, KvValue)>)>,
     pub attributes: Vec<(String, KvValue)>,
+}
+
+impl EntityUpdate {
+    pub fn device(name: impl Into<String>, device_type: impl Into<String>) -> EntityUpdate {
+        EntityUpdate::new(EntityKind::Device, name.into(), device_type.into())
+    }
+
+    pub fn asset(name: impl Into<String>, asset_type: impl Into<String>) -> EntityUpdate {
+        EntityUpdate::new(EntityKind::Asset, name.into(), asset_type.into())
+    }
+
+    fn new(kind: EntityKind, name: String, entity_type: String) -> EntityUpdate {
+        EntityUpdate {
+            kind,
+            name,
+            entity_type,
+            label: None,
+            customer_name: None,
+            group_name: None,
+            telemetry: Vec::new(),
+            attributes: Vec::new(),
+        }
+    }
 }
 
 /// One uplink's worth of writes; all of it is committed or none of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UplinkRecord {
     pub integration_id: Uuid,
+    /// The integration's `allowCreateDevicesOrAssets`.
     pub allow_create_devices: bool,
     /// Server time at which the uplink arrived; the timestamp of attributes.
     pub received_ts: Millis,
-    pub devices: Vec<DeviceUpdate>,
+    /// The converter's `updateOnlyKeys`: for these keys a time-series value or attribute is
+    /// stored only when it differs from the entity's latest stored value of that key.
+    pub update_only_keys: std::sync::Arc<[String]>,
+    pub entities: Vec<EntityUpdate>,
 }
 
 /// Why one uplink could not be stored while the rest of its batch could.
@@ -321,13 +428,20 @@ pub enum UplinkRejection {
     /// ThingsBoard's exact message for a missing device when creation is off.
     #[error("Creating devices is forbidden!")]
     CreatingDevicesForbidden,
+    /// ThingsBoard's exact message for a missing asset when creation is off.
+    #[error("Creating assets is forbidden!")]
+    CreatingAssetsForbidden,
 }
 
 /// What storing an uplink did, for events and logs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UplinkOutcome {
-    pub created_devices: Vec<Uuid>,
-    pub devices: Vec<Uuid>,
+    /// Devices and assets this uplink created, in output order.
+    pub created: Vec<(EntityKind, Uuid)>,
+    /// Every device and asset the uplink wrote to, in output order.
+    pub entities: Vec<(EntityKind, Uuid)>,
+    /// Values left out because of `updateOnlyKeys` (they equalled the stored latest value).
+    pub unchanged_skipped: usize,
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde_json::Value;
 use uuid::Uuid;
@@ -42,6 +43,25 @@ CREATE TABLE IF NOT EXISTS device (
     type TEXT NOT NULL, device_profile_id BLOB NOT NULL, label TEXT, customer_id BLOB,
     integration_id BLOB);
 CREATE INDEX IF NOT EXISTS device_created ON device (created_time);
+CREATE INDEX IF NOT EXISTS device_customer ON device (customer_id);
+CREATE TABLE IF NOT EXISTS customer (
+    id BLOB PRIMARY KEY, created_time INTEGER NOT NULL, title TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS asset_profile (
+    id BLOB PRIMARY KEY, created_time INTEGER NOT NULL, name TEXT NOT NULL UNIQUE,
+    is_default INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS asset (
+    id BLOB PRIMARY KEY, created_time INTEGER NOT NULL, name TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL, asset_profile_id BLOB NOT NULL, label TEXT, customer_id BLOB,
+    integration_id BLOB);
+CREATE INDEX IF NOT EXISTS asset_created ON asset (created_time);
+CREATE INDEX IF NOT EXISTS asset_customer ON asset (customer_id);
+-- owner_id is the customer's id, or the nil UUID for groups the tenant owns.
+CREATE TABLE IF NOT EXISTS entity_group (
+    id BLOB PRIMARY KEY, created_time INTEGER NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL,
+    owner_id BLOB NOT NULL, UNIQUE (type, owner_id, name));
+CREATE TABLE IF NOT EXISTS entity_group_member (
+    group_id BLOB NOT NULL, entity_id BLOB NOT NULL, PRIMARY KEY (group_id, entity_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entity_group_member_by_entity ON entity_group_member (entity_id);
 CREATE TABLE IF NOT EXISTS event (
     id BLOB PRIMARY KEY, created_time INTEGER NOT NULL, entity_type TEXT NOT NULL,
     entity_id BLOB NOT NULL, event_type TEXT NOT NULL, uid TEXT NOT NULL, body TEXT NOT NULL);
@@ -74,8 +94,9 @@ pub struct SqliteStore {
     tenant_id: Uuid,
     /// Idle connections for reads and entity edits; a caller takes one and puts it back.
     pool: Mutex<Vec<Connection>>,
-    /// Bumped whenever a device is deleted, so the writer drops its name → id cache.
-    device_generation: Arc<AtomicU64>,
+    /// Bumped whenever an entity the writer caches by name (device, asset, profile, customer,
+    /// entity group) is deleted, so the writer drops its caches.
+    generation: Arc<AtomicU64>,
 }
 
 impl SqliteStore {
@@ -94,19 +115,21 @@ impl SqliteStore {
                 id
             }
         };
-        let has_default_profile: bool =
-            conn.query_row("SELECT EXISTS (SELECT 1 FROM device_profile WHERE is_default = 1)", [], |r| r.get(0))?;
-        if !has_default_profile {
-            conn.execute(
-                "INSERT OR IGNORE INTO device_profile (id, created_time, name, is_default) VALUES (?1, ?2, 'default', 1)",
-                params![Uuid::new_v4(), now_millis()],
-            )?;
+        for table in ["device_profile", "asset_profile"] {
+            let has_default_profile: bool =
+                conn.query_row(&format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE is_default = 1)"), [], |r| r.get(0))?;
+            if !has_default_profile {
+                conn.execute(
+                    &format!("INSERT OR IGNORE INTO {table} (id, created_time, name, is_default) VALUES (?1, ?2, 'default', 1)"),
+                    params![Uuid::new_v4(), now_millis()],
+                )?;
+            }
         }
         Ok(SqliteStore {
             path: path.to_path_buf(),
             tenant_id,
             pool: Mutex::new(vec![conn]),
-            device_generation: Arc::new(AtomicU64::new(0)),
+            generation: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -126,31 +149,32 @@ impl SqliteStore {
 
     fn page<T>(
         &self,
-        table: &str,
-        columns: &str,
+        listing: &Listing,
         query: &PageQuery,
-        extra_filter: Option<(&str, String)>,
+        extra_filters: Vec<(&str, SqlValue)>,
         map: impl Fn(&Row) -> rusqlite::Result<T>,
     ) -> Result<Page<T>> {
         let mut filters = Vec::new();
-        let mut args: Vec<String> = Vec::new();
+        let mut args: Vec<SqlValue> = Vec::new();
         if let Some(search) = query.text_search.as_deref().filter(|s| !s.is_empty()) {
-            args.push(format!("%{}%", search.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
-            filters.push(format!("name LIKE ?{} ESCAPE '\\'", args.len()));
+            args.push(format!("%{}%", search.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")).into());
+            filters.push(format!("{} LIKE ?{} ESCAPE '\\'", listing.search_column, args.len()));
         }
-        if let Some((column, value)) = extra_filter {
+        for (condition, value) in extra_filters {
             args.push(value);
-            filters.push(format!("{column} = ?{}", args.len()));
+            filters.push(condition.replace('?', &format!("?{}", args.len())));
         }
         let where_clause = if filters.is_empty() { String::new() } else { format!("WHERE {}", filters.join(" AND ")) };
-        let sort_column = match query.sort_property.as_deref() {
-            Some("name") => "name",
-            Some("type") => "type",
-            _ => "created_time",
-        };
+        let sort_column = query
+            .sort_property
+            .as_deref()
+            .and_then(|p| listing.sortable.iter().find(|(property, _)| *property == p))
+            .map(|(_, column)| *column)
+            .unwrap_or("created_time");
         let order = if query.sort_descending || query.sort_property.is_none() { "DESC" } else { "ASC" };
         let size = query.page_size.clamp(1, MAX_PAGE_SIZE);
         let offset = u64::from(query.page) * u64::from(size);
+        let (table, columns) = (listing.table, listing.columns);
         self.with_conn(|conn| {
             let total: u64 = conn.query_row(
                 &format!("SELECT COUNT(*) FROM {table} {where_clause}"),
@@ -166,7 +190,91 @@ impl SqliteStore {
             Ok(Page::new(data, total, &PageQuery { page_size: size, ..query.clone() }))
         })
     }
+
+    /// Deletes an entity row with its telemetry, attributes and group memberships.
+    fn delete_entity(&self, table: &str, id: Uuid) -> Result<bool> {
+        let deleted = self.with_conn(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id])?;
+            tx.execute("DELETE FROM ts_kv WHERE entity_id = ?1", [id])?;
+            tx.execute("DELETE FROM ts_kv_latest WHERE entity_id = ?1", [id])?;
+            tx.execute("DELETE FROM attribute_kv WHERE entity_id = ?1", [id])?;
+            tx.execute("DELETE FROM entity_group_member WHERE entity_id = ?1", [id])?;
+            tx.commit()?;
+            Ok(n > 0)
+        })?;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(deleted)
+    }
+
+    /// Deletes a device or asset profile unless it is the default or still in use.
+    fn delete_profile(&self, kind: EntityKind, id: Uuid) -> Result<bool> {
+        let (table, users, what) = match kind {
+            EntityKind::Asset => ("asset_profile", "asset", "Asset"),
+            _ => ("device_profile", "device", "Device"),
+        };
+        let deleted = self.with_conn(|c| {
+            let Some(is_default) = c
+                .query_row(&format!("SELECT is_default FROM {table} WHERE id = ?1"), [id], |r| r.get::<_, bool>(0))
+                .optional()?
+            else {
+                return Ok(false);
+            };
+            if is_default {
+                return Err(StorageError::Conflict(format!("Deletion of Default {what} Profile is prohibited!")));
+            }
+            let used: bool =
+                c.query_row(&format!("SELECT EXISTS (SELECT 1 FROM {users} WHERE {table}_id = ?1)"), [id], |r| r.get(0))?;
+            if used {
+                return Err(StorageError::Conflict(format!(
+                    "The {} profile referenced by the {users}s cannot be deleted!",
+                    what.to_ascii_lowercase()
+                )));
+            }
+            Ok(c.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id])? > 0)
+        })?;
+        // The writer caches profile ids by name; make it look again.
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(deleted)
+    }
+
+    fn get_one<T>(&self, sql: &str, arg: impl rusqlite::ToSql, map: impl FnOnce(&Row) -> rusqlite::Result<T>) -> Result<Option<T>> {
+        self.with_conn(|c| Ok(c.query_row(sql, [arg], map).optional()?))
+    }
 }
+
+/// A table as a paged list: what to select, where text search looks, and which ThingsBoard
+/// `sortProperty` names map to which columns (anything else sorts by creation time).
+struct Listing {
+    table: &'static str,
+    columns: &'static str,
+    search_column: &'static str,
+    sortable: &'static [(&'static str, &'static str)],
+}
+
+const BY_NAME: &[(&str, &str)] = &[("name", "name"), ("createdTime", "created_time")];
+const BY_NAME_AND_TYPE: &[(&str, &str)] =
+    &[("name", "name"), ("type", "type"), ("label", "label"), ("createdTime", "created_time")];
+
+const CONVERTERS: Listing = Listing { table: "converter", columns: CONVERTER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
+const INTEGRATIONS: Listing =
+    Listing { table: "integration", columns: INTEGRATION_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
+const DEVICES: Listing = Listing { table: "device", columns: DEVICE_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
+const ASSETS: Listing = Listing { table: "asset", columns: ASSET_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
+const DEVICE_PROFILES: Listing =
+    Listing { table: "device_profile", columns: PROFILE_COLUMNS, search_column: "name", sortable: BY_NAME };
+const ASSET_PROFILES: Listing = Listing { table: "asset_profile", columns: PROFILE_COLUMNS, search_column: "name", sortable: BY_NAME };
+const CUSTOMERS: Listing = Listing {
+    table: "customer",
+    columns: CUSTOMER_COLUMNS,
+    search_column: "title",
+    sortable: &[("title", "title"), ("name", "title"), ("createdTime", "created_time")],
+};
+const GROUPS: Listing = Listing { table: "entity_group", columns: GROUP_COLUMNS, search_column: "name", sortable: BY_NAME };
+/// Group members are listed from the members' own table, so they search and sort like it.
+const DEVICE_MEMBERS: Listing =
+    Listing { table: "device", columns: MEMBER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
+const ASSET_MEMBERS: Listing = Listing { table: "asset", columns: MEMBER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
 
 fn open_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
@@ -254,6 +362,62 @@ const PROFILE_COLUMNS: &str = "id, created_time, name, is_default";
 fn profile_from_row(r: &Row) -> rusqlite::Result<DeviceProfile> {
     Ok(DeviceProfile { id: r.get(0)?, created_time: r.get(1)?, name: r.get(2)?, is_default: r.get(3)? })
 }
+fn asset_profile_from_row(r: &Row) -> rusqlite::Result<AssetProfile> {
+    Ok(AssetProfile { id: r.get(0)?, created_time: r.get(1)?, name: r.get(2)?, is_default: r.get(3)? })
+}
+
+const ASSET_COLUMNS: &str = "id, created_time, name, type, asset_profile_id, label, customer_id, integration_id";
+fn asset_from_row(r: &Row) -> rusqlite::Result<Asset> {
+    Ok(Asset {
+        id: r.get(0)?,
+        created_time: r.get(1)?,
+        name: r.get(2)?,
+        asset_type: r.get(3)?,
+        asset_profile_id: r.get(4)?,
+        label: r.get(5)?,
+        customer_id: r.get(6)?,
+        created_by_integration: r.get(7)?,
+    })
+}
+
+const CUSTOMER_COLUMNS: &str = "id, created_time, title";
+fn customer_from_row(r: &Row) -> rusqlite::Result<Customer> {
+    Ok(Customer { id: r.get(0)?, created_time: r.get(1)?, title: r.get(2)? })
+}
+
+const GROUP_COLUMNS: &str = "id, created_time, name, type, owner_id";
+fn group_from_row(r: &Row) -> rusqlite::Result<EntityGroup> {
+    let kind: String = r.get(3)?;
+    Ok(EntityGroup {
+        id: r.get(0)?,
+        created_time: r.get(1)?,
+        name: r.get(2)?,
+        group_type: EntityKind::parse(&kind).unwrap_or(EntityKind::Device),
+        owner: owner_from_column(r.get(4)?),
+    })
+}
+
+/// Tenant-owned groups store the nil UUID as owner, so `UNIQUE (type, owner_id, name)` holds for them too.
+fn owner_column(owner: Owner) -> Uuid {
+    owner.customer_id().unwrap_or(Uuid::nil())
+}
+fn owner_from_column(id: Uuid) -> Owner {
+    if id.is_nil() { Owner::Tenant } else { Owner::Customer(id) }
+}
+
+const MEMBER_COLUMNS: &str = "id, created_time, name, type, label";
+fn member_from_row(kind: EntityKind) -> impl Fn(&Row) -> rusqlite::Result<GroupMember> {
+    move |r| {
+        Ok(GroupMember {
+            kind,
+            id: r.get(0)?,
+            created_time: r.get(1)?,
+            name: r.get(2)?,
+            entity_type: r.get(3)?,
+            label: r.get(4)?,
+        })
+    }
+}
 
 /// Reads the typed value from the five value columns starting at `first`.
 fn kv_from_row(r: &Row, first: usize) -> rusqlite::Result<KvValue> {
@@ -291,6 +455,15 @@ fn map_unique_violation(e: rusqlite::Error, what: &str) -> StorageError {
         }
         _ => StorageError::Database(e),
     }
+}
+
+fn uuid_value(id: Uuid) -> SqlValue {
+    SqlValue::Blob(id.as_bytes().to_vec())
+}
+
+/// The `type = ?` filter of device and asset lists, when a type is asked for.
+fn type_filter(entity_type: Option<&str>) -> Vec<(&'static str, SqlValue)> {
+    entity_type.filter(|t| !t.is_empty()).map(|t| ("type = ?", SqlValue::from(t.to_string()))).into_iter().collect()
 }
 
 /// Keys in `keys` that are known, with their dictionary ids; unknown keys have no data.
@@ -389,7 +562,7 @@ impl Store for SqliteStore {
     }
 
     fn converters(&self, query: &PageQuery) -> Result<Page<Converter>> {
-        self.page("converter", CONVERTER_COLUMNS, query, None, converter_from_row)
+        self.page(&CONVERTERS, query, Vec::new(), converter_from_row)
     }
 
     fn delete_converter(&self, id: Uuid) -> Result<bool> {
@@ -467,7 +640,7 @@ impl Store for SqliteStore {
     }
 
     fn integrations(&self, query: &PageQuery) -> Result<Page<Integration>> {
-        self.page("integration", INTEGRATION_COLUMNS, query, None, integration_from_row)
+        self.page(&INTEGRATIONS, query, Vec::new(), integration_from_row)
     }
 
     fn all_integrations(&self) -> Result<Vec<Integration>> {
@@ -496,55 +669,147 @@ impl Store for SqliteStore {
     }
 
     fn devices(&self, query: &PageQuery, device_type: Option<&str>) -> Result<Page<Device>> {
-        let filter = device_type.filter(|t| !t.is_empty()).map(|t| ("type", t.to_string()));
-        self.page("device", DEVICE_COLUMNS, query, filter, device_from_row)
+        self.page(&DEVICES, query, type_filter(device_type), device_from_row)
+    }
+
+    fn customer_devices(&self, customer_id: Uuid, query: &PageQuery, device_type: Option<&str>) -> Result<Page<Device>> {
+        let mut filters = type_filter(device_type);
+        filters.push(("customer_id = ?", uuid_value(customer_id)));
+        self.page(&DEVICES, query, filters, device_from_row)
     }
 
     fn delete_device(&self, id: Uuid) -> Result<bool> {
-        let deleted = self.with_conn(|c| {
-            let tx = c.transaction()?;
-            let n = tx.execute("DELETE FROM device WHERE id = ?1", [id])?;
-            tx.execute("DELETE FROM ts_kv WHERE entity_id = ?1", [id])?;
-            tx.execute("DELETE FROM ts_kv_latest WHERE entity_id = ?1", [id])?;
-            tx.execute("DELETE FROM attribute_kv WHERE entity_id = ?1", [id])?;
-            tx.commit()?;
-            Ok(n > 0)
-        })?;
-        self.device_generation.fetch_add(1, Ordering::SeqCst);
-        Ok(deleted)
+        self.delete_entity("device", id)
     }
 
     fn device_profile(&self, id: Uuid) -> Result<Option<DeviceProfile>> {
-        self.with_conn(|c| {
-            Ok(c.query_row(&format!("SELECT {PROFILE_COLUMNS} FROM device_profile WHERE id = ?1"), [id], profile_from_row)
-                .optional()?)
-        })
+        self.get_one(&format!("SELECT {PROFILE_COLUMNS} FROM device_profile WHERE id = ?1"), id, profile_from_row)
     }
 
     fn delete_device_profile(&self, id: Uuid) -> Result<bool> {
-        let deleted = self.with_conn(|c| {
-            let Some(profile) = c
-                .query_row(&format!("SELECT {PROFILE_COLUMNS} FROM device_profile WHERE id = ?1"), [id], profile_from_row)
-                .optional()?
-            else {
-                return Ok(false);
-            };
-            if profile.is_default {
-                return Err(StorageError::Conflict("Deletion of Default Device Profile is prohibited!".into()));
-            }
-            let used: bool = c.query_row("SELECT EXISTS (SELECT 1 FROM device WHERE device_profile_id = ?1)", [id], |r| r.get(0))?;
-            if used {
-                return Err(StorageError::Conflict("The device profile referenced by the devices cannot be deleted!".into()));
-            }
-            Ok(c.execute("DELETE FROM device_profile WHERE id = ?1", [id])? > 0)
-        })?;
-        // The writer caches profile ids by name; make it look again.
-        self.device_generation.fetch_add(1, Ordering::SeqCst);
-        Ok(deleted)
+        self.delete_profile(EntityKind::Device, id)
     }
 
     fn device_profiles(&self, query: &PageQuery) -> Result<Page<DeviceProfile>> {
-        self.page("device_profile", PROFILE_COLUMNS, query, None, profile_from_row)
+        self.page(&DEVICE_PROFILES, query, Vec::new(), profile_from_row)
+    }
+
+    fn asset(&self, id: Uuid) -> Result<Option<Asset>> {
+        self.get_one(&format!("SELECT {ASSET_COLUMNS} FROM asset WHERE id = ?1"), id, asset_from_row)
+    }
+
+    fn asset_by_name(&self, name: &str) -> Result<Option<Asset>> {
+        self.get_one(&format!("SELECT {ASSET_COLUMNS} FROM asset WHERE name = ?1"), name, asset_from_row)
+    }
+
+    fn assets(&self, query: &PageQuery, asset_type: Option<&str>) -> Result<Page<Asset>> {
+        self.page(&ASSETS, query, type_filter(asset_type), asset_from_row)
+    }
+
+    fn customer_assets(&self, customer_id: Uuid, query: &PageQuery, asset_type: Option<&str>) -> Result<Page<Asset>> {
+        let mut filters = type_filter(asset_type);
+        filters.push(("customer_id = ?", uuid_value(customer_id)));
+        self.page(&ASSETS, query, filters, asset_from_row)
+    }
+
+    fn delete_asset(&self, id: Uuid) -> Result<bool> {
+        self.delete_entity("asset", id)
+    }
+
+    fn asset_profile(&self, id: Uuid) -> Result<Option<AssetProfile>> {
+        self.get_one(&format!("SELECT {PROFILE_COLUMNS} FROM asset_profile WHERE id = ?1"), id, asset_profile_from_row)
+    }
+
+    fn asset_profiles(&self, query: &PageQuery) -> Result<Page<AssetProfile>> {
+        self.page(&ASSET_PROFILES, query, Vec::new(), asset_profile_from_row)
+    }
+
+    fn delete_asset_profile(&self, id: Uuid) -> Result<bool> {
+        self.delete_profile(EntityKind::Asset, id)
+    }
+
+    fn customer(&self, id: Uuid) -> Result<Option<Customer>> {
+        self.get_one(&format!("SELECT {CUSTOMER_COLUMNS} FROM customer WHERE id = ?1"), id, customer_from_row)
+    }
+
+    fn customer_by_title(&self, title: &str) -> Result<Option<Customer>> {
+        self.get_one(&format!("SELECT {CUSTOMER_COLUMNS} FROM customer WHERE title = ?1"), title, customer_from_row)
+    }
+
+    fn customers(&self, query: &PageQuery) -> Result<Page<Customer>> {
+        self.page(&CUSTOMERS, query, Vec::new(), customer_from_row)
+    }
+
+    fn delete_customer(&self, id: Uuid) -> Result<bool> {
+        let deleted = self.with_conn(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute("DELETE FROM customer WHERE id = ?1", [id])?;
+            if n > 0 {
+                tx.execute("UPDATE device SET customer_id = NULL WHERE customer_id = ?1", [id])?;
+                tx.execute("UPDATE asset SET customer_id = NULL WHERE customer_id = ?1", [id])?;
+                tx.execute(
+                    "DELETE FROM entity_group_member WHERE group_id IN (SELECT id FROM entity_group WHERE owner_id = ?1)",
+                    [id],
+                )?;
+                tx.execute("DELETE FROM entity_group WHERE owner_id = ?1", [id])?;
+            }
+            tx.commit()?;
+            Ok(n > 0)
+        })?;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(deleted)
+    }
+
+    fn entity_group(&self, id: Uuid) -> Result<Option<EntityGroup>> {
+        self.get_one(&format!("SELECT {GROUP_COLUMNS} FROM entity_group WHERE id = ?1"), id, group_from_row)
+    }
+
+    fn entity_groups(&self, group_type: EntityKind, owner: Option<Owner>, query: &PageQuery) -> Result<Page<EntityGroup>> {
+        let mut filters = vec![("type = ?", SqlValue::from(group_type.as_str().to_string()))];
+        if let Some(owner) = owner {
+            filters.push(("owner_id = ?", uuid_value(owner_column(owner))));
+        }
+        self.page(&GROUPS, query, filters, group_from_row)
+    }
+
+    fn entity_group_by_name(&self, group_type: EntityKind, owner: Owner, name: &str) -> Result<Option<EntityGroup>> {
+        self.with_conn(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {GROUP_COLUMNS} FROM entity_group WHERE type = ?1 AND owner_id = ?2 AND name = ?3"),
+                params![group_type.as_str(), owner_column(owner), name],
+                group_from_row,
+            )
+            .optional()?)
+        })
+    }
+
+    fn entity_group_members(&self, group_id: Uuid, query: &PageQuery) -> Result<Page<GroupMember>> {
+        let group = self.entity_group(group_id)?.ok_or(StorageError::NotFound)?;
+        let listing = match group.group_type {
+            EntityKind::Asset => &ASSET_MEMBERS,
+            _ => &DEVICE_MEMBERS,
+        };
+        let filter = ("id IN (SELECT entity_id FROM entity_group_member WHERE group_id = ?)", uuid_value(group_id));
+        self.page(listing, query, vec![filter], member_from_row(group.group_type))
+    }
+
+    fn groups_of_entity(&self, entity_id: Uuid) -> Result<Vec<Uuid>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached("SELECT group_id FROM entity_group_member WHERE entity_id = ?1 ORDER BY group_id")?;
+            Ok(stmt.query_map([entity_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<Uuid>>>()?)
+        })
+    }
+
+    fn delete_entity_group(&self, id: Uuid) -> Result<bool> {
+        let deleted = self.with_conn(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute("DELETE FROM entity_group WHERE id = ?1", [id])?;
+            tx.execute("DELETE FROM entity_group_member WHERE group_id = ?1", [id])?;
+            tx.commit()?;
+            Ok(n > 0)
+        })?;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(deleted)
     }
 
     fn timeseries_keys(&self, entity_id: Uuid) -> Result<Vec<String>> {
@@ -722,60 +987,111 @@ impl Store for SqliteStore {
     fn uplink_writer(&self) -> Result<Box<dyn UplinkWriter>> {
         Ok(Box::new(SqliteUplinkWriter {
             conn: open_connection(&self.path)?,
-            devices: HashMap::new(),
-            profiles: HashMap::new(),
-            keys: HashMap::new(),
-            device_generation: self.device_generation.clone(),
-            seen_generation: self.device_generation.load(Ordering::SeqCst),
+            cache: WriterCache::default(),
+            generation: self.generation.clone(),
+            seen_generation: self.generation.load(Ordering::SeqCst),
         }))
     }
 }
 
-/// The group-commit writer. Its caches (device by name, profile by name, key dictionary) make
-/// the common uplink — a known device — cost only the value inserts. The database stays the
-/// truth: entries are added only after the transaction that created them commits.
+/// The group-commit writer. Its caches (entity, profile, customer and group ids by name, and the
+/// key dictionary) make the common uplink — a known device — cost only the value inserts. The
+/// database stays the truth: entries are added only after the transaction that created them
+/// commits, and all but the key dictionary are dropped when the REST API deletes something.
 pub struct SqliteUplinkWriter {
     conn: Connection,
-    devices: HashMap<String, Uuid>,
-    profiles: HashMap<String, Uuid>,
-    keys: HashMap<String, i64>,
-    device_generation: Arc<AtomicU64>,
+    cache: WriterCache,
+    generation: Arc<AtomicU64>,
     seen_generation: u64,
 }
 
-/// Cache entries made inside the current transaction, applied only once it commits.
+/// Name → id maps, one per device/asset kind.
 #[derive(Default)]
-struct PendingCache {
-    devices: Vec<(String, Uuid)>,
-    profiles: Vec<(String, Uuid)>,
-    keys: Vec<(String, i64)>,
+struct ByKind {
+    device: HashMap<String, Uuid>,
+    asset: HashMap<String, Uuid>,
+}
+
+impl ByKind {
+    fn get(&self, kind: EntityKind, name: &str) -> Option<Uuid> {
+        self.map(kind).get(name).copied()
+    }
+
+    fn map(&self, kind: EntityKind) -> &HashMap<String, Uuid> {
+        if kind == EntityKind::Asset { &self.asset } else { &self.device }
+    }
+
+    fn insert(&mut self, kind: EntityKind, name: &str, id: Uuid) {
+        let map = if kind == EntityKind::Asset { &mut self.asset } else { &mut self.device };
+        map.insert(name.to_string(), id);
+    }
+
+    fn extend(&mut self, other: ByKind) {
+        self.device.extend(other.device);
+        self.asset.extend(other.asset);
+    }
+
+    fn clear(&mut self) {
+        self.device.clear();
+        self.asset.clear();
+    }
+}
+
+/// The writer's caches. The same shape holds the committed entries and, per transaction, the
+/// pending ones, which are merged in only after `COMMIT`.
+#[derive(Default)]
+struct WriterCache {
+    entities: ByKind,
+    profiles: ByKind,
+    customers: HashMap<String, Uuid>,
+    groups: HashMap<(EntityKind, Owner, String), Uuid>,
+    keys: HashMap<String, i64>,
+}
+
+impl WriterCache {
+    fn extend(&mut self, pending: WriterCache) {
+        self.entities.extend(pending.entities);
+        self.profiles.extend(pending.profiles);
+        self.customers.extend(pending.customers);
+        self.groups.extend(pending.groups);
+        self.keys.extend(pending.keys);
+    }
+
+    /// Forgets everything a REST deletion may have invalidated; key ids never change.
+    fn clear_entities(&mut self) {
+        self.entities.clear();
+        self.profiles.clear();
+        self.customers.clear();
+        self.groups.clear();
+    }
+}
+
+/// The table of devices or assets, and of their profiles.
+fn entity_tables(kind: EntityKind) -> (&'static str, &'static str) {
+    if kind == EntityKind::Asset { ("asset", "asset_profile") } else { ("device", "device_profile") }
 }
 
 impl SqliteUplinkWriter {
-    fn lookup_device(&self, pending: &PendingCache, name: &str) -> Result<Option<Uuid>> {
-        if let Some(id) = self.devices.get(name) {
-            return Ok(Some(*id));
+    fn lookup_entity(&self, pending: &WriterCache, kind: EntityKind, name: &str) -> Result<Option<Uuid>> {
+        if let Some(id) = self.cache.entities.get(kind, name).or_else(|| pending.entities.get(kind, name)) {
+            return Ok(Some(id));
         }
-        if let Some((_, id)) = pending.devices.iter().find(|(n, _)| n == name) {
-            return Ok(Some(*id));
-        }
+        let (table, _) = entity_tables(kind);
         Ok(self
             .conn
-            .prepare_cached("SELECT id FROM device WHERE name = ?1")?
+            .prepare_cached(&format!("SELECT id FROM {table} WHERE name = ?1"))?
             .query_row([name], |r| r.get(0))
             .optional()?)
     }
 
-    fn profile_id(&self, pending: &mut PendingCache, name: &str) -> Result<Uuid> {
-        if let Some(id) = self.profiles.get(name) {
-            return Ok(*id);
+    fn profile_id(&self, pending: &mut WriterCache, kind: EntityKind, name: &str) -> Result<Uuid> {
+        if let Some(id) = self.cache.profiles.get(kind, name).or_else(|| pending.profiles.get(kind, name)) {
+            return Ok(id);
         }
-        if let Some((_, id)) = pending.profiles.iter().find(|(n, _)| n == name) {
-            return Ok(*id);
-        }
+        let (_, table) = entity_tables(kind);
         let existing: Option<Uuid> = self
             .conn
-            .prepare_cached("SELECT id FROM device_profile WHERE name = ?1")?
+            .prepare_cached(&format!("SELECT id FROM {table} WHERE name = ?1"))?
             .query_row([name], |r| r.get(0))
             .optional()?;
         let id = match existing {
@@ -783,73 +1099,170 @@ impl SqliteUplinkWriter {
             None => {
                 let id = Uuid::new_v4();
                 self.conn
-                    .prepare_cached("INSERT INTO device_profile (id, created_time, name, is_default) VALUES (?1, ?2, ?3, 0)")?
+                    .prepare_cached(&format!("INSERT INTO {table} (id, created_time, name, is_default) VALUES (?1, ?2, ?3, 0)"))?
                     .execute(params![id, now_millis(), name])?;
                 id
             }
         };
-        pending.profiles.push((name.to_string(), id));
+        pending.profiles.insert(kind, name, id);
         Ok(id)
     }
 
-    fn key_id(&self, pending: &mut PendingCache, key: &str) -> Result<i64> {
-        if let Some(id) = self.keys.get(key) {
+    /// The customer with this title, created if missing (ThingsBoard's `getOrCreateCustomer`).
+    fn customer_id(&self, pending: &mut WriterCache, title: &str) -> Result<Uuid> {
+        if let Some(id) = self.cache.customers.get(title).or_else(|| pending.customers.get(title)) {
             return Ok(*id);
         }
-        if let Some((_, id)) = pending.keys.iter().find(|(k, _)| k == key) {
+        let existing: Option<Uuid> = self
+            .conn
+            .prepare_cached("SELECT id FROM customer WHERE title = ?1")?
+            .query_row([title], |r| r.get(0))
+            .optional()?;
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                let id = Uuid::new_v4();
+                self.conn
+                    .prepare_cached("INSERT INTO customer (id, created_time, title) VALUES (?1, ?2, ?3)")?
+                    .execute(params![id, now_millis(), title])?;
+                id
+            }
+        };
+        pending.customers.insert(title.to_string(), id);
+        Ok(id)
+    }
+
+    /// The group of this type, owner and name, created if missing.
+    fn group_id(&self, pending: &mut WriterCache, kind: EntityKind, owner: Owner, name: &str) -> Result<Uuid> {
+        let key = (kind, owner, name.to_string());
+        if let Some(id) = self.cache.groups.get(&key).or_else(|| pending.groups.get(&key)) {
+            return Ok(*id);
+        }
+        let existing: Option<Uuid> = self
+            .conn
+            .prepare_cached("SELECT id FROM entity_group WHERE type = ?1 AND owner_id = ?2 AND name = ?3")?
+            .query_row(params![kind.as_str(), owner_column(owner), name], |r| r.get(0))
+            .optional()?;
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                let id = Uuid::new_v4();
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO entity_group (id, created_time, name, type, owner_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![id, now_millis(), name, kind.as_str(), owner_column(owner)])?;
+                id
+            }
+        };
+        pending.groups.insert(key, id);
+        Ok(id)
+    }
+
+    fn key_id(&self, pending: &mut WriterCache, key: &str) -> Result<i64> {
+        if let Some(id) = self.cache.keys.get(key).or_else(|| pending.keys.get(key)) {
             return Ok(*id);
         }
         self.conn.prepare_cached("INSERT OR IGNORE INTO key_dictionary (key) VALUES (?1)")?.execute([key])?;
         let id: i64 =
             self.conn.prepare_cached("SELECT key_id FROM key_dictionary WHERE key = ?1")?.query_row([key], |r| r.get(0))?;
-        pending.keys.push((key.to_string(), id));
+        pending.keys.insert(key.to_string(), id);
         Ok(id)
+    }
+
+    /// Creates a device or asset as ThingsBoard's integration does: profile, customer and group
+    /// (each created if missing), then the entity, then its group membership.
+    fn create_entity(&self, pending: &mut WriterCache, record: &UplinkRecord, update: &EntityUpdate) -> Result<Uuid> {
+        let customer = match update.customer_name.as_deref() {
+            Some(title) => Some(self.customer_id(pending, title)?),
+            None => None,
+        };
+        let profile = self.profile_id(pending, update.kind, &update.entity_type)?;
+        let (table, profile_table) = entity_tables(update.kind);
+        let id = Uuid::new_v4();
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT INTO {table} (id, created_time, name, type, {profile_table}_id, label, customer_id, integration_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ))?
+            .execute(params![
+                id,
+                now_millis(),
+                update.name,
+                update.entity_type,
+                profile,
+                update.label,
+                customer,
+                record.integration_id
+            ])?;
+        pending.entities.insert(update.kind, &update.name, id);
+        if let Some(group) = update.group_name.as_deref() {
+            let group = self.group_id(pending, update.kind, Owner::of_customer(customer), group)?;
+            self.conn
+                .prepare_cached("INSERT OR IGNORE INTO entity_group_member (group_id, entity_id) VALUES (?1, ?2)")?
+                .execute(params![group, id])?;
+        }
+        Ok(id)
+    }
+
+    /// The latest stored time-series value of a key, as this transaction sees it.
+    fn latest_value(&self, entity: Uuid, key: i64) -> Result<Option<KvValue>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_latest WHERE entity_id = ?1 AND key = ?2")?
+            .query_row(params![entity, key], |r| kv_from_row(r, 0))
+            .optional()?)
+    }
+
+    /// The stored client-side attribute value of a key, as this transaction sees it.
+    fn attribute_value(&self, entity: Uuid, key: i64) -> Result<Option<KvValue>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT bool_v, long_v, dbl_v, str_v, json_v FROM attribute_kv \
+                 WHERE entity_id = ?1 AND scope = 'CLIENT_SCOPE' AND key = ?2",
+            )?
+            .query_row(params![entity, key], |r| kv_from_row(r, 0))
+            .optional()?)
     }
 
     fn write_record(
         &self,
-        pending: &mut PendingCache,
+        pending: &mut WriterCache,
         record: &UplinkRecord,
     ) -> Result<std::result::Result<UplinkOutcome, UplinkRejection>> {
         // Resolve first, write second: a rejected record must leave nothing behind.
-        let mut resolved = Vec::with_capacity(record.devices.len());
-        for update in &record.devices {
-            let id = self.lookup_device(pending, &update.name)?;
+        let mut resolved = Vec::with_capacity(record.entities.len());
+        for update in &record.entities {
+            let id = self.lookup_entity(pending, update.kind, &update.name)?;
             if id.is_none() && !record.allow_create_devices {
-                return Ok(Err(UplinkRejection::CreatingDevicesForbidden));
+                return Ok(Err(match update.kind {
+                    EntityKind::Asset => UplinkRejection::CreatingAssetsForbidden,
+                    _ => UplinkRejection::CreatingDevicesForbidden,
+                }));
             }
             resolved.push(id);
         }
+        let only_if_changed = |key: &str| record.update_only_keys.iter().any(|k| k == key);
         let mut outcome = UplinkOutcome::default();
-        for (update, id) in record.devices.iter().zip(resolved) {
-            let id = match id {
+        for (update, id) in record.entities.iter().zip(resolved) {
+            // The same new name twice in one output: the first occurrence created it.
+            let id = match id.or_else(|| pending.entities.get(update.kind, &update.name)) {
                 Some(id) => id,
                 None => {
-                    let id = Uuid::new_v4();
-                    let profile = self.profile_id(pending, &update.device_type)?;
-                    self.conn
-                        .prepare_cached(
-                            "INSERT INTO device (id, created_time, name, type, device_profile_id, label, integration_id) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        )?
-                        .execute(params![
-                            id,
-                            now_millis(),
-                            update.name,
-                            update.device_type,
-                            profile,
-                            update.label,
-                            record.integration_id
-                        ])?;
-                    pending.devices.push((update.name.clone(), id));
-                    outcome.created_devices.push(id);
+                    let id = self.create_entity(pending, record, update)?;
+                    outcome.created.push((update.kind, id));
                     id
                 }
             };
-            outcome.devices.push(id);
+            outcome.entities.push((update.kind, id));
             for (ts, values) in &update.telemetry {
                 for (key, value) in values {
                     let key_id = self.key_id(pending, key)?;
+                    if only_if_changed(key) && self.latest_value(id, key_id)?.as_ref() == Some(value) {
+                        outcome.unchanged_skipped += 1;
+                        continue;
+                    }
                     let (b, l, d, s, j) = kv_columns(value);
                     self.conn
                         .prepare_cached(
@@ -872,6 +1285,10 @@ impl SqliteUplinkWriter {
             }
             for (key, value) in &update.attributes {
                 let key_id = self.key_id(pending, key)?;
+                if only_if_changed(key) && self.attribute_value(id, key_id)?.as_ref() == Some(value) {
+                    outcome.unchanged_skipped += 1;
+                    continue;
+                }
                 let (b, l, d, s, j) = kv_columns(value);
                 self.conn
                     .prepare_cached(
@@ -892,13 +1309,12 @@ impl UplinkWriter for SqliteUplinkWriter {
         &mut self,
         batch: &[UplinkRecord],
     ) -> Result<Vec<std::result::Result<UplinkOutcome, UplinkRejection>>> {
-        let generation = self.device_generation.load(Ordering::SeqCst);
+        let generation = self.generation.load(Ordering::SeqCst);
         if generation != self.seen_generation {
-            self.devices.clear();
-            self.profiles.clear();
+            self.cache.clear_entities();
             self.seen_generation = generation;
         }
-        let mut pending = PendingCache::default();
+        let mut pending = WriterCache::default();
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let mut results = Vec::with_capacity(batch.len());
         for record in batch {
@@ -914,9 +1330,7 @@ impl UplinkWriter for SqliteUplinkWriter {
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(e.into());
         }
-        self.devices.extend(pending.devices);
-        self.profiles.extend(pending.profiles);
-        self.keys.extend(pending.keys);
+        self.cache.extend(pending);
         Ok(results)
     }
 }
@@ -951,18 +1365,24 @@ mod tests {
     }
 
     fn record(name: &str, allow: bool, ts: i64, values: Vec<(&str, KvValue)>) -> UplinkRecord {
+        let mut device = EntityUpdate::device(name, "thermo");
+        device.telemetry = vec![(ts, values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())];
+        device.attributes = vec![("fw".to_string(), KvValue::Str("1.0".into()))];
+        record_of(allow, ts, vec![device])
+    }
+
+    fn record_of(allow: bool, ts: i64, entities: Vec<EntityUpdate>) -> UplinkRecord {
         UplinkRecord {
             integration_id: Uuid::nil(),
             allow_create_devices: allow,
             received_ts: ts,
-            devices: vec![DeviceUpdate {
-                name: name.to_string(),
-                device_type: "thermo".to_string(),
-                label: None,
-                telemetry: vec![(ts, values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())],
-                attributes: vec![("fw".to_string(), KvValue::Str("1.0".into()))],
-            }],
+            update_only_keys: Arc::from(Vec::new()),
+            entities,
         }
+    }
+
+    fn all() -> PageQuery {
+        PageQuery { page_size: 100, ..Default::default() }
     }
 
     #[test]
@@ -975,8 +1395,8 @@ mod tests {
             record("SN-002", false, 2000, vec![("temperature", KvValue::Double(1.0))]),
         ];
         let results = writer.commit(&batch).unwrap();
-        assert_eq!(results[0].as_ref().unwrap().created_devices.len(), 1);
-        assert!(results[1].as_ref().unwrap().created_devices.is_empty(), "same device reused within a batch");
+        assert_eq!(results[0].as_ref().unwrap().created.len(), 1);
+        assert!(results[1].as_ref().unwrap().created.is_empty(), "same device reused within a batch");
         assert_eq!(results[2], Err(UplinkRejection::CreatingDevicesForbidden));
         assert!(store.device_by_name("SN-002").unwrap().is_none());
 
@@ -1022,7 +1442,7 @@ mod tests {
         let results = writer.commit(&[record("A", true, 2, vec![("t", KvValue::Long(2))])]).unwrap();
         let second = store.device_by_name("A").unwrap().unwrap().id;
         assert_ne!(first, second);
-        assert_eq!(results[0].as_ref().unwrap().created_devices, vec![second]);
+        assert_eq!(results[0].as_ref().unwrap().created, vec![(EntityKind::Device, second)]);
     }
 
     #[test]
@@ -1070,6 +1490,244 @@ mod tests {
         assert_eq!(page.total_pages, 2);
         let second = store.devices(&PageQuery { page_size: 20_000, page: 1, ..Default::default() }, None).unwrap();
         assert_eq!((second.data.len(), second.has_next), (5, false));
+    }
+
+    #[test]
+    fn assets_are_created_with_their_profile_and_store_values() {
+        let (_dir, store) = temp_store();
+        let mut writer = store.uplink_writer().unwrap();
+        let mut asset = EntityUpdate::asset("Building A", "building");
+        asset.label = Some("HQ".into());
+        asset.telemetry = vec![(10, vec![("power".into(), KvValue::Long(5))])];
+        asset.attributes = vec![("floors".into(), KvValue::Long(3))];
+        // A device and an asset may share a name: they are different kinds of entity.
+        let device = EntityUpdate::device("Building A", "meter");
+        let results = writer.commit(&[record_of(true, 10, vec![asset, device])]).unwrap();
+        let outcome = results[0].as_ref().unwrap();
+        assert_eq!(outcome.created.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![EntityKind::Asset, EntityKind::Device]);
+
+        let stored = store.asset_by_name("Building A").unwrap().expect("asset created");
+        assert_eq!((stored.asset_type.as_str(), stored.label.as_deref()), ("building", Some("HQ")));
+        assert_eq!(stored.created_by_integration, Some(Uuid::nil()));
+        assert_eq!(store.asset(stored.id).unwrap().as_ref(), Some(&stored));
+        let profile = store.asset_profile(stored.asset_profile_id).unwrap().expect("asset profile created");
+        assert_eq!((profile.name.as_str(), profile.is_default), ("building", false));
+        let profiles: Vec<String> = store.asset_profiles(&all()).unwrap().data.into_iter().map(|p| p.name).collect();
+        assert!(profiles.contains(&"default".to_string()) && profiles.contains(&"building".to_string()), "{profiles:?}");
+        assert!(
+            !store.device_profiles(&all()).unwrap().data.iter().any(|p| p.name == "building"),
+            "asset types are asset profiles, not device profiles"
+        );
+        assert_eq!(store.latest_timeseries(stored.id, None).unwrap()[0].1, TsValue { ts: 10, value: KvValue::Long(5) });
+        assert_eq!(store.attributes(stored.id, None, None).unwrap()[0].1.value, KvValue::Long(3));
+        assert_eq!(store.assets(&all(), Some("building")).unwrap().total_elements, 1);
+        assert_eq!(store.assets(&all(), Some("meter")).unwrap().total_elements, 0);
+
+        // Known assets are reused; unknown ones are refused with ThingsBoard's asset message.
+        let again = writer.commit(&[record_of(false, 11, vec![EntityUpdate::asset("Building A", "other")])]).unwrap();
+        assert!(again[0].as_ref().unwrap().created.is_empty());
+        let refused = writer.commit(&[record_of(false, 11, vec![EntityUpdate::asset("Building B", "building")])]).unwrap();
+        assert_eq!(refused[0], Err(UplinkRejection::CreatingAssetsForbidden));
+        assert_eq!(refused[0].as_ref().unwrap_err().to_string(), "Creating assets is forbidden!");
+
+        assert!(matches!(store.delete_asset_profile(profile.id), Err(StorageError::Conflict(_))), "profile in use");
+        assert!(store.delete_asset(stored.id).unwrap());
+        assert!(store.latest_timeseries(stored.id, None).unwrap().is_empty(), "telemetry goes with the asset");
+        assert!(store.delete_asset_profile(profile.id).unwrap());
+        // The writer forgets the deleted asset and profile and creates both again.
+        let results = writer.commit(&[record_of(true, 12, vec![EntityUpdate::asset("Building A", "building")])]).unwrap();
+        assert_eq!(results[0].as_ref().unwrap().created.len(), 1);
+        assert!(store.asset_by_name("Building A").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_rejected_record_leaves_nothing_behind() {
+        let (_dir, store) = temp_store();
+        let mut writer = store.uplink_writer().unwrap();
+        writer.commit(&[record("Known", true, 1, vec![])]).unwrap();
+        // The known device comes first, the unknown asset second: still nothing of it is written.
+        let mut known = EntityUpdate::device("Known", "thermo");
+        known.telemetry = vec![(5, vec![("t".into(), KvValue::Long(1))])];
+        let mut unknown = EntityUpdate::asset("New", "site");
+        unknown.customer_name = Some("Acme".into());
+        unknown.group_name = Some("Sites".into());
+        let results = writer.commit(&[record_of(false, 5, vec![known, unknown])]).unwrap();
+        assert_eq!(results[0], Err(UplinkRejection::CreatingAssetsForbidden));
+        let id = store.device_by_name("Known").unwrap().unwrap().id;
+        assert!(store.latest_timeseries(id, None).unwrap().is_empty());
+        assert_eq!(store.customers(&all()).unwrap().total_elements, 0);
+        assert_eq!(store.entity_groups(EntityKind::Asset, None, &all()).unwrap().total_elements, 0);
+        assert_eq!(store.asset_profiles(&all()).unwrap().total_elements, 1, "only the default profile");
+    }
+
+    #[test]
+    fn customers_and_groups_are_created_once_per_batch_and_only_at_entity_creation() {
+        let (_dir, store) = temp_store();
+        let mut writer = store.uplink_writer().unwrap();
+        let device = |name: &str, customer: Option<&str>, group: Option<&str>| {
+            let mut d = EntityUpdate::device(name, "thermo");
+            d.customer_name = customer.map(str::to_string);
+            d.group_name = group.map(str::to_string);
+            d
+        };
+        let mut asset = EntityUpdate::asset("Site 1", "site");
+        asset.customer_name = Some("Acme".into());
+        asset.group_name = Some("Sensors".into());
+        let batch = vec![
+            record_of(true, 1, vec![device("D1", Some("Acme"), Some("Sensors"))]),
+            // Same customer and group in the same transaction, and twice within one record.
+            record_of(true, 1, vec![device("D2", Some("Acme"), Some("Sensors")), device("D2", Some("Acme"), Some("Sensors"))]),
+            // Same group name without a customer: a different group, owned by the tenant.
+            record_of(true, 1, vec![device("D3", None, Some("Sensors"))]),
+            // Same group name for an asset: a group of type ASSET.
+            record_of(true, 1, vec![asset]),
+            record_of(true, 1, vec![device("D4", Some("Globex"), None)]),
+        ];
+        let results = writer.commit(&batch).unwrap();
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(results[1].as_ref().unwrap().created.len(), 1, "a name twice in one output creates one device");
+
+        let customers = store.customers(&all()).unwrap();
+        let mut titles: Vec<&str> = customers.data.iter().map(|c| c.title.as_str()).collect();
+        titles.sort();
+        assert_eq!(titles, vec!["Acme", "Globex"]);
+        let acme = store.customer_by_title("Acme").unwrap().unwrap();
+        assert_eq!(store.customer(acme.id).unwrap().as_ref(), Some(&acme));
+        for name in ["D1", "D2"] {
+            assert_eq!(store.device_by_name(name).unwrap().unwrap().customer_id, Some(acme.id), "{name}");
+        }
+        assert_eq!(store.device_by_name("D3").unwrap().unwrap().customer_id, None);
+        assert_eq!(store.asset_by_name("Site 1").unwrap().unwrap().customer_id, Some(acme.id));
+        let acme_devices: Vec<String> =
+            store.customer_devices(acme.id, &all(), None).unwrap().data.into_iter().map(|d| d.name).collect();
+        assert_eq!(acme_devices.len(), 2, "{acme_devices:?}");
+        assert_eq!(store.customer_assets(acme.id, &all(), None).unwrap().total_elements, 1);
+
+        let device_groups = store.entity_groups(EntityKind::Device, None, &all()).unwrap();
+        assert_eq!(device_groups.total_elements, 2, "one per owner: {:?}", device_groups.data);
+        let acme_group = store.entity_group_by_name(EntityKind::Device, Owner::Customer(acme.id), "Sensors").unwrap().unwrap();
+        let tenant_group = store.entity_group_by_name(EntityKind::Device, Owner::Tenant, "Sensors").unwrap().unwrap();
+        assert_eq!(store.entity_groups(EntityKind::Device, Some(Owner::Tenant), &all()).unwrap().data, vec![tenant_group.clone()]);
+        let members = |group: Uuid| -> Vec<String> {
+            let mut names: Vec<String> =
+                store.entity_group_members(group, &all()).unwrap().data.into_iter().map(|m| m.name).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(members(acme_group.id), vec!["D1", "D2"]);
+        assert_eq!(members(tenant_group.id), vec!["D3"]);
+        let asset_group = store.entity_group_by_name(EntityKind::Asset, Owner::Customer(acme.id), "Sensors").unwrap().unwrap();
+        let asset_members = store.entity_group_members(asset_group.id, &all()).unwrap().data;
+        assert_eq!((asset_members[0].kind, asset_members[0].name.as_str()), (EntityKind::Asset, "Site 1"));
+        let d1 = store.device_by_name("D1").unwrap().unwrap();
+        assert_eq!(store.groups_of_entity(d1.id).unwrap(), vec![acme_group.id]);
+
+        // In the next batch (through the writer's cache) nothing is created again, and an existing
+        // device keeps its customer and groups whatever the output says now.
+        writer.commit(&[record_of(true, 2, vec![device("D1", Some("Initech"), Some("Other")), device("D5", Some("Acme"), Some("Sensors"))])]).unwrap();
+        assert_eq!(store.customers(&all()).unwrap().total_elements, 2, "no customer for an existing device");
+        assert_eq!(store.entity_groups(EntityKind::Device, None, &all()).unwrap().total_elements, 2);
+        assert_eq!(store.device_by_name("D1").unwrap().unwrap().customer_id, Some(acme.id));
+        assert_eq!(members(acme_group.id), vec!["D1", "D2", "D5"]);
+
+        // Deleting a customer unassigns its entities and drops the groups it owns; the writer
+        // creates both again when an output names them.
+        assert!(store.delete_customer(acme.id).unwrap());
+        assert_eq!(store.device_by_name("D1").unwrap().unwrap().customer_id, None);
+        assert!(store.entity_group(acme_group.id).unwrap().is_none());
+        assert!(store.groups_of_entity(d1.id).unwrap().is_empty());
+        writer.commit(&[record_of(true, 3, vec![device("D6", Some("Acme"), Some("Sensors"))])]).unwrap();
+        let new_acme = store.customer_by_title("Acme").unwrap().expect("customer created again");
+        assert_ne!(new_acme.id, acme.id);
+        assert!(store.entity_group_by_name(EntityKind::Device, Owner::Customer(new_acme.id), "Sensors").unwrap().is_some());
+
+        assert!(store.delete_device(d1.id).unwrap());
+        assert!(matches!(store.entity_group_members(Uuid::new_v4(), &all()), Err(StorageError::NotFound)));
+        assert!(store.delete_entity_group(tenant_group.id).unwrap());
+        assert!(store.entity_group(tenant_group.id).unwrap().is_none());
+    }
+
+    #[test]
+    fn update_only_keys_store_a_value_only_when_it_changed() {
+        let dir = tempdir::Dir::new();
+        let path = dir.path.join("u.db");
+        let only = |ts: i64, t: KvValue, h: i64, fw: &str| {
+            let mut d = EntityUpdate::device("D", "thermo");
+            d.telemetry = vec![(ts, vec![("t".into(), t), ("h".into(), KvValue::Long(h))])];
+            d.attributes = vec![("fw".into(), KvValue::Str(fw.into())), ("boot".into(), KvValue::Long(ts))];
+            let mut r = record_of(true, ts, vec![d]);
+            r.update_only_keys = Arc::from(vec!["t".to_string(), "fw".to_string()]);
+            r
+        };
+        let history = |store: &SqliteStore, key: &str| -> Vec<(i64, KvValue)> {
+            let id = store.device_by_name("D").unwrap().unwrap().id;
+            let q = HistoryQuery { keys: vec![key.into()], start_ts: 0, end_ts: 1000, limit: 100, descending: false };
+            store.timeseries_history(id, &q).unwrap().into_iter().flat_map(|(_, p)| p).map(|p| (p.ts, p.value)).collect()
+        };
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            let mut writer = store.uplink_writer().unwrap();
+            // Within one batch: the second record sees the first one's value.
+            let results = writer.commit(&[only(1, KvValue::Double(20.5), 1, "1.0"), only(2, KvValue::Double(20.5), 1, "1.0")]).unwrap();
+            assert_eq!(results[1].as_ref().unwrap().unchanged_skipped, 2, "t and fw unchanged");
+            // Across batches, and a changed value is stored.
+            writer.commit(&[only(3, KvValue::Double(20.5), 1, "1.0")]).unwrap();
+            writer.commit(&[only(4, KvValue::Double(21.0), 1, "1.1")]).unwrap();
+            // Same number as another type counts as a change (ThingsBoard types values first).
+            writer.commit(&[only(5, KvValue::Long(21), 1, "1.1")]).unwrap();
+            // Several points of one key in one record are compared one after the other.
+            let mut d = EntityUpdate::device("D", "thermo");
+            d.telemetry = vec![
+                (6, vec![("t".into(), KvValue::Long(21))]),
+                (7, vec![("t".into(), KvValue::Long(22))]),
+                (8, vec![("t".into(), KvValue::Long(22))]),
+            ];
+            let mut r = record_of(true, 8, vec![d]);
+            r.update_only_keys = Arc::from(vec!["t".to_string()]);
+            writer.commit(&[r]).unwrap();
+            assert_eq!(
+                history(&store, "t"),
+                vec![(1, KvValue::Double(20.5)), (4, KvValue::Double(21.0)), (5, KvValue::Long(21)), (7, KvValue::Long(22))]
+            );
+            assert_eq!(history(&store, "h").len(), 5, "keys not listed are always stored");
+            let id = store.device_by_name("D").unwrap().unwrap().id;
+            let attrs = store.attributes(id, None, None).unwrap();
+            let fw = attrs.iter().find(|(_, a)| a.key == "fw").unwrap();
+            assert_eq!((fw.1.last_update_ts, &fw.1.value), (4, &KvValue::Str("1.1".into())), "unchanged fw is not rewritten");
+            let boot = attrs.iter().find(|(_, a)| a.key == "boot").unwrap();
+            assert_eq!(boot.1.last_update_ts, 5);
+        }
+        // After a restart the comparison is with what is stored, not with a lost in-memory cache.
+        let store = SqliteStore::open(&path).unwrap();
+        let mut writer = store.uplink_writer().unwrap();
+        let results = writer.commit(&[only(9, KvValue::Long(22), 1, "1.1")]).unwrap();
+        assert_eq!(results[0].as_ref().unwrap().unchanged_skipped, 2);
+        assert_eq!(history(&store, "t").last(), Some(&(7, KvValue::Long(22))));
+    }
+
+    #[test]
+    fn customers_page_by_title() {
+        let (_dir, store) = temp_store();
+        let mut writer = store.uplink_writer().unwrap();
+        let entities = ["Zeta", "alpha", "Mid"]
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut d = EntityUpdate::device(format!("D{i}"), "t");
+                d.customer_name = Some(c.to_string());
+                d
+            })
+            .collect();
+        writer.commit(&[record_of(true, 1, entities)]).unwrap();
+        let q = PageQuery { page_size: 2, sort_property: Some("title".into()), ..Default::default() };
+        let page = store.customers(&q).unwrap();
+        assert_eq!((page.total_elements, page.has_next), (3, true));
+        assert_eq!(page.data.iter().map(|c| c.title.as_str()).collect::<Vec<_>>(), vec!["Mid", "Zeta"]);
+        let q = PageQuery { page_size: 10, text_search: Some("ALP".into()), ..Default::default() };
+        assert_eq!(store.customers(&q).unwrap().data[0].title, "alpha");
+        // An unknown sort property falls back to creation time instead of failing.
+        let q = PageQuery { page_size: 10, sort_property: Some("type".into()), ..Default::default() };
+        assert_eq!(store.customers(&q).unwrap().total_elements, 3);
     }
 
     #[test]

@@ -97,7 +97,9 @@ fn apply_filter(query: &mut EventQuery, filter: &Map<String, Value>) -> ApiResul
             query.body_equals.push((field.to_string(), value.to_string()));
         }
     }
-    if let Some(status) = filter.get("status").and_then(Value::as_str).filter(|v| !v.is_empty()) {
+    // DEBUG_INTEGRATION filters name the status `statusIntegration`; lifecycle filters `status`.
+    let status = ["status", "statusIntegration"].iter().find_map(|f| filter.get(*f).and_then(Value::as_str).filter(|v| !v.is_empty()));
+    if let Some(status) = status {
         match status.to_ascii_uppercase().as_str() {
             // Lifecycle events say Success/Failure in ThingsBoard's filter, stored as `success`.
             "SUCCESS" => query.has_error = Some(false),

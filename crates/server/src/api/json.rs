@@ -1,6 +1,8 @@
 //! Stored entities as ThingsBoard's JSON, field for field what `tb-rest-client`'s models read.
 
-use coapgate_storage::model::{Converter, Device, DeviceProfile, Integration};
+use coapgate_storage::model::{
+    Asset, AssetProfile, Converter, Customer, Device, DeviceProfile, EntityGroup, GroupMember, Integration, Owner,
+};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -76,16 +78,12 @@ pub fn integration_info(i: &Integration, tenant_id: Uuid) -> Value {
 }
 
 pub fn device(d: &Device, tenant_id: Uuid) -> Value {
-    let customer = d.customer_id.map(|c| c.to_string()).unwrap_or_else(|| NULL_CUSTOMER_ID.to_string());
     json!({
         "id": entity_id("DEVICE", d.id),
         "createdTime": d.created_time,
         "tenantId": entity_id("TENANT", tenant_id),
-        "customerId": {"entityType": "CUSTOMER", "id": customer},
-        "ownerId": match d.customer_id {
-            Some(c) => entity_id("CUSTOMER", c),
-            None => entity_id("TENANT", tenant_id),
-        },
+        "customerId": customer_id(d.customer_id),
+        "ownerId": owner_id(Owner::of_customer(d.customer_id), tenant_id),
         "name": d.name,
         "type": d.device_type,
         "label": d.label,
@@ -119,6 +117,116 @@ pub fn device_profile(p: &DeviceProfile, tenant_id: Uuid) -> Value {
             "alarms": null,
         },
         "version": 1,
+    })
+}
+
+/// `customerId` of a device or asset: the customer, or ThingsBoard's null customer id.
+fn customer_id(customer: Option<Uuid>) -> Value {
+    let id = customer.map(|c| c.to_string()).unwrap_or_else(|| NULL_CUSTOMER_ID.to_string());
+    json!({"entityType": "CUSTOMER", "id": id})
+}
+
+/// `ownerId` (ThingsBoard PE): the customer the entity is assigned to, else the tenant.
+pub fn owner_id(owner: Owner, tenant_id: Uuid) -> Value {
+    match owner {
+        Owner::Tenant => entity_id("TENANT", tenant_id),
+        Owner::Customer(c) => entity_id("CUSTOMER", c),
+    }
+}
+
+pub fn customer(c: &Customer, tenant_id: Uuid) -> Value {
+    json!({
+        "id": entity_id("CUSTOMER", c.id),
+        "createdTime": c.created_time,
+        "tenantId": entity_id("TENANT", tenant_id),
+        "title": c.title,
+        "name": c.title,
+        "email": null,
+        "phone": null,
+        "country": null,
+        "state": null,
+        "city": null,
+        "address": null,
+        "address2": null,
+        "zip": null,
+        "additionalInfo": null,
+        "parentCustomerId": null,
+        "customerId": null,
+        "ownerId": entity_id("TENANT", tenant_id),
+        "customMenuId": null,
+        "version": 1,
+    })
+}
+
+pub fn asset(a: &Asset, tenant_id: Uuid) -> Value {
+    json!({
+        "id": entity_id("ASSET", a.id),
+        "createdTime": a.created_time,
+        "tenantId": entity_id("TENANT", tenant_id),
+        "customerId": customer_id(a.customer_id),
+        "ownerId": owner_id(Owner::of_customer(a.customer_id), tenant_id),
+        "name": a.name,
+        "type": a.asset_type,
+        "label": a.label,
+        "assetProfileId": entity_id("ASSET_PROFILE", a.asset_profile_id),
+        "additionalInfo": {
+            "createdByIntegration": a.created_by_integration.map(|id| entity_id("INTEGRATION", id)),
+        },
+        "version": 1,
+    })
+}
+
+pub fn asset_profile(p: &AssetProfile, tenant_id: Uuid) -> Value {
+    json!({
+        "id": entity_id("ASSET_PROFILE", p.id),
+        "createdTime": p.created_time,
+        "tenantId": entity_id("TENANT", tenant_id),
+        "name": p.name,
+        "default": p.is_default,
+        "description": null,
+        "image": null,
+        "defaultRuleChainId": null,
+        "defaultDashboardId": null,
+        "defaultQueueName": null,
+        "defaultEdgeRuleChainId": null,
+        "version": 1,
+    })
+}
+
+/// ThingsBoard PE's `EntityGroupInfo`; `ownerIds` lists the owner and the owners above it.
+pub fn entity_group(g: &EntityGroup, tenant_id: Uuid) -> Value {
+    let mut owner_ids = vec![owner_id(g.owner, tenant_id)];
+    if g.owner != Owner::Tenant {
+        owner_ids.push(entity_id("TENANT", tenant_id));
+    }
+    json!({
+        "id": entity_group_id(g.id),
+        "createdTime": g.created_time,
+        "tenantId": entity_id("TENANT", tenant_id),
+        "type": g.group_type.as_str(),
+        "name": g.name,
+        "ownerId": owner_id(g.owner, tenant_id),
+        "ownerIds": owner_ids,
+        "additionalInfo": null,
+        "configuration": null,
+        "groupAll": false,
+        "edgeGroupAll": false,
+        "version": 1,
+    })
+}
+
+pub fn entity_group_id(id: Uuid) -> Value {
+    entity_id("ENTITY_GROUP", id)
+}
+
+/// `ShortEntityView`: the member's id and name, with the group list's usual columns beside them.
+pub fn group_member(m: &GroupMember) -> Value {
+    json!({
+        "id": entity_id(m.kind.as_str(), m.id),
+        "name": m.name,
+        "type": m.entity_type,
+        "label": m.label,
+        "createdTime": m.created_time,
     })
 }
 

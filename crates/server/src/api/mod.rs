@@ -5,9 +5,12 @@
 //! 404 and a missing or bad token is 401, all in ThingsBoard's error JSON, because
 //! `tb-rest-client` and existing scripts parse those.
 
+mod assets;
 mod auth;
+mod customers;
 mod entities;
 mod events;
+mod groups;
 mod json;
 mod telemetry;
 
@@ -65,6 +68,24 @@ pub fn router(state: AppState) -> Router {
         .route("/api/deviceProfiles", get(entities::list_device_profiles))
         .route("/api/deviceProfileInfos", get(entities::list_device_profiles))
         .route("/api/deviceProfile/{id}", get(entities::get_device_profile).delete(entities::delete_device_profile))
+        .route("/api/tenant/assets", get(assets::list_assets))
+        .route("/api/tenant/asset", get(assets::asset_by_name))
+        .route("/api/asset/{id}", get(assets::get_asset).delete(assets::delete_asset))
+        .route("/api/assetProfiles", get(assets::list_asset_profiles))
+        .route("/api/assetProfileInfos", get(assets::list_asset_profiles))
+        .route("/api/assetProfile/{id}", get(assets::get_asset_profile).delete(assets::delete_asset_profile))
+        .route("/api/customers", get(customers::list_customers))
+        .route("/api/tenant/customers", get(customers::customer_by_title))
+        .route("/api/customer/{id}", get(customers::get_customer).delete(customers::delete_customer))
+        .route("/api/customer/{id}/devices", get(customers::customer_devices))
+        .route("/api/customer/{id}/assets", get(customers::customer_assets))
+        .route("/api/entityGroups/{p1}", get(groups::by_type))
+        .route("/api/entityGroups/{p1}/{p2}", get(groups::all_by_type_or_of_entity))
+        .route("/api/entityGroups/{p1}/{p2}/{p3}", get(groups::by_owner_and_type))
+        .route("/api/entityGroups/{p1}/{p2}/{p3}/all", get(groups::all_by_owner_and_type))
+        .route("/api/entityGroup/{p1}", get(groups::get_group).delete(groups::delete_group))
+        .route("/api/entityGroup/{p1}/entities", get(groups::group_entities))
+        .route("/api/entityGroup/{p1}/{p2}/{p3}/{p4}", get(groups::by_owner_type_and_name))
         .route("/api/plugins/telemetry/{entity_type}/{entity_id}/keys/timeseries", get(telemetry::timeseries_keys))
         .route("/api/plugins/telemetry/{entity_type}/{entity_id}/values/timeseries", get(telemetry::timeseries_values))
         .route(

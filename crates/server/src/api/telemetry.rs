@@ -22,7 +22,7 @@ async fn entity(state: &AppState, entity_type: &str, entity_id: &str) -> ApiResu
         EntityKind::Device => blocking(move || store.device(id)).await?.is_some(),
         EntityKind::Integration => blocking(move || store.integration(id)).await?.is_some(),
         EntityKind::Converter => blocking(move || store.converter(id)).await?.is_some(),
-        EntityKind::Asset => false,
+        EntityKind::Asset => blocking(move || store.asset(id)).await?.is_some(),
     };
     if !exists {
         return Err(ApiError::item_not_found());

@@ -1,0 +1,71 @@
+//! Assets and asset profiles. Integrations create both from converter output (`assetName`,
+//! `assetType`); the REST API lists, reads and deletes them.
+
+use axum::Json;
+use axum::extract::{Path, Query as QueryParams, State};
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use super::{ApiError, ApiResult, AppState, Query, blocking, json as tb, page_query, parse_uuid};
+
+/// `GET /api/tenant/assets`: a page, or one asset when `assetName` is given (ThingsBoard serves
+/// both from this path).
+pub async fn list_assets(State(state): State<AppState>, q: QueryParams<Query>) -> ApiResult<Json<Value>> {
+    if q.0.contains_key("assetName") {
+        return asset_by_name(State(state), q).await;
+    }
+    let query = page_query(&q.0)?;
+    let asset_type = q.0.get("type").cloned();
+    let store = state.store.clone();
+    let page = blocking(move || store.assets(&query, asset_type.as_deref())).await?;
+    let tenant = state.store.tenant_id();
+    Ok(Json(tb::page(&page, |a| tb::asset(a, tenant))))
+}
+
+/// `GET /api/tenant/asset?assetName=`, what `tb-rest-client`'s `get_tenant_asset` calls.
+pub async fn asset_by_name(State(state): State<AppState>, QueryParams(q): QueryParams<Query>) -> ApiResult<Json<Value>> {
+    let name = q.get("assetName").cloned().ok_or_else(|| ApiError::bad_request("Parameter 'assetName' is required"))?;
+    let store = state.store.clone();
+    let a = blocking(move || store.asset_by_name(&name)).await?.ok_or_else(ApiError::item_not_found)?;
+    Ok(Json(tb::asset(&a, state.store.tenant_id())))
+}
+
+pub async fn get_asset(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id = parse_uuid(&id)?;
+    let store = state.store.clone();
+    let a = blocking(move || store.asset(id)).await?.ok_or_else(ApiError::item_not_found)?;
+    Ok(Json(tb::asset(&a, state.store.tenant_id())))
+}
+
+pub async fn delete_asset(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = parse_uuid(&id)?;
+    let store = state.store.clone();
+    if !blocking(move || store.delete_asset(id)).await? {
+        return Err(ApiError::item_not_found());
+    }
+    Ok(StatusCode::OK)
+}
+
+pub async fn list_asset_profiles(State(state): State<AppState>, QueryParams(q): QueryParams<Query>) -> ApiResult<Json<Value>> {
+    let query = page_query(&q)?;
+    let store = state.store.clone();
+    let page = blocking(move || store.asset_profiles(&query)).await?;
+    let tenant = state.store.tenant_id();
+    Ok(Json(tb::page(&page, |p| tb::asset_profile(p, tenant))))
+}
+
+pub async fn get_asset_profile(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id = parse_uuid(&id)?;
+    let store = state.store.clone();
+    let p = blocking(move || store.asset_profile(id)).await?.ok_or_else(ApiError::item_not_found)?;
+    Ok(Json(tb::asset_profile(&p, state.store.tenant_id())))
+}
+
+pub async fn delete_asset_profile(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = parse_uuid(&id)?;
+    let store = state.store.clone();
+    if !blocking(move || store.delete_asset_profile(id)).await? {
+        return Err(ApiError::item_not_found());
+    }
+    Ok(StatusCode::OK)
+}
