@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use coapgate_coap::message::{Code, Message, MessageType};
 use coapgate_coap::{DedupCache, DedupConfig, Lookup, params};
 use coapgate_script::EnginePool;
+use coapgate_storage::model::Exchange;
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
@@ -40,6 +41,10 @@ pub struct Reply {
 impl Reply {
     pub fn new(code: Code, text: &str) -> Reply {
         Reply { code, payload: text.as_bytes().to_vec(), max_age: None, content_format: None }
+    }
+
+    pub fn created() -> Reply {
+        Reply::new(Code::CREATED, "")
     }
 
     pub fn overloaded() -> Reply {
@@ -279,6 +284,10 @@ impl CoapEndpoint {
     /// the moment it sees the answer must find it cached, not still "in progress" (dropped).
     fn answer_now(&self, request: &Message, peer: SocketAddr, reply: Reply) {
         let bytes: Arc<[u8]> = self.frame(request, &reply).encode().into();
+        self.answer_with(request, peer, bytes);
+    }
+
+    fn answer_with(&self, request: &Message, peer: SocketAddr, bytes: Arc<[u8]>) {
         self.dedup.lock().unwrap_or_else(|e| e.into_inner()).complete(peer, request.message_id, bytes.clone());
         self.send(&bytes, peer);
     }
@@ -291,7 +300,16 @@ impl CoapEndpoint {
         }
         let (reply_tx, reply_rx) = oneshot::channel::<Reply>();
         let metadata = converter_metadata(&route, &request);
-        let job = self.pipeline.decode_job(route, &request, metadata, reply_tx);
+        // The answer a stored uplink gets, framed now so the very same bytes are stored with
+        // the data (for replay after a crash) and sent.
+        let created: Arc<[u8]> = self.frame(&request, &Reply::created()).encode().into();
+        let exchange = Exchange {
+            peer: peer.to_string(),
+            message_id: request.message_id,
+            ts: coapgate_storage::now_millis(),
+            response: created.to_vec(),
+        };
+        let job = self.pipeline.decode_job(route, &request, metadata, reply_tx, Some(exchange));
         if let Err(e) = self.pool.try_submit(job) {
             drop(e);
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -299,18 +317,24 @@ impl CoapEndpoint {
             return self.answer_now(&request, peer, Reply::overloaded());
         }
         let endpoint = self.clone();
-        tokio::spawn(async move { endpoint.respond(request, peer, reply_rx).await });
+        tokio::spawn(async move { endpoint.respond(request, peer, reply_rx, created).await });
     }
 
     /// Waits for the pipeline's answer and delivers it as the message layer requires.
-    async fn respond(self: Arc<Self>, request: Message, peer: SocketAddr, mut reply_rx: oneshot::Receiver<Reply>) {
+    async fn respond(
+        self: Arc<Self>,
+        request: Message,
+        peer: SocketAddr,
+        mut reply_rx: oneshot::Receiver<Reply>,
+        created: Arc<[u8]>,
+    ) {
         let lost = || Reply::new(Code::INTERNAL_SERVER_ERROR, "uplink processing was interrupted");
         let early = tokio::time::timeout(self.config.piggyback_timeout, &mut reply_rx).await;
         match early {
             Ok(reply) => {
                 let reply = reply.unwrap_or_else(|_| lost());
                 self.settle(&reply);
-                self.answer_now(&request, peer, reply);
+                self.deliver(&request, peer, reply, &created);
             }
             Err(_) if request.mtype == MessageType::Confirmable => {
                 // Too slow to piggyback: acknowledge now so the device stops retransmitting, and
@@ -325,9 +349,38 @@ impl CoapEndpoint {
             Err(_) => {
                 let reply = reply_rx.await.unwrap_or_else(|_| lost());
                 self.settle(&reply);
-                self.answer_now(&request, peer, reply);
+                self.deliver(&request, peer, reply, &created);
             }
         }
+    }
+
+    /// Answers with the pre-framed success bytes when the uplink was stored, so what a replay
+    /// after a crash sends is exactly what was sent the first time.
+    fn deliver(&self, request: &Message, peer: SocketAddr, reply: Reply, created: &Arc<[u8]>) {
+        if reply == Reply::created() {
+            self.answer_with(request, peer, created.clone());
+        } else {
+            self.answer_now(request, peer, reply);
+        }
+    }
+
+    /// Refills the deduplication cache with the exchanges of uplinks stored before a restart,
+    /// so their retransmissions are answered 2.01 without being stored again.
+    pub fn restore_exchanges(&self, exchanges: Vec<Exchange>) -> usize {
+        let now_ms = coapgate_storage::now_millis();
+        let now = Instant::now();
+        let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+        let mut restored = 0;
+        for e in exchanges {
+            let Ok(peer) = e.peer.parse::<SocketAddr>() else { continue };
+            let age = Duration::from_millis(now_ms.saturating_sub(e.ts).max(0) as u64);
+            let inserted = now.checked_sub(age).unwrap_or(now);
+            if dedup.check_and_insert(peer, e.message_id, true, inserted) == Lookup::New {
+                dedup.complete(peer, e.message_id, e.response.into());
+                restored += 1;
+            }
+        }
+        restored
     }
 
     /// The uplink's processing is over: it leaves the in-flight count *before* the answer goes

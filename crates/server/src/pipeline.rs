@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use coapgate_coap::message::{Code, Message};
 use coapgate_script::{DecodeJob, ScriptError};
-use coapgate_storage::model::Millis;
+use coapgate_storage::model::{Exchange, Millis};
 use coapgate_storage::now_millis;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -39,6 +39,8 @@ struct Uplink {
     metadata: BTreeMap<String, String>,
     pipeline: Pipeline,
     reply: oneshot::Sender<Reply>,
+    /// Stored with the uplink's data so a retransmission after a crash is answered, not stored.
+    exchange: Option<Exchange>,
 }
 
 impl Pipeline {
@@ -49,8 +51,10 @@ impl Pipeline {
         request: &Message,
         metadata: BTreeMap<String, String>,
         reply: oneshot::Sender<Reply>,
+        exchange: Option<Exchange>,
     ) -> DecodeJob {
         let uplink = Uplink {
+            exchange,
             received_ts: now_millis(),
             data_type: DataType::of_content_format(request.content_format()),
             payload: request.payload.clone(),
@@ -69,7 +73,7 @@ impl Pipeline {
 }
 
 impl Uplink {
-    fn decoded(self, result: Result<Value, ScriptError>) {
+    fn decoded(mut self, result: Result<Value, ScriptError>) {
         let now = now_millis();
         let route = &self.route;
         let failed = result.is_err();
@@ -95,7 +99,7 @@ impl Uplink {
         };
         let integration = &route.integration;
         let allow_create = integration.allow_create_devices_or_assets;
-        let record = match record_from_output(&output, integration.id, allow_create, self.received_ts, route.update_only_keys.clone()) {
+        let mut record = match record_from_output(&output, integration.id, allow_create, self.received_ts, route.update_only_keys.clone()) {
             Ok(record) => record,
             Err(e) => {
                 let text = e.to_string();
@@ -104,9 +108,10 @@ impl Uplink {
         };
         if record.entities.is_empty() {
             // Nothing to store is still a success, as in ThingsBoard.
-            return self.finish(Reply::new(Code::CREATED, ""), None);
+            return self.finish(Reply::created(), None);
         }
         let writer = self.pipeline.writer.clone();
+        record.exchange = self.exchange.take();
         let job = WriteJob { record, done: Box::new(move |result| self.stored(result)) };
         if let Err(job) = writer.try_send(job) {
             (job.done)(WriteResult::QueueFull);
@@ -115,7 +120,7 @@ impl Uplink {
 
     fn stored(self, result: WriteResult) {
         match result {
-            WriteResult::Stored(_) => self.finish(Reply::new(Code::CREATED, ""), None),
+            WriteResult::Stored(_) => self.finish(Reply::created(), None),
             WriteResult::Rejected(rejection) => {
                 let text = rejection.to_string();
                 self.finish(Reply::bad_request(&text), Some(text))

@@ -138,6 +138,10 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes all events of one entity.
     fn delete_events_of(&self, entity_id: Uuid) -> Result<u64>;
 
+    /// Exchanges of stored uplinks that arrived at or after `since`, oldest first, to refill the
+    /// deduplication cache at start-up.
+    fn recent_exchanges(&self, since: Millis) -> Result<Vec<Exchange>>;
+
     /// Opens the writer for the uplink path. There is one per server: it owns its connection
     /// and caches, and is driven from a single thread.
     fn uplink_writer(&self) -> Result<Box<dyn UplinkWriter>>;

@@ -420,6 +420,21 @@ pub struct UplinkRecord {
     /// stored only when it differs from the entity's latest stored value of that key.
     pub update_only_keys: std::sync::Arc<[String]>,
     pub entities: Vec<EntityUpdate>,
+    /// The CoAP exchange that carried the uplink, stored with its data when the record is
+    /// stored, so a retransmission after a crash is answered without storing it again.
+    pub exchange: Option<Exchange>,
+}
+
+/// A remembered CoAP exchange: who sent which Message ID, and the response to replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchange {
+    /// The peer's socket address as text (`ip:port`).
+    pub peer: String,
+    pub message_id: u16,
+    /// Milliseconds since the epoch when the request arrived.
+    pub ts: Millis,
+    /// The encoded response that acknowledges the stored uplink.
+    pub response: Vec<u8>,
 }
 
 /// Why one uplink could not be stored while the rest of its batch could.

@@ -62,6 +62,10 @@ CREATE TABLE IF NOT EXISTS entity_group (
 CREATE TABLE IF NOT EXISTS entity_group_member (
     group_id BLOB NOT NULL, entity_id BLOB NOT NULL, PRIMARY KEY (group_id, entity_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entity_group_member_by_entity ON entity_group_member (entity_id);
+CREATE TABLE IF NOT EXISTS coap_exchange (
+    peer TEXT NOT NULL, message_id INTEGER NOT NULL, ts INTEGER NOT NULL, response BLOB NOT NULL,
+    PRIMARY KEY (peer, message_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS coap_exchange_ts ON coap_exchange (ts);
 CREATE TABLE IF NOT EXISTS event (
     id BLOB PRIMARY KEY, created_time INTEGER NOT NULL, entity_type TEXT NOT NULL,
     entity_id BLOB NOT NULL, event_type TEXT NOT NULL, uid TEXT NOT NULL, body TEXT NOT NULL);
@@ -984,12 +988,32 @@ impl Store for SqliteStore {
         self.with_conn(|c| Ok(c.execute("DELETE FROM event WHERE entity_id = ?1", [entity_id])? as u64))
     }
 
+    fn recent_exchanges(&self, since: Millis) -> Result<Vec<Exchange>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT peer, message_id, ts, response FROM coap_exchange WHERE ts >= ?1 ORDER BY ts",
+            )?;
+            let rows = stmt
+                .query_map([since], |r| {
+                    Ok(Exchange { peer: r.get(0)?, message_id: r.get(1)?, ts: r.get(2)?, response: r.get(3)? })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
     fn uplink_writer(&self) -> Result<Box<dyn UplinkWriter>> {
+        let conn = open_connection(&self.path)?;
+        // The writer never checkpoints: copying the WAL into the database inside a commit would
+        // stall every uplink of the batch. A background connection checkpoints instead.
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
+        start_checkpointer(&self.path)?;
         Ok(Box::new(SqliteUplinkWriter {
-            conn: open_connection(&self.path)?,
+            conn,
             cache: WriterCache::default(),
             generation: self.generation.clone(),
             seen_generation: self.generation.load(Ordering::SeqCst),
+            last_exchange_cleanup: std::time::Instant::now(),
         }))
     }
 }
@@ -1003,6 +1027,30 @@ pub struct SqliteUplinkWriter {
     cache: WriterCache,
     generation: Arc<AtomicU64>,
     seen_generation: u64,
+    /// When remembered exchanges older than their lifetime were last deleted.
+    last_exchange_cleanup: std::time::Instant,
+}
+
+/// How long a stored exchange is remembered: CoAP's EXCHANGE_LIFETIME (RFC 7252 §4.8.2).
+pub const EXCHANGE_LIFETIME_MS: Millis = 247_000;
+
+/// Checkpoints the WAL from its own thread and connection, once a second. PASSIVE never waits
+/// for the writer or readers; it copies what it can, and the WAL is reused from its start
+/// once a checkpoint has caught up.
+fn start_checkpointer(path: &Path) -> Result<()> {
+    let conn = open_connection(path)?;
+    std::thread::Builder::new()
+        .name("wal-checkpoint".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                    eprintln!("coapgate: WAL checkpoint failed: {e}");
+                }
+            }
+        })
+        .map_err(|e| StorageError::Other(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok(())
 }
 
 /// Name → id maps, one per device/asset kind.
@@ -1226,6 +1274,18 @@ impl SqliteUplinkWriter {
             .optional()?)
     }
 
+    /// Stores the exchange in the uplink's transaction. A Message ID reused by the same peer
+    /// after the lifetime (or by a restarted device) replaces the old row.
+    fn remember_exchange(&self, e: &Exchange) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO coap_exchange (peer, message_id, ts, response) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (peer, message_id) DO UPDATE SET ts = excluded.ts, response = excluded.response",
+            )?
+            .execute(params![e.peer, e.message_id, e.ts, e.response])?;
+        Ok(())
+    }
+
     fn write_record(
         &self,
         pending: &mut WriterCache,
@@ -1318,13 +1378,25 @@ impl UplinkWriter for SqliteUplinkWriter {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let mut results = Vec::with_capacity(batch.len());
         for record in batch {
-            match self.write_record(&mut pending, record) {
+            let written = self.write_record(&mut pending, record).and_then(|r| {
+                if let (Ok(_), Some(exchange)) = (&r, &record.exchange) {
+                    self.remember_exchange(exchange)?;
+                }
+                Ok(r)
+            });
+            match written {
                 Ok(r) => results.push(r),
                 Err(e) => {
                     let _ = self.conn.execute_batch("ROLLBACK");
                     return Err(e);
                 }
             }
+        }
+        if self.last_exchange_cleanup.elapsed() >= std::time::Duration::from_secs(10) {
+            self.last_exchange_cleanup = std::time::Instant::now();
+            self.conn
+                .prepare_cached("DELETE FROM coap_exchange WHERE ts < ?1")?
+                .execute([crate::now_millis() - EXCHANGE_LIFETIME_MS])?;
         }
         if let Err(e) = self.conn.execute_batch("COMMIT") {
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -1378,7 +1450,23 @@ mod tests {
             received_ts: ts,
             update_only_keys: Arc::from(Vec::new()),
             entities,
+            exchange: None,
         }
+    }
+
+    #[test]
+    fn exchanges_are_stored_with_their_uplink_only() {
+        let (_dir, store) = temp_store();
+        let mut writer = store.uplink_writer().unwrap();
+        let exchange = |mid: u16| Exchange { peer: "127.0.0.1:5000".into(), message_id: mid, ts: 1000 + i64::from(mid), response: vec![0x60, 0x41, 0, mid as u8] };
+        let mut stored = record("A", true, 1, vec![("t", KvValue::Long(1))]);
+        stored.exchange = Some(exchange(1));
+        let mut rejected = record("B", false, 1, vec![("t", KvValue::Long(1))]);
+        rejected.exchange = Some(exchange(2));
+        let results = writer.commit(&[stored, rejected]).unwrap();
+        assert!(results[0].is_ok() && results[1].is_err());
+        assert_eq!(store.recent_exchanges(0).unwrap(), vec![exchange(1)]);
+        assert!(store.recent_exchanges(1002).unwrap().is_empty(), "older than `since`");
     }
 
     fn all() -> PageQuery {
