@@ -1,0 +1,54 @@
+//! `cargo bench -p coapgate-storage`: group-commit throughput of the SQLite uplink writer.
+//!
+//! Commits the seed uplink (two telemetry values for one of 1,000 devices) in batches of
+//! several sizes, durably (WAL, synchronous=FULL), and prints records per second. This is the
+//! writer alone: the ceiling the CoAP path can reach with storage in the loop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coapgate_storage::model::{EntityUpdate, KvValue, UplinkRecord};
+use coapgate_storage::{SqliteStore, Store};
+
+fn record(device: usize, ts: i64) -> UplinkRecord {
+    let mut update = EntityUpdate::device(format!("SN-{device}"), "default");
+    update.telemetry =
+        vec![(ts, vec![("temperature".to_string(), KvValue::Double(25.7)), ("humidity".to_string(), KvValue::Long(69))])];
+    UplinkRecord {
+        integration_id: uuid::Uuid::nil(),
+        allow_create_devices: true,
+        received_ts: ts,
+        update_only_keys: Arc::from(Vec::new()),
+        entities: vec![update],
+        exchange: None,
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("coapgate-writer-bench-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = SqliteStore::open(&dir.join("bench.db")).unwrap();
+    let mut writer = store.uplink_writer().unwrap();
+    let mut ts = 1;
+    // Create the devices first, as a fleet that has been running would have them.
+    let warm: Vec<_> = (0..1000).map(|d| record(d, 0)).collect();
+    writer.commit(&warm).unwrap();
+    for batch_size in [1usize, 10, 100, 1000] {
+        let started = Instant::now();
+        let mut records = 0u64;
+        while started.elapsed() < Duration::from_secs(3) {
+            let batch: Vec<_> = (0..batch_size).map(|i| {
+                ts += 1;
+                record((ts as usize + i) % 1000, ts)
+            }).collect();
+            writer.commit(&batch).unwrap();
+            records += batch_size as u64;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!("batch {batch_size:>5}: {:>8.0} uplinks/s  {:>7.1} µs/uplink", records as f64 / secs, secs * 1e6 / records as f64);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
