@@ -12,6 +12,7 @@
 //! - [`uplink`]: converter output → storage record, with ThingsBoard's validation messages.
 //! - [`writer`]: the group-commit writer thread.
 //! - [`api`]: the REST API (ThingsBoard's paths and JSON).
+//! - [`console`]: the web console, embedded static files served at `/`.
 //! - [`decode`]: `coapgate decode`, the offline converter runner.
 //! - [`bench`]: `coapgate bench`, the CoAP load generator.
 
@@ -19,6 +20,7 @@ mod api;
 mod bench;
 mod coap_endpoint;
 mod config;
+mod console;
 mod decode;
 mod demo;
 mod events;

@@ -108,7 +108,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/auth/token", post(auth::refresh))
         .route("/metrics", get(|State(state): State<AppState>| async move { state.metrics.render() }))
         .merge(protected)
-        .fallback(|| async { ApiError::not_found("Requested item wasn't found!") })
+        // The web console's page and files; any other path is the API's 404.
+        .fallback(|method: axum::http::Method, uri: axum::http::Uri, headers: axum::http::HeaderMap| async move {
+            crate::console::response(&method, &uri, &headers)
+                .unwrap_or_else(|| ApiError::not_found("Requested item wasn't found!").into_response())
+        })
         .method_not_allowed_fallback(|| async {
             ApiError { status: StatusCode::METHOD_NOT_ALLOWED, message: "Request method not supported".into(), error_code: 2 }
         })

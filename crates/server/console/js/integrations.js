@@ -1,0 +1,324 @@
+// Integrations center → Integrations: the list with status and message counts, the creation
+// wizard of the seed tutorial, the details page (enable/disable, endpoint URL, remote key and
+// secret) and the Events tab.
+
+import { h, fill, fmtTime, toast, field, checkbox, tabs, keyValueRows, copyText } from './dom.js';
+import { get, post, del, page } from './api.js';
+import { pagedTable } from './table.js';
+import { converterForm, debugSettingsControl } from './converters.js';
+import { eventsPanel } from './events.js';
+
+/** A random UUID v4 (crypto.randomUUID needs a secure context; getRandomValues does not). */
+function uuid4() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const x = [...b].map((v) => v.toString(16).padStart(2, '0')).join('');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+}
+
+function randomSecret() {
+  const chars = 'abcdefghijklmnopqrstuvwxyz0123456789';
+  return [...crypto.getRandomValues(new Uint8Array(20))].map((v) => chars[v % chars.length]).join('');
+}
+
+/** What the server derives: `<baseUrl>[/<path>]/i/<routingKey>`. */
+function endpointUrl(base, path, key) {
+  let url = base.replace(/\/+$/, '');
+  const p = (path || '').replace(/^\/+|\/+$/g, '');
+  if (p) url += `/${p}`;
+  return `${url}/i/${key}`;
+}
+
+/** Messages processed and errors from the STATS events of the last 24 hours. */
+async function messageCounts(id) {
+  const since = Date.now() - 24 * 3600 * 1000;
+  const data = await post(`/api/events/INTEGRATION/${id}?pageSize=1000&page=0&startTime=${since}`, { eventType: 'STATS' });
+  let processed = 0;
+  let errors = 0;
+  for (const e of data.data) {
+    processed += e.body.messagesProcessed || 0;
+    errors += e.body.errorsOccurred || 0;
+  }
+  return { processed, errors };
+}
+
+async function setEnabled(id, enabled) {
+  const integration = await get(`/api/integration/${id}`);
+  integration.enabled = enabled;
+  return post('/api/integration', integration);
+}
+
+export function integrationsPage(container) {
+  const table = pagedTable({
+    search: 'Search integrations',
+    sortProperty: 'createdTime',
+    columns: [
+      { title: 'Created time', cell: (i) => fmtTime(i.createdTime), sort: 'createdTime' },
+      { title: 'Name', cell: (i) => i.name, sort: 'name' },
+      { title: 'Type', cell: (i) => (i.type === 'COAP' ? 'CoAP' : i.type) },
+      { title: 'Status', cell: (i) => h('span', { class: `badge ${i.enabled ? 'ok' : 'off'}` }, i.enabled ? 'Enabled' : 'Disabled') },
+      { title: 'Messages (24 h)', cell: (i) => {
+        const cell = h('span', { class: 'counts' }, '…');
+        messageCounts(i.id.id).then(({ processed, errors }) => fill(cell, `${processed} processed`, errors ? h('span', { class: 'err-text' }, ` · ${errors} errors`) : ''))
+          .catch(() => fill(cell, '—'));
+        return cell;
+      } },
+      { title: '', cell: (i) => h('button', { class: 'secondary small', onclick: async () => {
+        try { await setEnabled(i.id.id, !i.enabled); toast(i.enabled ? 'Integration disabled' : 'Integration enabled'); table.reload(); } catch (e) { toast(e.message, 'error'); }
+      } }, i.enabled ? 'Disable' : 'Enable') },
+    ],
+    load: (s) => page('/api/integrationInfos', s),
+    onOpen: (i) => { location.hash = `#/integrations/${i.id.id}`; },
+    toolbar: [h('a', { class: 'button primary', href: '#/integrations/new', id: 'add-integration' }, '+ Add integration')],
+  });
+  fill(container, h('div', { class: 'page-head' }, h('h1', {}, 'Integrations')), table.el);
+}
+
+/** The sections of an integration's settings; the wizard shows them one at a time. */
+function integrationSections(integration, { isNew }) {
+  const i = integration;
+  const client = i.configuration?.clientConfiguration || {};
+  const sections = {};
+  // Basic settings.
+  const type = h('select', { name: 'integrationType', 'aria-label': 'Integration type' }, h('option', { value: 'COAP' }, 'CoAP'));
+  const name = h('input', { type: 'text', name: 'name', required: true, value: i.name || '' });
+  const enabled = checkbox('Enable integration', i.enabled !== false, { name: 'enabled' });
+  const allowCreate = checkbox('Allow create devices or assets', i.allowCreateDevicesOrAssets !== false, { name: 'allowCreateDevicesOrAssets' });
+  const debug = debugSettingsControl(i.debugSettings);
+  sections.basic = h('section', { class: 'step', 'data-step': 'basic' },
+    h('h2', {}, 'Basic settings'),
+    h('div', { class: 'row' }, field('Integration type', type), field('Name', name)),
+    h('div', { class: 'row' }, enabled.el, allowCreate.el), debug.el);
+
+  // Uplink data converter: an existing one or a new one defined inline.
+  const mode = { value: 'existing' };
+  const converterSelect = h('select', { name: 'converter', 'aria-label': 'Uplink data converter' }, h('option', { value: '' }, 'Loading…'));
+  const newBox = h('div', { class: 'inline-converter', hidden: true });
+  let newConverter = null;
+  const chooseExisting = h('button', { type: 'button', class: 'seg active', id: 'converter-existing' }, 'Select existing');
+  const chooseNew = h('button', { type: 'button', class: 'seg', id: 'converter-new' }, 'Create new');
+  const existingBox = h('div', {}, field('Uplink data converter', converterSelect));
+  const switchMode = (m) => {
+    mode.value = m;
+    chooseExisting.classList.toggle('active', m === 'existing');
+    chooseNew.classList.toggle('active', m === 'new');
+    existingBox.hidden = m !== 'existing';
+    newBox.hidden = m !== 'new';
+    if (m === 'new' && !newConverter) {
+      newConverter = converterForm(null, { compact: true });
+      newBox.append(newConverter.el);
+    }
+  };
+  chooseExisting.addEventListener('click', () => switchMode('existing'));
+  chooseNew.addEventListener('click', () => switchMode('new'));
+  page('/api/converters', { pageSize: 1000, sortProperty: 'name', sortOrder: 'ASC' }).then((p) => {
+    const uplinks = p.data.filter((c) => c.type === 'UPLINK');
+    fill(converterSelect, uplinks.length ? null : h('option', { value: '' }, 'No converters yet: create one'),
+      uplinks.map((c) => h('option', { value: c.id.id, selected: c.id.id === i.defaultConverterId?.id }, c.name)));
+    if (!uplinks.length && isNew) switchMode('new');
+  }).catch((e) => fill(converterSelect, h('option', { value: '' }, e.message)));
+  sections.converter = h('section', { class: 'step', 'data-step': 'converter' },
+    h('h2', {}, 'Uplink data converter'),
+    h('div', { class: 'segmented', role: 'group' }, chooseExisting, chooseNew), existingBox, newBox);
+
+  // Connection.
+  const routingKey = i.routingKey || uuid4();
+  const secret = i.secret || randomSecret();
+  const security = h('select', { name: 'securityMode', 'aria-label': 'Security mode' },
+    [['NO_SECURE', 'No secure'], ['DTLS', 'DTLS'], ['MIXED', 'Mixed']].map(([v, l]) => h('option', { value: v, selected: (client.securityMode || 'NO_SECURE') === v }, l)));
+  const host = location.hostname.includes(':') ? `[${location.hostname}]` : location.hostname;
+  const baseUrl = h('input', { type: 'text', name: 'baseUrl', value: client.baseUrl || `coap://${host}` });
+  const path = h('input', { type: 'text', name: 'path', value: client.path || '', placeholder: 'optional' });
+  const dtlsBaseUrl = h('input', { type: 'text', name: 'dtlsBaseUrl', value: client.dtlsBaseUrl || `coaps://${host}` });
+  const dtlsPath = h('input', { type: 'text', name: 'dtlsPath', value: client.dtlsPath || '', placeholder: 'optional' });
+  const endpoint = h('input', { type: 'text', name: 'coapEndpoint', readonly: true, id: 'coap-endpoint', class: 'mono' });
+  const dtlsEndpoint = h('input', { type: 'text', name: 'dtlsCoapEndpoint', readonly: true, class: 'mono' });
+  const copyButton = (input, label) => h('button', { type: 'button', class: 'secondary small copy', 'aria-label': `Copy ${label}`, onclick: () => copyText(input.value) }, 'Copy');
+  const plainBox = h('div', {}, h('div', { class: 'row' }, field('Base URL', baseUrl), field('Path', path)),
+    field('CoAP endpoint URL', h('div', { class: 'with-button' }, endpoint, copyButton(endpoint, 'endpoint URL'))));
+  const dtlsBox = h('div', {}, h('div', { class: 'row' }, field('DTLS Base URL', dtlsBaseUrl), field('Path', dtlsPath)),
+    field('DTLS CoAP endpoint URL', h('div', { class: 'with-button' }, dtlsEndpoint, copyButton(dtlsEndpoint, 'DTLS endpoint URL'))));
+  const update = () => {
+    endpoint.value = isNew || !client.coapEndpoint || baseUrl.value !== client.baseUrl || path.value !== (client.path || '')
+      ? endpointUrl(baseUrl.value, path.value, routingKey) : client.coapEndpoint;
+    dtlsEndpoint.value = endpointUrl(dtlsBaseUrl.value, dtlsPath.value, routingKey);
+    plainBox.hidden = security.value === 'DTLS';
+    dtlsBox.hidden = security.value === 'NO_SECURE';
+  };
+  for (const input of [security, baseUrl, path, dtlsBaseUrl, dtlsPath]) input.addEventListener('input', update);
+  update();
+  // Execute remotely: the integration key and secret, the secret hidden until asked for.
+  const remote = checkbox('Execute remotely', !!(i.remote || i.isRemote), { name: 'remote' });
+  const keyInput = h('input', { type: 'text', readonly: true, value: routingKey, name: 'routingKey', class: 'mono' });
+  const secretInput = h('input', { type: 'password', readonly: true, value: secret, name: 'secret', class: 'mono', autocomplete: 'off' });
+  const showSecret = h('button', { type: 'button', class: 'secondary small', id: 'show-secret', onclick: () => {
+    const hidden = secretInput.type === 'password';
+    secretInput.type = hidden ? 'text' : 'password';
+    showSecret.textContent = hidden ? 'Hide' : 'Show';
+  } }, 'Show');
+  const remoteBox = h('div', { class: 'remote' },
+    field('Integration key', h('div', { class: 'with-button' }, keyInput, copyButton(keyInput, 'integration key'))),
+    field('Integration secret', h('div', { class: 'with-button' }, secretInput, showSecret, h('button', { type: 'button', class: 'secondary small copy', 'aria-label': 'Copy secret', onclick: () => copyText(secret) }, 'Copy'))),
+    h('p', { class: 'hint' }, 'Run it elsewhere with: coapgate remote --platform <this server> --routing-key <key> --secret <secret>'));
+  remote.input.addEventListener('change', () => { remoteBox.hidden = !remote.input.checked; });
+  remoteBox.hidden = !remote.input.checked;
+  sections.connection = h('section', { class: 'step', 'data-step': 'connection' },
+    h('h2', {}, 'Connection'), field('Security mode', security), plainBox, dtlsBox,
+    h('p', { class: 'hint' }, isNew ? 'The routing key in the URL is assigned now and kept when you add the integration.' : ''),
+    remote.el, remoteBox);
+
+  // Advanced settings.
+  const description = h('textarea', { name: 'description', rows: 2 }, i.additionalInfo?.description || '');
+  const metadata = keyValueRows(i.configuration?.metadata || {});
+  sections.advanced = h('section', { class: 'step', 'data-step': 'advanced' },
+    h('h2', {}, 'Advanced settings'), field('Description', description), h('div', { class: 'label' }, 'Metadata'), metadata.el);
+
+  /** The integration to save; creates the inline converter first when asked to. */
+  async function value() {
+    if (!name.value.trim()) throw new Error('Name is required');
+    let converterId = converterSelect.value;
+    if (mode.value === 'new') {
+      const c = newConverter.value();
+      if (!c.name) throw new Error('Converter name is required');
+      const saved = await post('/api/converter', c);
+      converterId = saved.id.id;
+      mode.value = 'existing';
+      converterSelect.append(h('option', { value: converterId, selected: true }, saved.name));
+      switchMode('existing');
+    }
+    if (!converterId) throw new Error('Choose an uplink data converter');
+    const clientConfiguration = { ...client, securityMode: security.value };
+    if (security.value !== 'DTLS') Object.assign(clientConfiguration, { baseUrl: baseUrl.value.trim(), path: path.value.trim() });
+    if (security.value !== 'NO_SECURE') Object.assign(clientConfiguration, { dtlsBaseUrl: dtlsBaseUrl.value.trim(), dtlsPath: dtlsPath.value.trim() });
+    // The server derives the endpoint URLs from the base URL, path and routing key.
+    delete clientConfiguration.coapEndpoint;
+    delete clientConfiguration.dtlsCoapEndpoint;
+    return {
+      ...(i.id ? { id: i.id } : {}),
+      name: name.value.trim(),
+      type: type.value,
+      enabled: enabled.input.checked,
+      allowCreateDevicesOrAssets: allowCreate.input.checked,
+      remote: remote.input.checked,
+      isRemote: remote.input.checked,
+      debugSettings: debug.value(),
+      defaultConverterId: { entityType: 'CONVERTER', id: converterId },
+      routingKey,
+      secret,
+      configuration: { ...(i.configuration || {}), clientConfiguration, metadata: metadata.value() },
+      additionalInfo: { ...(i.additionalInfo || {}), description: description.value },
+    };
+  }
+  return { sections, value, name };
+}
+
+/** The endpoint URL as saved by the server, with a copy button. */
+function savedEndpoint(integration) {
+  const c = integration.configuration?.clientConfiguration || {};
+  const rows = [];
+  for (const [label, url, id] of [['CoAP endpoint URL', c.coapEndpoint, 'saved-endpoint'], ['DTLS CoAP endpoint URL', c.dtlsCoapEndpoint, 'saved-dtls-endpoint']]) {
+    if (!url) continue;
+    const input = h('input', { type: 'text', readonly: true, value: url, id, class: 'mono' });
+    rows.push(field(label, h('div', { class: 'with-button' }, input,
+      h('button', { type: 'button', class: 'secondary small copy', 'aria-label': `Copy ${label}`, onclick: () => copyText(url) }, 'Copy'))));
+  }
+  return h('div', { class: 'endpoint card' }, rows);
+}
+
+export function integrationWizard(container) {
+  const form = integrationSections({}, { isNew: true });
+  const steps = ['basic', 'converter', 'connection', 'advanced'];
+  const titles = ['Basic settings', 'Uplink data converter', 'Connection', 'Advanced settings'];
+  let step = 0;
+  const error = h('div', { class: 'error', role: 'alert', id: 'wizard-error' });
+  form.sections.connection.addEventListener('change', () => { error.textContent = ''; });
+  const back = h('button', { class: 'secondary', id: 'wizard-back', onclick: () => show(step - 1) }, 'Back');
+  const next = h('button', { class: 'primary', id: 'wizard-next', onclick: () => show(step + 1) }, 'Next');
+  const skip = h('button', { class: 'secondary', id: 'wizard-advanced', onclick: () => show(3) }, 'Advanced settings');
+  const add = h('button', { class: 'primary', id: 'wizard-add' }, 'Add');
+  const stepper = h('ol', { class: 'stepper' }, titles.map((t, n) => h('li', { 'data-n': n }, t)));
+  const body = h('div', { class: 'wizard-body' }, Object.values(form.sections));
+  function show(n) {
+    if (n === 1 && !form.name.value.trim()) { error.textContent = 'Name is required'; return; }
+    error.textContent = '';
+    step = Math.max(0, Math.min(3, n));
+    steps.forEach((s, k) => { form.sections[s].hidden = k !== step; });
+    [...stepper.children].forEach((li, k) => li.classList.toggle('current', k === step));
+    back.hidden = step === 0;
+    next.hidden = step >= 2;
+    skip.hidden = step !== 2;
+    add.hidden = step < 2;
+    // CodeMirror editors that were hidden need a refresh to measure themselves.
+    body.querySelectorAll('.CodeMirror').forEach((e) => e.CodeMirror?.refresh());
+  }
+  add.addEventListener('click', async () => {
+    error.textContent = '';
+    add.disabled = true;
+    try {
+      const saved = await post('/api/integration', await form.value());
+      toast('Integration added');
+      location.hash = `#/integrations/${saved.id.id}`;
+    } catch (e) {
+      error.textContent = e.message;
+    } finally {
+      add.disabled = false;
+    }
+  });
+  fill(container,
+    h('div', { class: 'page-head' }, h('a', { href: '#/integrations', class: 'back' }, '‹ Integrations')),
+    h('h1', {}, 'Add integration'),
+    h('div', { class: 'card wizard' }, stepper, body, error, h('div', { class: 'actions' }, back, h('span', { class: 'spacer' }), skip, next, add)));
+  show(0);
+}
+
+export function integrationPage(container, id, tab) {
+  let dispose = null;
+  const head = h('div', { class: 'page-head' }, h('a', { href: '#/integrations', class: 'back' }, '‹ Integrations'));
+  fill(container, head, h('p', { class: 'hint' }, 'Loading…'));
+  (async () => {
+    let integration;
+    try { integration = await get(`/api/integration/${id}`); } catch (e) { fill(container, head, h('div', { class: 'error' }, e.message)); return; }
+    const statusBadge = h('span', { class: `badge ${integration.enabled ? 'ok' : 'off'}`, id: 'integration-status' }, integration.enabled ? 'Enabled' : 'Disabled');
+    const toggle = h('button', { class: 'secondary', id: 'toggle-enabled' }, integration.enabled ? 'Disable' : 'Enable');
+    toggle.addEventListener('click', async () => {
+      try {
+        integration = await setEnabled(id, !integration.enabled);
+        fill(statusBadge, integration.enabled ? 'Enabled' : 'Disabled');
+        statusBadge.className = `badge ${integration.enabled ? 'ok' : 'off'}`;
+        toggle.textContent = integration.enabled ? 'Disable' : 'Enable';
+        toast(integration.enabled ? 'Integration enabled' : 'Integration disabled');
+      } catch (e) { toast(e.message, 'error'); }
+    });
+    const details = (panel) => {
+      const form = integrationSections(integration, { isNew: false });
+      const error = h('div', { class: 'error', role: 'alert' });
+      const save = h('button', { class: 'primary', id: 'save-integration' }, 'Save');
+      save.addEventListener('click', async () => {
+        error.textContent = '';
+        save.disabled = true;
+        try {
+          integration = await post('/api/integration', await form.value());
+          toast('Integration saved');
+          details(panel);
+        } catch (e) {
+          error.textContent = e.message;
+        } finally {
+          save.disabled = false;
+        }
+      });
+      const remove = h('button', { class: 'danger', onclick: async () => {
+        if (!confirm(`Delete integration ${integration.name}?`)) return;
+        try { await del(`/api/integration/${id}`); location.hash = '#/integrations'; } catch (e) { error.textContent = e.message; }
+      } }, 'Delete');
+      fill(panel, savedEndpoint(integration), h('div', { class: 'card' }, Object.values(form.sections)), error, h('div', { class: 'actions' }, save, remove));
+    };
+    const t = tabs([
+      { name: 'Details', render: details },
+      { name: 'Events', render: (panel) => eventsPanel(panel, 'INTEGRATION', id, ['DEBUG_INTEGRATION', 'LC_EVENT', 'STATS', 'ERROR']) },
+    ], tab === 'events' ? 1 : 0);
+    dispose = t.dispose;
+    fill(container, head, h('div', { class: 'title-row' }, h('h1', {}, integration.name), statusBadge, h('span', { class: 'spacer' }), toggle), t);
+  })();
+  return () => dispose?.();
+}

@@ -1,0 +1,88 @@
+// The console's shell: login gate, navigation and a router on the URL fragment (#/devices),
+// so no console path can ever shadow an API path.
+
+import { h, fill } from './dom.js';
+import { get, loggedIn, logout, setLoggedOutHandler } from './api.js';
+import { loginPage } from './login.js';
+import { convertersPage, converterPage } from './converters.js';
+import { integrationsPage, integrationWizard, integrationPage } from './integrations.js';
+import { entityListPage, entityPage } from './entities.js';
+
+const root = document.getElementById('app');
+
+const routes = [
+  [/^\/converters$/, () => convertersPage],
+  [/^\/converters\/new$/, () => (c) => converterPage(c, null)],
+  [/^\/converters\/([\w-]+)(?:\/(events))?$/, (m) => (c) => converterPage(c, m[1], m[2])],
+  [/^\/integrations$/, () => integrationsPage],
+  [/^\/integrations\/new$/, () => integrationWizard],
+  [/^\/integrations\/([\w-]+)(?:\/(events))?$/, (m) => (c) => integrationPage(c, m[1], m[2])],
+  [/^\/(devices|assets|customers)$/, (m) => (c) => entityListPage(c, m[1])],
+  [/^\/(devices|assets|customers)\/([\w-]+)$/, (m) => (c) => entityPage(c, m[1], m[2])],
+];
+
+const nav = [
+  ['Integrations center', [['Data converters', '/converters'], ['Integrations', '/integrations']]],
+  ['Entities', [['Devices', '/devices'], ['Assets', '/assets'], ['Customers', '/customers']]],
+];
+
+let cleanup = null;
+let user = null;
+
+function path() {
+  return (location.hash.replace(/^#/, '') || '/integrations').split('?')[0];
+}
+
+async function route() {
+  if (typeof cleanup === 'function') cleanup();
+  cleanup = null;
+  if (!loggedIn()) {
+    loginPage(root, { onLoggedIn: () => { user = null; route(); } });
+    return;
+  }
+  if (!user) {
+    try {
+      user = await get('/api/auth/user');
+    } catch {
+      return; // the 401 handler shows the login page
+    }
+  }
+  const p = path();
+  if (p === '/login' || p === '/') {
+    location.replace('#/integrations');
+    return;
+  }
+  const main = h('main', { class: 'content', id: 'content' });
+  root.replaceChildren(shell(p, main));
+  for (const [re, make] of routes) {
+    const m = p.match(re);
+    if (m) {
+      cleanup = make(m)(main);
+      return;
+    }
+  }
+  fill(main, h('h1', {}, 'Not found'), h('p', {}, 'No such page in the console.'));
+}
+
+function shell(p, main) {
+  const links = nav.map(([group, items]) => h('div', { class: 'nav-group' },
+    h('div', { class: 'nav-title' }, group),
+    items.map(([label, href]) => h('a', {
+      href: `#${href}`, class: p === href || p.startsWith(`${href}/`) ? 'active' : '',
+      'aria-current': p.startsWith(href) ? 'page' : false,
+    }, label))));
+  return h('div', { class: 'layout' },
+    h('nav', { class: 'sidebar', 'aria-label': 'Main' },
+      h('a', { class: 'brand', href: '#/integrations' }, h('img', { src: '/assets/favicon.svg', alt: '' }), h('span', {}, 'coapgate')),
+      links),
+    h('div', { class: 'main' },
+      h('header', { class: 'topbar' },
+        h('span', { class: 'spacer' }),
+        h('span', { class: 'user', title: user?.authority || '' }, user?.email || ''),
+        h('button', { class: 'secondary small', id: 'logout', onclick: () => { logout(); user = null; location.hash = '#/login'; route(); } }, 'Log out')),
+      main));
+}
+
+setLoggedOutHandler(() => { user = null; route(); });
+window.addEventListener('hashchange', route);
+route();

@@ -1,0 +1,169 @@
+//! The web console in a real browser: Debian's Chromium driven by `playwright-core` (node
+//! scripts in `tests/browser/`), against the real binary. `.ci/run` installs both; without
+//! them these tests fail and say so, rather than pass without having run.
+//!
+//! `SCREENSHOTS=1 cargo test -p coapgate --test console` also writes the README's screenshots
+//! to `docs/screenshots/`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+/// One browser at a time: the tests share two cores with the server under test.
+static BROWSER: Mutex<()> = Mutex::new(());
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Fails with the way to fix it when Chromium, node or playwright-core is missing.
+fn require_browser_tools() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: run .ci/run (it installs Debian's chromium), or apt-get install chromium"
+    );
+    assert!(
+        Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "node is missing: run .ci/run, or install Node.js 20+"
+    );
+    assert!(
+        browser_dir().join("node_modules/playwright-core/package.json").exists(),
+        "playwright-core is missing: run .ci/run (it runs `npm ci` in crates/server/tests/browser)"
+    );
+}
+
+/// Runs `tests/browser/<script>` against `server`; panics with the script's output on failure.
+fn run_browser(script: &str, server: &Server, extra: &[(&str, String)]) {
+    require_browser_tools();
+    let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cmd = Command::new("node");
+    cmd.arg(browser_dir().join(script))
+        .current_dir(browser_dir())
+        .env("BASE_URL", &server.http)
+        .env("USERNAME", ADMIN_USER)
+        .env("PASSWORD", ADMIN_PASSWORD)
+        .env("COAP_PORT", server.coap.port().to_string());
+    if std::env::var("SCREENSHOTS").is_ok_and(|v| v == "1") {
+        cmd.env("SCREENSHOT_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots"));
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "browser test {script} failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+}
+
+/// A converter and integration of the seed tutorial with "debug all" on, made through the API.
+fn seed_with_debug(server: &Server) -> (serde_json::Value, serde_json::Value) {
+    let debug = json!({"failuresEnabled": true, "allEnabled": true});
+    let converter = server.api(
+        "POST",
+        "/api/converter",
+        Some(json!({"name": "CoAP Uplink Converter", "type": "UPLINK", "integrationType": "COAP", "debugSettings": debug,
+                    "configuration": {"scriptLang": "JS", "decoder": SEED_DECODER}})),
+    );
+    let integration = server.create_integration("CoAP Integration", &converter, json!({"debugSettings": debug}));
+    (converter, integration)
+}
+
+fn endpoint(integration: &serde_json::Value) -> String {
+    integration["configuration"]["clientConfiguration"]["coapEndpoint"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn seed_tutorial_through_the_console() {
+    let server = Server::start();
+    run_browser("seed_flow.mjs", &server, &[]);
+    // What the person did in the browser is what the API holds.
+    let device = server.device("SN-001").expect("SN-001 created by the uplink sent from the test");
+    assert_eq!(server.history_len(&device, "temperature"), 5);
+}
+
+#[test]
+fn device_data_is_shown_as_text() {
+    let server = Server::start();
+    let (converter, integration) = seed_with_debug(&server);
+    let payload = "<img src=x onerror=alert(1)>,default,<script>alert(2)</script>,1,<b>bold</b>,2";
+    let out = shell(&format!("echo -e '{payload}' | coap-client-notls -m post {} -t text/plain -f-", endpoint(&integration)));
+    assert!(out.status.success(), "coap-client: {}", String::from_utf8_lossy(&out.stderr));
+    eventually(Duration::from_secs(5), || server.device("<img src=x onerror=alert(1)>")).expect("the device with the HTML name");
+    run_browser(
+        "text_only.mjs",
+        &server,
+        &[
+            ("INTEGRATION_ID", integration["id"]["id"].as_str().unwrap().to_string()),
+            ("CONVERTER_ID", converter["id"]["id"].as_str().unwrap().to_string()),
+            ("PAYLOAD", payload.to_string()),
+        ],
+    );
+}
+
+#[test]
+fn ten_thousand_devices_page_on_the_server() {
+    let server = Server::start();
+    let (_, integration) = seed_with_debug(&server);
+    let bench = Command::new(env!("CARGO_BIN_EXE_coapgate"))
+        .args(["bench", "--url", &endpoint(&integration), "--devices", "100", "--count", "10000", "--duration", "300"])
+        .args(["--payload", "D-{seq},default,t,1", "--retransmit"])
+        .output()
+        .expect("coapgate bench");
+    assert!(bench.status.success(), "bench: {}", String::from_utf8_lossy(&bench.stderr));
+    let total = eventually(Duration::from_secs(60), || {
+        let page = server.api("GET", "/api/tenant/devices?pageSize=1&page=0", None);
+        let n = page["totalElements"].as_u64().unwrap();
+        (n >= 10_000).then_some(n)
+    });
+    assert_eq!(total, Some(10_000), "bench report: {}", String::from_utf8_lossy(&bench.stdout));
+    run_browser("many_devices.mjs", &server, &[("DEVICE_COUNT", "10000".into())]);
+}
+
+#[test]
+fn new_events_appear_without_a_reload() {
+    let server = Server::start();
+    let (converter, integration) = seed_with_debug(&server);
+    run_browser(
+        "live_events.mjs",
+        &server,
+        &[
+            ("INTEGRATION_ID", integration["id"]["id"].as_str().unwrap().to_string()),
+            ("CONVERTER_ID", converter["id"]["id"].as_str().unwrap().to_string()),
+            ("ENDPOINT", endpoint(&integration)),
+        ],
+    );
+}
+
+#[test]
+fn console_is_served_with_its_headers_and_leaves_the_api_alone() {
+    let server = Server::start();
+    let get = |path: &str| ureq::get(&format!("{}{path}", server.http)).call().map_err(|e| e.to_string());
+    let index = get("/").expect("GET /");
+    assert_eq!(index.content_type(), "text/html");
+    let csp = index.header("content-security-policy").expect("a CSP").to_string();
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'") && !csp.contains("http"), "{csp}");
+    assert_eq!(index.header("cache-control"), Some("no-cache"));
+    let body = index.into_string().unwrap();
+    assert!(body.contains("/assets/js/main.js"));
+    let js = get("/assets/js/main.js").expect("main.js");
+    assert_eq!(js.content_type(), "text/javascript");
+    let vendor = get("/assets/vendor/codemirror-5.65.20/codemirror.js").expect("codemirror");
+    assert!(vendor.header("cache-control").unwrap().contains("immutable"));
+    // API paths keep the API's answers.
+    for path in ["/api/converters", "/api/nope", "/metrics", "/assets/nope.js", "/devices"] {
+        let (status, body) = server.request("GET", path, None, None);
+        match path {
+            "/api/converters" => assert_eq!(status, 401, "{path}: {body}"),
+            "/metrics" => assert_eq!(status, 200, "{path}"),
+            _ => assert_eq!((status, body["errorCode"].as_u64()), (404, Some(32)), "{path}: {body}"),
+        }
+    }
+}
