@@ -2,6 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use std::rc::Rc;
+
+use crate::cache::LruCache;
 use crate::js::JsEngine;
 use crate::{DecoderScript, Limits, ScriptError, ScriptLang};
 
@@ -9,25 +12,40 @@ use crate::{DecoderScript, Limits, ScriptError, ScriptLang};
 ///
 /// It checks the language-independent input limits, dispatches on
 /// [`ScriptLang`], and creates language engines lazily (a worker that only
-/// ever sees TBEL scripts never pays for a QuickJS runtime). A TBEL engine
-/// will be another lazily created field next to `js`. Engines whose state
+/// ever sees TBEL scripts never pays for a QuickJS runtime). TBEL scripts are
+/// parsed once per (id, version) and kept in their own cache. Engines whose state
 /// may be corrupt after an error (out of memory) are dropped here and
 /// rebuilt on the next job, so callers never have to care.
-#[derive(Debug)]
 pub struct Engine {
     limits: Limits,
     js: Option<JsEngine>,
+    /// Parsed TBEL scripts by (id, version).
+    tbel: LruCache<(uuid::Uuid, u64), Rc<coapgate_tbel::Script>>,
+    tbel_compiles: u64,
     /// Compiles done by JS engines that were discarded, so
     /// [`Engine::compile_count`] stays monotonic across rebuilds.
     retired_compiles: u64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("limits", &self.limits)
+            .field("js", &self.js)
+            .field("tbel_cached", &self.tbel.len())
+            .field("compiles", &self.compile_count())
+            .finish()
+    }
 }
 
 impl Engine {
     /// Creates an engine; language runtimes are built on first use.
     pub fn new(limits: Limits) -> Engine {
         Engine {
+            tbel: LruCache::new(limits.cache_entries),
             limits,
             js: None,
+            tbel_compiles: 0,
             retired_compiles: 0,
         }
     }
@@ -40,7 +58,9 @@ impl Engine {
     /// Total number of script compilations performed, across all languages
     /// and engine rebuilds. Cache hits do not count.
     pub fn compile_count(&self) -> u64 {
-        self.retired_compiles + self.js.as_ref().map_or(0, JsEngine::compile_count)
+        self.retired_compiles
+            + self.tbel_compiles
+            + self.js.as_ref().map_or(0, JsEngine::compile_count)
     }
 
     /// Runs `script` with the raw `payload` bytes and `metadata`.
@@ -66,9 +86,7 @@ impl Engine {
                     (result, _) => result,
                 }
             }
-            ScriptLang::Tbel => Err(ScriptError::Unsupported(
-                "TBEL scripts are not supported yet; use a JavaScript decoder".into(),
-            )),
+            ScriptLang::Tbel => self.decode_tbel(script, payload, metadata),
         }
     }
 
@@ -100,6 +118,54 @@ impl Engine {
         (result, shared)
     }
 
+    /// Runs a TBEL script, parsing it only on the first call for its (id, version).
+    fn decode_tbel(
+        &mut self,
+        script: &DecoderScript,
+        payload: &[u8],
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<serde_json::Value, ScriptError> {
+        let key = script.cache_key();
+        let compiled = match self.tbel.get(&key) {
+            Some(c) => Rc::clone(c),
+            None => {
+                self.tbel.retain(|k| k.0 != script.id);
+                self.tbel_compiles += 1;
+                let c = coapgate_tbel::Script::compile_with_limit(
+                    &script.source,
+                    &["payload", "metadata"],
+                    self.limits.max_script_chars,
+                )
+                .map_err(|e| tbel_error(e, &self.limits))?;
+                let c = Rc::new(c);
+                self.tbel.insert(key, Rc::clone(&c));
+                c
+            }
+        };
+        let run_limits = coapgate_tbel::RunLimits {
+            timeout: Some(self.limits.tbel_timeout),
+            memory_bytes: self.limits.tbel_memory_bytes,
+            stack_bytes: self.limits.max_stack_bytes,
+            ..Default::default()
+        };
+        let json = compiled
+            .decode(
+                payload,
+                metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                &run_limits,
+            )
+            .map_err(|e| tbel_error(e, &self.limits))?;
+        let chars = serde_json::to_string(&json).map_or(0, |s| s.chars().count());
+        if chars > self.limits.max_result_chars {
+            return Err(ScriptError::TooLarge {
+                what: "result (JSON chars)",
+                size: chars,
+                limit: self.limits.max_result_chars,
+            });
+        }
+        Ok(json)
+    }
+
     /// Drops the JS runtime and its compiled scripts; the next JS job builds
     /// a fresh one. Used after errors that may leave QuickJS inconsistent.
     pub fn discard_js(&mut self) {
@@ -107,6 +173,34 @@ impl Engine {
             self.retired_compiles += js.compile_count();
             tracing::debug!("discarding JS runtime and its compiled scripts");
         }
+    }
+}
+
+/// Maps an interpreter error onto the engine-independent error classes, so the
+/// pool's blocking rules apply to TBEL as to JavaScript.
+fn tbel_error(e: coapgate_tbel::TbelError, limits: &Limits) -> ScriptError {
+    use coapgate_tbel::ErrorKind;
+    let message = match e.column {
+        Some(c) => format!("{} (column {c})", e.message),
+        None => e.message.clone(),
+    };
+    match e.kind {
+        ErrorKind::Compile => ScriptError::Compile {
+            message,
+            line: e.line,
+        },
+        ErrorKind::Runtime | ErrorKind::StackOverflow => ScriptError::Runtime {
+            message,
+            line: e.line,
+            stack: None,
+        },
+        ErrorKind::Timeout => ScriptError::Timeout {
+            limit: limits.tbel_timeout,
+        },
+        ErrorKind::Memory => ScriptError::MemoryLimit {
+            limit_bytes: limits.tbel_memory_bytes,
+            message: Some(e.message.clone()),
+        },
     }
 }
 

@@ -37,10 +37,13 @@ pub enum ScriptError {
     },
     /// The script tried to use more memory than
     /// [`Limits::memory_bytes`](crate::Limits::memory_bytes) allows.
-    #[error("script memory limit exceeded ({limit_bytes} bytes)")]
+    #[error("{}", memory_text(*.limit_bytes, .message.as_deref()))]
     MemoryLimit {
         /// The limit that was exceeded.
         limit_bytes: usize,
+        /// The engine's own wording when it has one (TBEL's `Script memory overflow …!`, which
+        /// ThingsBoard users search for).
+        message: Option<String>,
     },
     /// An input or output exceeded a size limit that is checked outside the
     /// engine (script source, payload or result).
@@ -129,5 +132,12 @@ impl ScriptError {
             | ScriptError::PoolFull
             | ScriptError::Internal(_) => false,
         }
+    }
+}
+
+fn memory_text(limit_bytes: usize, message: Option<&str>) -> String {
+    match message {
+        Some(m) => m.to_string(),
+        None => format!("script memory limit exceeded ({limit_bytes} bytes)"),
     }
 }

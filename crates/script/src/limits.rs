@@ -4,6 +4,10 @@ use std::time::Duration;
 
 /// Default wall-clock budget for one compile or one decode call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default wall-clock budget of one TBEL evaluation (ThingsBoard's TBEL default).
+pub const DEFAULT_TBEL_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default memory budget of one TBEL evaluation (ThingsBoard's TBEL default, 8 MB).
+pub const DEFAULT_TBEL_MEMORY_BYTES: usize = 8 * 1024 * 1024;
 /// Default heap limit of one JavaScript runtime (one per worker thread,
 /// shared by the contexts of all scripts cached on that worker).
 pub const DEFAULT_MEMORY_BYTES: usize = 100 * 1024 * 1024;
@@ -69,6 +73,12 @@ pub struct Limits {
     /// [`Limits::max_errors`]; also how long a counted error is remembered
     /// (an error older than this no longer counts, as in ThingsBoard).
     pub block_duration: Duration,
+    /// Wall-clock budget of one TBEL evaluation (TBEL scripts compile without running,
+    /// so only evaluation is timed).
+    pub tbel_timeout: Duration,
+    /// Approximate memory one TBEL evaluation may hold (strings, list and map content);
+    /// beyond it the script fails with ThingsBoard's `Script memory overflow`.
+    pub tbel_memory_bytes: usize,
 }
 
 impl Default for Limits {
@@ -83,6 +93,8 @@ impl Default for Limits {
             cache_entries: DEFAULT_CACHE_ENTRIES,
             max_errors: DEFAULT_MAX_ERRORS,
             block_duration: DEFAULT_BLOCK_DURATION,
+            tbel_timeout: DEFAULT_TBEL_TIMEOUT,
+            tbel_memory_bytes: DEFAULT_TBEL_MEMORY_BYTES,
         }
     }
 }

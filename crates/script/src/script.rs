@@ -7,7 +7,7 @@ use std::sync::Arc;
 pub enum ScriptLang {
     /// ThingsBoard-style JavaScript (ES2020), run by QuickJS.
     Js,
-    /// ThingsBoard Expression Language; not implemented yet.
+    /// ThingsBoard Expression Language, run by the `coapgate-tbel` interpreter.
     Tbel,
 }
 

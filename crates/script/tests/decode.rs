@@ -274,7 +274,8 @@ fn memory_limit_is_enforced_and_engine_recovers() {
         assert_eq!(
             err,
             ScriptError::MemoryLimit {
-                limit_bytes: 16 * 1024 * 1024
+                limit_bytes: 16 * 1024 * 1024,
+                message: None,
             },
             "{source}"
         );
@@ -392,16 +393,13 @@ fn builtins_cannot_be_replaced_for_other_scripts() {
 }
 
 #[test]
-fn tbel_is_not_supported_yet() {
+fn tbel_scripts_run() {
     let s = DecoderScript {
         lang: ScriptLang::Tbel,
-        ..script("return 1;")
+        ..script("return {n: payload.size(), first: payload[0]};")
     };
-    let err = decode_once(&s, b"", &BTreeMap::new(), &Limits::default()).unwrap_err();
-    assert!(
-        matches!(err, ScriptError::Unsupported(ref m) if m.contains("TBEL")),
-        "{err:?}"
-    );
+    let out = decode_once(&s, &[0xFF, 1], &BTreeMap::new(), &Limits::default());
+    assert_eq!(out, Ok(json!({"n": 2, "first": -1})));
 }
 
 /// Warm-path cost of the seed script; run with

@@ -50,7 +50,8 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<()> {
     }
     let lang = if args.lang == "TBEL" { ScriptLang::Tbel } else { ScriptLang::Js };
     let script = DecoderScript { id: uuid::Uuid::nil(), version: 0, lang, source: source.into() };
-    let limits = Limits { timeout: std::time::Duration::from_millis(args.timeout_ms), ..Limits::default() };
+    let timeout = std::time::Duration::from_millis(args.timeout_ms);
+    let limits = Limits { timeout, tbel_timeout: timeout, ..Limits::default() };
     let output = decode_once(&script, &payload, &metadata, &limits).map_err(|e| anyhow::anyhow!("converter error: {e}"))?;
     println!("{}", serde_json::to_string_pretty(&output)?);
     Ok(())

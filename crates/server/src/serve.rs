@@ -63,6 +63,12 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             },
         },
     );
+    // Uplinks stored before a restart: their retransmissions are answered, not stored again.
+    let since = coapgate_storage::now_millis() - coapgate_storage::sqlite::EXCHANGE_LIFETIME_MS;
+    let restored = endpoint.restore_exchanges(store.recent_exchanges(since).context("loading recent CoAP exchanges")?);
+    if restored > 0 {
+        tracing::info!("remembering {restored} CoAP exchanges from before the restart");
+    }
     let http = TcpListener::bind(&config.http_bind)
         .await
         .with_context(|| format!("HTTP_BIND_ADDRESS/HTTP_BIND_PORT: cannot listen on tcp {}", config.http_bind))?;
@@ -91,7 +97,13 @@ fn start_script_pool(config: &Config) -> EnginePool {
     EnginePool::start(PoolConfig {
         workers: config.script_workers,
         queue_capacity: config.script_queue_capacity,
-        limits: Limits { timeout: config.js_timeout, memory_bytes: config.js_memory_bytes, ..Limits::default() },
+        limits: Limits {
+            timeout: config.js_timeout,
+            memory_bytes: config.js_memory_bytes,
+            tbel_timeout: config.tbel_timeout,
+            tbel_memory_bytes: config.tbel_memory_bytes,
+            ..Limits::default()
+        },
     })
 }
 

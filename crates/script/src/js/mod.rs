@@ -200,6 +200,7 @@ impl JsEngine {
     fn new_context(&self) -> Result<Context, ScriptError> {
         let oom = || ScriptError::MemoryLimit {
             limit_bytes: self.limits.memory_bytes,
+            message: None,
         };
         // `Context::full` gives all ES intrinsics (JSON, typed arrays, Date,
         // RegExp, Proxy, ...) but no std/os modules: scripts get no file,
@@ -383,12 +384,14 @@ impl JsEngine {
             (Some(value), _) if value.is_null() => {
                 return ScriptError::MemoryLimit {
                     limit_bytes: self.limits.memory_bytes,
+                    message: None,
                 };
             }
             (Some(value), _) => exception_info(value),
             (None, rquickjs::Error::Allocation) => {
                 return ScriptError::MemoryLimit {
                     limit_bytes: self.limits.memory_bytes,
+                    message: None,
                 };
             }
             (None, other) => ExceptionInfo {
@@ -400,6 +403,7 @@ impl JsEngine {
         if info.name.as_deref() == Some("InternalError") && info.message == "out of memory" {
             return ScriptError::MemoryLimit {
                 limit_bytes: self.limits.memory_bytes,
+                message: None,
             };
         }
         let line = info.stack.as_deref().and_then(user_line);

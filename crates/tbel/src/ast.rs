@@ -1,0 +1,188 @@
+//! The syntax tree the parser builds once and the interpreter walks many times.
+//! Variables are already resolved to slots.
+
+use std::rc::Rc;
+
+use crate::error::Pos;
+use crate::value::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+    Shl,
+    Shr,
+    UShr,
+    BitAnd,
+    BitOr,
+    BitXor,
+    Eq,
+    Ne,
+    StrictEq,
+    StrictNe,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UnOp {
+    Neg,
+    Plus,
+    Not,
+    BitNot,
+}
+
+/// Declared type of a typed declaration (`int x = ...`), for the conversion MVEL applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeclType {
+    Any,
+    Int,
+    Long,
+    Double,
+    Float,
+    Byte,
+    Short,
+    Bool,
+    Str,
+}
+
+#[derive(Debug)]
+pub(crate) enum Expr {
+    Const(Value),
+    /// Slot in the current frame.
+    Local(u32),
+    /// Slot in the top-level frame, seen from inside a function.
+    Global(u32),
+    /// A name that is no variable, function or class.
+    Unresolved(Rc<str>, Pos),
+    List(Vec<Expr>),
+    Map(Vec<(Rc<str>, Expr)>),
+    Unary(UnOp, Box<Expr>, Pos),
+    Binary(BinOp, Box<Expr>, Box<Expr>, Pos),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Ternary(Box<Expr>, Box<Expr>, Box<Expr>),
+    Assign(Box<Target>, Option<BinOp>, Box<Expr>, Pos),
+    IncDec {
+        target: Box<Target>,
+        inc: bool,
+        prefix: bool,
+        pos: Pos,
+    },
+    Prop {
+        obj: Box<Expr>,
+        name: Rc<str>,
+        null_safe: bool,
+        pos: Pos,
+    },
+    Index {
+        obj: Box<Expr>,
+        index: Box<Expr>,
+        pos: Pos,
+    },
+    Method {
+        obj: Box<Expr>,
+        name: Rc<str>,
+        args: Vec<Expr>,
+        null_safe: bool,
+        pos: Pos,
+    },
+    /// Call of a function defined in the script.
+    Call {
+        func: u32,
+        args: Vec<Expr>,
+        pos: Pos,
+    },
+    /// Call of a ThingsBoard helper (`parseBytesToInt(...)`), by name.
+    Helper {
+        name: Rc<str>,
+        args: Vec<Expr>,
+        pos: Pos,
+    },
+    /// `Class.member` or `Class.method(args)` of an allowed class.
+    Static {
+        class: &'static str,
+        member: Rc<str>,
+        args: Option<Vec<Expr>>,
+        pos: Pos,
+    },
+    /// `new Class(args)`.
+    New {
+        class: Rc<str>,
+        args: Vec<Expr>,
+        pos: Pos,
+    },
+    /// `new int[n]`, `new byte[n]`.
+    NewArray {
+        elem: DeclType,
+        size: Box<Expr>,
+        pos: Pos,
+    },
+    /// `x instanceof Type`, `x is Type`.
+    InstanceOf(Box<Expr>, Rc<str>),
+    /// Typed conversion `(int) x`.
+    Cast(DeclType, Box<Expr>, Pos),
+}
+
+#[derive(Debug)]
+pub(crate) enum Target {
+    Local(u32),
+    Global(u32),
+    Prop(Expr, Rc<str>),
+    Index(Expr, Expr),
+}
+
+#[derive(Debug)]
+pub(crate) enum Stmt {
+    Expr(Expr),
+    /// `var x = e` / `int x = e` (a declaration without value sets null).
+    Decl(u32, DeclType, Option<Expr>, Pos),
+    If(Expr, Box<Stmt>, Option<Box<Stmt>>),
+    While(Expr, Box<Stmt>),
+    DoWhile(Box<Stmt>, Expr),
+    For {
+        init: Vec<Stmt>,
+        cond: Option<Expr>,
+        update: Vec<Expr>,
+        body: Box<Stmt>,
+    },
+    Foreach {
+        slot: u32,
+        coll: Expr,
+        body: Box<Stmt>,
+        pos: Pos,
+    },
+    Block(Vec<Stmt>),
+    Return(Option<Expr>),
+    Break,
+    Continue,
+    Switch {
+        subject: Expr,
+        cases: Vec<(Option<Expr>, Vec<Stmt>)>,
+    },
+    Empty,
+}
+
+#[derive(Debug)]
+pub(crate) struct Func {
+    pub name: Rc<str>,
+    pub params: u32,
+    pub slots: u32,
+    pub slot_names: Vec<Rc<str>>,
+    pub body: Vec<Stmt>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Program {
+    pub body: Vec<Stmt>,
+    pub slots: u32,
+    pub slot_names: Vec<Rc<str>>,
+    pub funcs: Vec<Func>,
+    /// Slots of the declared inputs (`payload`, `metadata`), in order.
+    pub inputs: Vec<u32>,
+}
