@@ -8,15 +8,18 @@
 //! Modules:
 //! - [`message`]: strict RFC 7252 §3 message parser/encoder plus option, block and response helpers.
 //! - [`params`]: RFC 7252 §4.8 transmission parameters and the time spans derived from them.
+//! - [`blockwise`]: bounded server-side reassembly of RFC 7959 Block1 uploads.
 //! - [`dedup`]: bounded per-peer message-deduplication cache for a server (RFC 7252 §4.5).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod blockwise;
 pub mod dedup;
 pub mod message;
 pub mod params;
 
+pub use blockwise::{Block1Assembler, Block1Config, Block1Outcome};
 pub use dedup::{DedupCache, DedupConfig, Entry, Limit, Lookup};
 pub use message::{
     BlockOption, CoapOption, Code, FormatError, Message, MessageType, ParseError, Token,

@@ -841,6 +841,17 @@ impl Message {
         self.set_option(option::BLOCK2, block.encode());
     }
 
+    /// Size1 (RFC 7959 §4): in a request the announced body size, in a 4.13
+    /// response the largest body the server accepts; `None` if absent or malformed.
+    pub fn size1(&self) -> Option<u32> {
+        self.get_uint_option(option::SIZE1)
+    }
+
+    /// Sets the Size1 option (replacing any previous one), e.g. on a 4.13 response.
+    pub fn set_size1(&mut self, size: u32) {
+        self.set_uint_option(option::SIZE1, size);
+    }
+
     /// The first critical option number not in `recognized`, which §5.4.1
     /// says must make a CON request fail with 4.02 Bad Option (and a NON
     /// request be rejected).

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use coapgate_coap::message::{Code, Message, MessageType};
-use coapgate_coap::{DedupCache, DedupConfig, Lookup, params};
+use coapgate_coap::{Block1Assembler, Block1Config, Block1Outcome, DedupCache, DedupConfig, Lookup, params};
 use coapgate_script::EnginePool;
 use coapgate_storage::model::Exchange;
 use tokio::net::UdpSocket;
@@ -78,6 +78,7 @@ pub struct EndpointConfig {
     pub piggyback_timeout: Duration,
     pub max_in_flight: usize,
     pub dedup: DedupConfig,
+    pub block1: Block1Config,
 }
 
 /// Shared state of the endpoint. Response tasks hold it through an `Arc`.
@@ -87,6 +88,8 @@ pub struct CoapEndpoint {
     pool: Arc<EnginePool>,
     pipeline: Pipeline,
     config: EndpointConfig,
+    /// Block-wise uploads in progress, bounded in total and per peer.
+    block1: Mutex<Block1Assembler>,
     /// Exchanges seen within EXCHANGE_LIFETIME; a std mutex because it is held for microseconds
     /// and never across an await.
     dedup: Mutex<DedupCache>,
@@ -115,6 +118,7 @@ impl CoapEndpoint {
             pool,
             pipeline,
             dedup: Mutex::new(DedupCache::new(config.dedup)),
+            block1: Mutex::new(Block1Assembler::new(config.block1)),
             config,
             in_flight: AtomicUsize::new(0),
             next_message_id: AtomicU16::new(rand::random()),
@@ -225,7 +229,35 @@ impl CoapEndpoint {
         }
         match self.route(&request) {
             Err(reply) => self.answer_now(&request, peer, reply),
-            Ok(route) => self.start_uplink(request, peer, route),
+            Ok(route) => self.reassemble(request, peer, route),
+        }
+    }
+
+    /// Block-wise uploads (RFC 7959 Block1): blocks are collected until the body is complete,
+    /// which then travels the pipeline like a single-datagram uplink. Also enforces the body
+    /// limit on plain requests (4.13 with Size1).
+    fn reassemble(self: &Arc<Self>, mut request: Message, peer: SocketAddr, route: Arc<Route>) {
+        let outcome = self.block1.lock().unwrap_or_else(|e| e.into_inner()).offer(peer, &request, Instant::now());
+        match outcome {
+            Block1Outcome::NotBlockwise => self.start_uplink(request, peer, route),
+            Block1Outcome::Complete { body, .. } => {
+                if body.is_empty() {
+                    return self.answer_now(&request, peer, Reply::bad_request("Payload is empty"));
+                }
+                // The final response echoes this last block's Block1 (see `frame`).
+                request.payload = body;
+                self.start_uplink(request, peer, route)
+            }
+            other => {
+                let code = other.response_code().unwrap_or(Code::BAD_REQUEST);
+                let mut reply = if code == Code::SERVICE_UNAVAILABLE { Reply::overloaded() } else { Reply::new(code, "") };
+                if code == Code::REQUEST_ENTITY_INCOMPLETE {
+                    reply.payload = b"Request Entity Incomplete".to_vec();
+                }
+                let mut response = self.frame(&request, &reply);
+                other.add_response_options(&mut response);
+                self.answer_with(&request, peer, response.encode().into());
+            }
         }
     }
 
@@ -258,7 +290,7 @@ impl CoapEndpoint {
             (true, SecurityMode::NoSecure) => return Err(Reply::bad_request("No secure connection is not allowed")),
             _ => {}
         }
-        if request.payload.is_empty() {
+        if request.payload.is_empty() && request.block1().is_none() {
             return Err(Reply::bad_request("Payload is empty"));
         }
         Ok(route)
@@ -276,6 +308,10 @@ impl CoapEndpoint {
         }
         if let Some(format) = reply.content_format {
             response.set_uint_option(coapgate_coap::message::option::CONTENT_FORMAT, format);
+        }
+        // The final response of a block-wise upload echoes its last block (RFC 7959 §2.3).
+        if let Some(block) = request.block1().filter(|b| !b.more()) {
+            response.set_block1(block);
         }
         response
     }

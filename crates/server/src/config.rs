@@ -41,6 +41,11 @@ const SETTINGS: &[Setting] = &[
         default: "20000",
         help: "uplinks accepted but not yet answered; above it requests get 5.03 Service Unavailable",
     },
+    Setting {
+        name: "COAP_MAX_BODY_BYTES",
+        default: "65536",
+        help: "largest uplink body, block-wise (RFC 7959) included; larger ones get 4.13 with Size1",
+    },
     Setting { name: "COAP_DEDUP_MAX_ENTRIES", default: "500000", help: "message-deduplication entries kept in memory" },
     Setting {
         name: "COAP_DEDUP_MAX_ENTRIES_PER_PEER",
@@ -80,6 +85,7 @@ pub struct Config {
     pub dtls_enabled: bool,
     pub piggyback_timeout: Duration,
     pub max_in_flight: usize,
+    pub max_body_bytes: usize,
     pub dedup_max_entries: usize,
     pub dedup_max_entries_per_peer: usize,
     pub data_dir: PathBuf,
@@ -164,6 +170,7 @@ impl Config {
             dtls_enabled: parse_bool(v, "COAP_DTLS_ENABLED")?,
             piggyback_timeout: Duration::from_millis(parse(v, "COAP_PIGGYBACK_TIMEOUT_MS")?),
             max_in_flight: positive(v, "COAP_MAX_IN_FLIGHT")?,
+            max_body_bytes: positive(v, "COAP_MAX_BODY_BYTES")?,
             dedup_max_entries: positive(v, "COAP_DEDUP_MAX_ENTRIES")?,
             dedup_max_entries_per_peer: positive(v, "COAP_DEDUP_MAX_ENTRIES_PER_PEER")?,
             data_dir,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use coapgate_coap::DedupConfig;
+use coapgate_coap::{Block1Config, DedupConfig};
 use coapgate_script::{EnginePool, Limits, PoolConfig};
 use coapgate_storage::{SqliteStore, Store};
 use tokio::net::{TcpListener, UdpSocket};
@@ -61,6 +61,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
                 max_entries_per_peer: config.dedup_max_entries_per_peer,
                 ..DedupConfig::default()
             },
+            block1: Block1Config { max_body: config.max_body_bytes, ..Block1Config::default() },
         },
     );
     // Uplinks stored before a restart: their retransmissions are answered, not stored again.
