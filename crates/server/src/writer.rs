@@ -95,6 +95,9 @@ fn run(mut writer: Box<dyn UplinkWriter>, rx: Receiver<WriteJob>, config: Writer
             }
         }
         commit_batch(writer.as_mut(), &mut batch, stats);
+        if let Err(e) = writer.maintain() {
+            tracing::warn!("storage upkeep failed (will retry): {e}");
+        }
     }
 }
 

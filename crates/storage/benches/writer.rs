@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coapgate_storage::model::{EntityUpdate, KvValue, UplinkRecord};
+use coapgate_storage::model::{EntityUpdate, Exchange, KvValue, UplinkRecord};
 use coapgate_storage::{SqliteStore, Store};
 
 fn record(device: usize, ts: i64) -> UplinkRecord {
@@ -20,7 +20,13 @@ fn record(device: usize, ts: i64) -> UplinkRecord {
         received_ts: ts,
         update_only_keys: Arc::from(Vec::new()),
         entities: vec![update],
-        exchange: None,
+        // Every CoAP uplink carries its exchange for crash-safe deduplication.
+        exchange: Some(Exchange {
+            peer: format!("10.0.{}.{}:5683", device / 250, device % 250),
+            message_id: ts as u16,
+            ts,
+            response: vec![0x61, 0x41, (ts >> 8) as u8, ts as u8, 0x01],
+        }),
     }
 }
 
@@ -45,6 +51,7 @@ fn main() {
                 record((ts as usize + i) % 1000, ts)
             }).collect();
             writer.commit(&batch).unwrap();
+            writer.maintain().unwrap();
             records += batch_size as u64;
         }
         let secs = started.elapsed().as_secs_f64();

@@ -156,6 +156,12 @@ pub trait UplinkWriter: Send {
     /// may not be created), and rejected records never affect the others. Customers, profiles
     /// and entity groups an uplink needs are created in the same transaction as its entities.
     fn commit(&mut self, batch: &[UplinkRecord]) -> Result<Vec<Result<UplinkOutcome, UplinkRejection>>>;
+
+    /// Background upkeep between commits (e.g. moving new points into their final table). Called
+    /// by the writer thread when it is idle or after a commit; must keep its pauses short.
+    fn maintain(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -62,16 +62,22 @@ CREATE TABLE IF NOT EXISTS entity_group (
 CREATE TABLE IF NOT EXISTS entity_group_member (
     group_id BLOB NOT NULL, entity_id BLOB NOT NULL, PRIMARY KEY (group_id, entity_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entity_group_member_by_entity ON entity_group_member (entity_id);
-CREATE TABLE IF NOT EXISTS coap_exchange (
-    peer TEXT NOT NULL, message_id INTEGER NOT NULL, ts INTEGER NOT NULL, response BLOB NOT NULL,
-    PRIMARY KEY (peer, message_id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS coap_exchange_ts ON coap_exchange (ts);
+-- Append-only (rowid order is arrival order): a keyed table would dirty a random page per uplink.
+CREATE TABLE IF NOT EXISTS coap_exchange_log (
+    ts INTEGER NOT NULL, peer TEXT NOT NULL, message_id INTEGER NOT NULL, response BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS coap_exchange_log_ts ON coap_exchange_log (ts);
 CREATE TABLE IF NOT EXISTS event (
     id BLOB PRIMARY KEY, created_time INTEGER NOT NULL, entity_type TEXT NOT NULL,
     entity_id BLOB NOT NULL, event_type TEXT NOT NULL, uid TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS event_by_entity ON event (entity_id, event_type, created_time);
 CREATE INDEX IF NOT EXISTS event_by_time ON event (created_time);
 CREATE TABLE IF NOT EXISTS key_dictionary (key_id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
+-- New time-series points land here first, in arrival order: an uplink's commit then writes a
+-- few pages at the end of this table instead of one random leaf of ts_kv per device and key.
+-- The writer moves them into ts_kv in sorted chunks (`compact_recent`); reads look at both.
+CREATE TABLE IF NOT EXISTS ts_kv_recent (
+    entity_id BLOB NOT NULL, key INTEGER NOT NULL, ts INTEGER NOT NULL,
+    bool_v INTEGER, long_v INTEGER, dbl_v REAL, str_v TEXT, json_v TEXT);
 CREATE TABLE IF NOT EXISTS ts_kv (
     entity_id BLOB NOT NULL, key INTEGER NOT NULL, ts INTEGER NOT NULL,
     bool_v INTEGER, long_v INTEGER, dbl_v REAL, str_v TEXT, json_v TEXT,
@@ -201,6 +207,7 @@ impl SqliteStore {
             let tx = c.transaction()?;
             let n = tx.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id])?;
             tx.execute("DELETE FROM ts_kv WHERE entity_id = ?1", [id])?;
+            tx.execute("DELETE FROM ts_kv_recent WHERE entity_id = ?1", [id])?;
             tx.execute("DELETE FROM ts_kv_latest WHERE entity_id = ?1", [id])?;
             tx.execute("DELETE FROM attribute_kv WHERE entity_id = ?1", [id])?;
             tx.execute("DELETE FROM entity_group_member WHERE entity_id = ?1", [id])?;
@@ -848,9 +855,16 @@ impl Store for SqliteStore {
     fn timeseries_history(&self, entity_id: Uuid, query: &HistoryQuery) -> Result<Vec<(String, Vec<TsValue>)>> {
         self.with_conn(|c| {
             let order = if query.descending { "DESC" } else { "ASC" };
+            // Points are in ts_kv or, until compacted, in ts_kv_recent; for a timestamp in both,
+            // the recent one is the newer write (max(src) picks its row's columns).
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv \
-                 WHERE entity_id = ?1 AND key = ?2 AND ts >= ?3 AND ts <= ?4 ORDER BY ts {order} LIMIT ?5"
+                "SELECT ts, bool_v, long_v, dbl_v, str_v, json_v, max(src) FROM ( \
+                   SELECT ts, bool_v, long_v, dbl_v, str_v, json_v, 0 AS src FROM ts_kv \
+                     WHERE entity_id = ?1 AND key = ?2 AND ts >= ?3 AND ts <= ?4 \
+                   UNION ALL \
+                   SELECT ts, bool_v, long_v, dbl_v, str_v, json_v, rowid AS src FROM ts_kv_recent \
+                     WHERE entity_id = ?1 AND key = ?2 AND ts >= ?3 AND ts <= ?4) \
+                 GROUP BY ts ORDER BY ts {order} LIMIT ?5"
             ))?;
             let mut out = Vec::new();
             for (key, key_id) in key_ids(c, &query.keys)? {
@@ -990,8 +1004,11 @@ impl Store for SqliteStore {
 
     fn recent_exchanges(&self, since: Millis) -> Result<Vec<Exchange>> {
         self.with_conn(|c| {
+            // The newest exchange wins when a peer reused a Message ID within the window
+            // (SQLite returns the row of max() for the bare columns).
             let mut stmt = c.prepare_cached(
-                "SELECT peer, message_id, ts, response FROM coap_exchange WHERE ts >= ?1 ORDER BY ts",
+                "SELECT peer, message_id, max(ts), response FROM coap_exchange_log WHERE ts >= ?1 \
+                 GROUP BY peer, message_id ORDER BY 3",
             )?;
             let rows = stmt
                 .query_map([since], |r| {
@@ -1016,6 +1033,9 @@ impl Store for SqliteStore {
             generation: self.generation.clone(),
             seen_generation: self.generation.load(Ordering::SeqCst),
             last_exchange_cleanup: std::time::Instant::now(),
+            // Points left in ts_kv_recent by a previous run get compacted on the first chance.
+            recent_rows: std::cell::Cell::new(1),
+            last_compaction: std::time::Instant::now() - COMPACT_EVERY,
         }))
     }
 }
@@ -1031,7 +1051,16 @@ pub struct SqliteUplinkWriter {
     seen_generation: u64,
     /// When remembered exchanges older than their lifetime were last deleted.
     last_exchange_cleanup: std::time::Instant,
+    /// Points written to ts_kv_recent since the last compaction, and when that was.
+    recent_rows: std::cell::Cell<u64>,
+    last_compaction: std::time::Instant,
 }
+
+/// Compact when this many points are waiting, or when any have waited this long.
+const COMPACT_ROWS: u64 = 20_000;
+const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// Most points moved in one compaction transaction, to bound how long it holds the writer.
+const COMPACT_CHUNK: i64 = 50_000;
 
 /// How long a stored exchange is remembered: CoAP's EXCHANGE_LIFETIME (RFC 7252 §4.8.2).
 pub const EXCHANGE_LIFETIME_MS: Millis = 247_000;
@@ -1053,6 +1082,23 @@ fn start_checkpointer(path: &Path) -> Result<()> {
         })
         .map_err(|e| StorageError::Other(format!("cannot start the checkpoint thread: {e}")))?;
     Ok(())
+}
+
+impl SqliteUplinkWriter {
+    /// The concrete writer, for tests that drive compaction directly.
+    #[cfg(test)]
+    fn open_for_test(store: &SqliteStore) -> SqliteUplinkWriter {
+        let conn = open_connection(&store.path).unwrap();
+        SqliteUplinkWriter {
+            conn,
+            cache: WriterCache::default(),
+            generation: store.generation.clone(),
+            seen_generation: store.generation.load(Ordering::SeqCst),
+            last_exchange_cleanup: std::time::Instant::now(),
+            recent_rows: std::cell::Cell::new(0),
+            last_compaction: std::time::Instant::now(),
+        }
+    }
 }
 
 /// Name → id maps, one per device/asset kind.
@@ -1276,15 +1322,39 @@ impl SqliteUplinkWriter {
             .optional()?)
     }
 
-    /// Stores the exchange in the uplink's transaction. A Message ID reused by the same peer
-    /// after the lifetime (or by a restarted device) replaces the old row.
+    /// Appends the exchange in the uplink's transaction; reading takes the newest per
+    /// (peer, Message ID), so a reused Message ID needs no update in place.
     fn remember_exchange(&self, e: &Exchange) -> Result<()> {
         self.conn
-            .prepare_cached(
-                "INSERT INTO coap_exchange (peer, message_id, ts, response) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (peer, message_id) DO UPDATE SET ts = excluded.ts, response = excluded.response",
-            )?
-            .execute(params![e.peer, e.message_id, e.ts, e.response])?;
+            .prepare_cached("INSERT INTO coap_exchange_log (ts, peer, message_id, response) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![e.ts, e.peer, e.message_id, e.response])?;
+        Ok(())
+    }
+
+    /// Moves up to [`COMPACT_CHUNK`] of the oldest recent points into ts_kv, sorted by key so
+    /// each B-tree leaf is written once per chunk instead of once per uplink. One transaction:
+    /// a crash leaves every point in exactly one of the two tables.
+    fn compact_recent(&mut self) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let bounds: (Option<i64>, Option<i64>) =
+            tx.query_row("SELECT min(rowid), max(rowid) FROM ts_kv_recent", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let (Some(first), Some(last)) = bounds else {
+            tx.commit()?;
+            self.recent_rows.set(0);
+            return Ok(());
+        };
+        let upto = last.min(first + COMPACT_CHUNK - 1);
+        tx.execute(
+            "INSERT INTO ts_kv (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
+             SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent \
+             WHERE rowid <= ?1 ORDER BY entity_id, key, ts, rowid \
+             ON CONFLICT (entity_id, key, ts) DO UPDATE SET bool_v = excluded.bool_v, long_v = excluded.long_v, \
+             dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v",
+            [upto],
+        )?;
+        tx.execute("DELETE FROM ts_kv_recent WHERE rowid <= ?1", [upto])?;
+        tx.commit()?;
+        self.recent_rows.set(if upto < last { (last - upto) as u64 } else { 0 });
         Ok(())
     }
 
@@ -1328,12 +1398,11 @@ impl SqliteUplinkWriter {
                     let (b, l, d, s, j) = kv_columns(value);
                     self.conn
                         .prepare_cached(
-                            "INSERT INTO ts_kv (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (entity_id, key, ts) DO UPDATE SET \
-                             bool_v = excluded.bool_v, long_v = excluded.long_v, dbl_v = excluded.dbl_v, \
-                             str_v = excluded.str_v, json_v = excluded.json_v",
+                            "INSERT INTO ts_kv_recent (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                         )?
                         .execute(params![id, key_id, ts, b, l, d, s, j])?;
+                    self.recent_rows.set(self.recent_rows.get() + 1);
                     self.conn
                         .prepare_cached(
                             "INSERT INTO ts_kv_latest (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
@@ -1367,6 +1436,15 @@ impl SqliteUplinkWriter {
 }
 
 impl UplinkWriter for SqliteUplinkWriter {
+    fn maintain(&mut self) -> Result<()> {
+        let waiting = self.recent_rows.get();
+        if waiting >= COMPACT_ROWS || (waiting > 0 && self.last_compaction.elapsed() >= COMPACT_EVERY) {
+            self.last_compaction = std::time::Instant::now();
+            self.compact_recent()?;
+        }
+        Ok(())
+    }
+
     fn commit(
         &mut self,
         batch: &[UplinkRecord],
@@ -1397,7 +1475,7 @@ impl UplinkWriter for SqliteUplinkWriter {
         if self.last_exchange_cleanup.elapsed() >= std::time::Duration::from_secs(10) {
             self.last_exchange_cleanup = std::time::Instant::now();
             self.conn
-                .prepare_cached("DELETE FROM coap_exchange WHERE ts < ?1")?
+                .prepare_cached("DELETE FROM coap_exchange_log WHERE ts < ?1")?
                 .execute([crate::now_millis() - EXCHANGE_LIFETIME_MS])?;
         }
         if let Err(e) = self.conn.execute_batch("COMMIT") {
@@ -1454,6 +1532,40 @@ mod tests {
             entities,
             exchange: None,
         }
+    }
+
+    #[test]
+    fn recent_points_read_the_same_before_and_after_compaction() {
+        let (_dir, store) = temp_store();
+        let mut raw = SqliteUplinkWriter::open_for_test(&store);
+        for ts in 1..=5 {
+            raw.commit(&[record("A", true, ts, vec![("t", KvValue::Long(ts))])]).unwrap();
+        }
+        let id = store.device_by_name("A").unwrap().unwrap().id;
+        let read = || {
+            store
+                .timeseries_history(id, &HistoryQuery { keys: vec!["t".into()], start_ts: 0, end_ts: 10, limit: 100, descending: false })
+                .unwrap()
+        };
+        let before = read();
+        assert_eq!(before[0].1.len(), 5);
+        raw.compact_recent().unwrap();
+        assert_eq!(read(), before, "same points once moved into ts_kv");
+        // A rewrite of an already compacted timestamp wins over the old value, before and
+        // after its own compaction.
+        raw.commit(&[record("A", true, 3, vec![("t", KvValue::Long(33))])]).unwrap();
+        let rewritten = read();
+        assert_eq!(rewritten[0].1[2], TsValue { ts: 3, value: KvValue::Long(33) });
+        assert_eq!(rewritten[0].1.len(), 5);
+        raw.compact_recent().unwrap();
+        assert_eq!(read(), rewritten);
+        assert_eq!(raw.recent_rows.get(), 0);
+        // Deleting the device removes points from both tables.
+        raw.commit(&[record("A", true, 9, vec![("t", KvValue::Long(9))])]).unwrap();
+        store.delete_device(id).unwrap();
+        let conn = open_connection(&store.path).unwrap();
+        let left: i64 = conn.query_row("SELECT (SELECT count(*) FROM ts_kv) + (SELECT count(*) FROM ts_kv_recent)", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0);
     }
 
     #[test]
