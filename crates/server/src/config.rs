@@ -71,7 +71,7 @@ const SETTINGS: &[Setting] = &[
     Setting { name: "WRITER_MAX_BATCH", default: "2000", help: "most uplinks committed in one transaction" },
     Setting {
         name: "WRITER_BATCH_WINDOW_MS",
-        default: "1",
+        default: "0",
         help: "how long the writer waits for more uplinks before committing a partial batch",
     },
 ];
