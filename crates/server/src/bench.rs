@@ -41,9 +41,14 @@ pub struct BenchArgs {
     /// Method.
     #[arg(long, value_parser = ["post", "put"], default_value = "post")]
     method: String,
-    /// Payload template: {device} is the device number, {seq} the request number, {ts} now in ms.
-    #[arg(long, default_value = "SN-{device},default,temperature,25.7,humidity,69")]
+    /// Payload template: {device} is the simulating socket's number, {name} the device name
+    /// number (see --names), {seq} the request number, {ts} now in ms.
+    #[arg(long, default_value = "SN-{name},default,temperature,25.7,humidity,69")]
     payload: String,
+    /// How many distinct device names {name} cycles through (default: --devices). More names
+    /// than sockets simulate a large fleet without a socket per device.
+    #[arg(long)]
+    names: Option<u64>,
     /// Content-Format of the payload (0 = text/plain).
     #[arg(long, default_value_t = 0)]
     content_format: u32,
@@ -204,6 +209,7 @@ impl Device {
             .args
             .payload
             .replace("{device}", &self.number.to_string())
+            .replace("{name}", &(seq % self.args.names.unwrap_or(self.args.devices as u64).max(1)).to_string())
             .replace("{seq}", &seq.to_string())
             .replace("{ts}", &coapgate_storage::now_millis().to_string())
             .into_bytes();
