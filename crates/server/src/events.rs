@@ -23,6 +23,9 @@ pub const MAX_TEXT_CHARS: usize = 4096;
 pub const MAX_DEBUG_ALL: Duration = Duration::from_secs(15 * 60);
 
 const QUEUE_CAPACITY: usize = 20_000;
+/// Events one entity may record per second; more are dropped and counted. A converter failing on
+/// every uplink of a flood would otherwise write as many events as the flood has uplinks.
+const MAX_EVENTS_PER_ENTITY_PER_SECOND: u32 = 100;
 const BATCH: usize = 1_000;
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const EXPIRE_EVERY: Duration = Duration::from_secs(600);
@@ -124,7 +127,10 @@ pub struct EventSink {
     tx: Sender<Event>,
     server: String,
     stats: Mutex<HashMap<Uuid, Arc<Counters>>>,
+    /// Per entity: the second (since the epoch) being counted and how many events it recorded.
+    rate: Mutex<HashMap<Uuid, (i64, u32)>>,
     pub dropped: AtomicU64,
+    pub rate_limited: AtomicU64,
     pub recorded: AtomicU64,
 }
 
@@ -141,7 +147,9 @@ impl EventSink {
             tx,
             server,
             stats: Mutex::new(HashMap::new()),
+            rate: Mutex::new(HashMap::new()),
             dropped: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
             recorded: AtomicU64::new(0),
         });
         let thread_sink = Arc::downgrade(&sink);
@@ -152,13 +160,36 @@ impl EventSink {
         sink
     }
 
+    /// Whether `entity` may record one more event this second.
+    fn within_rate(&self, entity: Uuid, now: Millis) -> bool {
+        let second = now / 1000;
+        let mut rate = self.rate.lock().unwrap_or_else(|e| e.into_inner());
+        if rate.len() > 10_000 {
+            rate.retain(|_, (s, _)| *s == second);
+        }
+        let slot = rate.entry(entity).or_insert((second, 0));
+        if slot.0 != second {
+            *slot = (second, 0);
+        }
+        slot.1 += 1;
+        slot.1 <= MAX_EVENTS_PER_ENTITY_PER_SECOND
+    }
+
     fn push(&self, entity_kind: EntityKind, entity_id: Uuid, event_type: &str, mut body: Value) {
+        let now = coapgate_storage::now_millis();
+        // Lifecycle and statistics events are rare and always kept.
+        if (event_type == "DEBUG_INTEGRATION" || event_type == "DEBUG_CONVERTER" || event_type == "ERROR")
+            && !self.within_rate(entity_id, now)
+        {
+            self.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if let Value::Object(map) = &mut body {
             map.insert("server".into(), Value::String(self.server.clone()));
         }
         let event = Event {
             id: Uuid::new_v4(),
-            created_time: coapgate_storage::now_millis(),
+            created_time: now,
             entity_kind,
             entity_id,
             event_type: event_type.into(),

@@ -51,6 +51,12 @@ impl Metrics {
         metric("coapgate_writer_failed_commits_total", "counter", "commits that failed (nothing acknowledged)", &[("", load(&w.failed_commits))]);
         metric("coapgate_events_recorded_total", "counter", "events stored", &[("", load(&self.events.recorded))]);
         metric("coapgate_events_dropped_total", "counter", "events dropped because their queue was full", &[("", load(&self.events.dropped))]);
+        metric(
+            "coapgate_events_rate_limited_total",
+            "counter",
+            "debug and error events dropped because their entity recorded too many that second",
+            &[("", load(&self.events.rate_limited))],
+        );
         metric("coapgate_events_queue_depth", "gauge", "events waiting to be stored", &[("", self.events.queue_len() as u64)]);
         out
     }

@@ -66,11 +66,6 @@ CREATE INDEX IF NOT EXISTS entity_group_member_by_entity ON entity_group_member 
 CREATE TABLE IF NOT EXISTS coap_exchange_log (
     ts INTEGER NOT NULL, peer TEXT NOT NULL, message_id INTEGER NOT NULL, response BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS coap_exchange_log_ts ON coap_exchange_log (ts);
-CREATE TABLE IF NOT EXISTS event (
-    id BLOB PRIMARY KEY, created_time INTEGER NOT NULL, entity_type TEXT NOT NULL,
-    entity_id BLOB NOT NULL, event_type TEXT NOT NULL, uid TEXT NOT NULL, body TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS event_by_entity ON event (entity_id, event_type, created_time);
-CREATE INDEX IF NOT EXISTS event_by_time ON event (created_time);
 CREATE TABLE IF NOT EXISTS key_dictionary (key_id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
 -- New time-series points land here first, in arrival order: an uplink's commit then writes a
 -- few pages at the end of this table instead of one random leaf of ts_kv per device and key.
@@ -96,6 +91,18 @@ CREATE TABLE IF NOT EXISTS attribute_kv (
 /// The largest page any list returns, whatever the caller asks for.
 const MAX_PAGE_SIZE: u32 = 10_000;
 
+/// Events live in a database file of their own (`<name>-events.db` beside the main one): they
+/// are diagnostics written at up to the uplink rate, and sharing the main file's single write
+/// lock would make uplink commits wait for them. Not fsynced on every commit (WAL with
+/// synchronous=NORMAL stays consistent after a crash; the newest events may be lost).
+const EVENTS_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS event (
+    id BLOB PRIMARY KEY, created_time INTEGER NOT NULL, entity_type TEXT NOT NULL,
+    entity_id BLOB NOT NULL, event_type TEXT NOT NULL, uid TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS event_by_entity ON event (entity_id, event_type, created_time);
+CREATE INDEX IF NOT EXISTS event_by_time ON event (created_time);
+"#;
+
 /// How long a connection waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -104,6 +111,9 @@ pub struct SqliteStore {
     tenant_id: Uuid,
     /// Idle connections for reads and entity edits; a caller takes one and puts it back.
     pool: Mutex<Vec<Connection>>,
+    /// The events database (see [`EVENTS_SCHEMA`]); one connection, used by the event recorder
+    /// and the events API.
+    events: Mutex<Connection>,
     /// Bumped whenever an entity the writer caches by name (device, asset, profile, customer,
     /// entity group) is deleted, so the writer drops its caches.
     generation: Arc<AtomicU64>,
@@ -135,12 +145,21 @@ impl SqliteStore {
                 )?;
             }
         }
+        let events = Connection::open(events_path(path))?;
+        events.busy_timeout(BUSY_TIMEOUT)?;
+        events.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+        events.execute_batch(EVENTS_SCHEMA)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             tenant_id,
+            events: Mutex::new(events),
             pool: Mutex::new(vec![conn]),
             generation: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    fn with_events<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        f(&mut self.events.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
@@ -286,6 +305,12 @@ const GROUPS: Listing = Listing { table: "entity_group", columns: GROUP_COLUMNS,
 const DEVICE_MEMBERS: Listing =
     Listing { table: "device", columns: MEMBER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
 const ASSET_MEMBERS: Listing = Listing { table: "asset", columns: MEMBER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
+
+/// `…/coapgate.db` → `…/coapgate-events.db`.
+fn events_path(path: &Path) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "coapgate".into());
+    path.with_file_name(format!("{stem}-events.db"))
+}
 
 fn open_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
@@ -913,7 +938,7 @@ impl Store for SqliteStore {
     }
 
     fn insert_events(&self, events: &[Event]) -> Result<()> {
-        self.with_conn(|c| {
+        self.with_events(|c| {
             let tx = c.transaction()?;
             {
                 let mut stmt = tx.prepare_cached(
@@ -967,7 +992,7 @@ impl Store for SqliteStore {
         let order = if query.page.sort_property.is_some() && !query.page.sort_descending { "ASC" } else { "DESC" };
         let size = query.page.page_size.clamp(1, MAX_PAGE_SIZE);
         let offset = u64::from(query.page.page) * u64::from(size);
-        self.with_conn(|c| {
+        self.with_events(|c| {
             let total: u64 =
                 c.query_row(&format!("SELECT COUNT(*) FROM event WHERE {where_clause}"), params_from_iter(args.iter()), |r| {
                     r.get(0)
@@ -995,11 +1020,11 @@ impl Store for SqliteStore {
     }
 
     fn delete_events_before(&self, ts: Millis) -> Result<u64> {
-        self.with_conn(|c| Ok(c.execute("DELETE FROM event WHERE created_time < ?1", [ts])? as u64))
+        self.with_events(|c| Ok(c.execute("DELETE FROM event WHERE created_time < ?1", [ts])? as u64))
     }
 
     fn delete_events_of(&self, entity_id: Uuid) -> Result<u64> {
-        self.with_conn(|c| Ok(c.execute("DELETE FROM event WHERE entity_id = ?1", [entity_id])? as u64))
+        self.with_events(|c| Ok(c.execute("DELETE FROM event WHERE entity_id = ?1", [entity_id])? as u64))
     }
 
     fn recent_exchanges(&self, since: Millis) -> Result<Vec<Exchange>> {
