@@ -76,7 +76,12 @@ fn acknowledged_uplinks_survive_kill_9_and_retransmissions_are_stored_once() {
     let port = server.coap.port();
     let converter = server.create_converter(
         "seq",
-        "var t = decodeToString(payload).split(','); return {deviceName: t[0], telemetry: {seq: parseInt(t[1])}};",
+        // Each uplink gets its own timestamp (seq * 1000 plus the milliseconds of processing
+        // time): two sequence numbers never share one, and storing the same uplink twice gives
+        // two points. (Server time alone can repeat within a millisecond for a fast device, and
+        // points of one key at one timestamp are one point, as in ThingsBoard.)
+        "var t = decodeToString(payload).split(','); var seq = parseInt(t[1]); \
+         return {deviceName: t[0], telemetry: {ts: seq * 1000 + Date.now() % 1000, values: {seq: seq}}};",
     );
     let integration = server.create_integration("crash", &converter, json!({}));
     let path = endpoint_path(&integration);
