@@ -1,4 +1,6 @@
-//! The plain CoAP endpoint: one UDP socket, the message layer, and the hand-off to the pipeline.
+//! A CoAP endpoint: the message layer and the hand-off to the pipeline, over one transport —
+//! plain UDP, or DTLS (whose receive loop in `dtls_endpoint` hands decrypted datagrams to the
+//! very same [`CoapEndpoint::handle_datagram`], and whose sends are encrypted per session).
 //!
 //! The receive loop only parses, deduplicates, routes and submits; it never waits on a script or
 //! the database. Each accepted uplink travels socket → script pool → writer → commit, and its
@@ -23,6 +25,9 @@ use coapgate_storage::model::Exchange;
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
+use coapgate_dtls::PeerInfo;
+
+use crate::dtls_endpoint::DtlsTransport;
 use crate::pipeline::Pipeline;
 use crate::registry::{Registry, Route, SecurityMode};
 
@@ -81,9 +86,15 @@ pub struct EndpointConfig {
     pub block1: Block1Config,
 }
 
+/// How an endpoint's datagrams travel.
+pub enum Transport {
+    Udp(Arc<UdpSocket>),
+    Dtls(Arc<DtlsTransport>),
+}
+
 /// Shared state of the endpoint. Response tasks hold it through an `Arc`.
 pub struct CoapEndpoint {
-    socket: Arc<UdpSocket>,
+    transport: Transport,
     registry: Arc<Registry>,
     pool: Arc<EnginePool>,
     pipeline: Pipeline,
@@ -104,6 +115,9 @@ pub struct CoapEndpoint {
     secure: bool,
 }
 
+/// Whose request this is, beyond the address: the DTLS session's peer, if any.
+type Auth<'a> = Option<&'a PeerInfo>;
+
 impl CoapEndpoint {
     pub fn new(
         socket: UdpSocket,
@@ -112,8 +126,20 @@ impl CoapEndpoint {
         pipeline: Pipeline,
         config: EndpointConfig,
     ) -> Arc<CoapEndpoint> {
+        CoapEndpoint::with_transport(Transport::Udp(Arc::new(socket)), registry, pool, pipeline, config)
+    }
+
+    /// An endpoint over `transport`; a DTLS transport makes it the secure endpoint.
+    pub fn with_transport(
+        transport: Transport,
+        registry: Arc<Registry>,
+        pool: Arc<EnginePool>,
+        pipeline: Pipeline,
+        config: EndpointConfig,
+    ) -> Arc<CoapEndpoint> {
+        let secure = matches!(transport, Transport::Dtls(_));
         Arc::new(CoapEndpoint {
-            socket: Arc::new(socket),
+            transport,
             registry,
             pool,
             pipeline,
@@ -124,7 +150,7 @@ impl CoapEndpoint {
             next_message_id: AtomicU16::new(rand::random()),
             awaiting_ack: Mutex::new(HashMap::new()),
             stats: EndpointStats::default(),
-            secure: false,
+            secure,
         })
     }
 
@@ -137,17 +163,32 @@ impl CoapEndpoint {
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.socket.local_addr()
+        match &self.transport {
+            Transport::Udp(socket) => socket.local_addr(),
+            Transport::Dtls(dtls) => dtls.local_addr(),
+        }
+    }
+
+    /// The DTLS transport, for the DTLS endpoint.
+    pub fn dtls(&self) -> Option<&Arc<DtlsTransport>> {
+        match &self.transport {
+            Transport::Dtls(dtls) => Some(dtls),
+            Transport::Udp(_) => None,
+        }
     }
 
     /// The receive loop. Errors on one datagram never end it.
     pub async fn run(self: Arc<Self>) {
+        let socket = match &self.transport {
+            Transport::Udp(socket) => socket.clone(),
+            Transport::Dtls(dtls) => return crate::dtls_endpoint::run(self.clone(), dtls.clone()).await,
+        };
         let mut buf = vec![0u8; 65_536];
         loop {
-            match self.socket.recv_from(&mut buf).await {
+            match socket.recv_from(&mut buf).await {
                 Ok((n, peer)) => {
                     self.stats.datagrams.fetch_add(1, Ordering::Relaxed);
-                    self.handle_datagram(&buf[..n], peer);
+                    self.handle_datagram(&buf[..n], peer, None);
                 }
                 // ICMP port-unreachable from an earlier send surfaces here on Linux; not fatal.
                 Err(e) => tracing::debug!("coap receive error: {e}"),
@@ -156,10 +197,15 @@ impl CoapEndpoint {
     }
 
     fn send(&self, bytes: &[u8], peer: SocketAddr) {
-        // UDP sends do not block for long; try_send_to avoids an await in the receive loop. A
-        // full socket buffer drops the datagram, which CoAP's retransmission covers.
-        if let Err(e) = self.socket.try_send_to(bytes, peer) {
-            tracing::debug!("coap send to {peer} failed: {e}");
+        match &self.transport {
+            // UDP sends do not block for long; try_send_to avoids an await in the receive loop. A
+            // full socket buffer drops the datagram, which CoAP's retransmission covers.
+            Transport::Udp(socket) => {
+                if let Err(e) = socket.try_send_to(bytes, peer) {
+                    tracing::debug!("coap send to {peer} failed: {e}");
+                }
+            }
+            Transport::Dtls(dtls) => dtls.send(bytes, peer),
         }
     }
 
@@ -167,7 +213,9 @@ impl CoapEndpoint {
         self.next_message_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn handle_datagram(self: &Arc<Self>, datagram: &[u8], peer: SocketAddr) {
+    /// One CoAP datagram from `peer` (decrypted already, on the DTLS endpoint, whose session
+    /// says who the peer is in `auth`).
+    pub(crate) fn handle_datagram(self: &Arc<Self>, datagram: &[u8], peer: SocketAddr, auth: Auth<'_>) {
         let message = match Message::parse(datagram) {
             Ok(m) => m,
             Err(e) => {
@@ -191,7 +239,7 @@ impl CoapEndpoint {
                 self.send(&Message::reset(message.message_id).encode(), peer);
             }
             MessageType::Confirmable | MessageType::NonConfirmable if message.code.is_request() => {
-                self.handle_request(message, peer);
+                self.handle_request(message, peer, auth);
             }
             MessageType::Confirmable => {
                 // A response or reserved code in a CON is nothing we can process.
@@ -201,7 +249,7 @@ impl CoapEndpoint {
         }
     }
 
-    fn handle_request(self: &Arc<Self>, request: Message, peer: SocketAddr) {
+    fn handle_request(self: &Arc<Self>, request: Message, peer: SocketAddr, auth: Auth<'_>) {
         let confirmable = request.mtype == MessageType::Confirmable;
         let lookup = self.dedup.lock().unwrap_or_else(|e| e.into_inner()).check_and_insert(
             peer,
@@ -227,7 +275,7 @@ impl CoapEndpoint {
                 return;
             }
         }
-        match self.route(&request) {
+        match self.route(&request, auth) {
             Err(reply) => self.answer_now(&request, peer, reply),
             Ok(route) => self.reassemble(request, peer, route),
         }
@@ -262,7 +310,7 @@ impl CoapEndpoint {
     }
 
     /// Decides what a request is for, or the immediate answer when it cannot be an uplink.
-    fn route(&self, request: &Message) -> Result<Arc<Route>, Reply> {
+    fn route(&self, request: &Message, auth: Auth<'_>) -> Result<Arc<Route>, Reply> {
         let mut segments = request.uri_path();
         // Some firmware puts the whole path into one Uri-Path option.
         if segments.len() == 1 && segments[0].contains('/') {
@@ -279,7 +327,8 @@ impl CoapEndpoint {
             return Err(Reply::new(Code::NOT_FOUND, "Not Found"));
         }
         let route = self.registry.lookup(&segments[n - 1]).ok_or_else(|| Reply::new(Code::NOT_FOUND, "Not Found"))?;
-        if !route.integration.enabled || route.path_prefix[..] != segments[..n - 2] {
+        let prefix = if self.secure { &route.dtls_path_prefix } else { &route.path_prefix };
+        if !route.integration.enabled || prefix[..] != segments[..n - 2] {
             return Err(Reply::new(Code::NOT_FOUND, "Not Found"));
         }
         if request.code != Code::POST && request.code != Code::PUT {
@@ -289,6 +338,12 @@ impl CoapEndpoint {
             (false, SecurityMode::Dtls) => return Err(Reply::bad_request("Secure connection is required")),
             (true, SecurityMode::NoSecure) => return Err(Reply::bad_request("No secure connection is not allowed")),
             _ => {}
+        }
+        // A pre-shared key opens the integration that owns it, and no other.
+        if let Some(identity) = auth.and_then(|a| a.psk_identity.as_deref())
+            && self.registry.psk_owner(identity) != Some(route.integration.id)
+        {
+            return Err(Reply::new(Code::FORBIDDEN, "Forbidden"));
         }
         if request.payload.is_empty() && request.block1().is_none() {
             return Err(Reply::bad_request("Payload is empty"));
@@ -340,7 +395,7 @@ impl CoapEndpoint {
         // the data (for replay after a crash) and sent.
         let created: Arc<[u8]> = self.frame(&request, &Reply::created()).encode().into();
         let exchange = Exchange {
-            peer: peer.to_string(),
+            peer: self.exchange_peer(peer),
             message_id: request.message_id,
             ts: coapgate_storage::now_millis(),
             response: created.to_vec(),
@@ -400,6 +455,12 @@ impl CoapEndpoint {
         }
     }
 
+    /// How an exchange's peer is stored with its uplink: DTLS peers carry a `dtls:` prefix so
+    /// each endpoint restores only its own exchanges.
+    fn exchange_peer(&self, peer: SocketAddr) -> String {
+        if self.secure { format!("dtls:{peer}") } else { peer.to_string() }
+    }
+
     /// Refills the deduplication cache with the exchanges of uplinks stored before a restart,
     /// so their retransmissions are answered 2.01 without being stored again.
     pub fn restore_exchanges(&self, exchanges: Vec<Exchange>) -> usize {
@@ -408,7 +469,8 @@ impl CoapEndpoint {
         let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
         let mut restored = 0;
         for e in exchanges {
-            let Ok(peer) = e.peer.parse::<SocketAddr>() else { continue };
+            let text = if self.secure { e.peer.strip_prefix("dtls:") } else { Some(e.peer.as_str()) };
+            let Some(Ok(peer)) = text.map(str::parse::<SocketAddr>) else { continue };
             let age = Duration::from_millis(now_ms.saturating_sub(e.ts).max(0) as u64);
             let inserted = now.checked_sub(age).unwrap_or(now);
             if dedup.check_and_insert(peer, e.message_id, true, inserted) == Lookup::New {

@@ -32,6 +32,39 @@ const SETTINGS: &[Setting] = &[
     Setting { name: "COAP_DTLS_BIND_ADDRESS", default: "0.0.0.0", help: "address of the DTLS endpoint" },
     Setting { name: "COAP_DTLS_BIND_PORT", default: "5684", help: "port of the DTLS endpoint" },
     Setting {
+        name: "COAP_DTLS_BASE_URL",
+        default: "",
+        help: "public base URL of the DTLS endpoint (e.g. coaps://my.host); default coaps://<this host's name>[:port]",
+    },
+    Setting { name: "COAP_DTLS_CREDENTIALS_TYPE", default: "KEYSTORE", help: "server credentials: KEYSTORE or PEM" },
+    Setting { name: "COAP_DTLS_KEY_STORE", default: "coapserver.jks", help: "key store file (JKS or PKCS#12)" },
+    Setting { name: "COAP_DTLS_KEY_STORE_TYPE", default: "", help: "JKS or PKCS12; empty: taken from the file" },
+    Setting { name: "COAP_DTLS_KEY_STORE_PASSWORD", default: "", help: "key store password" },
+    Setting { name: "COAP_DTLS_KEY_PASSWORD", default: "", help: "private key password; empty: the key store password" },
+    Setting { name: "COAP_DTLS_KEY_ALIAS", default: "serveralias", help: "alias of the server's key entry in the key store" },
+    Setting { name: "COAP_DTLS_PEM_CERT", default: "", help: "PEM certificate chain, server certificate first (PEM credentials)" },
+    Setting { name: "COAP_DTLS_PEM_KEY", default: "", help: "PEM private key (PEM credentials)" },
+    Setting { name: "COAP_DTLS_PEM_KEY_PASSWORD", default: "", help: "password of an encrypted PEM private key" },
+    Setting {
+        name: "COAP_DTLS_CONNECTION_ID_LENGTH",
+        default: "8",
+        help: "RFC 9146 connection ID length, 0 disables; accepted but not yet effective (OpenSSL 3 has no connection IDs)",
+    },
+    Setting {
+        name: "TB_COAP_X509_DTLS_SKIP_VALIDITY_CHECK_FOR_CLIENT_CERT",
+        default: "false",
+        help: "accept client certificates that are expired or not yet valid",
+    },
+    Setting { name: "COAP_DTLS_MAX_SESSIONS", default: "10000", help: "DTLS sessions kept at once (established and half-open)" },
+    Setting {
+        name: "COAP_DTLS_MAX_HANDSHAKES",
+        default: "1000",
+        help: "DTLS handshakes in progress (after the cookie exchange) at once; above it new ClientHellos are dropped",
+    },
+    Setting { name: "COAP_DTLS_MAX_HANDSHAKES_PER_IP", default: "100", help: "DTLS handshakes in progress from one IP address" },
+    Setting { name: "COAP_DTLS_HANDSHAKE_TIMEOUT_MS", default: "20000", help: "a DTLS handshake not finished by then is dropped" },
+    Setting { name: "COAP_DTLS_SESSION_IDLE_TIMEOUT_SEC", default: "1800", help: "a DTLS session without traffic for this long is dropped" },
+    Setting {
         name: "COAP_PIGGYBACK_TIMEOUT_MS",
         default: "500",
         help: "answer a CON with an empty ACK and a separate response when processing takes longer than this",
@@ -83,6 +116,9 @@ pub struct Config {
     pub coap_bind: String,
     pub coap_base_url: String,
     pub dtls_enabled: bool,
+    /// The DTLS endpoint's settings; `Some` exactly when `dtls_enabled`.
+    pub dtls: Option<DtlsSettings>,
+    pub coap_dtls_base_url: String,
     pub piggyback_timeout: Duration,
     pub max_in_flight: usize,
     pub max_body_bytes: usize,
@@ -157,17 +193,27 @@ impl Config {
         let coap_port: u16 = parse(v, "COAP_BIND_PORT")?;
         let http_port: u16 = parse(v, "HTTP_BIND_PORT")?;
         let coap_base_url = match get("COAP_BASE_URL") {
-            "" => default_base_url(coap_port),
+            "" => default_base_url("coap", coap_port, 5683),
             url if url.starts_with("coap://") => url.trim_end_matches('/').to_string(),
             url => bail!("COAP_BASE_URL: `{url}` must start with coap://"),
         };
+        let dtls_port: u16 = parse(v, "COAP_DTLS_BIND_PORT")?;
+        let coap_dtls_base_url = match get("COAP_DTLS_BASE_URL") {
+            "" => default_base_url("coaps", dtls_port, 5684),
+            url if url.starts_with("coaps://") => url.trim_end_matches('/').to_string(),
+            url => bail!("COAP_DTLS_BASE_URL: `{url}` must start with coaps://"),
+        };
+        let dtls_enabled = parse_bool(v, "COAP_DTLS_ENABLED")?;
+        let dtls = if dtls_enabled { Some(DtlsSettings::from_values(v, dtls_port)?) } else { None };
         let admin_password = Some(get("COAPGATE_ADMIN_PASSWORD").to_string()).filter(|p| !p.is_empty());
         let workers: usize = parse(v, "SCRIPT_WORKERS")?;
         let config = Config {
             http_bind: format!("{}:{http_port}", get("HTTP_BIND_ADDRESS")),
             coap_bind: format!("{}:{coap_port}", get("COAP_BIND_ADDRESS")),
             coap_base_url,
-            dtls_enabled: parse_bool(v, "COAP_DTLS_ENABLED")?,
+            dtls_enabled,
+            dtls,
+            coap_dtls_base_url,
             piggyback_timeout: Duration::from_millis(parse(v, "COAP_PIGGYBACK_TIMEOUT_MS")?),
             max_in_flight: positive(v, "COAP_MAX_IN_FLIGHT")?,
             max_body_bytes: positive(v, "COAP_MAX_BODY_BYTES")?,
@@ -195,10 +241,78 @@ impl Config {
         if config.admin_username.is_empty() {
             bail!("COAPGATE_ADMIN_USERNAME: must not be empty");
         }
-        if config.dtls_enabled {
-            bail!("COAP_DTLS_ENABLED: the DTLS endpoint is not available in this version yet; set it to false");
-        }
         Ok(config)
+    }
+}
+
+/// Where the DTLS endpoint's server credentials come from.
+#[derive(Debug, Clone)]
+pub enum DtlsCredentials {
+    KeyStore { path: PathBuf, store_type: Option<coapgate_dtls::StoreType>, store_password: String, key_password: String, alias: String },
+    Pem { cert: PathBuf, key: PathBuf, key_password: String },
+}
+
+/// The DTLS endpoint's settings (SPEC §1), read only when `COAP_DTLS_ENABLED`.
+#[derive(Debug, Clone)]
+pub struct DtlsSettings {
+    pub bind: String,
+    pub credentials: DtlsCredentials,
+    /// RFC 9146 connection ID length: accepted, not yet effective (OpenSSL 3 lacks CIDs).
+    pub connection_id_length: u8,
+    pub skip_client_cert_validity: bool,
+    pub max_sessions: usize,
+    pub max_handshakes: usize,
+    pub max_handshakes_per_ip: usize,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl DtlsSettings {
+    fn from_values(v: &BTreeMap<&'static str, String>, port: u16) -> anyhow::Result<DtlsSettings> {
+        let get = |name: &str| v.get(name).map(String::as_str).unwrap_or_default().to_string();
+        let credentials = match get("COAP_DTLS_CREDENTIALS_TYPE").trim().to_ascii_uppercase().as_str() {
+            "KEYSTORE" => {
+                let store_type = match get("COAP_DTLS_KEY_STORE_TYPE").trim().to_ascii_uppercase().as_str() {
+                    "" => None,
+                    "JKS" => Some(coapgate_dtls::StoreType::Jks),
+                    "PKCS12" | "P12" => Some(coapgate_dtls::StoreType::Pkcs12),
+                    other => bail!("COAP_DTLS_KEY_STORE_TYPE: `{other}` is neither JKS nor PKCS12"),
+                };
+                let path = get("COAP_DTLS_KEY_STORE");
+                if path.trim().is_empty() {
+                    bail!("COAP_DTLS_KEY_STORE: must name the key store file when COAP_DTLS_CREDENTIALS_TYPE=KEYSTORE");
+                }
+                DtlsCredentials::KeyStore {
+                    path: PathBuf::from(path),
+                    store_type,
+                    store_password: get("COAP_DTLS_KEY_STORE_PASSWORD"),
+                    key_password: get("COAP_DTLS_KEY_PASSWORD"),
+                    alias: get("COAP_DTLS_KEY_ALIAS"),
+                }
+            }
+            "PEM" => {
+                let (cert, key) = (get("COAP_DTLS_PEM_CERT"), get("COAP_DTLS_PEM_KEY"));
+                if cert.trim().is_empty() {
+                    bail!("COAP_DTLS_PEM_CERT: must name the certificate file when COAP_DTLS_CREDENTIALS_TYPE=PEM");
+                }
+                if key.trim().is_empty() {
+                    bail!("COAP_DTLS_PEM_KEY: must name the private key file when COAP_DTLS_CREDENTIALS_TYPE=PEM");
+                }
+                DtlsCredentials::Pem { cert: cert.into(), key: key.into(), key_password: get("COAP_DTLS_PEM_KEY_PASSWORD") }
+            }
+            other => bail!("COAP_DTLS_CREDENTIALS_TYPE: `{other}` is neither KEYSTORE nor PEM"),
+        };
+        Ok(DtlsSettings {
+            bind: format!("{}:{port}", get("COAP_DTLS_BIND_ADDRESS")),
+            credentials,
+            connection_id_length: parse(v, "COAP_DTLS_CONNECTION_ID_LENGTH")?,
+            skip_client_cert_validity: parse_bool(v, "TB_COAP_X509_DTLS_SKIP_VALIDITY_CHECK_FOR_CLIENT_CERT")?,
+            max_sessions: positive(v, "COAP_DTLS_MAX_SESSIONS")?,
+            max_handshakes: positive(v, "COAP_DTLS_MAX_HANDSHAKES")?,
+            max_handshakes_per_ip: positive(v, "COAP_DTLS_MAX_HANDSHAKES_PER_IP")?,
+            handshake_timeout: Duration::from_millis(positive(v, "COAP_DTLS_HANDSHAKE_TIMEOUT_MS")? as u64),
+            idle_timeout: Duration::from_secs(positive(v, "COAP_DTLS_SESSION_IDLE_TIMEOUT_SEC")? as u64),
+        })
     }
 }
 
@@ -227,13 +341,13 @@ fn parse_bool(v: &BTreeMap<&'static str, String>, name: &str) -> anyhow::Result<
     }
 }
 
-fn default_base_url(port: u16) -> String {
+fn default_base_url(scheme: &str, port: u16, default_port: u16) -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_string());
-    if port == 5683 { format!("coap://{host}") } else { format!("coap://{host}:{port}") }
+    if port == default_port { format!("{scheme}://{host}") } else { format!("{scheme}://{host}:{port}") }
 }
 
 /// A TOML file with every setting, its default, and a comment saying what it is for.
@@ -273,6 +387,13 @@ mod tests {
         assert_eq!(c.coap_bind, "0.0.0.0:5683");
         assert_eq!(c.database_path, PathBuf::from("./data/coapgate.db"));
         assert!(c.admin_password.is_none());
+        assert!(c.dtls.is_none());
+        assert!(c.coap_dtls_base_url.starts_with("coaps://") && !c.coap_dtls_base_url.ends_with(":5684"));
+        let c = Config::from_values(&values(&[("COAP_DTLS_ENABLED", "true")])).unwrap();
+        let dtls = c.dtls.unwrap();
+        assert_eq!(dtls.bind, "0.0.0.0:5684");
+        assert_eq!(dtls.connection_id_length, 8);
+        assert!(matches!(dtls.credentials, DtlsCredentials::KeyStore { ref alias, .. } if alias == "serveralias"));
     }
 
     #[test]
@@ -283,6 +404,11 @@ mod tests {
             (vec![("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
             (vec![("WRITER_MAX_BATCH", "0")], "WRITER_MAX_BATCH"),
             (vec![("COAP_BASE_URL", "http://x")], "COAP_BASE_URL"),
+            (vec![("COAP_DTLS_ENABLED", "true"), ("COAP_DTLS_CREDENTIALS_TYPE", "X")], "COAP_DTLS_CREDENTIALS_TYPE"),
+            (vec![("COAP_DTLS_ENABLED", "true"), ("COAP_DTLS_CREDENTIALS_TYPE", "PEM")], "COAP_DTLS_PEM_CERT"),
+            (vec![("COAP_DTLS_ENABLED", "true"), ("COAP_DTLS_KEY_STORE_TYPE", "JCEKS")], "COAP_DTLS_KEY_STORE_TYPE"),
+            (vec![("COAP_DTLS_ENABLED", "true"), ("COAP_DTLS_CONNECTION_ID_LENGTH", "300")], "COAP_DTLS_CONNECTION_ID_LENGTH"),
+            (vec![("COAP_DTLS_BASE_URL", "coap://x")], "COAP_DTLS_BASE_URL"),
         ] {
             let err = Config::from_values(&values(&pairs)).unwrap_err().to_string();
             assert!(err.starts_with(expected), "{err}");

@@ -11,13 +11,17 @@ use coapgate_script::EnginePool;
 
 use crate::coap_endpoint::CoapEndpoint;
 use crate::events::EventSink;
+use crate::histogram::Histogram;
 use crate::writer::WriterHandle;
 
 pub struct Metrics {
     pub endpoint: Arc<CoapEndpoint>,
+    /// The DTLS endpoint, when enabled.
+    pub dtls: Option<Arc<CoapEndpoint>>,
     pub writer: WriterHandle,
     pub pool: Arc<EnginePool>,
     pub events: Arc<EventSink>,
+    pub script_micros: Arc<Histogram>,
 }
 
 impl Metrics {
@@ -57,7 +61,22 @@ impl Metrics {
             "debug and error events dropped because their entity recorded too many that second",
             &[("", load(&self.events.rate_limited))],
         );
+        if let Some(dtls) = self.dtls.as_ref().and_then(|e| e.dtls()) {
+            let d = &dtls.stats;
+            metric("coapgate_dtls_sessions", "gauge", "DTLS sessions (established and half-open)", &[("", load(&d.sessions))]);
+            metric(
+                "coapgate_dtls_handshakes_total",
+                "counter",
+                "DTLS handshakes, by result",
+                &[("{result=\"ok\"}", load(&d.handshakes_ok)), ("{result=\"failed\"}", load(&d.handshakes_failed))],
+            );
+            metric("coapgate_dtls_hello_verify_requests_total", "counter", "ClientHellos answered with a cookie", &[("", load(&d.hello_verify_requests))]);
+            metric("coapgate_dtls_dropped_total", "counter", "DTLS datagrams dropped (stray records, bounds)", &[("", load(&d.dropped))]);
+        }
         metric("coapgate_events_queue_depth", "gauge", "events waiting to be stored", &[("", self.events.queue_len() as u64)]);
+        w.batch_size.render(&mut out, "coapgate_writer_batch_size", "uplinks per group commit");
+        w.commit_micros.render(&mut out, "coapgate_writer_commit_microseconds", "duration of each group commit, fsync included");
+        self.script_micros.render(&mut out, "coapgate_script_microseconds", "converter run time per uplink");
         out
     }
 }

@@ -20,6 +20,7 @@ use crate::coap_endpoint::Reply;
 use crate::events::{DataType, EventSink};
 use crate::registry::Route;
 use crate::uplink::record_from_output;
+use crate::histogram::Histogram;
 use crate::writer::{WriteJob, WriteResult, WriterHandle};
 
 /// What the pipeline needs beyond the request: where to write and where to record.
@@ -27,7 +28,12 @@ use crate::writer::{WriteJob, WriteResult, WriterHandle};
 pub struct Pipeline {
     pub writer: WriterHandle,
     pub events: Arc<EventSink>,
+    /// Converter run time per uplink (compile included on a cache miss), in microseconds.
+    pub script_micros: Arc<Histogram>,
 }
+
+/// Buckets for [`Pipeline::script_micros`].
+pub const SCRIPT_MICROS_BUCKETS: &[u64] = &[10, 25, 50, 100, 250, 500, 1000, 5000, 25_000, 100_000, 500_000];
 
 /// The context an uplink carries from step to step.
 struct Uplink {
@@ -67,7 +73,10 @@ impl Pipeline {
             script: route.script.clone(),
             payload: request.payload.clone(),
             metadata,
-            on_done: Box::new(move |result, _elapsed| uplink.decoded(result)),
+            on_done: Box::new(move |result, elapsed| {
+                uplink.pipeline.script_micros.record(elapsed.as_micros() as u64);
+                uplink.decoded(result)
+            }),
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct Route {
     pub script: Arc<DecoderScript>,
     /// Uri-Path segments before `i/<routingKey>`, from the integration's endpoint URL.
     pub path_prefix: Vec<String>,
+    /// The same for the DTLS endpoint, from `dtlsCoapEndpoint`.
+    pub dtls_path_prefix: Vec<String>,
     /// The integration's metadata, handed to every converter call.
     pub metadata: Vec<(String, String)>,
     pub security: SecurityMode,
@@ -75,9 +77,24 @@ impl Lifecycle {
     }
 }
 
+/// A DTLS pre-shared key and the integration it belongs to.
+#[derive(Debug, Clone)]
+pub struct PskEntry {
+    pub key: Vec<u8>,
+    pub integration: uuid::Uuid,
+}
+
 #[derive(Default)]
 pub struct Registry {
     routes: RwLock<HashMap<String, Arc<Route>>>,
+    /// PSK identity → key and owning integration, for the integrations that have a route.
+    psk: RwLock<HashMap<Vec<u8>, PskEntry>>,
+}
+
+impl coapgate_dtls::PskKeys for Registry {
+    fn psk_key(&self, identity: &[u8]) -> Option<Vec<u8>> {
+        self.psk.read().unwrap_or_else(|e| e.into_inner()).get(identity).map(|e| e.key.clone())
+    }
 }
 
 impl Registry {
@@ -85,11 +102,17 @@ impl Registry {
         self.routes.read().unwrap_or_else(|e| e.into_inner()).get(routing_key).cloned()
     }
 
+    /// The integration a PSK identity belongs to.
+    pub fn psk_owner(&self, identity: &[u8]) -> Option<uuid::Uuid> {
+        self.psk.read().unwrap_or_else(|e| e.into_inner()).get(identity).map(|e| e.integration)
+    }
+
     /// Rebuilds the table from storage and says which integrations started, changed or stopped.
     /// Integrations that cannot run here (disabled, remote, or whose converter is gone) get no
     /// route, so their devices see 4.04.
     pub fn reload(&self, store: &dyn Store) -> coapgate_storage::Result<Vec<(uuid::Uuid, Lifecycle)>> {
         let mut routes = HashMap::new();
+        let mut psk = HashMap::new();
         let mut converters: HashMap<uuid::Uuid, Option<Converter>> = HashMap::new();
         for integration in store.all_integrations()? {
             if integration.is_remote || !integration.enabled {
@@ -112,16 +135,26 @@ impl Registry {
                 converter_debug: DebugSettings::from_json(&converter.debug_settings),
                 script: Arc::new(decoder_script(&converter)),
                 update_only_keys: update_only_keys(&converter),
-                path_prefix: path_prefix(&integration),
+                path_prefix: path_prefix(&integration, "coapEndpoint"),
+                // Integrations saved before the DTLS endpoint existed have no dtlsCoapEndpoint.
+                dtls_path_prefix: if integration.configuration.pointer("/clientConfiguration/dtlsCoapEndpoint").is_some() {
+                    path_prefix(&integration, "dtlsCoapEndpoint")
+                } else {
+                    path_prefix(&integration, "coapEndpoint")
+                },
                 metadata: integration_metadata(&integration),
                 security: SecurityMode::of(&integration),
                 integration,
             };
+            for (identity, key) in psk_credentials(&route.integration).unwrap_or_default() {
+                psk.insert(identity.into_bytes(), PskEntry { key, integration: route.integration.id });
+            }
             routes.insert(route.integration.routing_key.clone(), Arc::new(route));
         }
         let mut table = self.routes.write().unwrap_or_else(|e| e.into_inner());
         let changes = lifecycle_changes(&table, &routes);
         *table = routes;
+        *self.psk.write().unwrap_or_else(|e| e.into_inner()) = psk;
         Ok(changes)
     }
 }
@@ -174,11 +207,66 @@ fn integration_metadata(integration: &Integration) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The path segments of the integration's CoAP endpoint URL before `/i/<routingKey>`.
-pub fn path_prefix(integration: &Integration) -> Vec<String> {
+/// `configuration.clientConfiguration.psk` as (identity, key bytes): the key is UTF-8 text, or
+/// hex when it starts with `0x`. The error names the offending field.
+pub fn psk_credentials(integration: &Integration) -> Result<Vec<(String, Vec<u8>)>, String> {
+    parse_psk(integration.configuration.pointer("/clientConfiguration/psk"))
+}
+
+/// Longest PSK identity and key accepted (RFC 4279 allows identities up to 2^16 bytes; devices
+/// use short ones, and OpenSSL's key buffer is 256 bytes).
+const MAX_PSK_IDENTITY: usize = 128;
+const MAX_PSK_KEY: usize = 64;
+
+pub fn parse_psk(value: Option<&serde_json::Value>) -> Result<Vec<(String, Vec<u8>)>, String> {
+    const FIELD: &str = "configuration.clientConfiguration.psk";
+    let list = match value {
+        None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
+        Some(serde_json::Value::Array(list)) => list,
+        Some(_) => return Err(format!("Field '{FIELD}' must be a list of {{\"identity\", \"key\"}} objects")),
+    };
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, entry) in list.iter().enumerate() {
+        let field = |name: &str| -> Result<&str, String> {
+            match entry.get(name) {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.as_str()),
+                _ => Err(format!("Field '{FIELD}[{i}].{name}' must be a non-empty string")),
+            }
+        };
+        let identity = field("identity")?;
+        if identity.len() > MAX_PSK_IDENTITY {
+            return Err(format!("Field '{FIELD}[{i}].identity' must be at most {MAX_PSK_IDENTITY} bytes"));
+        }
+        let text = field("key")?;
+        let key = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+            Some(hex) => decode_hex(hex).ok_or_else(|| format!("Field '{FIELD}[{i}].key' is not valid hex after 0x"))?,
+            None => text.as_bytes().to_vec(),
+        };
+        if key.is_empty() || key.len() > MAX_PSK_KEY {
+            return Err(format!("Field '{FIELD}[{i}].key' must be 1 to {MAX_PSK_KEY} bytes"));
+        }
+        if out.iter().any(|(id, _)| id == identity) {
+            return Err(format!("Field '{FIELD}[{i}].identity': `{identity}` is listed twice"));
+        }
+        out.push((identity.to_string(), key));
+    }
+    Ok(out)
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.is_empty() || hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// The path segments of the integration's CoAP endpoint URL (`field`: `coapEndpoint` or
+/// `dtlsCoapEndpoint`) before `/i/<routingKey>`.
+pub fn path_prefix(integration: &Integration, field: &str) -> Vec<String> {
     let endpoint = integration
         .configuration
-        .pointer("/clientConfiguration/coapEndpoint")
+        .get("clientConfiguration")
+        .and_then(|c| c.get(field))
         .and_then(|v| v.as_str())
         .unwrap_or_default();
     let mut segments = url_path_segments(endpoint);
@@ -222,5 +310,24 @@ mod tests {
         assert_eq!(url_path_segments("coap://h:5683/my-path/i/k"), vec!["my-path", "i", "k"]);
         assert_eq!(url_path_segments("coap://h"), Vec::<String>::new());
         assert_eq!(url_path_segments("coap://h/a//b?x=1"), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn psk_lists() {
+        use serde_json::json;
+        let ok = parse_psk(Some(&json!([{"identity": "a", "key": "secret"}, {"identity": "b", "key": "0x0aFF"}]))).unwrap();
+        assert_eq!(ok, vec![("a".to_string(), b"secret".to_vec()), ("b".to_string(), vec![0x0a, 0xff])]);
+        assert!(parse_psk(None).unwrap().is_empty());
+        for (bad, field) in [
+            (json!({"identity": "a"}), "psk'"),
+            (json!([{"key": "k"}]), "psk[0].identity"),
+            (json!([{"identity": "a", "key": "0xabc"}]), "psk[0].key"),
+            (json!([{"identity": "a", "key": "0xzz"}]), "psk[0].key"),
+            (json!([{"identity": "a", "key": ""}]), "psk[0].key"),
+            (json!([{"identity": "a", "key": "k"}, {"identity": "a", "key": "l"}]), "psk[1].identity"),
+        ] {
+            let err = parse_psk(Some(&bad)).unwrap_err();
+            assert!(err.contains(field), "{err}");
+        }
     }
 }

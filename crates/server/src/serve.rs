@@ -10,10 +10,12 @@ use coapgate_storage::{SqliteStore, Store};
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::api::{self, AppState, Jwt};
-use crate::coap_endpoint::{CoapEndpoint, EndpointConfig};
+use crate::coap_endpoint::{CoapEndpoint, EndpointConfig, Transport};
+use crate::dtls_endpoint::DtlsTransport;
 use crate::events::EventSink;
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
+use crate::histogram::Histogram;
+use crate::pipeline::{Pipeline, SCRIPT_MICROS_BUCKETS};
 use crate::config::Config;
 use crate::registry::Registry;
 use crate::writer::{self, WriterConfig};
@@ -25,6 +27,12 @@ pub fn run(config: Config, demo: bool) -> anyhow::Result<()> {
 
 async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let started = Instant::now();
+    // The DTLS credentials first: a wrong key store password stops start-up before anything
+    // is created on disk.
+    let dtls_credentials = match &config.dtls {
+        Some(settings) => Some(crate::dtls_endpoint::load_credentials(&settings.credentials)?),
+        None => None,
+    };
     let store = open_store(&config)?;
     let generated_password = api::ensure_admin_user(store.as_ref(), &config.admin_username, config.admin_password.as_deref())
         .context("creating the admin user")?;
@@ -48,25 +56,40 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             batch_window: config.writer_batch_window,
         },
     );
-    let endpoint = CoapEndpoint::new(
-        coap_socket,
-        registry.clone(),
-        pool.clone(),
-        Pipeline { writer: writer.clone(), events: events.clone() },
-        EndpointConfig {
-            piggyback_timeout: config.piggyback_timeout,
-            max_in_flight: config.max_in_flight,
-            dedup: DedupConfig {
-                max_entries: config.dedup_max_entries,
-                max_entries_per_peer: config.dedup_max_entries_per_peer,
-                ..DedupConfig::default()
-            },
-            block1: Block1Config { max_body: config.max_body_bytes, ..Block1Config::default() },
+    let endpoint_config = || EndpointConfig {
+        piggyback_timeout: config.piggyback_timeout,
+        max_in_flight: config.max_in_flight,
+        dedup: DedupConfig {
+            max_entries: config.dedup_max_entries,
+            max_entries_per_peer: config.dedup_max_entries_per_peer,
+            ..DedupConfig::default()
         },
-    );
+        block1: Block1Config { max_body: config.max_body_bytes, ..Block1Config::default() },
+    };
+    let script_micros = Arc::new(Histogram::new(SCRIPT_MICROS_BUCKETS));
+    let pipeline = Pipeline { writer: writer.clone(), events: events.clone(), script_micros: script_micros.clone() };
+    let endpoint = CoapEndpoint::new(coap_socket, registry.clone(), pool.clone(), pipeline.clone(), endpoint_config());
+    // The DTLS endpoint: the same message layer and pipeline over the DTLS session table.
+    let dtls_endpoint = match (&config.dtls, dtls_credentials) {
+        (Some(settings), Some(credentials)) => {
+            let transport = DtlsTransport::start(settings, credentials, registry.clone()).await?;
+            Some(CoapEndpoint::with_transport(
+                Transport::Dtls(transport),
+                registry.clone(),
+                pool.clone(),
+                pipeline,
+                endpoint_config(),
+            ))
+        }
+        _ => None,
+    };
     // Uplinks stored before a restart: their retransmissions are answered, not stored again.
     let since = coapgate_storage::now_millis() - coapgate_storage::sqlite::EXCHANGE_LIFETIME_MS;
-    let restored = endpoint.restore_exchanges(store.recent_exchanges(since).context("loading recent CoAP exchanges")?);
+    let exchanges = store.recent_exchanges(since).context("loading recent CoAP exchanges")?;
+    let mut restored = 0;
+    for e in dtls_endpoint.iter().chain([&endpoint]) {
+        restored += e.restore_exchanges(exchanges.clone());
+    }
     if restored > 0 {
         tracing::info!("remembering {restored} CoAP exchanges from before the restart");
     }
@@ -74,9 +97,19 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("HTTP_BIND_ADDRESS/HTTP_BIND_PORT: cannot listen on tcp {}", config.http_bind))?;
 
-    print_banner(&config, &endpoint, &http, generated_password.as_deref(), demo_command.as_deref(), started);
-    let metrics = Arc::new(Metrics { endpoint: endpoint.clone(), writer: writer.clone(), pool: pool.clone(), events: events.clone() });
+    print_banner(&config, &endpoint, dtls_endpoint.as_deref(), &http, generated_password.as_deref(), demo_command.as_deref(), started);
+    let metrics = Arc::new(Metrics {
+        endpoint: endpoint.clone(),
+        dtls: dtls_endpoint.clone(),
+        writer: writer.clone(),
+        pool: pool.clone(),
+        events: events.clone(),
+        script_micros,
+    });
     tokio::spawn(endpoint.run());
+    if let Some(dtls) = dtls_endpoint {
+        tokio::spawn(dtls.run());
+    }
     let config = Arc::new(config);
     let app = api::router(AppState { store, registry, jwt, config, pool, events, metrics });
     axum::serve(http, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")?;
@@ -111,6 +144,7 @@ fn start_script_pool(config: &Config) -> EnginePool {
 fn print_banner(
     config: &Config,
     endpoint: &CoapEndpoint,
+    dtls: Option<&CoapEndpoint>,
     http: &TcpListener,
     generated_password: Option<&str>,
     demo_command: Option<&str>,
@@ -120,6 +154,10 @@ fn print_banner(
     let http = http.local_addr().map(|a| a.to_string()).unwrap_or_default();
     println!("coapgate {} ready in {} ms", env!("CARGO_PKG_VERSION"), started.elapsed().as_millis());
     println!("  CoAP      udp://{coap}  (devices: {}/i/<routing key>)", config.coap_base_url);
+    if let Some(dtls) = dtls {
+        let addr = dtls.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        println!("  DTLS      udp://{addr}  (devices: {}/i/<routing key>)", config.coap_dtls_base_url);
+    }
     println!("  REST API  http://{http}/api");
     println!("  data      {} (database {})", config.data_dir.display(), config.database_path.display());
     if let Some(password) = generated_password {

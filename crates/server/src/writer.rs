@@ -14,6 +14,8 @@ use coapgate_storage::UplinkWriter;
 use coapgate_storage::model::{UplinkOutcome, UplinkRecord, UplinkRejection};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
+use crate::histogram::Histogram;
+
 /// What happened to one record.
 #[derive(Debug)]
 pub enum WriteResult {
@@ -34,11 +36,26 @@ pub struct WriteJob {
 }
 
 /// Counters the writer keeps for logs and metrics.
-#[derive(Debug, Default)]
 pub struct WriterStats {
     pub commits: AtomicU64,
     pub records: AtomicU64,
     pub failed_commits: AtomicU64,
+    /// Uplinks per commit.
+    pub batch_size: Histogram,
+    /// Duration of each commit (including its fsync), in microseconds.
+    pub commit_micros: Histogram,
+}
+
+impl Default for WriterStats {
+    fn default() -> WriterStats {
+        WriterStats {
+            commits: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            failed_commits: AtomicU64::new(0),
+            batch_size: Histogram::new(&[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000]),
+            commit_micros: Histogram::new(&[250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000, 500_000]),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -104,7 +121,11 @@ fn run(mut writer: Box<dyn UplinkWriter>, rx: Receiver<WriteJob>, config: Writer
 fn commit_batch(writer: &mut dyn UplinkWriter, batch: &mut Vec<WriteJob>, stats: &WriterStats) {
     let (records, completions): (Vec<UplinkRecord>, Vec<Completion>) =
         batch.drain(..).map(|j| (j.record, j.done)).unzip();
-    match writer.commit(&records) {
+    let started = Instant::now();
+    let result = writer.commit(&records);
+    stats.commit_micros.record(started.elapsed().as_micros() as u64);
+    stats.batch_size.record(records.len() as u64);
+    match result {
         Ok(results) => {
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats.records.fetch_add(records.len() as u64, Ordering::Relaxed);

@@ -124,7 +124,12 @@ fn configuration_errors_stop_startup_with_one_line() {
         ("unknown key in --config", vec![], vec!["--config", unknown_key], vec!["colour_scheme"]),
         ("invalid TOML in --config", vec![], vec!["--config", bad_toml], vec!["--config"]),
         ("missing --config file", vec![], vec!["--config", missing], vec!["--config"]),
-        ("COAP_DTLS_ENABLED=true", vec![("COAP_DTLS_ENABLED", "true")], vec![], vec!["COAP_DTLS_ENABLED"]),
+        (
+            "COAP_DTLS_ENABLED=true without a key store",
+            vec![("COAP_DTLS_ENABLED", "true"), ("COAP_DTLS_KEY_STORE", missing)],
+            vec![],
+            vec!["COAP_DTLS_KEY_STORE"],
+        ),
         ("COAP_DTLS_ENABLED=maybe", vec![("COAP_DTLS_ENABLED", "maybe")], vec![], vec!["COAP_DTLS_ENABLED"]),
         ("COAP_BASE_URL=http://x", vec![("COAP_BASE_URL", "http://x")], vec![], vec!["COAP_BASE_URL"]),
         (

@@ -265,6 +265,7 @@ pub async fn save_integration(State(state): State<AppState>, body: Bytes) -> Api
         let secret = secret.or_else(|| existing.as_ref().map(|e| e.secret.clone())).unwrap_or_else(random_secret);
         let configuration = complete_configuration(configuration, &routing_key, &config)
             .map_err(coapgate_storage::StorageError::Conflict)?;
+        check_psk_identities_unique(store.as_ref(), id, &configuration)?;
         let integration = Integration {
             id: id.unwrap_or_else(Uuid::new_v4),
             created_time: existing.as_ref().map(|e| e.created_time).unwrap_or_else(coapgate_storage::now_millis),
@@ -288,6 +289,33 @@ pub async fn save_integration(State(state): State<AppState>, body: Bytes) -> Api
     .await?;
     reload_routes(&state).await?;
     Ok(Json(tb::integration(&saved, state.store.tenant_id())))
+}
+
+/// A PSK identity may belong to one integration only: it decides which integration a PSK
+/// session may reach.
+fn check_psk_identities_unique(
+    store: &dyn coapgate_storage::Store,
+    id: Option<Uuid>,
+    configuration: &Value,
+) -> coapgate_storage::Result<()> {
+    let mine = crate::registry::parse_psk(configuration.pointer("/clientConfiguration/psk"))
+        .map_err(coapgate_storage::StorageError::Conflict)?;
+    if mine.is_empty() {
+        return Ok(());
+    }
+    for other in store.all_integrations()? {
+        if Some(other.id) == id {
+            continue;
+        }
+        let theirs = crate::registry::psk_credentials(&other).unwrap_or_default();
+        if let Some((identity, _)) = mine.iter().find(|(identity, _)| theirs.iter().any(|(t, _)| t == identity)) {
+            return Err(coapgate_storage::StorageError::Conflict(format!(
+                "Field 'configuration.clientConfiguration.psk': identity `{identity}` already belongs to integration '{}'",
+                other.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn random_secret() -> String {
@@ -338,9 +366,22 @@ fn complete_configuration(
         }
         None => endpoint_url(&base_url, path.as_deref(), routing_key),
     };
+    let dtls_base_url = text(&client, "dtlsBaseUrl")?.unwrap_or_else(|| config.coap_dtls_base_url.clone());
+    if !dtls_base_url.starts_with("coaps://") {
+        return Err("Field 'configuration.clientConfiguration.dtlsBaseUrl' must start with coaps://".into());
+    }
+    // Tools that predate the DTLS endpoint re-key an integration by clearing `coapEndpoint`
+    // only, so a `dtlsCoapEndpoint` naming another routing key is derived anew, not refused.
+    let dtls_endpoint = match text(&client, "dtlsCoapEndpoint")? {
+        Some(e) if e.trim_end_matches('/').ends_with(&suffix) => e.trim_end_matches('/').to_string(),
+        _ => endpoint_url(&dtls_base_url, path.as_deref(), routing_key),
+    };
+    crate::registry::parse_psk(client.get("psk"))?;
     client.insert("baseUrl".into(), Value::String(base_url));
+    client.insert("dtlsBaseUrl".into(), Value::String(dtls_base_url));
     client.insert("securityMode".into(), Value::String(mode_text));
     client.insert("coapEndpoint".into(), Value::String(endpoint));
+    client.insert("dtlsCoapEndpoint".into(), Value::String(dtls_endpoint));
     configuration.insert("clientConfiguration".into(), Value::Object(client));
     configuration.entry("metadata").or_insert_with(|| json!({}));
     if !configuration["metadata"].is_object() {

@@ -35,6 +35,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub http: String,
     pub coap: SocketAddr,
+    /// The DTLS endpoint, when the server was started with `COAP_DTLS_ENABLED=true`.
+    pub dtls: Option<SocketAddr>,
     /// Everything the server printed on stdout so far.
     pub stdout: Arc<Mutex<Vec<String>>>,
     token: Mutex<Option<String>>,
@@ -85,7 +87,7 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        let (mut http, mut coap) = (None, None);
+        let (mut http, mut coap, mut dtls) = (None, None, None);
         let deadline = Instant::now() + Duration::from_secs(30);
         while http.is_none() || coap.is_none() {
             let line = rx
@@ -94,13 +96,16 @@ impl Server {
             if let Some(rest) = line.trim().strip_prefix("CoAP      udp://") {
                 coap = Some(rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap());
             }
+            if let Some(rest) = line.trim().strip_prefix("DTLS      udp://") {
+                dtls = Some(rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap());
+            }
             if let Some(rest) = line.trim().strip_prefix("REST API  http://") {
                 http = Some(format!("http://{}", rest.trim_end_matches("/api")));
             }
         }
         // Let the demo lines (printed with the banner) arrive.
         std::thread::sleep(Duration::from_millis(50));
-        Server { child, data_dir, http: http.unwrap(), coap: coap.unwrap(), stdout, token: Mutex::new(None) }
+        Server { child, data_dir, http: http.unwrap(), coap: coap.unwrap(), dtls, stdout, token: Mutex::new(None) }
     }
 
     /// Stops the process (SIGKILL) and keeps the data directory for a restart.
