@@ -202,7 +202,16 @@ impl EventSink {
     }
 
     /// The integration's `Uplink` debug event.
-    pub fn integration_uplink(&self, integration: Uuid, data_type: DataType, message: &str, error: Option<&str>) {
+    /// The integration's `Uplink` debug event. Beyond ThingsBoard it also carries the converter's
+    /// output as `out`, so one event shows In, Out and the result.
+    pub fn integration_uplink(
+        &self,
+        integration: Uuid,
+        data_type: DataType,
+        message: &str,
+        output: Option<&str>,
+        error: Option<&str>,
+    ) {
         self.push(
             EntityKind::Integration,
             integration,
@@ -211,6 +220,7 @@ impl EventSink {
                 "type": "Uplink",
                 "messageType": data_type.name(),
                 "message": cut(message),
+                "out": output.map(cut),
                 "status": if error.is_some() { "ERROR" } else { "OK" },
                 "error": error.map(cut),
             }),

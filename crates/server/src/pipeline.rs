@@ -47,6 +47,8 @@ struct Uplink {
     reply: oneshot::Sender<Reply>,
     /// Stored with the uplink's data so a retransmission after a crash is answered, not stored.
     exchange: Option<Exchange>,
+    /// The converter's output once there is one.
+    output: Option<Value>,
 }
 
 impl Pipeline {
@@ -61,6 +63,7 @@ impl Pipeline {
     ) -> DecodeJob {
         let uplink = Uplink {
             exchange,
+            output: None,
             received_ts: now_millis(),
             data_type: DataType::of_content_format(request.content_format()),
             payload: request.payload.clone(),
@@ -108,7 +111,10 @@ impl Uplink {
         };
         let integration = &route.integration;
         let allow_create = integration.allow_create_devices_or_assets;
-        let mut record = match record_from_output(&output, integration.id, allow_create, self.received_ts, route.update_only_keys.clone()) {
+        let record = record_from_output(&output, integration.id, allow_create, self.received_ts, route.update_only_keys.clone());
+        // Kept (not serialised) for the integration's Uplink event, which shows it as Out.
+        self.output = Some(output);
+        let mut record = match record {
             Ok(record) => record,
             Err(e) => {
                 let text = e.to_string();
@@ -149,7 +155,14 @@ impl Uplink {
         let events = &self.pipeline.events;
         events.count(integration, error.is_some());
         if self.route.integration_debug.records(error.is_some(), now_millis()) {
-            events.integration_uplink(integration, self.data_type, &self.data_type.render(&self.payload), error.as_deref());
+            let out = self.output.as_ref().map(Value::to_string);
+            events.integration_uplink(
+                integration,
+                self.data_type,
+                &self.data_type.render(&self.payload),
+                out.as_deref(),
+                error.as_deref(),
+            );
         }
         let _ = self.reply.send(reply);
     }

@@ -96,6 +96,8 @@ fn debug_all_records_in_out_and_payload_types() {
         assert_eq!(event["body"]["messageType"], *kind);
         assert_eq!(event["body"]["message"], *message);
         assert!(event["body"]["error"].is_null());
+        let out: Value = serde_json::from_str(event["body"]["out"].as_str().unwrap()).unwrap();
+        assert_eq!(out["deviceType"], "default");
     }
     let conv = wait_events(&server, "CONVERTER", &id_of(&converter), "DEBUG_CONVERTER", 3);
     let first = conv.last().unwrap();

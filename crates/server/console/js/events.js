@@ -25,6 +25,7 @@ const COLUMNS = {
     { title: 'Type', cell: (e) => e.body.type || '' },
     { title: 'Message type', cell: (e) => e.body.messageType || '' },
     { title: 'In', cell: (e) => textCell('In', e.body.message), class: 'wide' },
+    { title: 'Out', cell: (e) => textCell('Out', e.body.out), class: 'wide' },
     { title: 'Status', cell: (e) => status(e.body.status === 'OK') },
     { title: 'Error', cell: (e) => textCell('Error', e.body.error) },
   ],
