@@ -432,22 +432,6 @@ fn update_only_keys_store_changes_only_and_survive_a_restart() {
 #[test]
 fn official_python_client_reads_customers_assets_and_groups() {
     let server = Server::start();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/tb_rest_client_entities.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .env("BASE_URL", &server.http)
-        .env("USERNAME", ADMIN_USER)
-        .env("PASSWORD", ADMIN_PASSWORD)
-        .env("COAP_PORT", server.coap.port().to_string())
-        .env("COAP_SEND_CMD", "echo -n {payload} | coap-client-notls -m post {endpoint} -t application/json -f-")
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("No module named 'tb_rest_client'"),
-        "tb-rest-client is not installed: run .ci/run (pip install tb-rest-client==4.4)"
-    );
-    assert!(out.status.success(), "python entities check failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.lines().any(|l| l.trim() == "OK"), "{stdout}");
+    let send = "echo -n {payload} | coap-client-notls -m post {endpoint} -t application/json -f-";
+    run_python_flow(&server, "tb_rest_client_entities.py", send);
 }

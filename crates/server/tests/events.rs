@@ -213,16 +213,5 @@ fn paging_time_range_and_filters() {
 #[test]
 fn official_python_client_test_uplink_and_events() {
     let server = Server::start();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/tb_rest_client_events.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .env("BASE_URL", &server.http)
-        .env("USERNAME", ADMIN_USER)
-        .env("PASSWORD", ADMIN_PASSWORD)
-        .env("COAP_PORT", server.coap.port().to_string())
-        .env("COAP_SEND_CMD", "echo -n 'E-1,7.25' | coap-client-notls -m post {endpoint} -t text/plain -f-")
-        .output()
-        .expect("python3");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && stdout.contains("OK"), "python events flow failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    run_python_flow(&server, "tb_rest_client_events.py", "echo -n 'E-1,7.25' | coap-client-notls -m post {endpoint} -t text/plain -f-");
 }

@@ -45,22 +45,6 @@ fn demo_prints_a_command_that_works() {
 #[test]
 fn official_python_client_flow() {
     let server = Server::start();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/tb_rest_client_flow.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .env("BASE_URL", &server.http)
-        .env("USERNAME", ADMIN_USER)
-        .env("PASSWORD", ADMIN_PASSWORD)
-        .env("COAP_PORT", server.coap.port().to_string())
-        .env("COAP_SEND_CMD", format!("echo -e '{SEED_PAYLOAD}' | coap-client-notls -m post {{endpoint}} -t text/plain -f-"))
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("No module named 'tb_rest_client'"),
-        "tb-rest-client is not installed: run .ci/run (pip install tb-rest-client==4.4)"
-    );
-    assert!(out.status.success(), "python flow failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("OK"), "{stdout}");
+    let send = format!("echo -e '{SEED_PAYLOAD}' | coap-client-notls -m post {{endpoint}} -t text/plain -f-");
+    run_python_flow(&server, "tb_rest_client_flow.py", &send);
 }

@@ -339,3 +339,25 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Runs one of the `tests/python` flows written against the official `tb-rest-client` with the
+/// server's address, the admin's credentials, its CoAP port and a `coap-client` command template
+/// (`{endpoint}` is replaced by the script), and fails the test unless it prints OK.
+pub fn run_python_flow(server: &Server, script: &str, coap_send_cmd: &str) {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(&path)
+        .env("BASE_URL", &server.http)
+        .env("USERNAME", ADMIN_USER)
+        .env("PASSWORD", ADMIN_PASSWORD)
+        .env("COAP_PORT", server.coap.port().to_string())
+        .env("COAP_SEND_CMD", coap_send_cmd)
+        .output()
+        .expect("python3");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !stderr.contains("No module named 'tb_rest_client'"),
+        "tb-rest-client is not installed: run .ci/run (pip install tb-rest-client==4.4)"
+    );
+    assert!(out.status.success() && stdout.contains("OK"), "{script} failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+}
