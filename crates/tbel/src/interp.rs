@@ -220,7 +220,7 @@ impl<'p> Ctx<'p> {
             } => {
                 let c = self.eval(coll)?;
                 let items: Vec<Value> = match &c {
-                    Value::List(l) => l.borrow().clone(),
+                    Value::List(l) | Value::Set(l) => l.borrow().clone(),
                     Value::Map(m) => m
                         .borrow()
                         .iter()
@@ -774,7 +774,9 @@ fn instance_of(v: &Value, ty: &str) -> bool {
         "Character" | "char" => matches!(v, Value::Char(_)),
         "Boolean" | "boolean" => matches!(v, Value::Bool(_)),
         "Number" => v.is_number() && !matches!(v, Value::Char(_)),
-        "List" | "ArrayList" | "Collection" | "Iterable" => matches!(v, Value::List(_)),
+        "List" | "ArrayList" => matches!(v, Value::List(_)),
+        "Collection" | "Iterable" => matches!(v, Value::List(_) | Value::Set(_)),
+        "Set" | "HashSet" | "LinkedHashSet" => matches!(v, Value::Set(_)),
         "Map" | "HashMap" | "LinkedHashMap" => matches!(v, Value::Map(_)),
         "Date" | "TbDate" => matches!(v, Value::Date(_)),
         _ => false,

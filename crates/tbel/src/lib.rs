@@ -21,6 +21,7 @@ mod interp;
 mod jregex;
 mod lexer;
 mod lib_date;
+mod lib_geo;
 mod lib_helpers;
 mod lib_json;
 mod lib_methods;

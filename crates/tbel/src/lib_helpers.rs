@@ -1231,21 +1231,47 @@ pub(crate) fn call_helper(ctx: &mut Ctx, name: &str, args: Vec<Value>) -> Result
             }
             Value::Int(r)
         }
+        "isInsidePolygon" | "isInsideCircle" if n == 3 => {
+            let coord = |v: &Value| {
+                v.coerce_f64()
+                    .ok_or_else(|| err(format!("cannot convert {} to double", v.type_name())))
+            };
+            let (lat, lng) = (coord(&a(0))?, coord(&a(1))?);
+            let perimeter = str_param(&a(2), name)?;
+            Value::Bool(if name == "isInsidePolygon" {
+                crate::lib_geo::is_inside_polygon(lat, lng, &perimeter)?
+            } else {
+                crate::lib_geo::is_inside_circle(lat, lng, &perimeter)?
+            })
+        }
         "isMap" if n == 1 => Value::Bool(matches!(a(0), Value::Map(_))),
         "isList" if n == 1 => Value::Bool(matches!(a(0), Value::List(_))),
         "isArray" if n == 1 => Value::Bool(false),
-        "isSet" if n == 1 => Value::Bool(false),
-        "newSet" if n == 0 => Value::list(vec![]),
+        "isSet" if n == 1 => Value::Bool(matches!(a(0), Value::Set(_))),
+        "newSet" if n == 0 => Value::Set(Rc::new(std::cell::RefCell::new(Vec::new()))),
         "toSet" if n == 1 => {
-            let mut out: Vec<Value> = Vec::new();
-            if let Value::List(l) = &args[0] {
-                for v in l.borrow().iter() {
-                    if !out.iter().any(|x| x.java_equals(v)) {
-                        out.push(v.clone());
-                    }
+            let items = match &args[0] {
+                Value::List(l) | Value::Set(l) => l.borrow().clone(),
+                Value::Null | Value::Undef => {
+                    return Err(err(
+                        "Cannot invoke \"java.util.Collection.size()\" because \"c\" is null",
+                    ));
+                }
+                v => {
+                    return Err(err(format!(
+                        "toSet: expected a List, got {}",
+                        v.type_name()
+                    )));
+                }
+            };
+            let mut out: Vec<Value> = Vec::with_capacity(items.len());
+            for v in items {
+                if !out.iter().any(|x| x.java_equals(&v)) {
+                    out.push(v);
                 }
             }
-            Value::list(out)
+            ctx.alloc(out.iter().map(|v| v.shallow_size() + 4).sum())?;
+            Value::Set(Rc::new(std::cell::RefCell::new(out)))
         }
         _ => {
             return Err(if is_helper(name) {

@@ -224,7 +224,7 @@ fn write(v: &Value, out: &mut String, depth: usize) {
         Value::Char(c) => quote(&c.to_string(), out),
         Value::Double(d) if !d.is_finite() => quote(&java_double(*d), out),
         Value::Float(f) if !f.is_finite() => quote(&java_float(*f), out),
-        Value::List(l) => {
+        Value::List(l) | Value::Set(l) => {
             out.push('[');
             for (i, x) in l.borrow().iter().enumerate() {
                 if i > 0 {

@@ -45,6 +45,13 @@ pub(crate) fn property(o: &Value, name: &str) -> Result<Value> {
                 "could not access property ({name}) in: ArrayList"
             ))),
         },
+        Value::Set(l) => match name {
+            "size" => Ok(Value::Int(l.borrow().len() as i32)),
+            "empty" => Ok(Value::Bool(l.borrow().is_empty())),
+            _ => Err(TbelError::runtime(format!(
+                "could not access property ({name}) in: LinkedHashSet"
+            ))),
+        },
         Value::Str(s) => match name {
             "length" => Ok(Value::Int(utf16_len(s) as i32)),
             "empty" => Ok(Value::Bool(s.is_empty())),
@@ -191,6 +198,7 @@ pub(crate) fn call_method(ctx: &mut Ctx, o: &Value, name: &str, args: Vec<Value>
     match o {
         Value::Str(s) => string_method(ctx, s, name, args),
         Value::List(_) => list_method(ctx, o, name, args),
+        Value::Set(s) => set_method(ctx, s, name, args),
         Value::Map(_) => map_method(ctx, o, name, args),
         Value::Entry(e) => match name {
             "getKey" => Ok(e.0.clone()),
@@ -469,7 +477,7 @@ fn list_method(ctx: &mut Ctx, o: &Value, name: &str, args: Vec<Value>) -> Result
                 (len, a(0))
             };
             let items: Vec<Value> = match &src {
-                Value::List(s) => s.borrow().clone(),
+                Value::List(s) | Value::Set(s) => s.borrow().clone(),
                 Value::Null => {
                     return Err(TbelError::runtime(
                         "Cannot invoke \"Collection.toArray()\" because \"c\" is null",
@@ -535,7 +543,7 @@ fn list_method(ctx: &mut Ctx, o: &Value, name: &str, args: Vec<Value>) -> Result
             Value::Bool(l.borrow().iter().any(|x| x.java_equals(&args[0])))
         }
         ("containsAll", 1) => match &args[0] {
-            Value::List(o) => {
+            Value::List(o) | Value::Set(o) => {
                 let o = o.borrow().clone();
                 Value::Bool(
                     o.iter()
@@ -809,5 +817,88 @@ fn map_method(ctx: &mut Ctx, o: &Value, name: &str, args: Vec<Value>) -> Result<
         }
         ("clone", 0) => Value::map(m.borrow().clone()),
         _ => return Err(no_method(name, n, "LinkedHashMap")),
+    })
+}
+
+/// Elements of a collection argument (`addAll`, `removeAll`, ...).
+fn coll_items(v: &Value) -> Result<Vec<Value>> {
+    match v {
+        Value::List(s) | Value::Set(s) => Ok(s.borrow().clone()),
+        Value::Null | Value::Undef => Err(TbelError::runtime(
+            "Cannot invoke \"java.util.Collection.iterator()\" because \"c\" is null",
+        )),
+        v => Err(TbelError::runtime(format!(
+            "{} cannot be cast to class java.util.Collection",
+            v.type_name()
+        ))),
+    }
+}
+
+/// Methods of a `Set` (Java LinkedHashSet semantics: `add` keeps the first occurrence).
+fn set_method(
+    ctx: &mut Ctx,
+    l: &crate::value::ListRef,
+    name: &str,
+    args: Vec<Value>,
+) -> Result<Value> {
+    let n = args.len();
+    let has = |v: &Value| l.borrow().iter().any(|x| x.java_equals(v));
+    Ok(match (name, n) {
+        ("size", 0) => Value::Int(l.borrow().len() as i32),
+        ("isEmpty", 0) => Value::Bool(l.borrow().is_empty()),
+        ("contains", 1) => Value::Bool(has(&args[0])),
+        ("add", 1) => {
+            let v = args.into_iter().next().unwrap();
+            if has(&v) {
+                Value::Bool(false)
+            } else {
+                ctx.alloc(v.shallow_size() + 4)?;
+                l.borrow_mut().push(v);
+                Value::Bool(true)
+            }
+        }
+        ("addAll", 1) => {
+            let mut changed = false;
+            for v in coll_items(&args[0])? {
+                if !has(&v) {
+                    ctx.alloc(v.shallow_size() + 4)?;
+                    l.borrow_mut().push(v);
+                    changed = true;
+                }
+            }
+            Value::Bool(changed)
+        }
+        ("remove", 1) => {
+            let pos = l.borrow().iter().position(|x| x.java_equals(&args[0]));
+            match pos {
+                Some(p) => {
+                    let v = l.borrow_mut().remove(p);
+                    ctx.free(v.shallow_size() + 4);
+                    Value::Bool(true)
+                }
+                None => Value::Bool(false),
+            }
+        }
+        ("removeAll" | "retainAll", 1) => {
+            let other = coll_items(&args[0])?;
+            let keep_if_in = name == "retainAll";
+            let before = l.borrow().len();
+            l.borrow_mut()
+                .retain(|x| other.iter().any(|y| y.java_equals(x)) == keep_if_in);
+            Value::Bool(l.borrow().len() != before)
+        }
+        ("containsAll", 1) => {
+            let other = coll_items(&args[0])?;
+            Value::Bool(other.iter().all(has))
+        }
+        ("clear", 0) => {
+            l.borrow_mut().clear();
+            Value::Null
+        }
+        ("clone", 0) => Value::Set(std::rc::Rc::new(std::cell::RefCell::new(
+            l.borrow().clone(),
+        ))),
+        ("toArray", 0) => Value::list(l.borrow().clone()),
+        _ => return Err(no_method(name, n, "LinkedHashSet")),
     })
 }

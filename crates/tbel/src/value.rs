@@ -37,6 +37,8 @@ pub enum Value {
     Str(Rc<str>),
     /// `List` and arrays.
     List(ListRef),
+    /// `Set` (a Java LinkedHashSet: insertion order, no duplicates), from `newSet`/`toSet`.
+    Set(ListRef),
     /// `Map`.
     Map(MapRef),
     /// A `Map.Entry` from `entrySet()`.
@@ -92,6 +94,7 @@ impl Value {
             Value::Double(_) => "Double",
             Value::Str(_) => "String",
             Value::List(_) => "ArrayList",
+            Value::Set(_) => "LinkedHashSet",
             Value::Map(_) => "LinkedHashMap",
             Value::Entry(_) => "Entry",
             Value::Date(_) => "TbDate",
@@ -172,7 +175,7 @@ impl Value {
             Value::Float(v) => out.push_str(&java_float(*v)),
             Value::Double(v) => out.push_str(&java_double(*v)),
             Value::Str(s) => out.push_str(s),
-            Value::List(l) => {
+            Value::List(l) | Value::Set(l) => {
                 if depth > 64 {
                     out.push_str("[...]");
                     return;
@@ -253,7 +256,7 @@ impl Value {
                 }
             }
             Value::Str(s) => J::String(s.to_string()),
-            Value::List(l) => J::Array(
+            Value::List(l) | Value::Set(l) => J::Array(
                 l.borrow()
                     .iter()
                     .map(|v| v.to_json_depth(depth + 1))
@@ -315,6 +318,12 @@ impl Value {
                     a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.java_equals(y))
                 }
             }
+            (Value::Set(a), Value::Set(b)) => {
+                Rc::ptr_eq(a, b) || {
+                    let (a, b) = (a.borrow(), b.borrow());
+                    a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| x.java_equals(y)))
+                }
+            }
             (Value::Map(a), Value::Map(b)) => {
                 Rc::ptr_eq(a, b) || {
                     let (a, b) = (a.borrow(), b.borrow());
@@ -342,7 +351,7 @@ impl Value {
     pub(crate) fn shallow_size(&self) -> usize {
         match self {
             Value::Str(s) => s.len(),
-            Value::List(_) | Value::Map(_) | Value::Entry(_) => 4,
+            Value::List(_) | Value::Set(_) | Value::Map(_) | Value::Entry(_) => 4,
             Value::Long(_) | Value::Double(_) | Value::Date(_) => 8,
             Value::Byte(_) | Value::Bool(_) | Value::Char(_) => 1,
             _ => 4,
@@ -361,7 +370,7 @@ pub(crate) fn truthy(v: &Value) -> Result<bool> {
                 || (!s.is_empty() && !s.eq_ignore_ascii_case("false") && s.as_ref() != "0")
         }
         v if v.is_number() => v.as_f64().is_some_and(|f| f != 0.0),
-        Value::List(l) => !l.borrow().is_empty(),
+        Value::List(l) | Value::Set(l) => !l.borrow().is_empty(),
         Value::Map(m) => !m.borrow().is_empty(),
         _ => true,
     })
