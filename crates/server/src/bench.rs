@@ -103,6 +103,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let bind = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
         let socket = UdpSocket::bind(bind).await.context("binding a device socket (raise ulimit -n for many devices)")?;
         socket.connect(target).await?;
+        // Room for a burst of answers; the kernel caps it at net.core.rmem_max.
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(256 * 1024);
         let device_task = Device {
             number: device,
             socket,

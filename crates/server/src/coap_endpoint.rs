@@ -77,6 +77,8 @@ pub struct EndpointStats {
     pub uplinks_ok: AtomicU64,
     pub uplinks_failed: AtomicU64,
     pub overloaded: AtomicU64,
+    /// Answers that found the socket not writable and were sent from a task instead.
+    pub send_deferred: AtomicU64,
 }
 
 pub struct EndpointConfig {
@@ -200,11 +202,23 @@ impl CoapEndpoint {
         match &self.transport {
             // UDP sends do not block for long; try_send_to avoids an await in the receive loop. A
             // full socket buffer drops the datagram, which CoAP's retransmission covers.
-            Transport::Udp(socket) => {
-                if let Err(e) = socket.try_send_to(bytes, peer) {
-                    tracing::debug!("coap send to {peer} failed: {e}");
+            Transport::Udp(socket) => match socket.try_send_to(bytes, peer) {
+                Ok(_) => {}
+                // The socket is momentarily not writable (or tokio has not yet seen that it is
+                // again): send it from a task instead of dropping an answer we owe.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.stats.send_deferred.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                        let (socket, bytes) = (socket.clone(), bytes.to_vec());
+                        runtime.spawn(async move {
+                            if let Err(e) = socket.send_to(&bytes, peer).await {
+                                tracing::debug!("coap send to {peer} failed: {e}");
+                            }
+                        });
+                    }
                 }
-            }
+                Err(e) => tracing::debug!("coap send to {peer} failed: {e}"),
+            },
             Transport::Dtls(dtls) => dtls.send(bytes, peer),
         }
     }

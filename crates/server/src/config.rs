@@ -75,6 +75,11 @@ const SETTINGS: &[Setting] = &[
         help: "uplinks accepted but not yet answered; above it requests get 5.03 Service Unavailable",
     },
     Setting {
+        name: "COAP_SOCKET_BUFFER_BYTES",
+        default: "4194304",
+        help: "kernel receive and send buffer of each CoAP socket (capped by net.core.rmem_max / wmem_max)",
+    },
+    Setting {
         name: "COAP_MAX_BODY_BYTES",
         default: "65536",
         help: "largest uplink body, block-wise (RFC 7959) included; larger ones get 4.13 with Size1",
@@ -122,6 +127,7 @@ pub struct Config {
     pub piggyback_timeout: Duration,
     pub max_in_flight: usize,
     pub max_body_bytes: usize,
+    pub socket_buffer_bytes: usize,
     pub dedup_max_entries: usize,
     pub dedup_max_entries_per_peer: usize,
     pub data_dir: PathBuf,
@@ -217,6 +223,7 @@ impl Config {
             piggyback_timeout: Duration::from_millis(parse(v, "COAP_PIGGYBACK_TIMEOUT_MS")?),
             max_in_flight: positive(v, "COAP_MAX_IN_FLIGHT")?,
             max_body_bytes: positive(v, "COAP_MAX_BODY_BYTES")?,
+            socket_buffer_bytes: positive(v, "COAP_SOCKET_BUFFER_BYTES")?,
             dedup_max_entries: positive(v, "COAP_DEDUP_MAX_ENTRIES")?,
             dedup_max_entries_per_peer: positive(v, "COAP_DEDUP_MAX_ENTRIES_PER_PEER")?,
             data_dir,
@@ -265,6 +272,7 @@ pub struct DtlsSettings {
     pub max_handshakes_per_ip: usize,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
+    pub socket_buffer_bytes: usize,
 }
 
 impl DtlsSettings {
@@ -312,6 +320,7 @@ impl DtlsSettings {
             max_handshakes_per_ip: positive(v, "COAP_DTLS_MAX_HANDSHAKES_PER_IP")?,
             handshake_timeout: Duration::from_millis(positive(v, "COAP_DTLS_HANDSHAKE_TIMEOUT_MS")? as u64),
             idle_timeout: Duration::from_secs(positive(v, "COAP_DTLS_SESSION_IDLE_TIMEOUT_SEC")? as u64),
+            socket_buffer_bytes: positive(v, "COAP_SOCKET_BUFFER_BYTES")?,
         })
     }
 }

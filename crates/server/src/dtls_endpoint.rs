@@ -57,6 +57,7 @@ impl DtlsTransport {
         let socket = UdpSocket::bind(&settings.bind)
             .await
             .with_context(|| format!("COAP_DTLS_BIND_ADDRESS/COAP_DTLS_BIND_PORT: cannot listen on udp {}", settings.bind))?;
+        crate::serve::enlarge_socket_buffers(&socket, settings.socket_buffer_bytes);
         let stats = server.stats.clone();
         Ok(Arc::new(DtlsTransport { socket: Arc::new(socket), server: Mutex::new(server), stats }))
     }

@@ -40,6 +40,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let coap_socket = UdpSocket::bind(&config.coap_bind)
         .await
         .with_context(|| format!("COAP_BIND_ADDRESS/COAP_BIND_PORT: cannot listen on udp {}", config.coap_bind))?;
+    enlarge_socket_buffers(&coap_socket, config.socket_buffer_bytes);
     let coap_addr = coap_socket.local_addr()?;
     let demo_command = if demo { Some(crate::demo::setup(store.as_ref(), &config, coap_addr)?) } else { None };
     let events = EventSink::start(store.clone(), config.events_ttl);
@@ -115,6 +116,21 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     axum::serve(http, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Gives a CoAP socket large kernel buffers. With the default (~200 KiB) a burst of a few
+/// hundred small datagrams overflows the receive buffer on loopback and the kernel drops them
+/// (RcvbufErrors), which devices only recover from by retransmitting seconds later. The kernel
+/// caps the size at net.core.rmem_max / wmem_max; a smaller grant is logged, not fatal.
+pub fn enlarge_socket_buffers(socket: &UdpSocket, bytes: usize) {
+    let sock = socket2::SockRef::from(socket);
+    let _ = sock.set_recv_buffer_size(bytes);
+    let _ = sock.set_send_buffer_size(bytes);
+    if let Ok(granted) = sock.recv_buffer_size()
+        && granted < bytes
+    {
+        tracing::info!("UDP receive buffer is {granted} bytes (asked for {bytes}; raise net.core.rmem_max for more)");
+    }
 }
 
 fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Reproduces the numbers in BENCHMARKS.md on this machine: builds the release binary, starts
+# `coapgate serve --demo` on a fresh data directory bound to 127.0.0.1, and runs
+# `coapgate bench` scenarios against it, then libcoap's bare coap-server-notls with the same
+# load generator. Every run is bounded in count and time; every process started is stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p coapgate
+BIN=$PWD/target/release/coapgate
+WORK=$(mktemp -d)
+COAP_PORT=${COAP_PORT:-25683}
+HTTP_PORT=${HTTP_PORT:-28080}
+SERVER=""
+cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+start_server() {
+  [ -n "$SERVER" ] && { kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; }
+  rm -rf "$WORK/data"
+  COAP_BIND_ADDRESS=127.0.0.1 HTTP_BIND_ADDRESS=127.0.0.1 COAP_BIND_PORT=$COAP_PORT HTTP_BIND_PORT=$HTTP_PORT \
+    COAPGATE_ADMIN_PASSWORD=bench COAPGATE_DATA_DIR="$WORK/data" RUST_LOG=warn "$BIN" serve --demo > "$WORK/out.txt" &
+  SERVER=$!
+  for _ in $(seq 50); do grep -q 'coap-client' "$WORK/out.txt" 2>/dev/null && break; sleep 0.1; done
+  URL=$(grep -o 'coap://[^ ]*' "$WORK/out.txt" | tail -1)
+  "$BIN" bench --url "$URL" --count 20000 > /dev/null   # warm up: devices created, scripts compiled
+}
+
+bench() { "$BIN" bench --url "$URL" "$@" --json; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$SERVER/status"; }
+
+echo "# seed uplink, CON POST, 1,000 devices"
+start_server
+for inflight in 64 128; do bench --devices 1000 --in-flight $inflight --count 300000 --duration 10; done
+
+echo "# devices (distinct names) from 1 to 100,000; 1,000 sockets, 64 in flight"
+for names in 1 1000 10000 100000; do
+  start_server
+  bench --devices 1000 --in-flight 64 --names $names --count $((names > 20000 ? names : 20000)) --duration 60 > /dev/null
+  bench --devices 1000 --in-flight 64 --names $names --count 200000 --duration 10
+  echo "{\"names\": $names, \"rss_kib\": $(rss_kib)}"
+done
+
+echo "# libcoap's bare example server, same load generator (PUT /example_data, 1,000 devices, 64 in flight)"
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=""
+coap-server-notls -A 127.0.0.1 -p $COAP_PORT > /dev/null 2>&1 &
+SERVER=$!
+sleep 0.5
+URL=coap://127.0.0.1:$COAP_PORT/example_data
+bench --method put --devices 1000 --in-flight 64 --count 300000 --duration 10
