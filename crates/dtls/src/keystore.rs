@@ -178,7 +178,7 @@ fn load_pkcs12(bytes: &[u8], name: &str, password: &str, alias: &str) -> Result<
     }
     let mut chain = vec![cert];
     if let Some(ca) = parsed.ca {
-        chain.extend(ca.into_iter());
+        chain.extend(ca);
     }
     Credentials::checked(key, chain, name)
 }

@@ -466,15 +466,15 @@ impl DtlsServer {
     }
 
     fn remove(&mut self, key: SessionKey) {
-        if let Some(session) = self.sessions.remove(&key) {
-            if session.established.is_none() {
-                self.handshaking -= 1;
-                let ip = session.peer.ip();
-                if let Some(n) = self.handshaking_per_ip.get_mut(&ip) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.handshaking_per_ip.remove(&ip);
-                    }
+        if let Some(session) = self.sessions.remove(&key)
+            && session.established.is_none()
+        {
+            self.handshaking -= 1;
+            let ip = session.peer.ip();
+            if let Some(n) = self.handshaking_per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.handshaking_per_ip.remove(&ip);
                 }
             }
         }

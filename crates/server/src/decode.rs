@@ -76,7 +76,7 @@ fn payload(args: &DecodeArgs) -> anyhow::Result<Vec<u8>> {
 fn decode_hex(text: &str) -> anyhow::Result<Vec<u8>> {
     let digits: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     let digits = digits.strip_prefix("0x").unwrap_or(&digits);
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         bail!("odd number of hex digits");
     }
     (0..digits.len())

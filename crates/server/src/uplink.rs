@@ -98,8 +98,11 @@ fn text_field(o: &Map<String, Value>, field: &'static str) -> Result<Option<Stri
     }
 }
 
+/// Telemetry as storage takes it: values grouped by timestamp.
+type Points = Vec<(Millis, Vec<(String, KvValue)>)>;
+
 /// `telemetry` is a flat object (server time), `{ts, values}`, or an array of either.
-fn telemetry(t: &Value, received_ts: Millis) -> Result<Vec<(Millis, Vec<(String, KvValue)>)>, OutputError> {
+fn telemetry(t: &Value, received_ts: Millis) -> Result<Points, OutputError> {
     match t {
         Value::Array(items) => {
             let mut out = Vec::new();

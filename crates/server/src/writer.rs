@@ -65,10 +65,11 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
-    /// Queues a record without blocking; gives the job back when the queue is full.
-    pub fn try_send(&self, job: WriteJob) -> Result<(), WriteJob> {
+    /// Queues a record without blocking; gives the job back (boxed: the failure path is rare
+    /// and the job is large) when the queue is full.
+    pub fn try_send(&self, job: WriteJob) -> Result<(), Box<WriteJob>> {
         self.tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
+            TrySendError::Full(job) | TrySendError::Disconnected(job) => Box::new(job),
         })
     }
 

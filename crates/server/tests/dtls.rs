@@ -170,7 +170,9 @@ fn certificate_interop_with_every_kind_of_server_credentials() {
     let (ec_chain, ec_key, rsa_cert, rsa_key) =
         (c.path("server-chain.pem"), c.path("server.key"), c.path("rsa-server.pem"), c.path("rsa-server-enc.key"));
     let (p12, legacy, jks, keytool_jks) = (c.path("server.p12"), c.path("rsa-legacy.p12"), c.path("server.jks"), c.path("keytool.jks"));
-    let kinds: Vec<(&str, Vec<(&str, &str)>, String)> = vec![
+    // (name, environment, CA file the clients verify the server with)
+    type Kind<'a> = (&'a str, Vec<(&'a str, &'a str)>, String);
+    let kinds: Vec<Kind> = vec![
         (
             "pem-ec",
             vec![("COAP_DTLS_CREDENTIALS_TYPE", "PEM"), ("COAP_DTLS_PEM_CERT", &ec_chain), ("COAP_DTLS_PEM_KEY", &ec_key)],

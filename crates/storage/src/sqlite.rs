@@ -980,7 +980,7 @@ impl Store for SqliteStore {
             filters.push(format!("json_extract(body, ?{}) = ?{}", args.len() - 1, args.len()));
         }
         if let Some(text) = query.error_contains.as_deref().filter(|t| !t.is_empty()) {
-            args.push(format!("%{}%", text.replace('%', "").replace('_', "")).into());
+            args.push(format!("%{}%", text.replace(['%', '_'], "")).into());
             filters.push(format!("json_extract(body, '$.error') LIKE ?{}", args.len()));
         }
         match query.has_error {
