@@ -70,7 +70,7 @@ impl Engine {
         payload: &[u8],
         metadata: &BTreeMap<String, String>,
     ) -> Result<serde_json::Value, ScriptError> {
-        check_inputs(script, payload, &self.limits)?;
+        check_inputs(script, payload, metadata, &self.limits)?;
         match script.lang {
             ScriptLang::Js => {
                 match self.decode_js(script, payload, metadata) {
@@ -209,6 +209,7 @@ fn tbel_error(e: coapgate_tbel::TbelError, limits: &Limits) -> ScriptError {
 fn check_inputs(
     script: &DecoderScript,
     payload: &[u8],
+    metadata: &BTreeMap<String, String>,
     limits: &Limits,
 ) -> Result<(), ScriptError> {
     // UTF-8 length bounds the char count from above; count only if needed.
@@ -226,6 +227,16 @@ fn check_inputs(
         return Err(ScriptError::TooLarge {
             what: "payload (bytes)",
             size: payload.len(),
+            limit: limits.max_payload_bytes,
+        });
+    }
+    // Metadata is the script's other argument; it comes from integration settings and request
+    // options, and is held to the same bound as the payload.
+    let metadata_bytes: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if metadata_bytes > limits.max_payload_bytes {
+        return Err(ScriptError::TooLarge {
+            what: "payload metadata (bytes)",
+            size: metadata_bytes,
             limit: limits.max_payload_bytes,
         });
     }

@@ -330,6 +330,10 @@ fn size_limits_are_checked_outside_the_engine() {
     )
     .unwrap_err();
     assert!(matches!(err, ScriptError::TooLarge { what, .. } if what.starts_with("result")));
+    let big_metadata: BTreeMap<String, String> = [("k".to_string(), "v".repeat(10))].into_iter().collect();
+    let err = decode_once(&script("return 1;"), b"", &big_metadata, &limits).unwrap_err();
+    assert!(matches!(err, ScriptError::TooLarge { what, size: 11, .. } if what.contains("metadata")), "{err:?}");
+    assert!(!err.counts_towards_block(), "the device's input, not the script's fault");
     // Multi-byte characters count once.
     let ok = decode_once(
         &script("return 'é'.repeat(60);"),
