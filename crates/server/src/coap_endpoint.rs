@@ -342,7 +342,8 @@ impl CoapEndpoint {
         }
         let route = self.registry.lookup(&segments[n - 1]).ok_or_else(|| Reply::new(Code::NOT_FOUND, "Not Found"))?;
         let prefix = if self.secure { &route.dtls_path_prefix } else { &route.path_prefix };
-        if !route.integration.enabled || prefix[..] != segments[..n - 2] {
+        // Disabled integrations have no route at all (the registry leaves them out).
+        if prefix[..] != segments[..n - 2] {
             return Err(Reply::new(Code::NOT_FOUND, "Not Found"));
         }
         if request.code != Code::POST && request.code != Code::PUT {

@@ -87,10 +87,7 @@ fn create(store: &dyn Store, config: &Config) -> anyhow::Result<Integration> {
             "metadata": {},
         }),
         routing_key,
-        secret: {
-            use rand::distr::{Alphanumeric, SampleString};
-            Alphanumeric.sample_string(&mut rand::rng(), 20).to_ascii_lowercase()
-        },
+        secret: crate::api::random_secret(),
         additional_info: json!({"description": "The seed tutorial's integration (created by serve --demo)"}),
         version: 1,
     };

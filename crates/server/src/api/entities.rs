@@ -318,7 +318,8 @@ fn check_psk_identities_unique(
     Ok(())
 }
 
-fn random_secret() -> String {
+/// An integration secret as ThingsBoard makes them: 20 lower-case letters and digits.
+pub fn random_secret() -> String {
     use rand::distr::{Alphanumeric, SampleString};
     Alphanumeric.sample_string(&mut rand::rng(), 20).to_ascii_lowercase()
 }

@@ -32,6 +32,7 @@ use crate::events::EventSink;
 use crate::registry::Registry;
 
 pub use auth::{Jwt, ensure_admin_user};
+pub use entities::random_secret;
 
 /// What every handler can reach.
 #[derive(Clone)]
