@@ -3,10 +3,12 @@
 //! very same [`CoapEndpoint::handle_datagram`], and whose sends are encrypted per session).
 //!
 //! The receive loop only parses, deduplicates, routes and submits; it never waits on a script or
-//! the database. Each accepted uplink travels socket → script pool → writer → commit, and its
-//! completion comes back through a oneshot channel to a small task that answers the peer:
-//! piggybacked in the ACK when the answer is ready within the piggyback window, otherwise as an
-//! empty ACK now and a separate confirmable response later.
+//! the database. Each accepted uplink travels socket → script pool → writer → commit, and carries
+//! a [`Responder`] that answers the peer from whichever thread learns the answer (the writer's
+//! sync thread for a stored uplink): piggybacked in the ACK when the answer comes within the
+//! piggyback window. A sweeper task acknowledges CONs still unanswered after that window with an
+//! empty ACK, and their answer then goes out as a separate confirmable response. No task, timer
+//! or channel per request: those hand-offs cost more CPU than the rest of the message layer.
 //!
 //! Bounds: `max_in_flight` caps the uplinks accepted but not yet answered (above it: 5.03 with
 //! Max-Age), and the script and writer queues are bounded too (full: 5.03), so memory between
@@ -23,6 +25,7 @@ use coapgate_coap::{Block1Assembler, Block1Config, Block1Outcome, DedupCache, De
 use coapgate_script::EnginePool;
 use coapgate_storage::model::Exchange;
 use tokio::net::UdpSocket;
+use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use coapgate_dtls::PeerInfo;
@@ -112,6 +115,12 @@ pub struct CoapEndpoint {
     next_message_id: AtomicU16,
     /// Separate responses waiting for the peer's ACK or RST, by (peer, message id).
     awaiting_ack: Mutex<HashMap<(SocketAddr, u16), oneshot::Sender<()>>>,
+    /// Confirmable uplinks in flight, by (peer, message id): when each arrived, and whether the
+    /// sweeper has already sent its empty ACK (then its answer goes out as a separate response).
+    unanswered: Mutex<HashMap<(SocketAddr, u16), Unanswered>>,
+    /// The runtime for work the answering thread must not do itself (separate responses with
+    /// their retransmissions, a send that found the socket busy).
+    runtime: Option<Handle>,
     pub stats: EndpointStats,
     /// Whether this endpoint is the DTLS one, which decides the security-mode checks.
     secure: bool,
@@ -119,6 +128,42 @@ pub struct CoapEndpoint {
 
 /// Whose request this is, beyond the address: the DTLS session's peer, if any.
 type Auth<'a> = Option<&'a PeerInfo>;
+
+/// A confirmable uplink not answered yet; see [`CoapEndpoint::unanswered`].
+struct Unanswered {
+    since: Instant,
+    acked: bool,
+}
+
+/// Answers one uplink, exactly once, from any thread. Dropped without an answer (a worker lost
+/// the job), it answers 5.00 so the device is never left waiting and the in-flight slot is freed.
+pub struct Responder {
+    endpoint: Arc<CoapEndpoint>,
+    /// The request without its payload: what framing the answer needs.
+    request: Message,
+    peer: SocketAddr,
+    /// The success answer, framed when the request arrived (and stored with the uplink).
+    created: Arc<[u8]>,
+    answered: bool,
+}
+
+impl Responder {
+    pub fn send(mut self, reply: Reply) {
+        self.answer(reply);
+    }
+
+    fn answer(&mut self, reply: Reply) {
+        if !std::mem::replace(&mut self.answered, true) {
+            self.endpoint.answer_uplink(&self.request, self.peer, reply, &self.created);
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.answer(Reply::new(Code::INTERNAL_SERVER_ERROR, "uplink processing was interrupted"));
+    }
+}
 
 impl CoapEndpoint {
     pub fn new(
@@ -151,6 +196,8 @@ impl CoapEndpoint {
             in_flight: AtomicUsize::new(0),
             next_message_id: AtomicU16::new(rand::random()),
             awaiting_ack: Mutex::new(HashMap::new()),
+            unanswered: Mutex::new(HashMap::new()),
+            runtime: Handle::try_current().ok(),
             stats: EndpointStats::default(),
             secure,
         })
@@ -181,6 +228,7 @@ impl CoapEndpoint {
 
     /// The receive loop. Errors on one datagram never end it.
     pub async fn run(self: Arc<Self>) {
+        tokio::spawn(self.clone().sweep_unanswered());
         let socket = match &self.transport {
             Transport::Udp(socket) => socket.clone(),
             Transport::Dtls(dtls) => return crate::dtls_endpoint::run(self.clone(), dtls.clone()).await,
@@ -208,7 +256,7 @@ impl CoapEndpoint {
                 // again): send it from a task instead of dropping an answer we owe.
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     self.stats.send_deferred.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    if let Some(runtime) = &self.runtime {
                         let (socket, bytes) = (socket.clone(), bytes.to_vec());
                         runtime.spawn(async move {
                             if let Err(e) = socket.send_to(&bytes, peer).await {
@@ -398,13 +446,12 @@ impl CoapEndpoint {
         self.send(&bytes, peer);
     }
 
-    fn start_uplink(self: &Arc<Self>, request: Message, peer: SocketAddr, route: Arc<Route>) {
+    fn start_uplink(self: &Arc<Self>, mut request: Message, peer: SocketAddr, route: Arc<Route>) {
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.config.max_in_flight {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
             return self.answer_now(&request, peer, Reply::overloaded());
         }
-        let (reply_tx, reply_rx) = oneshot::channel::<Reply>();
         let metadata = converter_metadata(&route, &request);
         // The answer a stored uplink gets, framed now so the very same bytes are stored with
         // the data (for replay after a crash) and sent.
@@ -415,47 +462,65 @@ impl CoapEndpoint {
             ts: coapgate_storage::now_millis(),
             response: created.to_vec(),
         };
-        let job = self.pipeline.decode_job(route, &request, metadata, reply_tx, Some(exchange));
-        if let Err(e) = self.pool.try_submit(job) {
-            drop(e);
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
-            return self.answer_now(&request, peer, Reply::overloaded());
+        let confirmable = request.mtype == MessageType::Confirmable;
+        let key = (peer, request.message_id);
+        // Registered before the job can finish, so the answer always finds (and removes) it.
+        if confirmable {
+            self.unanswered_lock().insert(key, Unanswered { since: Instant::now(), acked: false });
         }
-        let endpoint = self.clone();
-        tokio::spawn(async move { endpoint.respond(request, peer, reply_rx, created).await });
+        let payload = std::mem::take(&mut request.payload);
+        let content_format = request.content_format();
+        let responder = Responder { endpoint: self.clone(), request, peer, created, answered: false };
+        let job = self.pipeline.decode_job(route, content_format, payload, metadata, responder, Some(exchange));
+        if let Err(refused) = self.pool.try_submit(job) {
+            // The job's own completion answers (5.03 for a full pool) through its responder.
+            self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+            let error = refused.to_script_error();
+            (refused.into_job().on_done)(Err(error), Duration::ZERO);
+        }
     }
 
-    /// Waits for the pipeline's answer and delivers it as the message layer requires.
-    async fn respond(
-        self: Arc<Self>,
-        request: Message,
-        peer: SocketAddr,
-        mut reply_rx: oneshot::Receiver<Reply>,
-        created: Arc<[u8]>,
-    ) {
-        let lost = || Reply::new(Code::INTERNAL_SERVER_ERROR, "uplink processing was interrupted");
-        let early = tokio::time::timeout(self.config.piggyback_timeout, &mut reply_rx).await;
-        match early {
-            Ok(reply) => {
-                let reply = reply.unwrap_or_else(|_| lost());
-                self.settle(&reply);
-                self.deliver(&request, peer, reply, &created);
+    fn unanswered_lock(&self) -> std::sync::MutexGuard<'_, HashMap<(SocketAddr, u16), Unanswered>> {
+        self.unanswered.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The answer to an accepted uplink, on whichever thread has it.
+    fn answer_uplink(self: &Arc<Self>, request: &Message, peer: SocketAddr, reply: Reply, created: &Arc<[u8]>) {
+        self.settle(&reply);
+        let separate = request.mtype == MessageType::Confirmable
+            && self.unanswered_lock().remove(&(peer, request.message_id)).is_some_and(|u| u.acked);
+        if !separate {
+            return self.deliver(request, peer, reply, created);
+        }
+        match &self.runtime {
+            Some(runtime) => {
+                let (endpoint, request) = (self.clone(), request.clone());
+                runtime.spawn(async move { endpoint.send_separate(&request, peer, &reply).await });
             }
-            Err(_) if request.mtype == MessageType::Confirmable => {
-                // Too slow to piggyback: acknowledge now so the device stops retransmitting, and
-                // answer duplicates with the same empty ACK until the separate response is out.
-                let ack: Arc<[u8]> = Message::empty_ack(request.message_id).encode().into();
-                self.dedup.lock().unwrap_or_else(|e| e.into_inner()).complete(peer, request.message_id, ack.clone());
-                self.send(&ack, peer);
-                let reply = reply_rx.await.unwrap_or_else(|_| lost());
-                self.settle(&reply);
-                self.send_separate(&request, peer, &reply).await;
-            }
-            Err(_) => {
-                let reply = reply_rx.await.unwrap_or_else(|_| lost());
-                self.settle(&reply);
-                self.deliver(&request, peer, reply, &created);
+            None => tracing::warn!("no runtime to send a separate response to {peer}"),
+        }
+    }
+
+    /// Acknowledges, with an empty ACK, every confirmable uplink still unanswered after the
+    /// piggyback window, so the device stops retransmitting; duplicates get the same ACK until
+    /// the separate response is out. Checks a few times per window.
+    async fn sweep_unanswered(self: Arc<Self>) {
+        let window = self.config.piggyback_timeout;
+        let mut tick = tokio::time::interval((window / 4).clamp(Duration::from_millis(2), Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            // Under the lock, so an answer arriving now either finds `acked` set (and goes out
+            // as a separate response) or was delivered piggybacked before this ACK was sent.
+            let mut unanswered = self.unanswered_lock();
+            for (&(peer, message_id), waiting) in unanswered.iter_mut() {
+                if !waiting.acked && now.duration_since(waiting.since) >= window {
+                    waiting.acked = true;
+                    let ack: Arc<[u8]> = Message::empty_ack(message_id).encode().into();
+                    self.dedup.lock().unwrap_or_else(|e| e.into_inner()).complete(peer, message_id, ack.clone());
+                    self.send(&ack, peer);
+                }
             }
         }
     }

@@ -52,6 +52,7 @@ impl Metrics {
         metric("coapgate_writer_queue_depth", "gauge", "decoded uplinks waiting for the writer", &[("", self.writer.queue_len() as u64)]);
         let w = &self.writer.stats;
         metric("coapgate_writer_commits_total", "counter", "group commits", &[("", load(&w.commits))]);
+        metric("coapgate_writer_syncs_total", "counter", "flushes of committed batches by the sync thread", &[("", load(&w.syncs))]);
         metric("coapgate_writer_records_total", "counter", "uplinks committed", &[("", load(&w.records))]);
         metric("coapgate_writer_failed_commits_total", "counter", "commits that failed (nothing acknowledged)", &[("", load(&w.failed_commits))]);
         metric("coapgate_events_recorded_total", "counter", "events stored", &[("", load(&self.events.recorded))]);
@@ -76,7 +77,8 @@ impl Metrics {
         }
         metric("coapgate_events_queue_depth", "gauge", "events waiting to be stored", &[("", self.events.queue_len() as u64)]);
         w.batch_size.render(&mut out, "coapgate_writer_batch_size", "uplinks per group commit");
-        w.commit_micros.render(&mut out, "coapgate_writer_commit_microseconds", "duration of each group commit, fsync included");
+        w.commit_micros.render(&mut out, "coapgate_writer_commit_microseconds", "duration of each group commit (its flush is separate when coapgate_writer_syncs_total grows)");
+        w.sync_micros.render(&mut out, "coapgate_writer_sync_microseconds", "duration of each flush (fdatasync of the write-ahead log)");
         self.script_micros.render(&mut out, "coapgate_script_microseconds", "converter run time per uplink");
         out
     }

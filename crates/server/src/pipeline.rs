@@ -1,22 +1,20 @@
 //! One uplink's way from the script pool to the reply: decode, validate, store, record events.
 //!
 //! The CoAP endpoint builds a [`DecodeJob`] here and forgets about it; the job's completion runs
-//! on a script worker, hands the record to the writer, and the writer's completion sends the
-//! [`Reply`] back through the oneshot channel the endpoint waits on. Events are recorded at the
+//! on a script worker, hands the record to the writer, and the writer's completion (once the
+//! commit is durable) answers the device through the uplink's [`Responder`]. Events are recorded at the
 //! step where their facts are known (converter In/Out after the script, the integration's
 //! Uplink event and statistics after the commit) and only when the debug settings ask for them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use coapgate_coap::message::{Code, Message};
+use coapgate_coap::message::Code;
 use coapgate_script::{DecodeJob, ScriptError};
 use coapgate_storage::model::{Exchange, Millis};
 use coapgate_storage::now_millis;
 use serde_json::Value;
-use tokio::sync::oneshot;
-
-use crate::coap_endpoint::Reply;
+use crate::coap_endpoint::{Reply, Responder};
 use crate::events::{DataType, EventSink};
 use crate::registry::Route;
 use crate::uplink::record_from_output;
@@ -44,7 +42,7 @@ struct Uplink {
     payload: Vec<u8>,
     metadata: BTreeMap<String, String>,
     pipeline: Pipeline,
-    reply: oneshot::Sender<Reply>,
+    reply: Responder,
     /// Stored with the uplink's data so a retransmission after a crash is answered, not stored.
     exchange: Option<Exchange>,
     /// The converter's output once there is one.
@@ -56,17 +54,18 @@ impl Pipeline {
     pub fn decode_job(
         &self,
         route: Arc<Route>,
-        request: &Message,
+        content_format: Option<u32>,
+        payload: Vec<u8>,
         metadata: BTreeMap<String, String>,
-        reply: oneshot::Sender<Reply>,
+        reply: Responder,
         exchange: Option<Exchange>,
     ) -> DecodeJob {
         let uplink = Uplink {
             exchange,
             output: None,
             received_ts: now_millis(),
-            data_type: DataType::of_content_format(request.content_format()),
-            payload: request.payload.clone(),
+            data_type: DataType::of_content_format(content_format),
+            payload: payload.clone(),
             metadata: metadata.clone(),
             pipeline: self.clone(),
             reply,
@@ -74,7 +73,7 @@ impl Pipeline {
         };
         DecodeJob {
             script: route.script.clone(),
-            payload: request.payload.clone(),
+            payload,
             metadata,
             on_done: Box::new(move |result, elapsed| {
                 uplink.pipeline.script_micros.record(elapsed.as_micros() as u64);
@@ -164,6 +163,6 @@ impl Uplink {
                 error.as_deref(),
             );
         }
-        let _ = self.reply.send(reply);
+        self.reply.send(reply);
     }
 }

@@ -2,9 +2,16 @@
 //!
 //! Script workers hand records over through a bounded queue ([`WriterHandle::try_send`] never
 //! blocks; a full queue is the caller's cue to answer 5.03). The writer takes everything queued
-//! (up to `max_batch`), waits at most `batch_window` for more, commits once, and only then calls
-//! each record's completion — which is what sends the 2.01. So an acknowledgement always follows
-//! the durable commit that holds its data, and a slow disk batches more instead of queueing more.
+//! (up to `max_batch`), waits at most `batch_window` for more, commits once, and only after that
+//! commit is durable calls each record's completion — which is what sends the 2.01. So an
+//! acknowledgement always follows the durable commit that holds its data, and a slow disk
+//! batches more instead of queueing more.
+//!
+//! When the storage can split durability from the commit (SQLite: write the WAL frames, flush
+//! the WAL file separately), a second thread, `uplink-sync`, does the flushing: the writer hands
+//! it each committed batch and goes on to the next one while the disk works, and one flush
+//! releases every batch committed before it started. The hand-over queue is bounded, so a slow
+//! disk still pushes back to the writer's queue and from there to the devices (5.03).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use coapgate_storage::UplinkWriter;
 use coapgate_storage::model::{UplinkOutcome, UplinkRecord, UplinkRejection};
+use coapgate_storage::DurabilityBarrier;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::histogram::Histogram;
@@ -42,9 +50,21 @@ pub struct WriterStats {
     pub failed_commits: AtomicU64,
     /// Uplinks per commit.
     pub batch_size: Histogram,
-    /// Duration of each commit (including its fsync), in microseconds.
+    /// Duration of each commit (including its fsync unless a sync thread flushes), in microseconds.
     pub commit_micros: Histogram,
+    /// Flushes by the sync thread, and how long each took in microseconds.
+    pub syncs: AtomicU64,
+    pub sync_micros: Histogram,
 }
+
+const MICROS_BUCKETS: &[u64] = &[250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000, 500_000];
+
+/// Committed batches waiting for the sync thread. Small: each holds up to `max_batch` uplinks,
+/// and a full queue makes the writer wait, which is the backpressure a slow disk must cause.
+const SYNC_QUEUE_BATCHES: usize = 8;
+
+/// A committed batch: each record's completion with what became of it.
+type Committed = Vec<(Completion, Result<UplinkOutcome, UplinkRejection>)>;
 
 impl Default for WriterStats {
     fn default() -> WriterStats {
@@ -53,7 +73,9 @@ impl Default for WriterStats {
             records: AtomicU64::new(0),
             failed_commits: AtomicU64::new(0),
             batch_size: Histogram::new(&[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000]),
-            commit_micros: Histogram::new(&[250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000, 500_000]),
+            commit_micros: Histogram::new(MICROS_BUCKETS),
+            syncs: AtomicU64::new(0),
+            sync_micros: Histogram::new(MICROS_BUCKETS),
         }
     }
 }
@@ -84,20 +106,47 @@ pub struct WriterConfig {
     pub batch_window: Duration,
 }
 
-/// Starts the writer thread. It runs until every [`WriterHandle`] is dropped, then commits what
-/// is queued and exits; the returned join handle lets shutdown wait for that.
-pub fn start(writer: Box<dyn UplinkWriter>, config: WriterConfig) -> (WriterHandle, std::thread::JoinHandle<()>) {
+/// Starts the writer thread (and its sync thread, when the storage splits durability). It runs
+/// until every [`WriterHandle`] is dropped, then commits and acknowledges what is queued and
+/// exits; the returned join handle lets shutdown wait for that.
+pub fn start(mut writer: Box<dyn UplinkWriter>, config: WriterConfig) -> (WriterHandle, std::thread::JoinHandle<()>) {
     let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
     let stats = Arc::new(WriterStats::default());
+    let barrier = writer.split_durability().unwrap_or_else(|e| {
+        tracing::warn!("storage cannot flush separately, every commit will sync itself: {e}");
+        None
+    });
+    let sync = barrier.map(|barrier| {
+        let (sync_tx, sync_rx) = crossbeam_channel::bounded(SYNC_QUEUE_BATCHES);
+        let sync_stats = stats.clone();
+        let join = std::thread::Builder::new()
+            .name("uplink-sync".into())
+            .spawn(move || run_sync(barrier, sync_rx, &sync_stats))
+            .expect("spawning the sync thread");
+        (sync_tx, join)
+    });
     let thread_stats = stats.clone();
     let join = std::thread::Builder::new()
         .name("uplink-writer".into())
-        .spawn(move || run(writer, rx, config, &thread_stats))
+        .spawn(move || {
+            let (sync_tx, sync_join) = sync.unzip();
+            run(writer, rx, config, &thread_stats, sync_tx);
+            // `run` dropped the sync queue's sender: the sync thread flushes what is left and ends.
+            if let Some(join) = sync_join {
+                let _ = join.join();
+            }
+        })
         .expect("spawning the writer thread");
     (WriterHandle { tx, stats }, join)
 }
 
-fn run(mut writer: Box<dyn UplinkWriter>, rx: Receiver<WriteJob>, config: WriterConfig, stats: &WriterStats) {
+fn run(
+    mut writer: Box<dyn UplinkWriter>,
+    rx: Receiver<WriteJob>,
+    config: WriterConfig,
+    stats: &WriterStats,
+    sync: Option<Sender<Committed>>,
+) {
     let mut batch: Vec<WriteJob> = Vec::with_capacity(config.max_batch);
     while let Ok(first) = rx.recv() {
         batch.push(first);
@@ -112,14 +161,66 @@ fn run(mut writer: Box<dyn UplinkWriter>, rx: Receiver<WriteJob>, config: Writer
                 },
             }
         }
-        commit_batch(writer.as_mut(), &mut batch, stats);
+        if let Some(committed) = commit_batch(writer.as_mut(), &mut batch, stats) {
+            match &sync {
+                // Blocks while the sync thread is SYNC_QUEUE_BATCHES behind.
+                Some(sync) => {
+                    if let Err(e) = sync.send(committed) {
+                        // The sync thread is gone (it panicked): nothing it held can be
+                        // acknowledged, and nothing later can be made durable.
+                        fail_all(e.into_inner(), "the storage flush thread stopped");
+                    }
+                }
+                None => acknowledge(committed),
+            }
+        }
         if let Err(e) = writer.maintain() {
             tracing::warn!("storage upkeep failed (will retry): {e}");
         }
     }
 }
 
-fn commit_batch(writer: &mut dyn UplinkWriter, batch: &mut Vec<WriteJob>, stats: &WriterStats) {
+/// The sync thread: flushes once for everything committed so far, then acknowledges it.
+fn run_sync(mut barrier: Box<dyn DurabilityBarrier>, rx: Receiver<Committed>, stats: &WriterStats) {
+    while let Ok(first) = rx.recv() {
+        // Every batch already queued was committed before this flush starts, so it covers them.
+        let mut ready = vec![first];
+        ready.extend(rx.try_iter());
+        let started = Instant::now();
+        let flushed = barrier.sync();
+        stats.sync_micros.record(started.elapsed().as_micros() as u64);
+        stats.syncs.fetch_add(1, Ordering::Relaxed);
+        match flushed {
+            Ok(()) => ready.into_iter().for_each(acknowledge),
+            Err(e) => {
+                // The data may be visible but is not known to be on disk: never acknowledge it.
+                stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("flushing committed uplinks failed, none acknowledged: {e}");
+                let message = e.to_string();
+                ready.into_iter().for_each(|c| fail_all(c, &message));
+            }
+        }
+    }
+}
+
+fn acknowledge(committed: Committed) {
+    for (done, result) in committed {
+        done(match result {
+            Ok(outcome) => WriteResult::Stored(outcome),
+            Err(rejection) => WriteResult::Rejected(rejection),
+        });
+    }
+}
+
+fn fail_all(committed: Committed, message: &str) {
+    for (done, _) in committed {
+        done(WriteResult::Failed(message.to_string()));
+    }
+}
+
+/// Commits one batch; gives back the completions with their results, or — when the transaction
+/// failed — calls them with the failure itself and gives back `None`.
+fn commit_batch(writer: &mut dyn UplinkWriter, batch: &mut Vec<WriteJob>, stats: &WriterStats) -> Option<Committed> {
     let (records, completions): (Vec<UplinkRecord>, Vec<Completion>) =
         batch.drain(..).map(|j| (j.record, j.done)).unzip();
     let started = Instant::now();
@@ -130,12 +231,7 @@ fn commit_batch(writer: &mut dyn UplinkWriter, batch: &mut Vec<WriteJob>, stats:
         Ok(results) => {
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats.records.fetch_add(records.len() as u64, Ordering::Relaxed);
-            for (done, result) in completions.into_iter().zip(results) {
-                done(match result {
-                    Ok(outcome) => WriteResult::Stored(outcome),
-                    Err(rejection) => WriteResult::Rejected(rejection),
-                });
-            }
+            Some(completions.into_iter().zip(results).collect())
         }
         Err(e) => {
             stats.failed_commits.fetch_add(1, Ordering::Relaxed);
@@ -144,6 +240,7 @@ fn commit_batch(writer: &mut dyn UplinkWriter, batch: &mut Vec<WriteJob>, stats:
             for done in completions {
                 done(WriteResult::Failed(message.clone()));
             }
+            None
         }
     }
 }

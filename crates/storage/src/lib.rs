@@ -162,6 +162,22 @@ pub trait UplinkWriter: Send {
     fn maintain(&mut self) -> Result<()> {
         Ok(())
     }
+
+    /// Splits durability from the commit, for a writer that can overlap the two: after this
+    /// returns `Some(barrier)`, `commit` returns once the batch is written but not yet durable,
+    /// and a batch is durable once a call to `barrier.sync()` that *started after* its commit
+    /// returned has returned `Ok`. The caller then runs the syncs on another thread, so the next
+    /// batch is prepared while the disk flushes the previous ones, and one flush covers several
+    /// commits. `None` (the default) keeps every commit durable on return.
+    fn split_durability(&mut self) -> Result<Option<Box<dyn DurabilityBarrier>>> {
+        Ok(None)
+    }
+}
+
+/// Makes every commit that returned before `sync` was called durable. See
+/// [`UplinkWriter::split_durability`].
+pub trait DurabilityBarrier: Send {
+    fn sync(&mut self) -> Result<()>;
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -7,6 +7,7 @@
 //! keys through a key dictionary, which keeps the hot tables small.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -18,7 +19,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::model::*;
-use crate::{Result, StorageError, Store, UplinkWriter, now_millis};
+use crate::{DurabilityBarrier, Result, StorageError, Store, UplinkWriter, now_millis};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS setting (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -850,9 +851,12 @@ impl Store for SqliteStore {
 
     fn timeseries_keys(&self, entity_id: Uuid) -> Result<Vec<String>> {
         self.with_conn(|c| {
+            // Points not compacted yet are only in ts_kv_recent (see `compact_recent`).
             let mut stmt = c.prepare_cached(
-                "SELECT d.key FROM ts_kv_latest l JOIN key_dictionary d ON d.key_id = l.key \
-                 WHERE l.entity_id = ?1 ORDER BY d.key",
+                "SELECT d.key FROM key_dictionary d WHERE d.key_id IN ( \
+                   SELECT key FROM ts_kv_latest WHERE entity_id = ?1 \
+                   UNION SELECT key FROM ts_kv_recent WHERE entity_id = ?1) \
+                 ORDER BY d.key",
             )?;
             Ok(stmt.query_map([entity_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?)
         })
@@ -860,13 +864,35 @@ impl Store for SqliteStore {
 
     fn latest_timeseries(&self, entity_id: Uuid, keys: Option<&[String]>) -> Result<Vec<(String, TsValue)>> {
         self.with_conn(|c| {
+            // ts_kv_latest holds what compaction folded in; newer points may still wait in
+            // ts_kv_recent. The newest (ts, then write order) of each key wins.
             let mut stmt = c.prepare_cached(
-                "SELECT d.key, l.ts, l.bool_v, l.long_v, l.dbl_v, l.str_v, l.json_v \
-                 FROM ts_kv_latest l JOIN key_dictionary d ON d.key_id = l.key WHERE l.entity_id = ?1 ORDER BY d.key",
+                "SELECT d.key, u.ts, u.src, u.bool_v, u.long_v, u.dbl_v, u.str_v, u.json_v FROM ( \
+                   SELECT key, ts, 0 AS src, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_latest WHERE entity_id = ?1 \
+                   UNION ALL \
+                   SELECT key, ts, rowid, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent WHERE entity_id = ?1) u \
+                 JOIN key_dictionary d ON d.key_id = u.key ORDER BY d.key",
             )?;
-            let rows = stmt
-                .query_map([entity_id], |r| Ok((r.get::<_, String>(0)?, TsValue { ts: r.get(1)?, value: kv_from_row(r, 2)? })))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut rows: Vec<(String, TsValue)> = Vec::new();
+            let mut rank: Vec<(Millis, i64)> = Vec::new();
+            let mut found = stmt.query([entity_id])?;
+            while let Some(r) = found.next()? {
+                let (key, ts, src): (String, Millis, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                let value = TsValue { ts, value: kv_from_row(r, 3)? };
+                match rows.last() {
+                    Some((last, _)) if *last == key => {
+                        let best = rank.last_mut().expect("one rank per row");
+                        if (ts, src) >= *best {
+                            *best = (ts, src);
+                            *rows.last_mut().expect("checked") = (key, value);
+                        }
+                    }
+                    _ => {
+                        rows.push((key, value));
+                        rank.push((ts, src));
+                    }
+                }
+            }
             Ok(match keys {
                 None => rows,
                 Some(keys) => keys
@@ -1050,18 +1076,24 @@ impl Store for SqliteStore {
         // stall every uplink of the batch. A background connection checkpoints instead.
         // A large page cache keeps the hot B-tree pages of many devices in memory, so commits
         // write pages without reading them back from the file first.
-        conn.execute_batch("PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-262144; PRAGMA mmap_size=1073741824;")?;
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-262144; PRAGMA mmap_size=1073741824;")?;
         start_checkpointer(&self.path)?;
-        Ok(Box::new(SqliteUplinkWriter {
+        let mut writer = SqliteUplinkWriter {
             conn,
+            path: self.path.clone(),
             cache: WriterCache::default(),
             generation: self.generation.clone(),
             seen_generation: self.generation.load(Ordering::SeqCst),
             last_exchange_cleanup: std::time::Instant::now(),
-            // Points left in ts_kv_recent by a previous run get compacted on the first chance.
             recent_rows: std::cell::Cell::new(1),
-            last_compaction: std::time::Instant::now() - COMPACT_EVERY,
-        }))
+            last_compaction: std::time::Instant::now(),
+        };
+        // Points a previous run left in ts_kv_recent are folded in before the first commit, so
+        // ts_kv_latest is complete and the writer's (empty) view of newer values is right.
+        while writer.recent_rows.get() > 0 {
+            writer.compact_recent()?;
+        }
+        Ok(Box::new(writer))
     }
 }
 
@@ -1071,6 +1103,8 @@ impl Store for SqliteStore {
 /// commits, and all but the key dictionary are dropped when the REST API deletes something.
 pub struct SqliteUplinkWriter {
     conn: Connection,
+    /// The database file, whose `-wal` file the durability barrier flushes.
+    path: PathBuf,
     cache: WriterCache,
     generation: Arc<AtomicU64>,
     seen_generation: u64,
@@ -1082,10 +1116,10 @@ pub struct SqliteUplinkWriter {
 }
 
 /// Compact when this many points are waiting, or when any have waited this long.
-const COMPACT_ROWS: u64 = 20_000;
+const COMPACT_ROWS: u64 = 100_000;
 const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most points moved in one compaction transaction, to bound how long it holds the writer.
-const COMPACT_CHUNK: i64 = 50_000;
+const COMPACT_CHUNK: i64 = 200_000;
 
 /// How long a stored exchange is remembered: CoAP's EXCHANGE_LIFETIME (RFC 7252 §4.8.2).
 pub const EXCHANGE_LIFETIME_MS: Millis = 247_000;
@@ -1116,6 +1150,7 @@ impl SqliteUplinkWriter {
         let conn = open_connection(&store.path).unwrap();
         SqliteUplinkWriter {
             conn,
+            path: store.path.clone(),
             cache: WriterCache::default(),
             generation: store.generation.clone(),
             seen_generation: store.generation.load(Ordering::SeqCst),
@@ -1167,6 +1202,8 @@ struct WriterCache {
     customers: HashMap<String, Uuid>,
     groups: HashMap<(EntityKind, Owner, String), Uuid>,
     keys: HashMap<String, i64>,
+    /// The newest value written per (entity, key) since ts_kv_recent was last drained.
+    latest: HashMap<(Uuid, i64), (Millis, KvValue)>,
 }
 
 impl WriterCache {
@@ -1176,6 +1213,8 @@ impl WriterCache {
         self.customers.extend(pending.customers);
         self.groups.extend(pending.groups);
         self.keys.extend(pending.keys);
+        // Pending entries were only taken when at least as new as the committed ones.
+        self.latest.extend(pending.latest);
     }
 
     /// Forgets everything a REST deletion may have invalidated; key ids never change.
@@ -1184,6 +1223,7 @@ impl WriterCache {
         self.profiles.clear();
         self.customers.clear();
         self.groups.clear();
+        self.latest.clear();
     }
 }
 
@@ -1326,13 +1366,21 @@ impl SqliteUplinkWriter {
         Ok(id)
     }
 
-    /// The latest stored time-series value of a key, as this transaction sees it.
-    fn latest_value(&self, entity: Uuid, key: i64) -> Result<Option<KvValue>> {
-        Ok(self
+    /// The latest stored time-series value of a key, as this transaction sees it: the newer of
+    /// what compaction folded into ts_kv_latest and what this writer wrote since.
+    fn latest_value(&self, pending: &WriterCache, entity: Uuid, key: i64) -> Result<Option<KvValue>> {
+        let written = pending.latest.get(&(entity, key)).or_else(|| self.cache.latest.get(&(entity, key)));
+        let folded: Option<(Millis, KvValue)> = self
             .conn
-            .prepare_cached("SELECT bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_latest WHERE entity_id = ?1 AND key = ?2")?
-            .query_row(params![entity, key], |r| kv_from_row(r, 0))
-            .optional()?)
+            .prepare_cached("SELECT ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_latest WHERE entity_id = ?1 AND key = ?2")?
+            .query_row(params![entity, key], |r| Ok((r.get(0)?, kv_from_row(r, 1)?)))
+            .optional()?;
+        Ok(match (written, folded) {
+            (Some((ts, value)), Some((folded_ts, _))) if *ts >= folded_ts => Some(value.clone()),
+            (Some(_), Some((_, value))) | (None, Some((_, value))) => Some(value),
+            (Some((_, value)), None) => Some(value.clone()),
+            (None, None) => None,
+        })
     }
 
     /// The stored client-side attribute value of a key, as this transaction sees it.
@@ -1377,9 +1425,27 @@ impl SqliteUplinkWriter {
              dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v",
             [upto],
         )?;
+        // The newest point per (entity, key) of the chunk becomes the latest value unless an
+        // older one is newer; among equal timestamps the later write (rowid) wins, as in ts_kv.
+        // rowid - first < COMPACT_CHUNK < 2^20 keeps the tie-breaker below one millisecond.
+        tx.execute(
+            "INSERT INTO ts_kv_latest (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
+             SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ( \
+               SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v, max(ts * 1048576 + (rowid - ?2)) \
+               FROM ts_kv_recent WHERE rowid <= ?1 GROUP BY entity_id, key) \
+             WHERE true ORDER BY entity_id, key \
+             ON CONFLICT (entity_id, key) DO UPDATE SET ts = excluded.ts, bool_v = excluded.bool_v, \
+             long_v = excluded.long_v, dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v \
+             WHERE excluded.ts >= ts_kv_latest.ts",
+            [upto, first],
+        )?;
         tx.execute("DELETE FROM ts_kv_recent WHERE rowid <= ?1", [upto])?;
         tx.commit()?;
         self.recent_rows.set(if upto < last { (last - upto) as u64 } else { 0 });
+        if upto == last {
+            // Everything written is folded into ts_kv_latest now.
+            self.cache.latest.clear();
+        }
         Ok(())
     }
 
@@ -1416,7 +1482,7 @@ impl SqliteUplinkWriter {
             for (ts, values) in &update.telemetry {
                 for (key, value) in values {
                     let key_id = self.key_id(pending, key)?;
-                    if only_if_changed(key) && self.latest_value(id, key_id)?.as_ref() == Some(value) {
+                    if only_if_changed(key) && self.latest_value(pending, id, key_id)?.as_ref() == Some(value) {
                         outcome.unchanged_skipped += 1;
                         continue;
                     }
@@ -1428,15 +1494,15 @@ impl SqliteUplinkWriter {
                         )?
                         .execute(params![id, key_id, ts, b, l, d, s, j])?;
                     self.recent_rows.set(self.recent_rows.get() + 1);
-                    self.conn
-                        .prepare_cached(
-                            "INSERT INTO ts_kv_latest (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (entity_id, key) DO UPDATE SET \
-                             ts = excluded.ts, bool_v = excluded.bool_v, long_v = excluded.long_v, \
-                             dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v \
-                             WHERE excluded.ts >= ts_kv_latest.ts",
-                        )?
-                        .execute(params![id, key_id, ts, b, l, d, s, j])?;
+                    // ts_kv_latest is brought up to date by compaction; until then this is the
+                    // writer's own view of the newest value (for updateOnlyKeys).
+                    let newer = match pending.latest.get(&(id, key_id)).or_else(|| self.cache.latest.get(&(id, key_id))) {
+                        Some((newest, _)) => ts >= newest,
+                        None => true,
+                    };
+                    if newer {
+                        pending.latest.insert((id, key_id), (*ts, value.clone()));
+                    }
                 }
             }
             for (key, value) in &update.attributes {
@@ -1460,7 +1526,36 @@ impl SqliteUplinkWriter {
     }
 }
 
+/// Flushes the writer's WAL file: everything SQLite wrote to it, from any connection, so every
+/// transaction committed before the call. The WAL is one file for the life of the writer's
+/// connection (SQLite rewrites it from the start after a checkpoint, never replaces it).
+struct WalBarrier {
+    wal: File,
+}
+
+impl DurabilityBarrier for WalBarrier {
+    fn sync(&mut self) -> Result<()> {
+        self.wal.sync_data().map_err(|e| StorageError::Other(format!("flushing the write-ahead log failed: {e}")))
+    }
+}
+
 impl UplinkWriter for SqliteUplinkWriter {
+    fn split_durability(&mut self) -> Result<Option<Box<dyn DurabilityBarrier>>> {
+        // A commit then only writes its WAL frames; WAL mode keeps a crash consistent (recovery
+        // replays a prefix of the commits), and the barrier's fdatasync makes that prefix reach
+        // at least every commit that returned before it. The checkpointer's own connection stays
+        // FULL, so the database file is synced before the WAL is reused.
+        self.conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
+        let wal_path = {
+            let mut p = self.path.clone().into_os_string();
+            p.push("-wal");
+            PathBuf::from(p)
+        };
+        let wal = File::open(&wal_path)
+            .map_err(|e| StorageError::Other(format!("opening {} failed: {e}", wal_path.display())))?;
+        Ok(Some(Box::new(WalBarrier { wal })))
+    }
+
     fn maintain(&mut self) -> Result<()> {
         let waiting = self.recent_rows.get();
         if waiting >= COMPACT_ROWS || (waiting > 0 && self.last_compaction.elapsed() >= COMPACT_EVERY) {
