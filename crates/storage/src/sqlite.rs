@@ -11,7 +11,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
@@ -70,10 +70,22 @@ CREATE INDEX IF NOT EXISTS coap_exchange_log_ts ON coap_exchange_log (ts);
 CREATE TABLE IF NOT EXISTS key_dictionary (key_id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
 -- New time-series points land here first, in arrival order: an uplink's commit then writes a
 -- few pages at the end of this table instead of one random leaf of ts_kv per device and key.
--- The writer moves them into ts_kv in sorted chunks (`compact_recent`); reads look at both.
+-- The compactor moves them into the history database (HISTORY_SCHEMA) in sorted chunks; rows
+-- up to hist.compaction.moved_upto are there already and get deleted by the writer later.
 CREATE TABLE IF NOT EXISTS ts_kv_recent (
     entity_id BLOB NOT NULL, key INTEGER NOT NULL, ts INTEGER NOT NULL,
     bool_v INTEGER, long_v INTEGER, dbl_v REAL, str_v TEXT, json_v TEXT);
+CREATE TABLE IF NOT EXISTS attribute_kv (
+    entity_id BLOB NOT NULL, scope TEXT NOT NULL, key INTEGER NOT NULL,
+    last_update_ts INTEGER NOT NULL,
+    bool_v INTEGER, long_v INTEGER, dbl_v REAL, str_v TEXT, json_v TEXT,
+    PRIMARY KEY (entity_id, scope, key)) WITHOUT ROWID;
+"#;
+
+/// Time series once compacted, in a database file of their own (`<name>-history.db`, attached
+/// as `hist` to every connection): moving a chunk of points there touches a page per series,
+/// and in its own file that transaction never holds the write lock the uplink commits need.
+const HISTORY_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS ts_kv (
     entity_id BLOB NOT NULL, key INTEGER NOT NULL, ts INTEGER NOT NULL,
     bool_v INTEGER, long_v INTEGER, dbl_v REAL, str_v TEXT, json_v TEXT,
@@ -82,12 +94,13 @@ CREATE TABLE IF NOT EXISTS ts_kv_latest (
     entity_id BLOB NOT NULL, key INTEGER NOT NULL, ts INTEGER NOT NULL,
     bool_v INTEGER, long_v INTEGER, dbl_v REAL, str_v TEXT, json_v TEXT,
     PRIMARY KEY (entity_id, key)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS attribute_kv (
-    entity_id BLOB NOT NULL, scope TEXT NOT NULL, key INTEGER NOT NULL,
-    last_update_ts INTEGER NOT NULL,
-    bool_v INTEGER, long_v INTEGER, dbl_v REAL, str_v TEXT, json_v TEXT,
-    PRIMARY KEY (entity_id, scope, key)) WITHOUT ROWID;
+-- Every main.ts_kv_recent row with rowid <= moved_upto is in ts_kv and ts_kv_latest.
+CREATE TABLE IF NOT EXISTS compaction (id INTEGER PRIMARY KEY CHECK (id = 1), moved_upto INTEGER NOT NULL);
+INSERT OR IGNORE INTO compaction (id, moved_upto) VALUES (1, 0);
 "#;
+
+/// Rows of ts_kv_recent not yet in the history database (the rest are deleted lazily).
+const UNMOVED: &str = "rowid > (SELECT moved_upto FROM hist.compaction)";
 
 /// The largest page any list returns, whatever the caller asks for.
 const MAX_PAGE_SIZE: u32 = 10_000;
@@ -123,8 +136,14 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and its schema.
     pub fn open(path: &Path) -> Result<SqliteStore> {
+        let history = Connection::open(history_path(path))?;
+        history.busy_timeout(BUSY_TIMEOUT)?;
+        history.execute_batch("PRAGMA journal_mode=WAL;")?;
+        history.execute_batch(HISTORY_SCHEMA)?;
+        drop(history);
         let conn = open_connection(path)?;
         conn.execute_batch(SCHEMA)?;
+        migrate_history(&conn)?;
         let tenant_id = match conn
             .query_row("SELECT value FROM setting WHERE name = 'tenant_id'", [], |r| r.get::<_, String>(0))
             .optional()?
@@ -226,9 +245,9 @@ impl SqliteStore {
         let deleted = self.with_conn(|c| {
             let tx = c.transaction()?;
             let n = tx.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id])?;
-            tx.execute("DELETE FROM ts_kv WHERE entity_id = ?1", [id])?;
+            tx.execute("DELETE FROM hist.ts_kv WHERE entity_id = ?1", [id])?;
             tx.execute("DELETE FROM ts_kv_recent WHERE entity_id = ?1", [id])?;
-            tx.execute("DELETE FROM ts_kv_latest WHERE entity_id = ?1", [id])?;
+            tx.execute("DELETE FROM hist.ts_kv_latest WHERE entity_id = ?1", [id])?;
             tx.execute("DELETE FROM attribute_kv WHERE entity_id = ?1", [id])?;
             tx.execute("DELETE FROM entity_group_member WHERE entity_id = ?1", [id])?;
             tx.commit()?;
@@ -313,13 +332,43 @@ fn events_path(path: &Path) -> PathBuf {
     path.with_file_name(format!("{stem}-events.db"))
 }
 
+/// `…/coapgate.db` → `…/coapgate-history.db`.
+fn history_path(path: &Path) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "coapgate".into());
+    path.with_file_name(format!("{stem}-history.db"))
+}
+
+/// A connection to the main database with the history database attached as `hist`.
 fn open_connection(path: &Path) -> Result<Connection> {
+    let conn = open_main_connection(path)?;
+    conn.execute("ATTACH DATABASE ?1 AS hist", [history_path(path).to_string_lossy()])?;
+    conn.execute_batch("PRAGMA hist.synchronous=FULL;")?;
+    Ok(conn)
+}
+
+/// A connection to the main database alone: for the uplink writer, whose `BEGIN IMMEDIATE`
+/// would otherwise take the write lock of every attached database and wait for the compactor.
+fn open_main_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // WAL lets readers run beside the writer; FULL makes every commit durable (fsync of the WAL),
     // which the "2.01 only after durable commit" invariant needs. Group commit pays for it.
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;")?;
     Ok(conn)
+}
+
+/// Data directories from before the history database kept ts_kv and ts_kv_latest in the main
+/// file: their rows move over once (copy, then drop, so an interrupted run just repeats).
+fn migrate_history(conn: &Connection) -> Result<()> {
+    let old: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM main.sqlite_master WHERE name = 'ts_kv')", [], |r| r.get(0))?;
+    if old {
+        conn.execute_batch(
+            "INSERT OR REPLACE INTO hist.ts_kv SELECT * FROM main.ts_kv; \
+             INSERT OR REPLACE INTO hist.ts_kv_latest SELECT * FROM main.ts_kv_latest; \
+             DROP TABLE main.ts_kv; DROP TABLE IF EXISTS main.ts_kv_latest;",
+        )?;
+    }
+    Ok(())
 }
 
 fn json_text(v: &Value) -> String {
@@ -851,13 +900,13 @@ impl Store for SqliteStore {
 
     fn timeseries_keys(&self, entity_id: Uuid) -> Result<Vec<String>> {
         self.with_conn(|c| {
-            // Points not compacted yet are only in ts_kv_recent (see `compact_recent`).
-            let mut stmt = c.prepare_cached(
+            // Points not moved yet are only in ts_kv_recent (see `move_recent`).
+            let mut stmt = c.prepare_cached(&format!(
                 "SELECT d.key FROM key_dictionary d WHERE d.key_id IN ( \
-                   SELECT key FROM ts_kv_latest WHERE entity_id = ?1 \
-                   UNION SELECT key FROM ts_kv_recent WHERE entity_id = ?1) \
-                 ORDER BY d.key",
-            )?;
+                   SELECT key FROM hist.ts_kv_latest WHERE entity_id = ?1 \
+                   UNION SELECT key FROM ts_kv_recent WHERE {UNMOVED} AND entity_id = ?1) \
+                 ORDER BY d.key"
+            ))?;
             Ok(stmt.query_map([entity_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?)
         })
     }
@@ -865,14 +914,16 @@ impl Store for SqliteStore {
     fn latest_timeseries(&self, entity_id: Uuid, keys: Option<&[String]>) -> Result<Vec<(String, TsValue)>> {
         self.with_conn(|c| {
             // ts_kv_latest holds what compaction folded in; newer points may still wait in
-            // ts_kv_recent. The newest (ts, then write order) of each key wins.
-            let mut stmt = c.prepare_cached(
+            // ts_kv_recent. The newest (ts, then write order) of each key wins. The main file's
+            // snapshot is taken before the history file's (attach order), so a point moved in
+            // between is seen in history, never in neither.
+            let mut stmt = c.prepare_cached(&format!(
                 "SELECT d.key, u.ts, u.src, u.bool_v, u.long_v, u.dbl_v, u.str_v, u.json_v FROM ( \
-                   SELECT key, ts, 0 AS src, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_latest WHERE entity_id = ?1 \
+                   SELECT key, ts, 0 AS src, bool_v, long_v, dbl_v, str_v, json_v FROM hist.ts_kv_latest WHERE entity_id = ?1 \
                    UNION ALL \
-                   SELECT key, ts, rowid, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent WHERE entity_id = ?1) u \
-                 JOIN key_dictionary d ON d.key_id = u.key ORDER BY d.key",
-            )?;
+                   SELECT key, ts, rowid, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent WHERE {UNMOVED} AND entity_id = ?1) u \
+                 JOIN key_dictionary d ON d.key_id = u.key ORDER BY d.key"
+            ))?;
             let mut rows: Vec<(String, TsValue)> = Vec::new();
             let mut rank: Vec<(Millis, i64)> = Vec::new();
             let mut found = stmt.query([entity_id])?;
@@ -906,15 +957,15 @@ impl Store for SqliteStore {
     fn timeseries_history(&self, entity_id: Uuid, query: &HistoryQuery) -> Result<Vec<(String, Vec<TsValue>)>> {
         self.with_conn(|c| {
             let order = if query.descending { "DESC" } else { "ASC" };
-            // Points are in ts_kv or, until compacted, in ts_kv_recent; for a timestamp in both,
+            // Points are in hist.ts_kv or, until moved, in ts_kv_recent; for a timestamp in both,
             // the recent one is the newer write (max(src) picks its row's columns).
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT ts, bool_v, long_v, dbl_v, str_v, json_v, max(src) FROM ( \
-                   SELECT ts, bool_v, long_v, dbl_v, str_v, json_v, 0 AS src FROM ts_kv \
+                   SELECT ts, bool_v, long_v, dbl_v, str_v, json_v, 0 AS src FROM hist.ts_kv \
                      WHERE entity_id = ?1 AND key = ?2 AND ts >= ?3 AND ts <= ?4 \
                    UNION ALL \
                    SELECT ts, bool_v, long_v, dbl_v, str_v, json_v, rowid AS src FROM ts_kv_recent \
-                     WHERE entity_id = ?1 AND key = ?2 AND ts >= ?3 AND ts <= ?4) \
+                     WHERE {UNMOVED} AND entity_id = ?1 AND key = ?2 AND ts >= ?3 AND ts <= ?4) \
                  GROUP BY ts ORDER BY ts {order} LIMIT ?5"
             ))?;
             let mut out = Vec::new();
@@ -1071,29 +1122,35 @@ impl Store for SqliteStore {
     }
 
     fn uplink_writer(&self) -> Result<Box<dyn UplinkWriter>> {
-        let conn = open_connection(&self.path)?;
+        let conn = open_main_connection(&self.path)?;
         // The writer never checkpoints: copying the WAL into the database inside a commit would
         // stall every uplink of the batch. A background connection checkpoints instead.
         // A large page cache keeps the hot B-tree pages of many devices in memory, so commits
         // write pages without reading them back from the file first.
         conn.execute_batch("PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-262144; PRAGMA mmap_size=1073741824;")?;
         start_checkpointer(&self.path)?;
-        let mut writer = SqliteUplinkWriter {
+        // Points a previous run left in ts_kv_recent are moved before the first commit, so
+        // ts_kv_latest is complete and the writer's (empty) view of newer values is right.
+        let compactor = open_connection(&self.path)?;
+        let moved_upto = loop {
+            let (upto, more) = move_recent(&compactor)?;
+            if !more {
+                break upto;
+            }
+        };
+        let moved = Arc::new(AtomicI64::new(moved_upto));
+        start_compactor(compactor, Arc::downgrade(&moved))?;
+        Ok(Box::new(SqliteUplinkWriter {
             conn,
+            history: open_history_reader(&self.path)?,
             path: self.path.clone(),
             cache: WriterCache::default(),
             generation: self.generation.clone(),
             seen_generation: self.generation.load(Ordering::SeqCst),
             last_exchange_cleanup: std::time::Instant::now(),
-            recent_rows: std::cell::Cell::new(1),
-            last_compaction: std::time::Instant::now(),
-        };
-        // Points a previous run left in ts_kv_recent are folded in before the first commit, so
-        // ts_kv_latest is complete and the writer's (empty) view of newer values is right.
-        while writer.recent_rows.get() > 0 {
-            writer.compact_recent()?;
-        }
-        Ok(Box::new(writer))
+            moved,
+            deleted_upto: 0,
+        }))
     }
 }
 
@@ -1103,6 +1160,9 @@ impl Store for SqliteStore {
 /// commits, and all but the key dictionary are dropped when the REST API deletes something.
 pub struct SqliteUplinkWriter {
     conn: Connection,
+    /// Reads ts_kv_latest (for updateOnlyKeys) from the history database, which the writer's
+    /// own connection does not attach.
+    history: Connection,
     /// The database file, whose `-wal` file the durability barrier flushes.
     path: PathBuf,
     cache: WriterCache,
@@ -1110,16 +1170,21 @@ pub struct SqliteUplinkWriter {
     seen_generation: u64,
     /// When remembered exchanges older than their lifetime were last deleted.
     last_exchange_cleanup: std::time::Instant,
-    /// Points written to ts_kv_recent since the last compaction, and when that was.
-    recent_rows: std::cell::Cell<u64>,
-    last_compaction: std::time::Instant,
+    /// ts_kv_recent rows up to here are in the history database (published by the compactor,
+    /// which stops once the writer, the only holder of this `Arc`, is gone).
+    moved: Arc<AtomicI64>,
+    /// ts_kv_recent rows up to here have been deleted by this writer.
+    deleted_upto: i64,
 }
 
-/// Compact when this many points are waiting, or when any have waited this long.
-const COMPACT_ROWS: u64 = 100_000;
+/// How often the compactor looks for points to move. Rarer moves cost less per point (a
+/// move writes about one page per series, however many points it carries).
 const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
-/// Most points moved in one compaction transaction, to bound how long it holds the writer.
-const COMPACT_CHUNK: i64 = 200_000;
+/// Most points moved in one transaction. Below 2^20: the tie-breaker in `move_recent` relies
+/// on it.
+const COMPACT_CHUNK: i64 = 500_000;
+/// Most moved rows the writer deletes between two commits, to keep each pause short.
+const DELETE_SLICE: i64 = 10_000;
 
 /// How long a stored exchange is remembered: CoAP's EXCHANGE_LIFETIME (RFC 7252 §4.8.2).
 pub const EXCHANGE_LIFETIME_MS: Millis = 247_000;
@@ -1128,7 +1193,7 @@ pub const EXCHANGE_LIFETIME_MS: Millis = 247_000;
 /// for the writer or readers; it copies what it can, and the WAL is reused from its start
 /// once a checkpoint has caught up.
 fn start_checkpointer(path: &Path) -> Result<()> {
-    let conn = open_connection(path)?;
+    let conn = open_main_connection(path)?;
     std::thread::Builder::new()
         .name("wal-checkpoint".into())
         .spawn(move || {
@@ -1143,20 +1208,102 @@ fn start_checkpointer(path: &Path) -> Result<()> {
     Ok(())
 }
 
+fn open_history_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(history_path(path), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+/// Moves points from main.ts_kv_recent into the history database from its own thread and
+/// connection, every [`COMPACT_EVERY`], until the writer is dropped.
+fn start_compactor(conn: Connection, moved: std::sync::Weak<AtomicI64>) -> Result<()> {
+    std::thread::Builder::new()
+        .name("ts-compactor".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(COMPACT_EVERY);
+                loop {
+                    let Some(moved) = moved.upgrade() else { return };
+                    match move_recent(&conn) {
+                        Ok((upto, more)) => {
+                            moved.store(upto, Ordering::Release);
+                            if !more {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            // Points stay in ts_kv_recent, where reads find them; retried later.
+                            eprintln!("coapgate: moving time series into the history database failed: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+        .map_err(|e| StorageError::Other(format!("cannot start the compactor thread: {e}")))?;
+    Ok(())
+}
+
+/// Moves up to [`COMPACT_CHUNK`] of the points not moved yet into hist.ts_kv, sorted by key so
+/// each B-tree leaf is written once per chunk, folds the newest of each series into
+/// hist.ts_kv_latest, and records how far it got — one transaction of the history database,
+/// synced before it returns, so the writer may then delete the rows. Returns how far the rows
+/// are moved and whether more are waiting. Main is only read: uplink commits never wait for it.
+fn move_recent(conn: &Connection) -> Result<(i64, bool)> {
+    let tx = conn.unchecked_transaction()?;
+    // A write first, so the history database's write lock is taken (waiting if need be) before
+    // any snapshot; main is only read, its snapshot taken after.
+    tx.execute("UPDATE hist.compaction SET moved_upto = moved_upto", [])?;
+    let moved: i64 = tx.query_row("SELECT moved_upto FROM hist.compaction", [], |r| r.get(0))?;
+    let last: Option<i64> = tx.query_row("SELECT max(rowid) FROM ts_kv_recent", [], |r| r.get(0))?;
+    let last = last.unwrap_or(0);
+    if last <= moved {
+        tx.commit()?;
+        return Ok((moved, false));
+    }
+    let upto = last.min(moved + COMPACT_CHUNK);
+    tx.execute(
+        "INSERT INTO hist.ts_kv (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
+         SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent \
+         WHERE rowid > ?1 AND rowid <= ?2 ORDER BY entity_id, key, ts, rowid \
+         ON CONFLICT (entity_id, key, ts) DO UPDATE SET bool_v = excluded.bool_v, long_v = excluded.long_v, \
+         dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v",
+        [moved, upto],
+    )?;
+    // The newest point per series of the chunk becomes the latest value unless the stored one
+    // is newer; among equal timestamps the later write (rowid) wins, as in ts_kv.
+    // rowid - moved <= COMPACT_CHUNK < 2^20 keeps the tie-breaker below one millisecond.
+    tx.execute(
+        "INSERT INTO hist.ts_kv_latest (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
+         SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ( \
+           SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v, max(ts * 1048576 + (rowid - ?1)) \
+           FROM ts_kv_recent WHERE rowid > ?1 AND rowid <= ?2 GROUP BY entity_id, key) \
+         WHERE true ORDER BY entity_id, key \
+         ON CONFLICT (entity_id, key) DO UPDATE SET ts = excluded.ts, bool_v = excluded.bool_v, \
+         long_v = excluded.long_v, dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v \
+         WHERE excluded.ts >= hist.ts_kv_latest.ts",
+        [moved, upto],
+    )?;
+    tx.execute("UPDATE hist.compaction SET moved_upto = ?1", [upto])?;
+    tx.commit()?;
+    Ok((upto, upto < last))
+}
+
 impl SqliteUplinkWriter {
     /// The concrete writer, for tests that drive compaction directly.
     #[cfg(test)]
     fn open_for_test(store: &SqliteStore) -> SqliteUplinkWriter {
-        let conn = open_connection(&store.path).unwrap();
+        let conn = open_main_connection(&store.path).unwrap();
         SqliteUplinkWriter {
             conn,
+            history: open_history_reader(&store.path).unwrap(),
             path: store.path.clone(),
             cache: WriterCache::default(),
             generation: store.generation.clone(),
             seen_generation: store.generation.load(Ordering::SeqCst),
             last_exchange_cleanup: std::time::Instant::now(),
-            recent_rows: std::cell::Cell::new(0),
-            last_compaction: std::time::Instant::now(),
+            moved: Arc::new(AtomicI64::new(0)),
+            deleted_upto: 0,
         }
     }
 }
@@ -1202,8 +1349,15 @@ struct WriterCache {
     customers: HashMap<String, Uuid>,
     groups: HashMap<(EntityKind, Owner, String), Uuid>,
     keys: HashMap<String, i64>,
-    /// The newest value written per (entity, key) since ts_kv_recent was last drained.
-    latest: HashMap<(Uuid, i64), (Millis, KvValue)>,
+    /// The newest value written per (entity, key) whose row is not yet in the history database.
+    latest: HashMap<(Uuid, i64), Written>,
+}
+
+/// A time-series value as the writer wrote it to ts_kv_recent.
+struct Written {
+    ts: Millis,
+    value: KvValue,
+    rowid: i64,
 }
 
 impl WriterCache {
@@ -1371,14 +1525,14 @@ impl SqliteUplinkWriter {
     fn latest_value(&self, pending: &WriterCache, entity: Uuid, key: i64) -> Result<Option<KvValue>> {
         let written = pending.latest.get(&(entity, key)).or_else(|| self.cache.latest.get(&(entity, key)));
         let folded: Option<(Millis, KvValue)> = self
-            .conn
+            .history
             .prepare_cached("SELECT ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_latest WHERE entity_id = ?1 AND key = ?2")?
             .query_row(params![entity, key], |r| Ok((r.get(0)?, kv_from_row(r, 1)?)))
             .optional()?;
         Ok(match (written, folded) {
-            (Some((ts, value)), Some((folded_ts, _))) if *ts >= folded_ts => Some(value.clone()),
+            (Some(w), Some((folded_ts, _))) if w.ts >= folded_ts => Some(w.value.clone()),
             (Some(_), Some((_, value))) | (None, Some((_, value))) => Some(value),
-            (Some((_, value)), None) => Some(value.clone()),
+            (Some(w), None) => Some(w.value.clone()),
             (None, None) => None,
         })
     }
@@ -1401,51 +1555,6 @@ impl SqliteUplinkWriter {
         self.conn
             .prepare_cached("INSERT INTO coap_exchange_log (ts, peer, message_id, response) VALUES (?1, ?2, ?3, ?4)")?
             .execute(params![e.ts, e.peer, e.message_id, e.response])?;
-        Ok(())
-    }
-
-    /// Moves up to [`COMPACT_CHUNK`] of the oldest recent points into ts_kv, sorted by key so
-    /// each B-tree leaf is written once per chunk instead of once per uplink. One transaction:
-    /// a crash leaves every point in exactly one of the two tables.
-    fn compact_recent(&mut self) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let bounds: (Option<i64>, Option<i64>) =
-            tx.query_row("SELECT min(rowid), max(rowid) FROM ts_kv_recent", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let (Some(first), Some(last)) = bounds else {
-            tx.commit()?;
-            self.recent_rows.set(0);
-            return Ok(());
-        };
-        let upto = last.min(first + COMPACT_CHUNK - 1);
-        tx.execute(
-            "INSERT INTO ts_kv (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
-             SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent \
-             WHERE rowid <= ?1 ORDER BY entity_id, key, ts, rowid \
-             ON CONFLICT (entity_id, key, ts) DO UPDATE SET bool_v = excluded.bool_v, long_v = excluded.long_v, \
-             dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v",
-            [upto],
-        )?;
-        // The newest point per (entity, key) of the chunk becomes the latest value unless an
-        // older one is newer; among equal timestamps the later write (rowid) wins, as in ts_kv.
-        // rowid - first < COMPACT_CHUNK < 2^20 keeps the tie-breaker below one millisecond.
-        tx.execute(
-            "INSERT INTO ts_kv_latest (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
-             SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ( \
-               SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v, max(ts * 1048576 + (rowid - ?2)) \
-               FROM ts_kv_recent WHERE rowid <= ?1 GROUP BY entity_id, key) \
-             WHERE true ORDER BY entity_id, key \
-             ON CONFLICT (entity_id, key) DO UPDATE SET ts = excluded.ts, bool_v = excluded.bool_v, \
-             long_v = excluded.long_v, dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v \
-             WHERE excluded.ts >= ts_kv_latest.ts",
-            [upto, first],
-        )?;
-        tx.execute("DELETE FROM ts_kv_recent WHERE rowid <= ?1", [upto])?;
-        tx.commit()?;
-        self.recent_rows.set(if upto < last { (last - upto) as u64 } else { 0 });
-        if upto == last {
-            // Everything written is folded into ts_kv_latest now.
-            self.cache.latest.clear();
-        }
         Ok(())
     }
 
@@ -1493,15 +1602,15 @@ impl SqliteUplinkWriter {
                              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                         )?
                         .execute(params![id, key_id, ts, b, l, d, s, j])?;
-                    self.recent_rows.set(self.recent_rows.get() + 1);
+                    let rowid = self.conn.last_insert_rowid();
                     // ts_kv_latest is brought up to date by compaction; until then this is the
                     // writer's own view of the newest value (for updateOnlyKeys).
                     let newer = match pending.latest.get(&(id, key_id)).or_else(|| self.cache.latest.get(&(id, key_id))) {
-                        Some((newest, _)) => ts >= newest,
+                        Some(newest) => *ts >= newest.ts,
                         None => true,
                     };
                     if newer {
-                        pending.latest.insert((id, key_id), (*ts, value.clone()));
+                        pending.latest.insert((id, key_id), Written { ts: *ts, value: value.clone(), rowid });
                     }
                 }
             }
@@ -1557,10 +1666,17 @@ impl UplinkWriter for SqliteUplinkWriter {
     }
 
     fn maintain(&mut self) -> Result<()> {
-        let waiting = self.recent_rows.get();
-        if waiting >= COMPACT_ROWS || (waiting > 0 && self.last_compaction.elapsed() >= COMPACT_EVERY) {
-            self.last_compaction = std::time::Instant::now();
-            self.compact_recent()?;
+        // Rows the compactor moved are deleted a slice at a time; one row always stays, so
+        // rowids keep growing (SQLite reuses them from 1 in an empty table) and rows moved stay
+        // told apart from rows written later.
+        let moved = self.moved.load(Ordering::Acquire);
+        if moved > self.deleted_upto {
+            let upto = moved.min(self.deleted_upto + DELETE_SLICE);
+            self.conn
+                .prepare_cached("DELETE FROM ts_kv_recent WHERE rowid <= ?1 AND rowid < (SELECT max(rowid) FROM ts_kv_recent)")?
+                .execute([upto])?;
+            self.deleted_upto = upto;
+            self.cache.latest.retain(|_, w| w.rowid > moved);
         }
         Ok(())
     }
@@ -1654,6 +1770,22 @@ mod tests {
         }
     }
 
+    /// What the compactor thread does, now: move every waiting point, then let the writer
+    /// delete the moved rows.
+    fn compact(store: &SqliteStore, raw: &mut SqliteUplinkWriter) {
+        let conn = open_connection(&store.path).unwrap();
+        loop {
+            let (upto, more) = move_recent(&conn).unwrap();
+            raw.moved.store(upto, Ordering::Release);
+            if !more {
+                break;
+            }
+        }
+        while raw.deleted_upto < raw.moved.load(Ordering::Acquire) {
+            raw.maintain().unwrap();
+        }
+    }
+
     #[test]
     fn recent_points_read_the_same_before_and_after_compaction() {
         let (_dir, store) = temp_store();
@@ -1667,24 +1799,37 @@ mod tests {
                 .timeseries_history(id, &HistoryQuery { keys: vec!["t".into()], start_ts: 0, end_ts: 10, limit: 100, descending: false })
                 .unwrap()
         };
+        let latest = || store.latest_timeseries(id, None).unwrap();
         let before = read();
         assert_eq!(before[0].1.len(), 5);
-        raw.compact_recent().unwrap();
-        assert_eq!(read(), before, "same points once moved into ts_kv");
-        // A rewrite of an already compacted timestamp wins over the old value, before and
-        // after its own compaction.
+        assert_eq!(latest(), vec![("t".to_string(), TsValue { ts: 5, value: KvValue::Long(5) })]);
+        compact(&store, &mut raw);
+        assert_eq!(read(), before, "same points once moved into the history database");
+        assert_eq!(latest(), vec![("t".to_string(), TsValue { ts: 5, value: KvValue::Long(5) })]);
+        // A rewrite of an already moved timestamp wins over the old value, before and after its
+        // own move; so does a rewrite of the latest timestamp, for the latest value.
         raw.commit(&[record("A", true, 3, vec![("t", KvValue::Long(33))])]).unwrap();
+        raw.commit(&[record("A", true, 5, vec![("t", KvValue::Long(55))])]).unwrap();
         let rewritten = read();
         assert_eq!(rewritten[0].1[2], TsValue { ts: 3, value: KvValue::Long(33) });
         assert_eq!(rewritten[0].1.len(), 5);
-        raw.compact_recent().unwrap();
+        assert_eq!(latest(), vec![("t".to_string(), TsValue { ts: 5, value: KvValue::Long(55) })]);
+        compact(&store, &mut raw);
         assert_eq!(read(), rewritten);
-        assert_eq!(raw.recent_rows.get(), 0);
-        // Deleting the device removes points from both tables.
+        assert_eq!(latest(), vec![("t".to_string(), TsValue { ts: 5, value: KvValue::Long(55) })]);
+        // An older point arriving late never replaces the latest value.
+        raw.commit(&[record("A", true, 2, vec![("t", KvValue::Long(22))])]).unwrap();
+        compact(&store, &mut raw);
+        assert_eq!(latest(), vec![("t".to_string(), TsValue { ts: 5, value: KvValue::Long(55) })]);
+        let conn = open_connection(&store.path).unwrap();
+        let waiting: i64 = conn.query_row("SELECT count(*) FROM ts_kv_recent", [], |r| r.get(0)).unwrap();
+        assert_eq!(waiting, 1, "moved rows are deleted but the newest, which keeps rowids growing");
+        // Deleting the device removes points from every table.
         raw.commit(&[record("A", true, 9, vec![("t", KvValue::Long(9))])]).unwrap();
         store.delete_device(id).unwrap();
-        let conn = open_connection(&store.path).unwrap();
-        let left: i64 = conn.query_row("SELECT (SELECT count(*) FROM ts_kv) + (SELECT count(*) FROM ts_kv_recent)", [], |r| r.get(0)).unwrap();
+        let left: i64 = conn
+            .query_row("SELECT (SELECT count(*) FROM hist.ts_kv) + (SELECT count(*) FROM ts_kv_recent) + (SELECT count(*) FROM hist.ts_kv_latest)", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(left, 0);
     }
 
