@@ -41,6 +41,8 @@ struct State {
     ring: VecDeque<Uuid>,
     /// Waiting jobs over all ids.
     queued: usize,
+    /// Workers asleep in `pop`.
+    idle: usize,
     closed: bool,
 }
 
@@ -92,12 +94,19 @@ impl Scheduler {
         let per = st.scripts.entry(id).or_default();
         let was_idle = per.jobs.is_empty();
         per.jobs.push_back(job);
+        // Wake a sleeping worker only when this job can start now: one whose script is at its
+        // cap would find nothing to do and sleep again, and on two cores those futile
+        // wake-ups cost more than the script itself.
+        let startable = per.running + per.jobs.len() <= self.cap;
         if was_idle {
             st.ring.push_back(id);
         }
         st.queued += 1;
+        let wake = startable && st.idle > 0;
         drop(st);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
         Ok(())
     }
 
@@ -110,18 +119,20 @@ impl Scheduler {
                 return Some(self.take(&mut st, pos));
             }
             if st.closed && st.queued == 0 {
+                // Other workers may sleep on jobs that were at their cap: let them see the end.
+                self.ready.notify_all();
                 return None;
             }
             // Jobs may wait whose scripts are at their cap; `finish` wakes us.
-            if st.queued > 0 {
-                st = self.ready.wait(st).unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            if st.closed {
-                return None;
-            }
+            st.idle += 1;
             st = self.ready.wait(st).unwrap_or_else(PoisonError::into_inner);
+            st.idle -= 1;
         }
+    }
+
+    /// How many waiting jobs could start now (each script up to its cap).
+    fn startable(&self, st: &State) -> usize {
+        st.ring.iter().map(|id| st.scripts[id].jobs.len().min(self.cap.saturating_sub(st.scripts[id].running))).sum()
     }
 
     /// The ring position of the first script with waiting jobs below its cap.
@@ -151,9 +162,13 @@ impl Scheduler {
                 e.remove();
             }
         }
+        // A job may have waited for this script to drop below its cap. The finishing worker
+        // takes one startable job itself when it returns to `pop`; wake another only for more.
+        let wake = st.idle > 0 && (st.closed || self.startable(&st) >= 2);
         drop(st);
-        // A job of this script may have waited for it to drop below its cap.
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
     }
 
     /// Waiting jobs (not counting running ones).
