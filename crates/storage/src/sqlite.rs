@@ -1076,7 +1076,7 @@ impl Store for SqliteStore {
                 })?;
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT id, created_time, entity_type, entity_id, event_type, uid, body FROM event \
-                 WHERE {where_clause} ORDER BY created_time {order}, id LIMIT {size} OFFSET {offset}"
+                 WHERE {where_clause} ORDER BY created_time {order}, rowid {order} LIMIT {size} OFFSET {offset}"
             ))?;
             let data = stmt
                 .query_map(params_from_iter(args.iter()), |r| {
