@@ -14,6 +14,7 @@ use coapgate_script::{DecodeJob, ScriptError};
 use coapgate_storage::model::{Exchange, Millis};
 use coapgate_storage::now_millis;
 use serde_json::Value;
+
 use crate::coap_endpoint::{Reply, Responder};
 use crate::events::{DataType, EventSink};
 use crate::registry::Route;

@@ -326,16 +326,18 @@ const DEVICE_MEMBERS: Listing =
     Listing { table: "device", columns: MEMBER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
 const ASSET_MEMBERS: Listing = Listing { table: "asset", columns: MEMBER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
 
-/// `…/coapgate.db` → `…/coapgate-events.db`.
-fn events_path(path: &Path) -> PathBuf {
+/// `…/coapgate.db` → `…/coapgate-<part>.db`: the files that live beside the main database.
+fn sibling_path(path: &Path, part: &str) -> PathBuf {
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "coapgate".into());
-    path.with_file_name(format!("{stem}-events.db"))
+    path.with_file_name(format!("{stem}-{part}.db"))
 }
 
-/// `…/coapgate.db` → `…/coapgate-history.db`.
+fn events_path(path: &Path) -> PathBuf {
+    sibling_path(path, "events")
+}
+
 fn history_path(path: &Path) -> PathBuf {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "coapgate".into());
-    path.with_file_name(format!("{stem}-history.db"))
+    sibling_path(path, "history")
 }
 
 /// A connection to the main database with the history database attached as `hist`.
@@ -924,26 +926,22 @@ impl Store for SqliteStore {
                    SELECT key, ts, rowid, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent WHERE {UNMOVED} AND entity_id = ?1) u \
                  JOIN key_dictionary d ON d.key_id = u.key ORDER BY d.key"
             ))?;
-            let mut rows: Vec<(String, TsValue)> = Vec::new();
-            let mut rank: Vec<(Millis, i64)> = Vec::new();
+            // Rows come grouped by key: keep the highest-ranked one of each group.
+            let mut newest: Vec<(String, (Millis, i64), TsValue)> = Vec::new();
             let mut found = stmt.query([entity_id])?;
             while let Some(r) = found.next()? {
-                let (key, ts, src): (String, Millis, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-                let value = TsValue { ts, value: kv_from_row(r, 3)? };
-                match rows.last() {
-                    Some((last, _)) if *last == key => {
-                        let best = rank.last_mut().expect("one rank per row");
-                        if (ts, src) >= *best {
-                            *best = (ts, src);
-                            *rows.last_mut().expect("checked") = (key, value);
+                let (key, rank): (String, (Millis, i64)) = (r.get(0)?, (r.get(1)?, r.get(2)?));
+                let value = TsValue { ts: rank.0, value: kv_from_row(r, 3)? };
+                match newest.last_mut() {
+                    Some((last, best, kept)) if *last == key => {
+                        if rank >= *best {
+                            (*best, *kept) = (rank, value);
                         }
                     }
-                    _ => {
-                        rows.push((key, value));
-                        rank.push((ts, src));
-                    }
+                    _ => newest.push((key, rank, value)),
                 }
             }
+            let rows: Vec<(String, TsValue)> = newest.into_iter().map(|(key, _, value)| (key, value)).collect();
             Ok(match keys {
                 None => rows,
                 Some(keys) => keys
@@ -1250,17 +1248,17 @@ fn start_compactor(conn: Connection, moved: std::sync::Weak<AtomicI64>) -> Resul
 /// synced before it returns, so the writer may then delete the rows. Returns how far the rows
 /// are moved and whether more are waiting. Main is only read: uplink commits never wait for it.
 fn move_recent(conn: &Connection) -> Result<(i64, bool)> {
+    const WAITING: &str = "SELECT moved_upto, coalesce((SELECT max(rowid) FROM ts_kv_recent), 0) FROM hist.compaction";
+    // Nothing to move (an idle server): no write transaction, so no flush every COMPACT_EVERY.
+    let (moved, last): (i64, i64) = conn.query_row(WAITING, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if last <= moved {
+        return Ok((moved, false));
+    }
     let tx = conn.unchecked_transaction()?;
     // A write first, so the history database's write lock is taken (waiting if need be) before
     // any snapshot; main is only read, its snapshot taken after.
     tx.execute("UPDATE hist.compaction SET moved_upto = moved_upto", [])?;
-    let moved: i64 = tx.query_row("SELECT moved_upto FROM hist.compaction", [], |r| r.get(0))?;
-    let last: Option<i64> = tx.query_row("SELECT max(rowid) FROM ts_kv_recent", [], |r| r.get(0))?;
-    let last = last.unwrap_or(0);
-    if last <= moved {
-        tx.commit()?;
-        return Ok((moved, false));
-    }
+    let (moved, last): (i64, i64) = tx.query_row(WAITING, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let upto = last.min(moved + COMPACT_CHUNK);
     tx.execute(
         "INSERT INTO hist.ts_kv (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
