@@ -24,7 +24,6 @@ use coapgate_coap::message::{Code, Message, MessageType};
 use coapgate_coap::{Block1Assembler, Block1Config, Block1Outcome, DedupCache, DedupConfig, Lookup, params};
 use coapgate_script::EnginePool;
 use coapgate_storage::model::Exchange;
-use tokio::net::UdpSocket;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
@@ -80,8 +79,6 @@ pub struct EndpointStats {
     pub uplinks_ok: AtomicU64,
     pub uplinks_failed: AtomicU64,
     pub overloaded: AtomicU64,
-    /// Answers that found the socket not writable and were sent from a task instead.
-    pub send_deferred: AtomicU64,
 }
 
 pub struct EndpointConfig {
@@ -93,7 +90,8 @@ pub struct EndpointConfig {
 
 /// How an endpoint's datagrams travel.
 pub enum Transport {
-    Udp(Arc<UdpSocket>),
+    /// A blocking socket: one thread receives on it in batches, any thread sends (see udp_io).
+    Udp(Arc<std::net::UdpSocket>),
     Dtls(Arc<DtlsTransport>),
 }
 
@@ -167,7 +165,7 @@ impl Drop for Responder {
 
 impl CoapEndpoint {
     pub fn new(
-        socket: UdpSocket,
+        socket: std::net::UdpSocket,
         registry: Arc<Registry>,
         pool: Arc<EnginePool>,
         pipeline: Pipeline,
@@ -226,47 +224,41 @@ impl CoapEndpoint {
         }
     }
 
-    /// The receive loop. Errors on one datagram never end it.
+    /// The receive loop. Errors on one datagram never end it. Plain UDP is received on its own
+    /// thread, many datagrams per system call, and the immediate answers to one batch (replays,
+    /// errors) leave in one call too.
     pub async fn run(self: Arc<Self>) {
         tokio::spawn(self.clone().sweep_unanswered());
         let socket = match &self.transport {
             Transport::Udp(socket) => socket.clone(),
             Transport::Dtls(dtls) => return crate::dtls_endpoint::run(self.clone(), dtls.clone()).await,
         };
-        let mut buf = vec![0u8; 65_536];
-        loop {
-            match socket.recv_from(&mut buf).await {
-                Ok((n, peer)) => {
-                    self.stats.datagrams.fetch_add(1, Ordering::Relaxed);
-                    self.handle_datagram(&buf[..n], peer, None);
+        let endpoint = self.clone();
+        let spawned = std::thread::Builder::new().name("coap-receive".into()).spawn(move || {
+            let mut batch = crate::udp_io::RecvBatch::default();
+            loop {
+                match batch.recv(&socket) {
+                    Ok(_) => crate::udp_io::coalesce(|| {
+                        for (datagram, peer) in batch.datagrams() {
+                            endpoint.stats.datagrams.fetch_add(1, Ordering::Relaxed);
+                            endpoint.handle_datagram(datagram, peer, None);
+                        }
+                    }),
+                    // ICMP port-unreachable from an earlier send surfaces here on Linux; not fatal.
+                    Err(e) => tracing::debug!("coap receive error: {e}"),
                 }
-                // ICMP port-unreachable from an earlier send surfaces here on Linux; not fatal.
-                Err(e) => tracing::debug!("coap receive error: {e}"),
             }
+        });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the CoAP receive thread: {e}");
         }
     }
 
     fn send(&self, bytes: &[u8], peer: SocketAddr) {
         match &self.transport {
-            // UDP sends do not block for long; try_send_to avoids an await in the receive loop. A
-            // full socket buffer drops the datagram, which CoAP's retransmission covers.
-            Transport::Udp(socket) => match socket.try_send_to(bytes, peer) {
-                Ok(_) => {}
-                // The socket is momentarily not writable (or tokio has not yet seen that it is
-                // again): send it from a task instead of dropping an answer we owe.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.stats.send_deferred.fetch_add(1, Ordering::Relaxed);
-                    if let Some(runtime) = &self.runtime {
-                        let (socket, bytes) = (socket.clone(), bytes.to_vec());
-                        runtime.spawn(async move {
-                            if let Err(e) = socket.send_to(&bytes, peer).await {
-                                tracing::debug!("coap send to {peer} failed: {e}");
-                            }
-                        });
-                    }
-                }
-                Err(e) => tracing::debug!("coap send to {peer} failed: {e}"),
-            },
+            // A blocking send: UDP sends wait only for socket buffer space, which the large
+            // buffer (SOCKET_BUFFER_BYTES) and the kernel free within microseconds.
+            Transport::Udp(socket) => crate::udp_io::send_to(socket, bytes, peer),
             Transport::Dtls(dtls) => dtls.send(bytes, peer),
         }
     }

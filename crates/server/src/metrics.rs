@@ -44,7 +44,6 @@ impl Metrics {
             "uplinks answered, by result",
             &[("{result=\"created\"}", load(&s.uplinks_ok)), ("{result=\"error\"}", load(&s.uplinks_failed))],
         );
-        metric("coapgate_coap_sends_deferred_total", "counter", "answers sent from a task because the socket was not writable", &[("", load(&s.send_deferred))]);
         metric("coapgate_overloaded_total", "counter", "requests answered 5.03 because a queue was full", &[("", load(&s.overloaded))]);
         metric("coapgate_uplinks_in_flight", "gauge", "uplinks accepted and not yet answered", &[("", self.endpoint.in_flight() as u64)]);
         metric("coapgate_dedup_entries", "gauge", "exchanges remembered for deduplication", &[("", self.endpoint.dedup_len() as u64)]);

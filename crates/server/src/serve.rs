@@ -69,6 +69,9 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     };
     let script_micros = Arc::new(Histogram::new(SCRIPT_MICROS_BUCKETS));
     let pipeline = Pipeline { writer: writer.clone(), events: events.clone(), script_micros: script_micros.clone() };
+    // The plain socket is received on by its own thread with blocking batch calls (udp_io).
+    let coap_socket = coap_socket.into_std().context("taking the CoAP socket off the runtime")?;
+    coap_socket.set_nonblocking(false).context("making the CoAP socket blocking")?;
     let endpoint = CoapEndpoint::new(coap_socket, registry.clone(), pool.clone(), pipeline.clone(), endpoint_config());
     // The DTLS endpoint: the same message layer and pipeline over the DTLS session table.
     let dtls_endpoint = match (&config.dtls, dtls_credentials) {
@@ -122,7 +125,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
 /// hundred small datagrams overflows the receive buffer on loopback and the kernel drops them
 /// (RcvbufErrors), which devices only recover from by retransmitting seconds later. The kernel
 /// caps the size at net.core.rmem_max / wmem_max; a smaller grant is logged, not fatal.
-pub fn enlarge_socket_buffers(socket: &UdpSocket, bytes: usize) {
+pub fn enlarge_socket_buffers(socket: &impl std::os::fd::AsFd, bytes: usize) {
     let sock = socket2::SockRef::from(socket);
     let _ = sock.set_recv_buffer_size(bytes);
     let _ = sock.set_send_buffer_size(bytes);

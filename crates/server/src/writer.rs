@@ -171,7 +171,7 @@ fn run(
                         fail_all(e.into_inner(), "the storage flush thread stopped");
                     }
                 }
-                None => acknowledge(committed),
+                None => crate::udp_io::coalesce(|| acknowledge(committed)),
             }
         }
         if let Err(e) = writer.maintain() {
@@ -190,7 +190,8 @@ fn run_sync(mut barrier: Box<dyn DurabilityBarrier>, rx: Receiver<Committed>, st
         let flushed = barrier.sync();
         stats.sync_micros.record(started.elapsed().as_micros() as u64);
         stats.syncs.fetch_add(1, Ordering::Relaxed);
-        match flushed {
+        // The answers of one flush leave the socket together, in one system call.
+        crate::udp_io::coalesce(|| match flushed {
             Ok(()) => ready.into_iter().for_each(acknowledge),
             Err(e) => {
                 // The data may be visible but is not known to be on disk: never acknowledge it.
@@ -199,7 +200,7 @@ fn run_sync(mut barrier: Box<dyn DurabilityBarrier>, rx: Receiver<Committed>, st
                 let message = e.to_string();
                 ready.into_iter().for_each(|c| fail_all(c, &message));
             }
-        }
+        });
     }
 }
 
