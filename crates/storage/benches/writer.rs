@@ -42,7 +42,9 @@ fn main() {
     // Create the devices first, as a fleet that has been running would have them.
     let warm: Vec<_> = (0..1000).map(|d| record(d, 0)).collect();
     writer.commit(&warm).unwrap();
-    for batch_size in [1usize, 10, 100, 1000] {
+    // WRITER_BENCH_SPLIT_ONLY=1 skips the synced runs (for profiling the writer's own work).
+    let synced: &[usize] = if std::env::var_os("WRITER_BENCH_SPLIT_ONLY").is_some() { &[] } else { &[1, 10, 100, 1000] };
+    for &batch_size in synced {
         let started = Instant::now();
         let mut records = 0u64;
         while started.elapsed() < Duration::from_secs(3) {
