@@ -89,7 +89,8 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     };
     // Uplinks stored before a restart: their retransmissions are answered, not stored again.
     let since = coapgate_storage::now_millis() - coapgate_storage::sqlite::EXCHANGE_LIFETIME_MS;
-    let exchanges = store.recent_exchanges(since).context("loading recent CoAP exchanges")?;
+    // No more than the deduplication caches (plain and DTLS) can hold.
+    let exchanges = store.recent_exchanges(since, 2 * config.dedup_max_entries).context("loading recent CoAP exchanges")?;
     let mut restored = 0;
     for e in dtls_endpoint.iter().chain([&endpoint]) {
         restored += e.restore_exchanges(exchanges.clone());

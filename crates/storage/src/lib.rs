@@ -138,9 +138,11 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes all events of one entity.
     fn delete_events_of(&self, entity_id: Uuid) -> Result<u64>;
 
-    /// Exchanges of stored uplinks that arrived at or after `since`, oldest first, to refill the
-    /// deduplication cache at start-up.
-    fn recent_exchanges(&self, since: Millis) -> Result<Vec<Exchange>>;
+    /// The newest `limit` exchanges of stored uplinks that arrived at or after `since`, one per
+    /// (peer, message id) — the newest — oldest first, to refill the deduplication cache at
+    /// start-up. The cache holds a bounded number anyway; at 30,000 uplinks/s the table keeps
+    /// 7 million within EXCHANGE_LIFETIME, too many to load after a crash.
+    fn recent_exchanges(&self, since: Millis, limit: usize) -> Result<Vec<Exchange>>;
 
     /// Opens the writer for the uplink path. There is one per server: it owns its connection
     /// and caches, and is driven from a single thread.

@@ -334,6 +334,13 @@ fn sibling_path(path: &Path, part: &str) -> PathBuf {
     path.with_file_name(format!("{stem}-{part}.db"))
 }
 
+/// The write-ahead log SQLite keeps beside a database file.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push("-wal");
+    PathBuf::from(p)
+}
+
 fn events_path(path: &Path) -> PathBuf {
     sibling_path(path, "events")
 }
@@ -1104,19 +1111,25 @@ impl Store for SqliteStore {
         self.with_events(|c| Ok(c.execute("DELETE FROM event WHERE entity_id = ?1", [entity_id])? as u64))
     }
 
-    fn recent_exchanges(&self, since: Millis) -> Result<Vec<Exchange>> {
+    fn recent_exchanges(&self, since: Millis, limit: usize) -> Result<Vec<Exchange>> {
         self.with_conn(|c| {
-            // The newest exchange wins when a peer reused a Message ID within the window
-            // (SQLite returns the row of max() for the bare columns).
+            // Newest first by arrival (rowid), so only `limit` rows are read; the first row of a
+            // (peer, message id) seen is its newest exchange, the one a retransmission belongs to.
             let mut stmt = c.prepare_cached(
-                "SELECT peer, message_id, max(ts), response FROM coap_exchange_log WHERE ts >= ?1 \
-                 GROUP BY peer, message_id ORDER BY 3",
+                "SELECT peer, message_id, ts, response FROM coap_exchange_log WHERE ts >= ?1 ORDER BY rowid DESC LIMIT ?2",
             )?;
-            let rows = stmt
-                .query_map([since], |r| {
-                    Ok(Exchange { peer: r.get(0)?, message_id: r.get(1)?, ts: r.get(2)?, response: r.get(3)? })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut seen = std::collections::HashSet::new();
+            let mut rows = Vec::new();
+            for row in stmt.query_map(params![since, limit], |r| {
+                Ok(Exchange { peer: r.get(0)?, message_id: r.get(1)?, ts: r.get(2)?, response: r.get(3)? })
+            })? {
+                let e = row?;
+                if seen.insert((e.peer.clone(), e.message_id)) {
+                    rows.push(e);
+                }
+            }
+            rows.reverse();
             Ok(rows)
         })
     }
@@ -1128,6 +1141,8 @@ impl Store for SqliteStore {
         // A large page cache keeps the hot B-tree pages of many devices in memory, so commits
         // write pages without reading them back from the file first.
         conn.execute_batch("PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-262144; PRAGMA mmap_size=1073741824;")?;
+        // When the writer rewinds the WAL (see `maintain`), the file is cut back to this size.
+        conn.execute_batch(&format!("PRAGMA journal_size_limit={WAL_LIMIT_BYTES};"))?;
         start_checkpointer(&self.path)?;
         // Points a previous run left in ts_kv_recent are moved before the first commit, so
         // ts_kv_latest is complete and the writer's (empty) view of newer values is right.
@@ -1151,6 +1166,8 @@ impl Store for SqliteStore {
             exchanges_behind: false,
             moved,
             deleted_upto: 0,
+            last_wal_check: std::time::Instant::now(),
+            wal_limit: WAL_LIMIT_BYTES,
         }))
     }
 }
@@ -1178,7 +1195,15 @@ pub struct SqliteUplinkWriter {
     moved: Arc<AtomicI64>,
     /// ts_kv_recent rows up to here have been deleted by this writer.
     deleted_upto: i64,
+    /// When the WAL's size was last looked at, and the size it is brought back to.
+    last_wal_check: std::time::Instant,
+    wal_limit: u64,
 }
+
+/// The main database's WAL is rewound once it is larger than this (see `maintain`).
+const WAL_LIMIT_BYTES: u64 = 64 << 20;
+/// How often the writer looks at the WAL's size.
+const WAL_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often the compactor looks at how many points wait to be moved.
 const COMPACT_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -1354,6 +1379,8 @@ impl SqliteUplinkWriter {
             exchanges_behind: false,
             moved: Arc::new(AtomicI64::new(0)),
             deleted_upto: 0,
+            last_wal_check: std::time::Instant::now(),
+            wal_limit: WAL_LIMIT_BYTES,
         }
     }
 }
@@ -1705,11 +1732,7 @@ impl UplinkWriter for SqliteUplinkWriter {
         // at least every commit that returned before it. The checkpointer's own connection stays
         // FULL, so the database file is synced before the WAL is reused.
         self.conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
-        let wal_path = {
-            let mut p = self.path.clone().into_os_string();
-            p.push("-wal");
-            PathBuf::from(p)
-        };
+        let wal_path = wal_path(&self.path);
         let wal = File::open(&wal_path)
             .map_err(|e| StorageError::Other(format!("opening {} failed: {e}", wal_path.display())))?;
         Ok(Some(Box::new(WalBarrier { wal })))
@@ -1727,6 +1750,20 @@ impl UplinkWriter for SqliteUplinkWriter {
                 .execute([upto])?;
             self.deleted_upto = upto;
             self.cache.latest.retain(|_, w| w.rowid > moved);
+        }
+        if self.last_wal_check.elapsed() >= WAL_CHECK {
+            self.last_wal_check = std::time::Instant::now();
+            let size = std::fs::metadata(wal_path(&self.path)).map(|m| m.len()).unwrap_or(0);
+            if size > self.wal_limit {
+                // SQLite rewinds the WAL when a write transaction starts while every frame is
+                // already copied into the database. The checkpointer copies frames as they
+                // come, but with a commit every half millisecond the WAL is never all copied at
+                // the moment one starts, so it grew without end (2 GB after 5 minutes at 30,000
+                // uplinks/s). Copying the rest here, between two of the writer's own commits,
+                // lets the next commit rewind it (journal_size_limit then cuts the file); a
+                // reader still on an older snapshot can delay that to a later check.
+                self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);")?;
+            }
         }
         if self.exchanges_behind || self.last_exchange_cleanup.elapsed() >= EXCHANGE_CHECK {
             self.last_exchange_cleanup = std::time::Instant::now();
@@ -1893,8 +1930,42 @@ mod tests {
         rejected.exchange = Some(exchange(2));
         let results = writer.commit(&[stored, rejected]).unwrap();
         assert!(results[0].is_ok() && results[1].is_err());
-        assert_eq!(store.recent_exchanges(0).unwrap(), vec![exchange(1)]);
-        assert!(store.recent_exchanges(1002).unwrap().is_empty(), "older than `since`");
+        assert_eq!(store.recent_exchanges(0, 10).unwrap(), vec![exchange(1)]);
+        assert!(store.recent_exchanges(1002, 10).unwrap().is_empty(), "older than `since`");
+        // The newest of a reused (peer, message id) wins; the limit keeps the newest rows.
+        let mut again = record("A", true, 2, vec![("t", KvValue::Long(2))]);
+        again.exchange = Some(Exchange { ts: 1500, response: vec![0x60, 0x41, 0, 9], ..exchange(1) });
+        let mut other = record("A", true, 3, vec![("t", KvValue::Long(3))]);
+        other.exchange = Some(exchange(3));
+        writer.commit(&[again.clone(), other]).unwrap();
+        assert_eq!(store.recent_exchanges(0, 10).unwrap(), vec![again.exchange.clone().unwrap(), exchange(3)]);
+        assert_eq!(store.recent_exchanges(0, 1).unwrap(), vec![exchange(3)]);
+    }
+
+    #[test]
+    fn the_wal_is_rewound_and_cut_back_under_continuous_commits() {
+        let (_dir, store) = temp_store();
+        let mut raw = SqliteUplinkWriter::open_for_test(&store);
+        // As the server runs it (no automatic checkpoints in commits), with a small limit.
+        raw.wal_limit = 256 * 1024;
+        raw.conn.execute_batch("PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=262144;").unwrap();
+        let wal_size = || std::fs::metadata(wal_path(&store.path)).unwrap().len();
+        let mut ts = 0;
+        while wal_size() <= 4 * raw.wal_limit {
+            ts += 1;
+            raw.commit(&[record(&format!("D{}", ts % 50), true, ts, vec![("t", KvValue::Long(ts))])]).unwrap();
+        }
+        raw.maintain().unwrap();
+        assert!(wal_size() > 4 * raw.wal_limit, "nothing happens before the next check");
+        raw.last_wal_check = std::time::Instant::now() - WAL_CHECK;
+        raw.maintain().unwrap();
+        ts += 1;
+        raw.commit(&[record("D0", true, ts, vec![("t", KvValue::Long(ts))])]).unwrap();
+        assert!(wal_size() <= raw.wal_limit, "WAL still {} bytes", wal_size());
+        // Nothing was lost on the way.
+        let id = store.device_by_name("D0").unwrap().unwrap().id;
+        let latest = store.latest_timeseries(id, None).unwrap();
+        assert_eq!(latest[0].1.ts, ts);
     }
 
     #[test]
