@@ -30,7 +30,7 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$SERVER/status"; }
 
 echo "# seed uplink, CON POST, 1,000 devices"
 start_server
-for inflight in 64 128; do bench --devices 1000 --in-flight $inflight --count 300000 --duration 10; done
+for inflight in 64 128 256; do bench --devices 1000 --in-flight $inflight --count 1000000 --duration 10; done
 
 echo "# devices (distinct names) from 1 to 100,000; 1,000 sockets, 64 in flight"
 for names in 1 1000 10000 100000; do
@@ -40,10 +40,10 @@ for names in 1 1000 10000 100000; do
   echo "{\"names\": $names, \"rss_kib\": $(rss_kib)}"
 done
 
-echo "# libcoap's bare example server, same load generator (PUT /example_data, 1,000 devices, 64 in flight)"
+echo "# libcoap's bare example server, same load generator (PUT /example_data, 1,000 devices, 64 and 256 in flight)"
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=""
 coap-server-notls -A 127.0.0.1 -p $COAP_PORT > /dev/null 2>&1 &
 SERVER=$!
 sleep 0.5
 URL=coap://127.0.0.1:$COAP_PORT/example_data
-bench --method put --devices 1000 --in-flight 64 --count 300000 --duration 10
+for inflight in 64 256; do bench --method put --devices 1000 --in-flight $inflight --count 1000000 --duration 10; done
