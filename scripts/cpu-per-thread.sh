@@ -10,20 +10,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 IN_FLIGHT=${1:-64}
 SECONDS_=${2:-10}
-if [ -z "${COAPGATE_BIN:-}" ]; then
-  cargo build --release -q -p coapgate
-  COAPGATE_BIN=$PWD/target/release/coapgate
-fi
+. scripts/lib.sh
+build_coapgate
 WORK=$(mktemp -d)
 SERVER=""
 cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-COAP_BIND_ADDRESS=127.0.0.1 HTTP_BIND_ADDRESS=127.0.0.1 COAP_BIND_PORT=${COAP_PORT:-25783} HTTP_BIND_PORT=${HTTP_PORT:-28180} \
-  COAPGATE_ADMIN_PASSWORD=bench COAPGATE_DATA_DIR="$WORK/data" RUST_LOG=warn "$COAPGATE_BIN" serve --demo > "$WORK/out.txt" 2>&1 &
-SERVER=$!
-for _ in $(seq 100); do grep -q 'coap-client' "$WORK/out.txt" 2>/dev/null && break; sleep 0.1; done
-URL=$(grep -o 'coap://[^ ]*' "$WORK/out.txt" | tail -1)
+start_demo "$WORK"
 "$COAPGATE_BIN" bench --url "$URL" --count 20000 > /dev/null   # devices created, script compiled
 
 # thread name -> CPU nanoseconds, summed over threads of the same name

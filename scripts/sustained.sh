@@ -10,10 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-300}
 IN_FLIGHT=${2:-64}
-if [ -z "${COAPGATE_BIN:-}" ]; then
-  cargo build --release -q -p coapgate
-  COAPGATE_BIN=$PWD/target/release/coapgate
-fi
+. scripts/lib.sh
+build_coapgate
 HTTP_PORT=${HTTP_PORT:-28180}
 WORK=$(mktemp -d)
 SERVER=""
@@ -25,11 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-COAP_BIND_ADDRESS=127.0.0.1 HTTP_BIND_ADDRESS=127.0.0.1 COAP_BIND_PORT=${COAP_PORT:-25783} HTTP_BIND_PORT=$HTTP_PORT \
-  COAPGATE_ADMIN_PASSWORD=bench COAPGATE_DATA_DIR="$WORK/data" RUST_LOG=warn "$COAPGATE_BIN" serve --demo > "$WORK/out.txt" 2>&1 &
-SERVER=$!
-for _ in $(seq 100); do grep -q 'coap-client' "$WORK/out.txt" 2>/dev/null && break; sleep 0.1; done
-URL=$(grep -o 'coap://[^ ]*' "$WORK/out.txt" | tail -1)
+start_demo "$WORK"
 "$COAPGATE_BIN" bench --url "$URL" --devices 1000 --in-flight "$IN_FLIGHT" --count 1000000000 --duration "$DURATION" > "$WORK/bench.txt" &
 BENCH=$!
 
