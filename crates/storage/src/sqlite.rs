@@ -1631,10 +1631,8 @@ impl SqliteUplinkWriter {
 
     /// Appends the exchange in the uplink's transaction; reading takes the newest per
     /// (peer, Message ID), so a reused Message ID needs no update in place.
-    fn remember_exchange(&self, e: &Exchange) -> Result<()> {
-        self.conn
-            .prepare_cached("INSERT INTO coap_exchange_log (ts, peer, message_id, response) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![e.ts, e.peer, e.message_id, e.response])?;
+    fn remember_exchange(insert: &mut rusqlite::CachedStatement<'_>, e: &Exchange) -> Result<()> {
+        insert.execute(params![e.ts, e.peer, e.message_id, e.response])?;
         Ok(())
     }
 
@@ -1642,6 +1640,7 @@ impl SqliteUplinkWriter {
         &self,
         pending: &mut WriterCache,
         record: &UplinkRecord,
+        insert_point: &mut rusqlite::CachedStatement<'_>,
     ) -> Result<std::result::Result<UplinkOutcome, UplinkRejection>> {
         // Resolve first, write second: a rejected record must leave nothing behind.
         let mut resolved = Vec::with_capacity(record.entities.len());
@@ -1676,12 +1675,7 @@ impl SqliteUplinkWriter {
                         continue;
                     }
                     let (b, l, d, s, j) = kv_columns(value);
-                    self.conn
-                        .prepare_cached(
-                            "INSERT INTO ts_kv_recent (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                        )?
-                        .execute(params![id, key_id, ts, b, l, d, s, j])?;
+                    insert_point.execute(params![id, key_id, ts, b, l, d, s, j])?;
                     let rowid = self.conn.last_insert_rowid();
                     // ts_kv_latest is brought up to date by compaction; until then this is the
                     // writer's own view of the newest value (for updateOnlyKeys).
@@ -1786,12 +1780,20 @@ impl UplinkWriter for SqliteUplinkWriter {
             self.seen_generation = generation;
         }
         let mut pending = WriterCache::default();
+        // The two statements every uplink runs, looked up once per batch rather than per row
+        // (rusqlite's statement cache hashes the SQL text on every lookup).
+        let mut insert_point = self.conn.prepare_cached(
+            "INSERT INTO ts_kv_recent (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        let mut insert_exchange =
+            self.conn.prepare_cached("INSERT INTO coap_exchange_log (ts, peer, message_id, response) VALUES (?1, ?2, ?3, ?4)")?;
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let mut results = Vec::with_capacity(batch.len());
         for record in batch {
-            let written = self.write_record(&mut pending, record).and_then(|r| {
+            let written = self.write_record(&mut pending, record, &mut insert_point).and_then(|r| {
                 if let (Ok(_), Some(exchange)) = (&r, &record.exchange) {
-                    self.remember_exchange(exchange)?;
+                    Self::remember_exchange(&mut insert_exchange, exchange)?;
                 }
                 Ok(r)
             });
@@ -1803,6 +1805,7 @@ impl UplinkWriter for SqliteUplinkWriter {
                 }
             }
         }
+        drop((insert_point, insert_exchange));
         if let Err(e) = self.conn.execute_batch("COMMIT") {
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(e.into());
