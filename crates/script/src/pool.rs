@@ -55,10 +55,11 @@ impl Default for PoolConfig {
 pub struct DecodeJob {
     /// The script to run; shared so that many jobs can reference one script.
     pub script: Arc<DecoderScript>,
-    /// Raw payload bytes, passed to the script as an array of numbers.
-    pub payload: Vec<u8>,
-    /// Passed to the script as a plain object of strings.
-    pub metadata: BTreeMap<String, String>,
+    /// Raw payload bytes, passed to the script as an array of numbers. Shared, so the caller
+    /// can keep them (for its debug events) without a copy.
+    pub payload: Arc<[u8]>,
+    /// Passed to the script as a plain object of strings; shared like the payload.
+    pub metadata: Arc<BTreeMap<String, String>>,
     /// Runs on the worker thread with the outcome; the server uses it to
     /// hand the result on to its writer queue. It should be quick, since the
     /// worker runs no script meanwhile. A panic in it is caught and logged.

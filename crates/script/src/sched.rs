@@ -194,8 +194,8 @@ mod tests {
     fn job(script: &Arc<DecoderScript>) -> DecodeJob {
         DecodeJob {
             script: Arc::clone(script),
-            payload: vec![],
-            metadata: BTreeMap::new(),
+            payload: Arc::from(&[][..]),
+            metadata: Arc::new(BTreeMap::new()),
             on_done: Box::new(|_, _| {}),
         }
     }

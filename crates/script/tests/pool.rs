@@ -31,8 +31,8 @@ fn job(
     let tx = results.clone();
     DecodeJob {
         script: Arc::clone(script),
-        payload: payload.to_vec(),
-        metadata: BTreeMap::new(),
+        payload: payload.into(),
+        metadata: Arc::new(BTreeMap::new()),
         on_done: Box::new(move |result, took| {
             let thread = std::thread::current().name().unwrap_or("").to_string();
             tx.send((result, took, thread)).unwrap();
@@ -92,8 +92,8 @@ fn full_queue_refuses_without_blocking_and_returns_the_job() {
     let (started_tx, started_rx) = crossbeam_channel::bounded(1);
     let blocker = DecodeJob {
         script: Arc::clone(&script),
-        payload: vec![],
-        metadata: BTreeMap::new(),
+        payload: Arc::from(&[][..]),
+        metadata: Arc::new(BTreeMap::new()),
         on_done: Box::new({
             let gate = Arc::clone(&gate);
             move |_, _| {
@@ -112,7 +112,7 @@ fn full_queue_refuses_without_blocking_and_returns_the_job() {
     let refused = pool.try_submit(job(&script, b"c", &tx)).unwrap_err();
     assert!(matches!(refused, SubmitError::Full(_)));
     assert_eq!(refused.to_script_error(), ScriptError::PoolFull);
-    assert_eq!(refused.into_job().payload, b"c");
+    assert_eq!(&*refused.into_job().payload, b"c");
 
     drop(held);
     for _ in 0..2 {
@@ -143,8 +143,8 @@ fn workers_survive_script_errors_and_callback_panics() {
     pool.try_submit(job(&broken, b"", &tx)).unwrap();
     pool.try_submit(DecodeJob {
         script: Arc::clone(&good),
-        payload: vec![],
-        metadata: BTreeMap::new(),
+        payload: Arc::from(&[][..]),
+        metadata: Arc::new(BTreeMap::new()),
         on_done: Box::new(|_, _| panic!("callback bug")),
     })
     .unwrap();
@@ -173,8 +173,8 @@ fn shutdown_drains_queued_jobs() {
         let done = Arc::clone(&done);
         pool.try_submit(DecodeJob {
             script: Arc::clone(&script),
-            payload: vec![],
-            metadata: BTreeMap::new(),
+            payload: Arc::from(&[][..]),
+            metadata: Arc::new(BTreeMap::new()),
             on_done: Box::new(move |r, _| {
                 assert!(r.is_ok());
                 done.fetch_add(1, Ordering::SeqCst);

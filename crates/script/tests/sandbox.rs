@@ -31,8 +31,8 @@ fn submit(
     let tx = tx.clone();
     pool.try_submit(DecodeJob {
         script: Arc::clone(s),
-        payload: payload.to_vec(),
-        metadata: no_meta(),
+        payload: payload.into(),
+        metadata: std::sync::Arc::new(no_meta()),
         on_done: Box::new(move |r, took| {
             let _ = tx.send((tag, (r, took)));
         }),

@@ -39,9 +39,9 @@ struct Uplink {
     route: Arc<Route>,
     received_ts: Millis,
     data_type: DataType,
-    /// Kept only while a debug event may still want it.
-    payload: Vec<u8>,
-    metadata: BTreeMap<String, String>,
+    /// Shared with the script job, for the debug events.
+    payload: Arc<[u8]>,
+    metadata: Arc<BTreeMap<String, String>>,
     pipeline: Pipeline,
     reply: Responder,
     /// Stored with the uplink's data so a retransmission after a crash is answered, not stored.
@@ -61,6 +61,8 @@ impl Pipeline {
         reply: Responder,
         exchange: Option<Exchange>,
     ) -> DecodeJob {
+        let payload: Arc<[u8]> = payload.into();
+        let metadata = Arc::new(metadata);
         let uplink = Uplink {
             exchange,
             output: None,
@@ -97,7 +99,7 @@ impl Uplink {
                 self.data_type,
                 &self.data_type.render(&self.payload),
                 output.as_deref(),
-                &serde_json::to_value(&self.metadata).unwrap_or(Value::Null),
+                &serde_json::to_value(&*self.metadata).unwrap_or(Value::Null),
                 error.as_deref(),
             );
         }

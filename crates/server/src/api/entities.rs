@@ -196,8 +196,8 @@ pub async fn test_uplink(
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job = DecodeJob {
         script: std::sync::Arc::new(script),
-        payload,
-        metadata,
+        payload: payload.into(),
+        metadata: std::sync::Arc::new(metadata),
         on_done: Box::new(move |result, _| {
             let _ = tx.send(result);
         }),
