@@ -117,7 +117,7 @@ pub struct CoapEndpoint {
     /// sweeper has already sent its empty ACK (then its answer goes out as a separate response).
     unanswered: Mutex<HashMap<(SocketAddr, u16), Unanswered>>,
     /// The runtime for work the answering thread must not do itself (separate responses with
-    /// their retransmissions, a send that found the socket busy).
+    /// their retransmissions).
     runtime: Option<Handle>,
     pub stats: EndpointStats,
     /// Whether this endpoint is the DTLS one, which decides the security-mode checks.

@@ -68,7 +68,6 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-
 // Uplinks are allocated on the receive thread and freed on the script, writer and sync threads;
 // glibc malloc spent more CPU on those cross-thread frees than the SQLite inserts (perf).
 #[global_allocator]

@@ -7,7 +7,7 @@ use anyhow::Context;
 use coapgate_coap::{Block1Config, DedupConfig};
 use coapgate_script::{EnginePool, Limits, PoolConfig};
 use coapgate_storage::{SqliteStore, Store};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, Jwt};
 use crate::coap_endpoint::{CoapEndpoint, EndpointConfig, Transport};
@@ -37,8 +37,9 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let generated_password = api::ensure_admin_user(store.as_ref(), &config.admin_username, config.admin_password.as_deref())
         .context("creating the admin user")?;
     let jwt = Arc::new(Jwt::load(store.as_ref()).context("loading the token secret")?);
-    let coap_socket = UdpSocket::bind(&config.coap_bind)
-        .await
+    // A blocking std socket, never registered with tokio: one thread receives on it in batches
+    // and any thread sends (udp_io).
+    let coap_socket = std::net::UdpSocket::bind(&config.coap_bind)
         .with_context(|| format!("COAP_BIND_ADDRESS/COAP_BIND_PORT: cannot listen on udp {}", config.coap_bind))?;
     enlarge_socket_buffers(&coap_socket, config.socket_buffer_bytes);
     let coap_addr = coap_socket.local_addr()?;
@@ -69,9 +70,6 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     };
     let script_micros = Arc::new(Histogram::new(SCRIPT_MICROS_BUCKETS));
     let pipeline = Pipeline { writer: writer.clone(), events: events.clone(), script_micros: script_micros.clone() };
-    // The plain socket is received on by its own thread with blocking batch calls (udp_io).
-    let coap_socket = coap_socket.into_std().context("taking the CoAP socket off the runtime")?;
-    coap_socket.set_nonblocking(false).context("making the CoAP socket blocking")?;
     let endpoint = CoapEndpoint::new(coap_socket, registry.clone(), pool.clone(), pipeline.clone(), endpoint_config());
     // The DTLS endpoint: the same message layer and pipeline over the DTLS session table.
     let dtls_endpoint = match (&config.dtls, dtls_credentials) {

@@ -30,6 +30,16 @@ fn record(device: usize, ts: i64) -> UplinkRecord {
     }
 }
 
+/// The next `size` uplinks, each a moment later than the last, spread over the 1,000 devices.
+fn next_batch(size: usize, ts: &mut i64) -> Vec<UplinkRecord> {
+    (0..size)
+        .map(|i| {
+            *ts += 1;
+            record((*ts as usize + i) % 1000, *ts)
+        })
+        .collect()
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -48,10 +58,7 @@ fn main() {
         let started = Instant::now();
         let mut records = 0u64;
         while started.elapsed() < Duration::from_secs(3) {
-            let batch: Vec<_> = (0..batch_size).map(|i| {
-                ts += 1;
-                record((ts as usize + i) % 1000, ts)
-            }).collect();
+            let batch = next_batch(batch_size, &mut ts);
             writer.commit(&batch).unwrap();
             writer.maintain().unwrap();
             records += batch_size as u64;
@@ -67,10 +74,7 @@ fn main() {
         let mut records = 0u64;
         let mut committing = Duration::ZERO;
         while started.elapsed() < Duration::from_secs(3) {
-            let batch: Vec<_> = (0..batch_size).map(|i| {
-                ts += 1;
-                record((ts as usize + i) % 1000, ts)
-            }).collect();
+            let batch = next_batch(batch_size, &mut ts);
             let commit_started = Instant::now();
             writer.commit(&batch).unwrap();
             writer.maintain().unwrap();

@@ -1238,7 +1238,10 @@ const EXCHANGE_CHECK: std::time::Duration = std::time::Duration::from_millis(100
 fn expire_exchanges(conn: &Connection, before: Millis) -> Result<usize> {
     let deleted = conn
         .prepare_cached(
-            "WITH oldest(first) AS (SELECT min(rowid) FROM coap_exchange_log)              DELETE FROM coap_exchange_log WHERE rowid < (SELECT coalesce(                (SELECT rowid FROM coap_exchange_log, oldest WHERE rowid < first + ?2 AND ts >= ?1 ORDER BY rowid LIMIT 1),                (SELECT first + ?2 FROM oldest)))",
+            "WITH oldest(first) AS (SELECT min(rowid) FROM coap_exchange_log) \
+             DELETE FROM coap_exchange_log WHERE rowid < (SELECT coalesce( \
+               (SELECT rowid FROM coap_exchange_log, oldest WHERE rowid < first + ?2 AND ts >= ?1 ORDER BY rowid LIMIT 1), \
+               (SELECT first + ?2 FROM oldest)))",
         )?
         .execute(params![before, EXCHANGE_SLICE as i64])?;
     Ok(deleted)
@@ -1315,11 +1318,6 @@ fn start_compactor(conn: Connection, moved: std::sync::Weak<AtomicI64>) -> Resul
     Ok(())
 }
 
-/// Moves up to [`COMPACT_CHUNK`] of the points not moved yet into hist.ts_kv, sorted by key so
-/// each B-tree leaf is written once per chunk, folds the newest of each series into
-/// hist.ts_kv_latest, and records how far it got — one transaction of the history database,
-/// synced before it returns, so the writer may then delete the rows. Returns how far the rows
-/// are moved and whether more are waiting. Main is only read: uplink commits never wait for it.
 const WAITING: &str = "SELECT moved_upto, coalesce((SELECT max(rowid) FROM ts_kv_recent), 0) FROM hist.compaction";
 
 /// How far points are moved, and the newest point's rowid: a plain read, no lock taken.
@@ -1327,6 +1325,11 @@ fn waiting_points(conn: &Connection) -> Result<(i64, i64)> {
     Ok(conn.query_row(WAITING, [], |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
 
+/// Moves up to [`COMPACT_CHUNK`] of the points not moved yet into hist.ts_kv, sorted by key so
+/// each B-tree leaf is written once per chunk, folds the newest of each series into
+/// hist.ts_kv_latest, and records how far it got — one transaction of the history database,
+/// synced before it returns, so the writer may then delete the rows. Returns how far the rows
+/// are moved and whether more are waiting. Main is only read: uplink commits never wait for it.
 fn move_recent(conn: &Connection) -> Result<(i64, bool)> {
     // Nothing to move (an idle server): no write transaction, so no flush every COMPACT_EVERY.
     let (moved, last) = waiting_points(conn)?;
