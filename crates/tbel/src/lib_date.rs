@@ -235,19 +235,7 @@ pub(crate) fn construct(args: &[Value]) -> Result<Value> {
             if has_zone {
                 date(ms)
             } else {
-                let l = local_fields(ms, fmt::UTC_ZONE);
-                date(from_fields(
-                    &[
-                        l.year,
-                        l.month as i64,
-                        l.day as i64,
-                        l.hour as i64,
-                        l.minute as i64,
-                        l.second as i64,
-                        l.milli as i64,
-                    ],
-                    zone,
-                )?)
+                date(from_fields(&local_fields(ms, fmt::UTC_ZONE).date_time(), zone)?)
             }
         }
         _ => {
@@ -396,15 +384,7 @@ pub(crate) fn method(o: &Value, name: &str, args: Vec<Value>) -> Result<Value> {
             .map(Value::to_java_string)
     };
     let l = local_fields(ms, SYSTEM_ZONE);
-    let cur = [
-        l.year,
-        l.month as i64,
-        l.day as i64,
-        l.hour as i64,
-        l.minute as i64,
-        l.second as i64,
-        l.milli as i64,
-    ];
+    let cur = l.date_time();
     // Replace fields from index `from` with the arguments and rebuild the instant.
     let with = |from: usize| -> Result<i64> {
         let mut f = cur;

@@ -196,6 +196,21 @@ pub(crate) struct Local {
     id: String,
 }
 
+impl Local {
+    /// Year, month, day, hour, minute, second and millisecond, in the order `from_fields` takes.
+    pub(crate) fn date_time(&self) -> [i64; 7] {
+        [
+            self.year,
+            self.month as i64,
+            self.day as i64,
+            self.hour as i64,
+            self.minute as i64,
+            self.second as i64,
+            self.milli as i64,
+        ]
+    }
+}
+
 pub(crate) fn local_fields(ms: i64, zone: Zone) -> Local {
     use chrono::{Datelike, Timelike};
     let (offset, short, long, id) = zone.describe(ms);
