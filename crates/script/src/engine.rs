@@ -189,7 +189,7 @@ fn tbel_error(e: coapgate_tbel::TbelError, limits: &Limits) -> ScriptError {
             message,
             line: e.line,
         },
-        ErrorKind::Runtime | ErrorKind::StackOverflow => ScriptError::Runtime {
+        ErrorKind::Runtime | ErrorKind::StackOverflow | ErrorKind::NullSafeStop => ScriptError::Runtime {
             message,
             line: e.line,
             stack: None,

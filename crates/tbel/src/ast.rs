@@ -1,6 +1,7 @@
 //! The syntax tree the parser builds once and the interpreter walks many times.
 //! Variables are already resolved to slots.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::error::Pos;
@@ -56,10 +57,12 @@ pub(crate) enum Expr {
     Const(Value),
     /// Slot in the current frame.
     Local(u32),
-    /// Slot in the top-level frame, seen from inside a function.
-    Global(u32),
-    /// A name that is no variable, function or class.
-    Unresolved(Rc<str>, Pos),
+    /// A variable resolved when it is read, as MVEL resolves names through its chain of
+    /// variable-resolver factories: the function's own slot, then the callers' frames (innermost
+    /// first), then the top level. Index into [`Program::names`].
+    Name(u32, Pos),
+    /// Stops the whole chain with `null` when a step marked null-safe (`a.?b`) yields null.
+    NullSafeChain(Box<Expr>),
     List(Vec<Expr>),
     Map(Vec<(Rc<str>, Expr)>),
     Unary(UnOp, Box<Expr>, Pos),
@@ -132,7 +135,9 @@ pub(crate) enum Expr {
 #[derive(Debug)]
 pub(crate) enum Target {
     Local(u32),
-    Global(u32),
+    /// A variable the enclosing scope knew when the function was defined: written where the
+    /// dynamic chain finds it (a caller's frame, else the top level). Index into [`Program::names`].
+    Name(u32),
     Prop(Expr, Rc<str>),
     Index(Expr, Expr),
 }
@@ -142,7 +147,9 @@ pub(crate) enum Stmt {
     Expr(Expr),
     /// `var x = e` / `int x = e` (a declaration without value sets null).
     Decl(u32, DeclType, Option<Expr>, Pos),
-    If(Expr, Box<Stmt>, Option<Box<Stmt>>),
+    /// `if (c) s else if (c2) s2 ... else e`: the branches of an else-if chain side by side, so
+    /// a long chain costs no recursion in the parser or the evaluator.
+    If(Vec<(Expr, Stmt)>, Option<Box<Stmt>>),
     While(Expr, Box<Stmt>),
     DoWhile(Box<Stmt>, Expr),
     For {
@@ -174,7 +181,19 @@ pub(crate) struct Func {
     pub params: u32,
     pub slots: u32,
     pub slot_names: Vec<Rc<str>>,
+    /// Slot by name, for functions it calls that read its variables (MVEL's dynamic scoping).
+    pub slot_index: HashMap<Rc<str>, u32>,
     pub body: Vec<Stmt>,
+}
+
+/// A name read (or written) where it cannot be bound to one slot at parse time.
+#[derive(Debug)]
+pub(crate) struct NameRef {
+    pub name: Rc<str>,
+    /// The slot of that name in the function where it appears, if the function has one.
+    pub local: Option<u32>,
+    /// The top-level slot of that name, if the top level has one.
+    pub global: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -183,6 +202,8 @@ pub(crate) struct Program {
     pub slots: u32,
     pub slot_names: Vec<Rc<str>>,
     pub funcs: Vec<Func>,
+    /// The names of every [`Expr::Name`] and [`Target::Name`].
+    pub names: Vec<NameRef>,
     /// Slots of the declared inputs (`payload`, `metadata`), in order.
     pub inputs: Vec<u32>,
 }

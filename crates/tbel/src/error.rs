@@ -15,6 +15,10 @@ pub enum ErrorKind {
     Memory,
     /// The script recursed deeper than allowed.
     StackOverflow,
+    /// Internal: a null-safe step (`a.?b`) met null and unwinds to its chain, which yields null.
+    /// Never returned by [`crate::Script::run`].
+    #[doc(hidden)]
+    NullSafeStop,
 }
 
 /// A compile or run-time error, with the 1-based line and column of the script it points at.

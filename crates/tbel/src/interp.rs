@@ -25,6 +25,10 @@ pub(crate) struct Ctx<'p> {
     base: usize,
     /// Index of the function running, or None at the top level.
     cur_func: Option<u32>,
+    /// The script functions being run, outermost first: (function, base of its frame). Names
+    /// are resolved through them, innermost first, as MVEL's factories chain a function's
+    /// variables to its caller's.
+    frames: Vec<(u32, usize)>,
     deadline: Option<Instant>,
     steps: u32,
     pub mem: usize,
@@ -49,6 +53,7 @@ impl<'p> Ctx<'p> {
             stack: vec![Value::Undef; prog.slots as usize],
             base: 0,
             cur_func: None,
+            frames: Vec::new(),
             deadline,
             steps: 0,
             mem: 0,
@@ -153,11 +158,14 @@ impl<'p> Ctx<'p> {
                 self.last = v.clone();
                 self.stack[self.base + *slot as usize] = v;
             }
-            Stmt::If(c, t, e) => {
-                let cv = self.eval(c)?;
-                if truthy(&cv)? {
-                    return self.stmt(t);
-                } else if let Some(e) = e {
+            Stmt::If(branches, otherwise) => {
+                for (c, then) in branches {
+                    let cv = self.eval(c)?;
+                    if truthy(&cv)? {
+                        return self.stmt(then);
+                    }
+                }
+                if let Some(e) = otherwise {
                     return self.stmt(e);
                 }
             }
@@ -300,17 +308,18 @@ impl<'p> Ctx<'p> {
                 }
                 Ok(v.clone())
             }
-            Expr::Global(s) => {
-                let v = &self.stack[*s as usize];
-                if let Value::Undef = v {
-                    return Err(self.unresolved_slot(*s, true));
-                }
-                Ok(v.clone())
-            }
-            Expr::Unresolved(n, pos) => Err(TbelError::runtime(format!(
-                "unresolvable property or identifier: {n}"
-            ))
-            .at(*pos)),
+            Expr::Name(id, pos) => match self.find_name(*id) {
+                Some(at) => Ok(self.stack[at].clone()),
+                None => Err(TbelError::runtime(format!(
+                    "unresolvable property or identifier: {}",
+                    self.prog.names[*id as usize].name
+                ))
+                .at(*pos)),
+            },
+            Expr::NullSafeChain(chain) => match self.eval(chain) {
+                Err(e) if e.kind == ErrorKind::NullSafeStop => Ok(Value::Null),
+                r => r,
+            },
             Expr::List(items) => {
                 let mut v = Vec::with_capacity(items.len());
                 for i in items {
@@ -394,11 +403,15 @@ impl<'p> Ctx<'p> {
                 let o = self.eval(obj)?;
                 if o.is_null() {
                     if *null_safe {
-                        return Ok(Value::Null);
+                        return Err(null_safe_stop());
                     }
                     return Err(null_deref(name, obj).at(*pos));
                 }
-                crate::lib_methods::property(&o, name).map_err(|e| e.at(*pos))
+                let v = crate::lib_methods::property(&o, name).map_err(|e| e.at(*pos))?;
+                if *null_safe && v.is_null() {
+                    return Err(null_safe_stop());
+                }
+                Ok(v)
             }
             Expr::Index { obj, index, pos } => {
                 let o = self.eval(obj)?;
@@ -414,7 +427,7 @@ impl<'p> Ctx<'p> {
             } => {
                 let o = self.eval(obj)?;
                 if o.is_null() && *null_safe {
-                    return Ok(Value::Null);
+                    return Err(null_safe_stop());
                 }
                 let args = self.eval_args(args)?;
                 if o.is_null() {
@@ -424,7 +437,11 @@ impl<'p> Ctx<'p> {
                     ))
                     .at(*pos));
                 }
-                crate::lib_methods::call_method(self, &o, name, args).map_err(|e| e.at(*pos))
+                let v = crate::lib_methods::call_method(self, &o, name, args).map_err(|e| e.at(*pos))?;
+                if *null_safe && v.is_null() {
+                    return Err(null_safe_stop());
+                }
+                Ok(v)
             }
             Expr::Call { func, args, pos } => {
                 let args = self.eval_args(args)?;
@@ -495,6 +512,39 @@ impl<'p> Ctx<'p> {
         }
     }
 
+    /// Where the variable of [`Expr::Name`] `id` lives now, as an index into the stack: the
+    /// running function's own slot, then each caller's variable of that name (innermost first),
+    /// then the top level's. A variable not yet assigned is not there.
+    fn find_name(&self, id: u32) -> Option<usize> {
+        let name = &self.prog.names[id as usize];
+        let assigned = |at: usize| !matches!(self.stack[at], Value::Undef);
+        if let Some(s) = name.local {
+            let at = self.base + s as usize;
+            if assigned(at) {
+                return Some(at);
+            }
+        }
+        if let Some((_, callers)) = self.frames.split_last() {
+            for &(f, base) in callers.iter().rev() {
+                if let Some(&s) = self.prog.funcs[f as usize].slot_index.get(&name.name) {
+                    let at = base + s as usize;
+                    if assigned(at) {
+                        return Some(at);
+                    }
+                }
+            }
+        }
+        name.global.map(|s| s as usize).filter(|&at| assigned(at))
+    }
+
+    /// Where an assignment to [`Target::Name`] `id` goes: the variable the chain finds, else
+    /// the top level's (which the parser made sure exists).
+    fn name_target(&self, id: u32) -> usize {
+        self.find_name(id)
+            .or(self.prog.names[id as usize].global.map(|s| s as usize))
+            .expect("a written name has a top-level slot")
+    }
+
     fn unresolved_slot(&self, slot: u32, global: bool) -> TbelError {
         TbelError::runtime(format!(
             "unresolvable property or identifier: {}",
@@ -541,10 +591,12 @@ impl<'p> Ctx<'p> {
         }
         self.base = new_base;
         self.cur_func = Some(idx);
+        self.frames.push((idx, new_base));
         let saved_last = std::mem::take(&mut self.last);
         let r = self.block(&f.body);
         let last = std::mem::replace(&mut self.last, saved_last);
         self.stack.truncate(new_base);
+        self.frames.pop();
         self.base = saved_base;
         self.cur_func = saved_func;
         self.depth -= 1;
@@ -563,13 +615,14 @@ impl<'p> Ctx<'p> {
                 }
                 Ok(v.clone())
             }
-            Target::Global(s) => {
-                let v = &self.stack[*s as usize];
-                if let Value::Undef = v {
-                    return Err(self.unresolved_slot(*s, true).at(pos));
-                }
-                Ok(v.clone())
-            }
+            Target::Name(id) => match self.find_name(*id) {
+                Some(at) => Ok(self.stack[at].clone()),
+                None => Err(TbelError::runtime(format!(
+                    "unresolvable property or identifier: {}",
+                    self.prog.names[*id as usize].name
+                ))
+                .at(pos)),
+            },
             Target::Prop(o, n) => {
                 let o = self.eval(o)?;
                 if o.is_null() {
@@ -590,7 +643,10 @@ impl<'p> Ctx<'p> {
     fn write_target(&mut self, t: &Target, v: Value, pos: Pos) -> Result<()> {
         match t {
             Target::Local(s) => self.stack[self.base + *s as usize] = v,
-            Target::Global(s) => self.stack[*s as usize] = v,
+            Target::Name(id) => {
+                let at = self.name_target(*id);
+                self.stack[at] = v;
+            }
             Target::Prop(o, n) => {
                 let o = self.eval(o)?;
                 self.set_member(&o, &Value::Str(n.clone()), v)
@@ -612,12 +668,13 @@ impl<'p> Ctx<'p> {
                 self.stack[self.base + *s as usize] = v.clone();
                 Ok(v)
             }
-            (Target::Global(s), None) => {
+            (Target::Name(id), None) => {
                 let v = self.eval(rhs)?;
-                self.stack[*s as usize] = v.clone();
+                let at = self.name_target(*id);
+                self.stack[at] = v.clone();
                 Ok(v)
             }
-            (Target::Local(_) | Target::Global(_), Some(op)) => {
+            (Target::Local(_) | Target::Name(_), Some(op)) => {
                 let old = self.read_target(t, pos)?;
                 let r = self.eval(rhs)?;
                 let v = compound(op, &old, &r).map_err(|e| e.at(pos))?;
@@ -672,6 +729,14 @@ impl<'p> Ctx<'p> {
         match o {
             Value::Map(m) => {
                 let k = key.to_key();
+                // TBEL's ExecutionHashMap.put removes the key when the value is null, so
+                // `m.k = null` leaves no key behind (nor a null in the converter's output).
+                if v.is_null() {
+                    if let Some(old) = m.borrow_mut().shift_remove(&k) {
+                        self.free(old.shallow_size());
+                    }
+                    return Ok(());
+                }
                 let add = k.len() + v.shallow_size();
                 let old = m.borrow_mut().insert(k, v);
                 if let Some(old) = old {
@@ -790,6 +855,10 @@ fn describe(e: &Expr) -> String {
         Expr::Index { .. } => "indexed value".into(),
         _ => "value".into(),
     }
+}
+
+fn null_safe_stop() -> TbelError {
+    TbelError::new(ErrorKind::NullSafeStop, "null-safe navigation stopped at null")
 }
 
 fn null_deref(name: &str, obj: &Expr) -> TbelError {

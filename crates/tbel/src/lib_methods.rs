@@ -718,6 +718,10 @@ fn map_method(ctx: &mut Ctx, o: &Value, name: &str, args: Vec<Value>) -> Result<
         ("put", 2) => {
             let k = a(0).to_key();
             let v = a(1);
+            // TBEL's ExecutionHashMap.put removes the key when the value is null.
+            if v.is_null() {
+                return Ok(m.borrow_mut().shift_remove(&k).unwrap_or(Value::Null));
+            }
             ctx.alloc(k.len() + v.shallow_size())?;
             m.borrow_mut().insert(k, v).unwrap_or(Value::Null)
         }

@@ -105,6 +105,11 @@ pub(crate) struct Parser {
     local: Option<Scope>,
     func_index: HashMap<String, u32>,
     funcs: Vec<Option<Func>>,
+    /// The function being parsed, if any.
+    cur_func: Option<u32>,
+    names: Vec<NameRef>,
+    /// For each of `names`, the function it appears in.
+    name_func: Vec<Option<u32>>,
     guard: StackGuard,
 }
 
@@ -119,6 +124,9 @@ impl Parser {
             local: None,
             func_index: HashMap::new(),
             funcs: Vec::new(),
+            cur_func: None,
+            names: Vec::new(),
+            name_func: Vec::new(),
             guard: StackGuard::new(256 * 1024),
         };
         let inputs: Vec<u32> = inputs.iter().map(|n| p.global.declare(n)).collect();
@@ -150,12 +158,18 @@ impl Parser {
                     params: 0,
                     slots: 0,
                     slot_names: vec![],
+                    slot_index: HashMap::new(),
                     body: vec![],
                 })
             })
             .collect();
+        let mut names = p.names;
+        for n in &mut names {
+            n.global = p.global.get(&n.name);
+        }
         Ok(Program {
             body,
+            names,
             slots: p.global.order.len() as u32,
             slot_names: p.global.order,
             funcs,
@@ -244,31 +258,37 @@ impl Parser {
             None => self.global.declare(name),
         }
     }
-    /// A variable being read: local, then global; unknown names in a function
-    /// refer to the top level (which may define them later).
+    /// A variable being read. A slot of the current scope is bound now; any other name is
+    /// resolved when it is read ([`Expr::Name`]): MVEL looks names up at run time through its
+    /// chain of resolver factories, so a function sees a top-level variable assigned after the
+    /// function's definition, and its callers' variables, and a loop sees a variable assigned
+    /// later in its own body.
     fn lookup(&mut self, name: &str, pos: Pos) -> Expr {
-        if let Some(l) = &self.local {
-            if let Some(s) = l.get(name) {
-                return Expr::Local(s);
-            }
-            if let Some(s) = self.global.get(name) {
-                return Expr::Global(s);
-            }
-            return Expr::Unresolved(name.into(), pos);
-        }
-        match self.global.get(name) {
+        let bound = match &self.local {
+            Some(l) => l.get(name),
+            None => self.global.get(name),
+        };
+        match bound {
             Some(s) => Expr::Local(s),
-            None => Expr::Unresolved(name.into(), pos),
+            None => Expr::Name(self.name_ref(name), pos),
         }
     }
-    /// A variable being assigned without `var`: existing local/global, else a new local.
+    fn name_ref(&mut self, name: &str) -> u32 {
+        self.names.push(NameRef { name: name.into(), local: None, global: None });
+        self.name_func.push(self.cur_func);
+        (self.names.len() - 1) as u32
+    }
+    /// A variable being assigned without `var`. At the top level: a top-level variable. In a
+    /// function: a name the top level had declared when the function was defined is written
+    /// through the chain (as MVEL's `Function` makes such names inputs); any other name becomes
+    /// a variable of the function's own.
     fn assign_target(&mut self, name: &str) -> Target {
         if let Some(l) = &mut self.local {
             if let Some(s) = l.get(name) {
                 return Target::Local(s);
             }
-            if let Some(s) = self.global.get(name) {
-                return Target::Global(s);
+            if self.global.get(name).is_some() {
+                return Target::Name(self.name_ref(name));
             }
             return Target::Local(l.declare(name));
         }
@@ -316,16 +336,22 @@ impl Parser {
             match kw.as_str() {
                 "if" => {
                     self.i += 1;
-                    self.expect("(")?;
-                    let c = self.expr()?;
-                    self.expect(")")?;
-                    let t = self.block_or_stmt()?;
-                    let e = if self.eat_kw("else") {
-                        Some(Box::new(self.block_or_stmt()?))
-                    } else {
-                        None
-                    };
-                    return Ok(Stmt::If(c, Box::new(t), e));
+                    let mut branches = Vec::new();
+                    let mut otherwise = None;
+                    loop {
+                        self.expect("(")?;
+                        let c = self.expr()?;
+                        self.expect(")")?;
+                        branches.push((c, self.block_or_stmt()?));
+                        if !self.eat_kw("else") {
+                            break;
+                        }
+                        if !self.eat_kw("if") {
+                            otherwise = Some(Box::new(self.block_or_stmt()?));
+                            break;
+                        }
+                    }
+                    return Ok(Stmt::If(branches, otherwise));
                 }
                 "while" => {
                     self.i += 1;
@@ -560,8 +586,15 @@ impl Parser {
             }
         }
         self.local = Some(scope);
+        self.cur_func = Some(idx);
         let body = self.block_or_stmt();
+        self.cur_func = None;
         let scope = self.local.take().unwrap();
+        for (n, f) in self.names.iter_mut().zip(&self.name_func) {
+            if *f == Some(idx) {
+                n.local = scope.get(&n.name);
+            }
+        }
         let body = match body? {
             Stmt::Block(v) => v,
             s => vec![s],
@@ -570,6 +603,7 @@ impl Parser {
             name: name.into(),
             params,
             slots: scope.order.len() as u32,
+            slot_index: scope.names,
             slot_names: scope.order,
             body,
         });
@@ -613,9 +647,14 @@ impl Parser {
 
     fn make_target(&mut self, e: Expr, pos: Pos) -> R<Target> {
         Ok(match e {
+            Expr::NullSafeChain(_) => {
+                return Err(TbelError::compile("null-safe navigation cannot be assigned to", pos));
+            }
             Expr::Local(s) => Target::Local(s),
-            Expr::Global(s) => Target::Global(s),
-            Expr::Unresolved(n, _) => self.assign_target(&n),
+            Expr::Name(id, _) => {
+                let name = self.names[id as usize].name.clone();
+                self.assign_target(&name)
+            }
             Expr::Prop { obj, name, .. } => Target::Prop(*obj, name),
             Expr::Index { obj, index, .. } => Target::Index(*obj, *index),
             _ => return Err(TbelError::compile("invalid assignment target", pos)),
@@ -772,12 +811,17 @@ impl Parser {
         }
     }
 
+    /// A primary expression and its chain of `.name`, `.name(args)`, `[index]`, `++`/`--`.
+    /// A chain with a null-safe step (`a.?b.c()`) is wrapped in [`Expr::NullSafeChain`]: as in
+    /// MVEL's property accessor, a null at that step makes the whole rest of the chain null.
     fn postfix(&mut self) -> R<Expr> {
         let mut e = self.primary()?;
+        let mut any_null_safe = false;
         loop {
             let pos = self.pos();
             if self.is_p(".") || self.is_p(".?") || self.is_p("?.") {
                 let null_safe = !self.is_p(".");
+                any_null_safe |= null_safe;
                 self.i += 1;
                 let name: Rc<str> = self.ident()?.into();
                 if self.eat("(") {
@@ -816,6 +860,8 @@ impl Parser {
                     prefix: false,
                     pos,
                 };
+            } else if any_null_safe {
+                return Ok(Expr::NullSafeChain(Box::new(e)));
             } else {
                 return Ok(e);
             }
