@@ -47,12 +47,12 @@ fn check(source: &str, payload: &[u8], metadata: &[(&str, &str)], expected: Valu
 #[test]
 fn seed_script_matches_thingsboard_output() {
     let out = run(SEED, b"SN-001,default,temperature,25.7,humidity,69\n", &[]).unwrap();
-    // Compared as values: serde_json (without `preserve_order`) sorts keys.
-    let expected: Value = serde_json::from_str(
-        r#"{"deviceName":"SN-001","deviceType":"default","telemetry":{"temperature":25.7,"humidity":69},"attributes":{}}"#,
-    )
-    .unwrap();
-    assert_eq!(out, expected);
+    // Byte for byte: the keys keep the script's order (as ThingsBoard's output does), not
+    // an alphabetical one.
+    assert_eq!(
+        serde_json::to_string(&out).unwrap(),
+        r#"{"deviceName":"SN-001","deviceType":"default","telemetry":{"temperature":25.7,"humidity":69},"attributes":{}}"#
+    );
     // 69 must stay an integer and 25.7 a float, as ThingsBoard stores them.
     assert!(out["telemetry"]["humidity"].is_i64());
     assert!(out["telemetry"]["temperature"].is_f64());
@@ -442,4 +442,16 @@ fn bench_warm_seed_decode() {
         "warm decode: {per:?}/decode; cold decode_once: {cold:?}; \
          first run of a script in a warm engine: {miss:?}; memory per cached script: {per_script} bytes"
     );
+}
+
+/// Doubles leave the script exactly as the engine computed them: ThingsBoard (and QuickJS's
+/// own `String()`) print 4508000/65535 - 45 as 23.787670710307466; a JSON parser that is not
+/// correctly rounded turns it into ...463.
+#[test]
+fn doubles_are_exact_in_both_languages() {
+    let js = run("return {v: 4508000/65535 - 45, w: 0.1 + 0.2, s: String(4508000/65535 - 45)};", b"", &[]).unwrap();
+    assert_eq!(serde_json::to_string(&js).unwrap(), r#"{"v":23.787670710307466,"w":0.30000000000000004,"s":"23.787670710307466"}"#);
+    let tbel = DecoderScript { lang: coapgate_script::ScriptLang::Tbel, ..script("return {v: 4508000.0/65535 - 45, w: 0.1 + 0.2};") };
+    let out = decode_once(&tbel, b"", &meta(&[]), &Limits::default()).unwrap();
+    assert_eq!(serde_json::to_string(&out).unwrap(), r#"{"v":23.787670710307466,"w":0.30000000000000004}"#);
 }

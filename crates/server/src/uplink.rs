@@ -166,7 +166,8 @@ mod tests {
             Ok(vec![device(
                 "SN-001",
                 "default",
-                vec![(1000, vec![("humidity", KvValue::Long(69)), ("temperature", KvValue::Double(25.7))])],
+                // The output's own key order, as ThingsBoard keeps it.
+                vec![(1000, vec![("temperature", KvValue::Double(25.7)), ("humidity", KvValue::Long(69))])],
             )]),
         );
         check(
