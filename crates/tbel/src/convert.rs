@@ -51,11 +51,8 @@ pub(crate) fn cast(ty: DeclType, v: Value) -> Result<Value> {
             Value::Int(i) => Value::Char(char::from_u32(i as u32).unwrap_or('\u{FFFD}')),
             v => Value::string(v.to_java_string()),
         },
-        DeclType::Bool => match v {
-            Value::Bool(_) => v,
-            Value::Str(s) => Value::Bool(s.eq_ignore_ascii_case("true")),
-            v => Value::Bool(v.as_f64().is_some_and(|f| f != 0.0)),
-        },
+        // MVEL's BooleanCH: see ops::to_boolean.
+        DeclType::Bool => crate::ops::to_boolean(&v)?,
         _ => {
             let n = num_of(&v)?;
             let as_long = |n: &Value| match n {
