@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::error::{Result, TbelError};
-use crate::lib_methods::int_arg;
+use crate::lib_methods::long_arg;
 use crate::value::Value;
 
 mod fmt;
@@ -219,7 +219,7 @@ pub(crate) fn construct(args: &[Value]) -> Result<Value> {
         [] => date(now_ms()),
         [Value::Str(s)] => date(parse(s).ok_or_else(|| parse_err(s))?),
         [Value::Date(d)] => date(*d.borrow()),
-        [v] => date(int_arg(v, "Date")?),
+        [v] => date(long_arg(v, "Date")?),
         [Value::Str(s), Value::Str(_), rest @ ..] if rest.len() <= 2 => {
             // (text, pattern[, locale[, zone]]): the text is read as ISO/RFC 1123 when it is
             // one; a zone given as the fourth argument applies when the text has none.
@@ -235,7 +235,10 @@ pub(crate) fn construct(args: &[Value]) -> Result<Value> {
             if has_zone {
                 date(ms)
             } else {
-                date(from_fields(&local_fields(ms, fmt::UTC_ZONE).date_time(), zone)?)
+                date(from_fields(
+                    &local_fields(ms, fmt::UTC_ZONE).date_time(),
+                    zone,
+                )?)
             }
         }
         _ => {
@@ -259,7 +262,7 @@ pub(crate) fn construct(args: &[Value]) -> Result<Value> {
             }
             let mut f = [0i64; 7];
             for (i, v) in nums.iter().enumerate() {
-                f[i] = int_arg(v, "Date")?;
+                f[i] = long_arg(v, "Date")?;
             }
             date(from_fields(&f, zone)?)
         }
@@ -274,7 +277,7 @@ pub(crate) fn static_call(member: &str, args: &[Value]) -> Result<Value> {
         ("UTC", 1..=7) => {
             let mut f = [0i64; 7];
             for (i, v) in args.iter().enumerate() {
-                f[i] = int_arg(v, "Date.UTC")?;
+                f[i] = long_arg(v, "Date.UTC")?;
             }
             if f[0] == 0 {
                 f[0] = 1899;
@@ -377,7 +380,7 @@ pub(crate) fn method(o: &Value, name: &str, args: Vec<Value>) -> Result<Value> {
         *d.borrow_mut() = new;
         Ok(Value::Null)
     };
-    let arg = |i: usize| int_arg(&args[i], "Date");
+    let arg = |i: usize| long_arg(&args[i], "Date");
     let sarg = |i: usize| -> Option<String> {
         args.get(i)
             .filter(|v| !v.is_null())

@@ -8,7 +8,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
 use crate::error::{Result, TbelError};
 use crate::interp::Ctx;
-use crate::lib_methods::{int_arg, str_arg};
+use crate::lib_methods::{int_arg, long_arg, str_arg};
 use crate::value::{Value, java_double};
 
 const B64: GeneralPurpose = GeneralPurpose::new(
@@ -26,12 +26,9 @@ fn no_overload(name: &str, n: usize) -> TbelError {
     ))
 }
 
+/// A helper's `boolean` parameter, converted as MVEL converts method arguments.
 fn bool_arg(v: &Value) -> bool {
-    match v {
-        Value::Bool(b) => *b,
-        Value::Str(s) => s.eq_ignore_ascii_case("true"),
-        v => v.as_i64().is_some_and(|i| i != 0),
-    }
+    crate::convert::to_bool(v)
 }
 
 /// A helper's string parameter: `null` stays absent.
@@ -1025,8 +1022,11 @@ pub(crate) fn call_helper(ctx: &mut Ctx, name: &str, args: Vec<Value>) -> Result
         }
         "intToHex" | "longToHex" if (1..=4).contains(&n) => {
             let long = name == "longToHex";
-            let v = int_arg(&a(0), name)?;
-            let v = if long { v } else { v as i32 as i64 };
+            let v = if long {
+                long_arg(&a(0), name)?
+            } else {
+                int_arg(&a(0), name)?
+            };
             let be = if n > 1 { bool_arg(&a(1)) } else { true };
             let pref = if n > 2 { bool_arg(&a(2)) } else { false };
             let len = if n > 3 { int_arg(&a(3), name)? } else { -1 };
@@ -1039,7 +1039,7 @@ pub(crate) fn call_helper(ctx: &mut Ctx, name: &str, args: Vec<Value>) -> Result
             )?)
         }
         "intLongToRadixString" if (1..=4).contains(&n) => {
-            let v = int_arg(&a(0), name)?;
+            let v = long_arg(&a(0), name)?;
             let radix = if n > 1 { int_arg(&a(1), name)? } else { 10 };
             let be = if n > 2 { bool_arg(&a(2)) } else { true };
             let pref = if n > 3 { bool_arg(&a(3)) } else { false };
@@ -1207,7 +1207,7 @@ pub(crate) fn call_helper(ctx: &mut Ctx, name: &str, args: Vec<Value>) -> Result
             long_to_bins(v, bin_len)
         }
         "parseLongToBinaryArray" if n == 1 || n == 2 => {
-            let v = int_arg(&a(0), name)?;
+            let v = long_arg(&a(0), name)?;
             let bin_len = if n == 2 { int_arg(&a(1), name)? } else { 64 };
             long_to_bins(v, bin_len)
         }

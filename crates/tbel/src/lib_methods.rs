@@ -9,16 +9,14 @@ use crate::jregex;
 use crate::ops;
 use crate::value::Value;
 
+/// A Java `int` parameter, converted as MVEL converts method arguments.
 pub(crate) fn int_arg(v: &Value, what: &str) -> Result<i64> {
-    match v {
-        Value::Str(s) => s
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| TbelError::runtime(format!("{what}: expected a number, got \"{s}\""))),
-        v => v.as_i64().ok_or_else(|| {
-            TbelError::runtime(format!("{what}: expected a number, got {}", v.type_name()))
-        }),
-    }
+    crate::convert::to_int(v, what).map(i64::from)
+}
+
+/// A Java `long` parameter, converted as MVEL converts method arguments.
+pub(crate) fn long_arg(v: &Value, what: &str) -> Result<i64> {
+    crate::convert::to_long(v, what)
 }
 
 pub(crate) fn str_arg(v: &Value) -> Rc<str> {
@@ -249,6 +247,65 @@ fn number_method(v: &Value, name: &str, args: Vec<Value>) -> Result<Value> {
     })
 }
 
+/// ArrayTools.initStartIndex: negative counts from the end, below -len is 0, a positive
+/// index is kept as is.
+fn start_index(i: i64, len: usize) -> usize {
+    let len = len as i64;
+    (if i < -len {
+        0
+    } else if i < 0 {
+        i + len
+    } else {
+        i
+    }) as usize
+}
+
+/// ArrayTools.initEndIndex: like `start_index`, but capped at `len`.
+fn end_index(i: i64, len: usize) -> usize {
+    start_index(i, len).min(len)
+}
+
+/// The order ExecutionArrayList.sort and ExecutionHashMap's sorts use: numeric (as doubles)
+/// when every key's String.valueOf parses as a double, else by String.valueOf. Stable.
+pub(crate) fn tbel_sort<T>(items: &mut [T], key: impl Fn(&T) -> &Value, asc: bool) {
+    let nums: Option<Vec<f64>> = items
+        .iter()
+        .map(|x| crate::value::parse_java_double(&key(x).to_java_string()))
+        .collect();
+    let mut idx: Vec<usize> = (0..items.len()).collect();
+    match nums {
+        Some(d) => idx.sort_by(|&x, &y| {
+            // Double.compareTo: NaN above everything, -0.0 below 0.0.
+            let c = match (d[x].is_nan(), d[y].is_nan()) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => std::cmp::Ordering::Greater,
+                (false, true) => std::cmp::Ordering::Less,
+                _ => d[x].total_cmp(&d[y]),
+            };
+            if asc { c } else { c.reverse() }
+        }),
+        None => {
+            let s: Vec<String> = items.iter().map(|x| key(x).to_java_string()).collect();
+            idx.sort_by(|&x, &y| {
+                let c = java_compare(&s[x], &s[y]).cmp(&0);
+                if asc { c } else { c.reverse() }
+            });
+        }
+    }
+    // Apply the permutation.
+    let mut pos: Vec<usize> = vec![0; idx.len()];
+    for (to, &from) in idx.iter().enumerate() {
+        pos[from] = to;
+    }
+    for i in 0..items.len() {
+        while pos[i] != i {
+            let j = pos[i];
+            items.swap(i, j);
+            pos.swap(i, j);
+        }
+    }
+}
+
 pub(crate) fn java_hash(s: &str) -> i32 {
     s.encode_utf16()
         .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
@@ -291,7 +348,7 @@ fn string_method(ctx: &mut Ctx, s: &Rc<str>, name: &str, args: Vec<Value>) -> Re
             } else {
                 0
             };
-            Value::Int(index_of(s, &str_arg(&a(0)), from, false) as i32)
+            Value::Int(index_of(s, &needle(&a(0)), from, false) as i32)
         }
         ("lastIndexOf", 1 | 2) => {
             let from = if n == 2 {
@@ -299,7 +356,7 @@ fn string_method(ctx: &mut Ctx, s: &Rc<str>, name: &str, args: Vec<Value>) -> Re
             } else {
                 i32::MAX as i64
             };
-            Value::Int(index_of(s, &str_arg(&a(0)), from, true) as i32)
+            Value::Int(index_of(s, &needle(&a(0)), from, true) as i32)
         }
         ("charAt", 1) => char_at(s, int_arg(&a(0), "charAt")?)?,
         ("codePointAt" | "charCodeAt", 1) => match char_at(s, int_arg(&a(0), name)?)? {
@@ -407,6 +464,16 @@ fn string_method(ctx: &mut Ctx, s: &Rc<str>, name: &str, args: Vec<Value>) -> Re
     })
 }
 
+/// What String.indexOf/lastIndexOf look for: an Integer selects the `int ch` overload
+/// (a character code), anything else is converted to a String.
+fn needle(v: &Value) -> Rc<str> {
+    match v {
+        Value::Int(c) => char::from_u32(*c as u32)
+            .map_or_else(|| "\u{FFFF}\u{0}".into(), |c| c.to_string().into()),
+        v => str_arg(v),
+    }
+}
+
 fn java_compare(a: &str, b: &str) -> i32 {
     let (x, y): (Vec<u16>, Vec<u16>) = (a.encode_utf16().collect(), b.encode_utf16().collect());
     for (p, q) in x.iter().zip(y.iter()) {
@@ -456,19 +523,20 @@ fn list_method(ctx: &mut Ctx, o: &Value, name: &str, args: Vec<Value>) -> Result
             l.borrow_mut().insert(i, v);
             Value::Null
         }
-        ("push", _) => {
-            for v in args {
-                ctx.alloc(v.shallow_size() + 4)?;
-                l.borrow_mut().push(v);
-            }
-            Value::Int(l.borrow().len() as i32)
+        // ExecutionArrayList.push(e) is add(e): one element, returns true.
+        ("push", 1) => {
+            let v = a(0);
+            ctx.alloc(v.shallow_size() + 4)?;
+            l.borrow_mut().push(v);
+            Value::Bool(true)
         }
+        // unshift(E...) is void.
         ("unshift", _) => {
             for (k, v) in args.into_iter().enumerate() {
                 ctx.alloc(v.shallow_size() + 4)?;
                 l.borrow_mut().insert(k, v);
             }
-            Value::Int(l.borrow().len() as i32)
+            Value::Null
         }
         ("addAll", 1) | ("addAll", 2) | ("concat", 1) => {
             let (at, src) = if n == 2 {
@@ -483,7 +551,8 @@ fn list_method(ctx: &mut Ctx, o: &Value, name: &str, args: Vec<Value>) -> Result
                         "Cannot invoke \"Collection.toArray()\" because \"c\" is null",
                     ));
                 }
-                v => vec![v.clone()],
+                // The parameter is a Collection, which MVEL cannot convert anything else to.
+                _ => return Err(no_method(name, n, "ArrayList")),
             };
             ctx.alloc(items.iter().map(|v| v.shallow_size() + 4).sum())?;
             if name == "concat" {
@@ -504,8 +573,10 @@ fn list_method(ctx: &mut Ctx, o: &Value, name: &str, args: Vec<Value>) -> Result
             }
             std::mem::replace(&mut l.borrow_mut()[i as usize], a(1))
         }
+        // remove(int) wins only for an Integer: for a Long, Byte or Character MVEL's scoring
+        // prefers remove(Object), which removes by equality.
         ("remove", 1) => match a(0) {
-            Value::Int(_) | Value::Long(_) | Value::Byte(_) => {
+            Value::Int(_) => {
                 let i = int_arg(&a(0), "remove")?;
                 if i < 0 || i as usize >= len {
                     return Err(TbelError::runtime(format!(
@@ -528,12 +599,12 @@ fn list_method(ctx: &mut Ctx, o: &Value, name: &str, args: Vec<Value>) -> Result
             }
         },
         ("pop", 0) => l.borrow_mut().pop().unwrap_or(Value::Null),
+        // shift() is remove(0): an empty list throws (pop() returns null instead).
         ("shift", 0) => {
             if len == 0 {
-                Value::Null
-            } else {
-                l.borrow_mut().remove(0)
+                return Err(TbelError::runtime("Index 0 out of bounds for length 0"));
             }
+            l.borrow_mut().remove(0)
         }
         ("clear", 0) => {
             l.borrow_mut().clear();
@@ -552,6 +623,17 @@ fn list_method(ctx: &mut Ctx, o: &Value, name: &str, args: Vec<Value>) -> Result
             }
             _ => Value::Bool(false),
         },
+        // indexOf(o, from) searches slice(from): a negative from counts from the end.
+        ("indexOf", 2) => {
+            let from = start_index(int_arg(&a(1), name)?, len);
+            Value::Int(
+                l.borrow()
+                    .iter()
+                    .skip(from)
+                    .position(|x| x.java_equals(&args[0]))
+                    .map_or(-1, |p| (p + from) as i32),
+            )
+        }
         ("indexOf", 1) => Value::Int(
             l.borrow()
                 .iter()
@@ -564,35 +646,17 @@ fn list_method(ctx: &mut Ctx, o: &Value, name: &str, args: Vec<Value>) -> Result
                 .rposition(|x| x.java_equals(&args[0]))
                 .map_or(-1, |p| p as i32),
         ),
+        // sort/toSorted order numerically when every element reads as a double, otherwise
+        // by string; sort() and reverse() are void.
         ("sort", 0) | ("toSorted", 0) | ("sort", 1) | ("toSorted", 1) => {
-            let asc = !matches!(args.first(), Some(Value::Bool(false)));
+            let asc = n == 0 || crate::convert::to_bool(&a(0));
             let mut v = l.borrow().clone();
-            let mut err = None;
-            v.sort_by(|x, y| {
-                let c = ops::compare(x, y).unwrap_or_else(|| {
-                    err.get_or_insert_with(|| {
-                        TbelError::runtime(format!(
-                            "cannot compare {} and {}",
-                            x.type_name(),
-                            y.type_name()
-                        ))
-                    });
-                    std::cmp::Ordering::Equal
-                });
-                if asc { c } else { c.reverse() }
-            });
-            if let Some(e) = err {
-                return Err(e);
-            }
+            tbel_sort(&mut v, |x| x, asc);
             if name == "toSorted" {
                 return Ok(Value::list(v));
             }
             *l.borrow_mut() = v;
-            if name == "sort" {
-                o.clone()
-            } else {
-                Value::Null
-            }
+            Value::Null
         }
         ("reverse" | "toReversed", 0) => {
             if name == "toReversed" {
@@ -601,41 +665,58 @@ fn list_method(ctx: &mut Ctx, o: &Value, name: &str, args: Vec<Value>) -> Result
                 return Ok(Value::list(v));
             }
             l.borrow_mut().reverse();
-            o.clone()
+            Value::Null
+        }
+        // with(i, v) inserts v at i in a copy (TBEL splices without deleting).
+        ("with", 2) => {
+            let i = int_arg(&a(0), name)?;
+            let at = if i < 0 { i + len as i64 } else { i };
+            if at < 0 || at >= len as i64 {
+                return Err(TbelError::runtime(format!("Index: {i}, Size: {len}")));
+            }
+            let mut v = l.borrow().clone();
+            v.insert(at as usize, a(1));
+            ctx.alloc(v.len() * 4 + 16)?;
+            Value::list(v)
+        }
+        ("toSpliced", _) if n >= 1 => {
+            let copy = Value::list(l.borrow().clone());
+            ctx.alloc(len * 4 + 16)?;
+            list_method(ctx, &copy, "splice", args)?;
+            copy
         }
         ("slice", 0..=2) => {
-            let norm = |v: i64| {
-                if v < 0 {
-                    (len as i64 + v).max(0) as usize
-                } else {
-                    (v as usize).min(len)
-                }
-            };
+            // slice(start, end) is subList(initStartIndex, initEndIndex): an empty range is
+            // fine, a reversed one throws.
             let b = if n >= 1 {
-                norm(int_arg(&a(0), "slice")?)
+                start_index(int_arg(&a(0), "slice")?, len)
             } else {
                 0
             };
             let e = if n >= 2 {
-                norm(int_arg(&a(1), "slice")?)
+                end_index(int_arg(&a(1), "slice")?, len)
             } else {
                 len
             };
-            let v = if b < e {
-                l.borrow()[b..e].to_vec()
-            } else {
-                vec![]
-            };
+            if b > e {
+                return Err(TbelError::runtime(format!("fromIndex({b}) > toIndex({e})")));
+            }
+            let v = l.borrow()[b..e].to_vec();
             ctx.alloc(v.len() * 4 + 16)?;
             Value::list(v)
         }
         ("subList", 2) => {
             let b = int_arg(&a(0), "subList")?;
             let e = int_arg(&a(1), "subList")?;
-            if b < 0 || e as usize > len || b > e {
-                return Err(TbelError::runtime(format!(
-                    "fromIndex: {b}, toIndex: {e}, size: {len}"
-                )));
+            // java.util.ArrayList's range checks, in their order.
+            if b < 0 {
+                return Err(TbelError::runtime(format!("fromIndex = {b}")));
+            }
+            if e > len as i64 {
+                return Err(TbelError::runtime(format!("toIndex = {e}")));
+            }
+            if b > e {
+                return Err(TbelError::runtime(format!("fromIndex({b}) > toIndex({e})")));
             }
             Value::list(l.borrow()[b as usize..e as usize].to_vec())
         }
@@ -657,20 +738,20 @@ fn list_method(ctx: &mut Ctx, o: &Value, name: &str, args: Vec<Value>) -> Result
                 .collect();
             Value::list(removed)
         }
+        // join: each element's toString (null fails), then ", ", "[" and "]" are edited out
+        // of the result, which flattens nested lists.
         ("join", 0 | 1) => {
             let sep = if n == 1 { str_arg(&a(0)) } else { ",".into() };
-            let s = l
-                .borrow()
-                .iter()
-                .map(|v| {
-                    if v.is_null() {
-                        String::new()
-                    } else {
-                        v.to_java_string()
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(&sep);
+            let mut parts = Vec::with_capacity(len);
+            for v in l.borrow().iter() {
+                if v.is_null() {
+                    return Err(TbelError::runtime(
+                        "Cannot invoke \"Object.toString()\" because the element is null",
+                    ));
+                }
+                parts.push(v.to_java_string());
+            }
+            let s = parts.join(&sep).replace(", ", ",").replace(['[', ']'], "");
             new_str(ctx, s)?
         }
         ("fill", 1..=3) => {
@@ -715,6 +796,11 @@ fn map_method(ctx: &mut Ctx, o: &Value, name: &str, args: Vec<Value>) -> Result<
             .cloned()
             .unwrap_or(Value::Null),
         ("getOrDefault", 2) => m.borrow().get(&*a(0).to_key()).cloned().unwrap_or(a(1)),
+        // ExecutionHashMap.put(k, null) removes k (and returns what was there).
+        ("put", 2) if a(1).is_null() => {
+            let old = m.borrow_mut().shift_remove(&*a(0).to_key());
+            old.unwrap_or(Value::Null)
+        }
         ("put", 2) => {
             let k = a(0).to_key();
             let v = a(1);
@@ -724,6 +810,26 @@ fn map_method(ctx: &mut Ctx, o: &Value, name: &str, args: Vec<Value>) -> Result<
             }
             ctx.alloc(k.len() + v.shallow_size())?;
             m.borrow_mut().insert(k, v).unwrap_or(Value::Null)
+        }
+        // Map.replace only touches a key that is present.
+        ("replace", 2) => {
+            let k = a(0).to_key();
+            let mut d = m.borrow_mut();
+            match d.get_mut(&*k) {
+                Some(slot) => std::mem::replace(slot, a(1)),
+                None => Value::Null,
+            }
+        }
+        ("replace", 3) => {
+            let k = a(0).to_key();
+            let mut d = m.borrow_mut();
+            match d.get_mut(&*k) {
+                Some(slot) if slot.java_equals(&args[1]) => {
+                    *slot = a(2);
+                    Value::Bool(true)
+                }
+                _ => Value::Bool(false),
+            }
         }
         ("putIfAbsent", 2) => {
             let k = a(0).to_key();
@@ -799,25 +905,110 @@ fn map_method(ctx: &mut Ctx, o: &Value, name: &str, args: Vec<Value>) -> Result<
                     .collect(),
             )
         }
-        ("sortByKey", 0 | 1) | ("sortByValue", 0 | 1) => {
-            let asc = !matches!(args.first(), Some(Value::Bool(false)));
-            let by_key = name == "sortByKey";
-            let mut items: Vec<(Rc<str>, Value)> = m
+        // ExecutionHashMap's orderings: by key or by value, numeric when every one reads as
+        // a double, else by string (ExecutionArrayList.sort's rule). sortBy*/reverse/invert
+        // rearrange in place and are void; the to* forms return a new map.
+        ("sortByKey" | "sortByValue" | "toSorted" | "toSortedByKey" | "toSortedByValue", 0 | 1) => {
+            let asc = n == 0 || crate::convert::to_bool(&a(0));
+            let mut items: Vec<(Value, Value)> = m
+                .borrow()
+                .iter()
+                .map(|(k, v)| (Value::Str(k.clone()), v.clone()))
+                .collect();
+            if name.ends_with("Value") {
+                tbel_sort(&mut items, |e| &e.1, asc);
+            } else {
+                tbel_sort(&mut items, |e| &e.0, asc);
+            }
+            let sorted = items.into_iter().map(|(k, v)| (k.to_key(), v)).collect();
+            if name.starts_with("to") {
+                ctx.alloc(m.borrow().len() * 8)?;
+                return Ok(Value::map(sorted));
+            }
+            *m.borrow_mut() = sorted;
+            Value::Null
+        }
+        ("reverse" | "toReversed", 0) => {
+            let rev = m
+                .borrow()
+                .iter()
+                .rev()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if name == "toReversed" {
+                ctx.alloc(m.borrow().len() * 8)?;
+                return Ok(Value::map(rev));
+            }
+            *m.borrow_mut() = rev;
+            Value::Null
+        }
+        // invert: value -> key; a String value held by several keys maps to the list of
+        // those keys, any other repeated value to its last key (TBEL counts repeats by
+        // value.toString() but looks them up by the value, so only Strings are counted).
+        ("invert" | "toInverted", 0) => {
+            let items: Vec<(Rc<str>, Value)> = m
                 .borrow()
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            items.sort_by(|x, y| {
-                let c = if by_key {
-                    ops::compare(&Value::Str(x.0.clone()), &Value::Str(y.0.clone()))
-                } else {
-                    ops::compare(&x.1, &y.1)
+            let mut count: std::collections::HashMap<String, usize> = Default::default();
+            for (_, v) in &items {
+                if v.is_null() {
+                    return Err(TbelError::runtime(
+                        "Cannot invoke \"Object.toString()\" because \"value\" is null",
+                    ));
                 }
-                .unwrap_or(std::cmp::Ordering::Equal);
-                if asc { c } else { c.reverse() }
-            });
-            *m.borrow_mut() = items.into_iter().collect();
+                if let Value::Str(s) = v {
+                    *count.entry(s.to_string()).or_default() += 1;
+                }
+            }
+            let mut out: indexmap::IndexMap<Rc<str>, Value> = Default::default();
+            for (k, v) in items {
+                let repeated = matches!(&v, Value::Str(s) if count[&**s] > 1);
+                if repeated {
+                    let slot = out.entry(v.to_key()).or_insert_with(|| Value::list(vec![]));
+                    if let Value::List(l) = slot {
+                        l.borrow_mut().push(Value::Str(k));
+                    }
+                } else {
+                    out.insert(v.to_key(), Value::Str(k));
+                }
+            }
+            ctx.alloc(out.len() * 8)?;
+            if name == "toInverted" {
+                return Ok(Value::map(out));
+            }
+            *m.borrow_mut() = out;
             Value::Null
+        }
+        // slice([start[, end]]): the entries between two key positions, in a new map.
+        ("slice", 0..=2) => {
+            let len = m.borrow().len();
+            let b = if n >= 1 {
+                start_index(int_arg(&a(0), name)?, len)
+            } else {
+                0
+            };
+            let e = if n >= 2 {
+                end_index(int_arg(&a(1), name)?, len)
+            } else {
+                len
+            };
+            if e < b {
+                return Err(TbelError::runtime(format!(
+                    "Illegal initial capacity: {}",
+                    e as i64 - b as i64
+                )));
+            }
+            let out = m
+                .borrow()
+                .iter()
+                .skip(b)
+                .take(e - b)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            ctx.alloc((e - b) * 8)?;
+            Value::map(out)
         }
         ("clone", 0) => Value::map(m.borrow().clone()),
         _ => return Err(no_method(name, n, "LinkedHashMap")),

@@ -4,7 +4,7 @@ use std::rc::Rc;
 
 use crate::error::{Result, TbelError};
 use crate::interp::Ctx;
-use crate::lib_methods::{int_arg, str_arg};
+use crate::lib_methods::{int_arg, long_arg, str_arg};
 use crate::value::{Value, java_double, java_float, parse_java_double};
 
 fn err(m: impl Into<String>) -> TbelError {
@@ -101,9 +101,10 @@ pub(crate) fn call_static(
         ))
     };
     Ok(match (class, member, n) {
-        ("Integer", "parseInt" | "valueOf", 1 | 2)
-            if matches!(a(0), Value::Str(_)) || a(0).is_null() =>
-        {
+        // parseInt/parseLong exist only with a String parameter, so MVEL converts any other
+        // argument with String.valueOf first (`Integer.parseInt(5)` is 5, `(5.0)` fails).
+        // valueOf also has an int/long overload, which wins for a number.
+        ("Integer", "parseInt", 1 | 2) | ("Integer", "valueOf", 2) => {
             let radix = if n == 2 {
                 int_arg(&a(1), member)? as u32
             } else {
@@ -112,10 +113,11 @@ pub(crate) fn call_static(
             let s = string_arg(&a(0), member)?;
             Value::Int(java_parse_int(&s, radix)?)
         }
+        ("Integer", "valueOf", 1) if matches!(a(0), Value::Str(_)) || a(0).is_null() => {
+            Value::Int(java_parse_int(&string_arg(&a(0), member)?, 10)?)
+        }
         ("Integer", "valueOf", 1) => Value::Int(int_arg(&a(0), member)? as i32),
-        ("Long", "parseLong" | "valueOf", 1 | 2)
-            if matches!(a(0), Value::Str(_)) || a(0).is_null() =>
-        {
+        ("Long", "parseLong", 1 | 2) | ("Long", "valueOf", 2) => {
             let radix = if n == 2 {
                 int_arg(&a(1), member)? as u32
             } else {
@@ -124,7 +126,10 @@ pub(crate) fn call_static(
             let s = string_arg(&a(0), member)?;
             Value::Long(java_parse_long(&s, radix)?)
         }
-        ("Long", "valueOf", 1) => Value::Long(int_arg(&a(0), member)?),
+        ("Long", "valueOf", 1) if matches!(a(0), Value::Str(_)) || a(0).is_null() => {
+            Value::Long(java_parse_long(&string_arg(&a(0), member)?, 10)?)
+        }
+        ("Long", "valueOf", 1) => Value::Long(long_arg(&a(0), member)?),
         ("Short", "parseShort", 1) => {
             let s = string_arg(&a(0), member)?;
             let v = java_parse_int(&s, 10)?;
@@ -147,12 +152,17 @@ pub(crate) fn call_static(
                     .map_err(|_| err(format!("Value out of range. Value:\"{s}\" Radix:{radix}")))?,
             )
         }
-        ("Double", "parseDouble" | "valueOf", 1) => match a(0) {
+        // parseDouble/parseFloat take only a String: anything else goes through String.valueOf.
+        ("Double", "parseDouble", 1) => {
+            Value::Double(java_parse_double(&string_arg(&a(0), member)?)?)
+        }
+        ("Float", "parseFloat", 1) => Value::Float(java_parse_float(&string_arg(&a(0), member)?)?),
+        ("Double", "valueOf", 1) => match a(0) {
             Value::Str(s) => Value::Double(java_parse_double(&s)?),
             v if v.is_number() => Value::Double(v.as_f64().unwrap()),
             v => return Err(err(format!("Cannot parse {}", v.type_name()))),
         },
-        ("Float", "parseFloat" | "valueOf", 1) => match a(0) {
+        ("Float", "valueOf", 1) => match a(0) {
             Value::Str(s) => Value::Float(java_parse_float(&s)?),
             v if v.is_number() => Value::Float(v.as_f64().unwrap() as f32),
             v => return Err(err(format!("Cannot parse {}", v.type_name()))),
@@ -162,7 +172,8 @@ pub(crate) fn call_static(
             Value::Str(s) => s.eq_ignore_ascii_case("true"),
             _ => false,
         }),
-        ("Integer" | "Long", "toString", 1) => Value::string(int_arg(&a(0), member)?.to_string()),
+        ("Integer", "toString", 1) => Value::string(int_arg(&a(0), member)?.to_string()),
+        ("Long", "toString", 1) => Value::string(long_arg(&a(0), member)?.to_string()),
         ("Integer" | "Long", "toString", 2) => {
             let radix = int_arg(&a(1), member)?;
             let radix = if (2..=36).contains(&radix) {
@@ -170,7 +181,11 @@ pub(crate) fn call_static(
             } else {
                 10
             };
-            let v = int_arg(&a(0), member)?;
+            let v = if class == "Integer" {
+                int_arg(&a(0), member)?
+            } else {
+                long_arg(&a(0), member)?
+            };
             Value::string(long_to_string_radix(
                 if class == "Integer" {
                     v as i32 as i64
@@ -189,7 +204,7 @@ pub(crate) fn call_static(
             })
         }
         ("Long", "toHexString" | "toBinaryString" | "toOctalString", 1) => {
-            let v = int_arg(&a(0), member)? as u64;
+            let v = long_arg(&a(0), member)? as u64;
             Value::string(match member {
                 "toHexString" => format!("{v:x}"),
                 "toBinaryString" => format!("{v:b}"),
@@ -207,9 +222,13 @@ pub(crate) fn call_static(
         ("Integer", "bitCount", 1) => {
             Value::Int((int_arg(&a(0), member)? as i32).count_ones() as i32)
         }
-        ("Integer" | "Long", "signum", 1) => Value::Int(int_arg(&a(0), member)?.signum() as i32),
-        ("Integer", "compare", 2) | ("Long", "compare", 2) => {
+        ("Integer", "signum", 1) => Value::Int(int_arg(&a(0), member)?.signum() as i32),
+        ("Long", "signum", 1) => Value::Int(long_arg(&a(0), member)?.signum() as i32),
+        ("Integer", "compare", 2) => {
             Value::Int(int_arg(&a(0), member)?.cmp(&int_arg(&a(1), member)?) as i32)
+        }
+        ("Long", "compare", 2) => {
+            Value::Int(long_arg(&a(0), member)?.cmp(&long_arg(&a(1), member)?) as i32)
         }
         ("Integer", "max" | "min" | "sum", 2) => {
             let (x, y) = (
@@ -234,7 +253,7 @@ pub(crate) fn call_static(
             Value::Int(((num(&a(0), member)? as f32).to_bits()) as i32)
         }
         ("Double", "longBitsToDouble", 1) => {
-            Value::Double(f64::from_bits(int_arg(&a(0), member)? as u64))
+            Value::Double(f64::from_bits(long_arg(&a(0), member)? as u64))
         }
         ("Double", "doubleToLongBits" | "doubleToRawLongBits", 1) => {
             Value::Long(num(&a(0), member)?.to_bits() as i64)
@@ -417,14 +436,8 @@ fn static_field(class: &str, member: &str) -> Result<Value> {
 
 fn math(member: &str, args: &[Value]) -> Option<Result<Value>> {
     let n = args.len();
-    let f = |i: usize| {
-        args[i].coerce_f64().ok_or_else(|| {
-            err(format!(
-                "Math.{member}: expected a number, got {}",
-                args[i].type_name()
-            ))
-        })
-    };
+    // Math's double parameters convert as MVEL's DoubleCH does (strings parsed, "" is 0.0).
+    let f = |i: usize| crate::convert::to_double(&args[i], &format!("Math.{member}"));
     let integral = |v: &Value| matches!(v, Value::Int(_) | Value::Byte(_) | Value::Char(_));
     let long = |v: &Value| matches!(v, Value::Long(_));
     Some((|| -> Result<Value> {
@@ -459,8 +472,11 @@ fn math(member: &str, args: &[Value]) -> Option<Result<Value>> {
             ("pow", 2) => Value::Double(f(0)?.powf(f(1)?)),
             ("sqrt", 1) => Value::Double(f(0)?.sqrt()),
             ("cbrt", 1) => Value::Double(f(0)?.cbrt()),
+            // A long argument picks round(float) (long widens to float in MVEL's scoring,
+            // only converts to double), so the result is an int, saturated.
             ("round", 1) => match &args[0] {
                 Value::Float(x) => Value::Int((x + 0.5).floor() as i32),
+                Value::Long(l) => Value::Int(((*l as f32) + 0.5).floor() as i32),
                 _ => {
                     let x = f(0)?;
                     Value::Long(if x.is_nan() {
@@ -566,7 +582,7 @@ pub(crate) fn new_object(ctx: &mut Ctx, class: &str, args: Vec<Value>) -> Result
             Some(v) => Value::string(v.to_java_string()),
         },
         "Integer" => Value::Int(int_arg(args.first().unwrap_or(&Value::Int(0)), "Integer")? as i32),
-        "Long" => Value::Long(int_arg(args.first().unwrap_or(&Value::Int(0)), "Long")?),
+        "Long" => Value::Long(long_arg(args.first().unwrap_or(&Value::Int(0)), "Long")?),
         "Double" => Value::Double(num(args.first().unwrap_or(&Value::Int(0)), "Double")?),
         _ => return Err(err(format!("could not resolve class: {class}"))),
     })
