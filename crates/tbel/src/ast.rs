@@ -28,6 +28,27 @@ pub(crate) enum BinOp {
     Le,
     Gt,
     Ge,
+    /// `+ - * /` whose operands are both Integer when the script is compiled (int literals and
+    /// such operations of them): MVEL's `IntAdd`/`IntSub`/`IntMult`/`IntDiv` nodes
+    /// (CompilerTools.boOptimize), plain Java int arithmetic (`7 / 2` is 3). Any other operands
+    /// go through MathProcessor at run time, where int / int is a double division.
+    IntAdd,
+    IntSub,
+    IntMul,
+    IntDiv,
+}
+
+impl BinOp {
+    /// The compile-time Integer form of `+ - * /`.
+    pub(crate) fn int_optimized(self) -> Option<BinOp> {
+        Some(match self {
+            BinOp::Add => BinOp::IntAdd,
+            BinOp::Sub => BinOp::IntSub,
+            BinOp::Mul => BinOp::IntMul,
+            BinOp::Div => BinOp::IntDiv,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +85,7 @@ pub(crate) enum Expr {
     /// Stops the whole chain with `null` when a step marked null-safe (`a.?b`) yields null.
     NullSafeChain(Box<Expr>),
     List(Vec<Expr>),
-    Map(Vec<(Rc<str>, Expr)>),
+    Map(Vec<(MapKey, Expr)>),
     Unary(UnOp, Box<Expr>, Pos),
     Binary(BinOp, Box<Expr>, Box<Expr>, Pos),
     And(Box<Expr>, Box<Expr>),
@@ -130,6 +151,16 @@ pub(crate) enum Expr {
     InstanceOf(Box<Expr>, Rc<str>),
     /// Typed conversion `(int) x`.
     Cast(DeclType, Box<Expr>, Pos),
+}
+
+/// The key of an inline map entry.
+#[derive(Debug)]
+pub(crate) enum MapKey {
+    /// `name:`, `"name":`, `1:`.
+    Name(Rc<str>),
+    /// An expression MVEL's character-level CollectionParser took as a key: in
+    /// `{k: c ? a : b}` the text between the two colons, `c ? a`, is a key whose value is `b`.
+    Computed(Expr),
 }
 
 #[derive(Debug)]

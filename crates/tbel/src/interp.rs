@@ -332,9 +332,18 @@ impl<'p> Ctx<'p> {
                 let mut m = indexmap::IndexMap::with_capacity(entries.len());
                 let mut size = 16;
                 for (k, e) in entries {
+                    let k = match k {
+                        MapKey::Name(k) => k.clone(),
+                        MapKey::Computed(k) => self.eval(k)?.to_key(),
+                    };
                     let v = self.eval(e)?;
+                    // TBEL's maps drop a key whose value is null (ExecutionHashMap.put).
+                    if v.is_null() {
+                        m.shift_remove(&k);
+                        continue;
+                    }
                     size += k.len() + v.shallow_size();
-                    m.insert(k.clone(), v);
+                    m.insert(k, v);
                 }
                 self.alloc(size)?;
                 Ok(Value::map(m))
@@ -776,14 +785,10 @@ impl<'p> Ctx<'p> {
     }
 }
 
+/// `x op= y`: MVEL's AssignmentNode runs MathProcessor on the current value; variables have no
+/// static type to narrow the result back to (`x /= 2` with x = 7 is 3.5).
 fn compound(op: BinOp, old: &Value, r: &Value) -> Result<Value> {
-    let v = ops::binary(op, old, r)?;
-    // Java's compound assignment narrows back to the variable's type.
-    Ok(match (old, v) {
-        (Value::Int(_), Value::Long(x)) => Value::Int(x as i32),
-        (Value::Byte(_), v) if v.is_number() => Value::Byte(v.as_i64().unwrap_or(0) as i8),
-        (_, v) => v,
-    })
+    ops::binary(op, old, r)
 }
 
 fn unary(op: UnOp, v: Value) -> Result<Value> {

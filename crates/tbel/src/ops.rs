@@ -117,10 +117,10 @@ fn java_class(v: &Value) -> &'static str {
 
 fn op_symbol(op: BinOp) -> &'static str {
     match op {
-        BinOp::Add => "+",
-        BinOp::Sub => "-",
-        BinOp::Mul => "*",
-        BinOp::Div => "/",
+        BinOp::Add | BinOp::IntAdd => "+",
+        BinOp::Sub | BinOp::IntSub => "-",
+        BinOp::Mul | BinOp::IntMul => "*",
+        BinOp::Div | BinOp::IntDiv => "/",
         BinOp::Rem => "%",
         BinOp::Shl => "<<",
         BinOp::Shr => ">>",
@@ -163,6 +163,13 @@ pub(crate) fn binary(op: BinOp, a: &Value, b: &Value) -> Result<Value> {
     match op {
         BinOp::StrictEq => return Ok(Value::Bool(a.java_equals(b))),
         BinOp::StrictNe => return Ok(Value::Bool(!a.java_equals(b))),
+        BinOp::IntAdd | BinOp::IntSub | BinOp::IntMul | BinOp::IntDiv => {
+            return match (a, b) {
+                (Value::Int(x), Value::Int(y)) => java_int(op, *x, *y),
+                // MVEL de-optimises a node whose operands turn out not to be Integers.
+                _ => binary(generic(op), a, b),
+            };
+        }
         _ => {}
     }
     let (ta, tb) = (ty(a), ty(b));
@@ -305,13 +312,23 @@ fn same_type(op: BinOp, a: &Value, b: &Value) -> Result<Value> {
                 return Err(TbelError::runtime("illegal operation on Collection type"));
             }
         },
-        // Statically-int operands: Java int arithmetic (MVEL's IntAdd/IntSub/IntMult/IntDiv).
+        // Integers known only at run time (doOperationsSameType): `+ - *` widen to a Long when
+        // the result leaves the int range, `/` divides as doubles (`x / 10` with x = 226 is
+        // 22.6), `%` stays an int.
         (Value::Int(x), Value::Int(y)) => match op {
-            BinOp::Add => Value::Int(x.wrapping_add(*y)),
-            BinOp::Sub => Value::Int(x.wrapping_sub(*y)),
-            BinOp::Mul => Value::Int(x.wrapping_mul(*y)),
-            BinOp::Div if *y == 0 => return Err(div_zero()),
-            BinOp::Div => Value::Int(x.wrapping_div(*y)),
+            BinOp::Add | BinOp::Sub | BinOp::Mul => {
+                let (x, y) = (*x as i64, *y as i64);
+                let r = match op {
+                    BinOp::Add => x + y,
+                    BinOp::Sub => x - y,
+                    _ => x * y,
+                };
+                match i32::try_from(r) {
+                    Ok(r) => Value::Int(r),
+                    Err(_) => Value::Long(r),
+                }
+            }
+            BinOp::Div => Value::Double(*x as f64 / *y as f64),
             BinOp::Rem if *y == 0 => return Err(div_zero()),
             BinOp::Rem => Value::Int(x.wrapping_rem(*y)),
             _ => cmp(Some(x.cmp(y))),
@@ -525,4 +542,27 @@ pub(crate) fn compare(a: &Value, b: &Value) -> Option<Ordering> {
             }
         }
     }
+}
+
+/// The run-time operator behind a compile-time Integer one.
+fn generic(op: BinOp) -> BinOp {
+    match op {
+        BinOp::IntAdd => BinOp::Add,
+        BinOp::IntSub => BinOp::Sub,
+        BinOp::IntMul => BinOp::Mul,
+        BinOp::IntDiv => BinOp::Div,
+        op => op,
+    }
+}
+
+/// Java int arithmetic, as MVEL's IntAdd/IntSub/IntMult/IntDiv nodes do it: wrapping, `/`
+/// truncating.
+fn java_int(op: BinOp, x: i32, y: i32) -> Result<Value> {
+    Ok(Value::Int(match op {
+        BinOp::IntAdd => x.wrapping_add(y),
+        BinOp::IntSub => x.wrapping_sub(y),
+        BinOp::IntMul => x.wrapping_mul(y),
+        _ if y == 0 => return Err(div_zero()),
+        _ => x.wrapping_div(y),
+    }))
 }

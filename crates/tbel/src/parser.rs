@@ -107,6 +107,8 @@ pub(crate) struct Parser {
     funcs: Vec<Option<Func>>,
     /// The function being parsed, if any.
     cur_func: Option<u32>,
+    /// Parsing the value of an inline map entry, outside any parentheses or nested collection.
+    in_map_value: bool,
     names: Vec<NameRef>,
     /// For each of `names`, the function it appears in.
     name_func: Vec<Option<u32>>,
@@ -125,6 +127,7 @@ impl Parser {
             func_index: HashMap::new(),
             funcs: Vec::new(),
             cur_func: None,
+            in_map_value: false,
             names: Vec::new(),
             name_func: Vec::new(),
             guard: StackGuard::new(256 * 1024),
@@ -665,6 +668,10 @@ impl Parser {
         let c = self.binary(0)?;
         if self.eat("?") {
             let a = self.expr()?;
+            if self.in_map_value && self.is_p(":") {
+                // Cut at its `:` by MVEL's collection parser (see `map_entries`): no else.
+                return Ok(Expr::Ternary(Box::new(c), Box::new(a), Box::new(Expr::Const(Value::Null))));
+            }
             self.expect(":")?;
             let b = self.expr()?;
             return Ok(Expr::Ternary(Box::new(c), Box::new(a), Box::new(b)));
@@ -738,6 +745,12 @@ impl Parser {
                         "/" => BinOp::Div,
                         _ => BinOp::Rem,
                     };
+                    // CompilerTools.boOptimize: Integer operands known at compile time get
+                    // Java int arithmetic; everything else is decided at run time.
+                    let b = match b.int_optimized() {
+                        Some(int_op) if integer_at_compile_time(&lhs) && integer_at_compile_time(&rhs) => int_op,
+                        _ => b,
+                    };
                     fold(Expr::Binary(b, Box::new(lhs), Box::new(rhs), pos))
                 }
             };
@@ -798,6 +811,13 @@ impl Parser {
     }
 
     fn args(&mut self) -> R<Vec<Expr>> {
+        let saved = std::mem::replace(&mut self.in_map_value, false);
+        let r = self.args_inner();
+        self.in_map_value = saved;
+        r
+    }
+
+    fn args_inner(&mut self) -> R<Vec<Expr>> {
         let mut v = Vec::new();
         if self.eat(")") {
             return Ok(v);
@@ -843,7 +863,10 @@ impl Parser {
                 }
             } else if self.is_p("[") && !self.toks[self.i].nl_before {
                 self.i += 1;
-                let idx = self.expr()?;
+                let saved = std::mem::replace(&mut self.in_map_value, false);
+                let idx = self.expr();
+                self.in_map_value = saved;
+                let idx = idx?;
                 self.expect("]")?;
                 e = Expr::Index {
                     obj: Box::new(e),
@@ -880,7 +903,10 @@ impl Parser {
             Tok::Double(v) => Expr::Const(Value::Double(v)),
             Tok::Str(s) => Expr::Const(Value::str(&s)),
             Tok::P("(") => {
-                let e = self.expr()?;
+                let saved = std::mem::replace(&mut self.in_map_value, false);
+                let e = self.expr();
+                self.in_map_value = saved;
+                let e = e?;
                 self.expect(")")?;
                 e
             }
@@ -908,16 +934,27 @@ impl Parser {
         })
     }
 
+    /// Entries of an inline map. MVEL's CollectionParser splits them on characters: every `:`
+    /// outside parentheses, quotes and nested collections makes the text before it the current
+    /// key, every `,` puts the text before it under that key. So a ternary at the top of a value
+    /// (`k: c ? a : b`) is cut at its `:`: `c ? a` becomes the key of `b` and `k` is dropped, as
+    /// ThingsBoard does with published converters that write this.
     fn map_entries(&mut self, close: &str) -> R<Expr> {
         let mut entries = Vec::new();
         if self.eat(close) {
             return Ok(Expr::Map(entries));
         }
         loop {
-            let k = self.map_key()?;
+            let mut k = MapKey::Name(self.map_key()?);
             self.expect(":")?;
-            let v = self.expr()?;
-            entries.push((k, v));
+            let saved = std::mem::replace(&mut self.in_map_value, true);
+            let mut v = self.expr();
+            while v.is_ok() && self.eat(":") {
+                k = MapKey::Computed(v?);
+                v = self.expr();
+            }
+            self.in_map_value = saved;
+            entries.push((k, v?));
             if self.eat(close) {
                 return Ok(Expr::Map(entries));
             }
@@ -929,6 +966,13 @@ impl Parser {
     }
 
     fn list_items(&mut self, close: &str) -> R<Expr> {
+        let saved = std::mem::replace(&mut self.in_map_value, false);
+        let r = self.list_items_inner(close);
+        self.in_map_value = saved;
+        r
+    }
+
+    fn list_items_inner(&mut self, close: &str) -> R<Expr> {
         let mut items = Vec::new();
         if self.eat(close) {
             return Ok(Expr::List(items));
@@ -1124,6 +1168,16 @@ fn cast_expr(dt: DeclType, e: Expr, pos: Pos) -> Expr {
 }
 
 /// Constant folding for negative literals (so `-2147483648` stays an int).
+/// Whether MVEL's compiler knows `e` as an Integer: an int literal (ASTNode.setName gives only
+/// numeric literals an egress type) or an Integer operation of such (the Int* nodes' egress type).
+fn integer_at_compile_time(e: &Expr) -> bool {
+    matches!(
+        e,
+        Expr::Const(Value::Int(_))
+            | Expr::Binary(BinOp::IntAdd | BinOp::IntSub | BinOp::IntMul | BinOp::IntDiv, ..)
+    )
+}
+
 fn fold(e: Expr) -> Expr {
     match e {
         Expr::Unary(UnOp::Neg, inner, pos) => match *inner {
