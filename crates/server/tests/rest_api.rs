@@ -759,11 +759,27 @@ fn test_uplink_runs_the_script_and_stores_nothing() {
         "/api/converter/testUpLink?scriptLang=JS",
         Some(json!({"payload": b64(SEED_PAYLOAD), "metadata": {}, "decoder": SEED_DECODER})),
     );
-    let output: Value = serde_json::from_str(seed["output"].as_str().unwrap()).unwrap();
+    let text = seed["output"].as_str().unwrap();
+    let output: Value = serde_json::from_str(text).unwrap();
     assert_eq!(
         output,
         json!({"deviceName": "SN-001", "deviceType": "default", "telemetry": {"temperature": 25.7, "humidity": 69}, "attributes": {}})
     );
+    // The person reading "Test payload decoder" sees the keys in the script's order, as in
+    // ThingsBoard, not sorted.
+    let at = |key: &str| text.find(&format!("\"{key}\"")).unwrap_or_else(|| panic!("{key} in {text}"));
+    assert!(at("deviceName") < at("deviceType") && at("deviceType") < at("telemetry") && at("telemetry") < at("attributes"), "{text}");
+    assert!(at("temperature") < at("humidity"), "{text}");
+
+    // Doubles are printed exactly as the engine computed them (QuickJS and ThingsBoard agree).
+    for lang in ["JS", "TBEL"] {
+        let exact = server.api(
+            "POST",
+            &format!("/api/converter/testUpLink?scriptLang={lang}"),
+            Some(json!({"payload": b64("x"), "metadata": {}, "decoder": "return {v: 4508000.0/65535 - 45};"})),
+        );
+        assert!(exact["output"].as_str().unwrap().contains("23.787670710307466"), "{lang}: {exact}");
+    }
 
     // Errors come back in `error`, with the line.
     for (script, line) in [
