@@ -9,13 +9,19 @@ pub(crate) fn to_decl(ty: DeclType, v: Value) -> Result<Value> {
     if ty == DeclType::Any || v.is_null() {
         return Ok(v);
     }
-    if ty == DeclType::Str {
-        return Ok(match v {
+    // TypedVarNode converts the value with DataConversion.convert: the same converters as a
+    // method parameter of that type (IntegerCH, LongCH, DoubleCH, ...).
+    const WHAT: &str = "typed declaration";
+    Ok(match ty {
+        DeclType::Str => match v {
             Value::Str(_) => v,
             v => Value::string(v.to_java_string()),
-        });
-    }
-    cast(ty, v)
+        },
+        DeclType::Int => Value::Int(to_int(&v, WHAT)?),
+        DeclType::Long => Value::Long(to_long(&v, WHAT)?),
+        DeclType::Double => Value::Double(to_double(&v, WHAT)?),
+        _ => return cast(ty, v),
+    })
 }
 
 fn num_of(v: &Value) -> Result<Value> {

@@ -548,10 +548,15 @@ impl<'p> Ctx<'p> {
 
     /// Where an assignment to [`Target::Name`] `id` goes: the variable the chain finds, else
     /// the top level's (which the parser made sure exists).
-    fn name_target(&self, id: u32) -> usize {
+    fn name_target(&self, id: u32) -> Result<usize> {
         self.find_name(id)
             .or(self.prog.names[id as usize].global.map(|s| s as usize))
-            .expect("a written name has a top-level slot")
+            .ok_or_else(|| {
+                TbelError::runtime(format!(
+                    "unresolvable property or identifier: {}",
+                    self.prog.names[id as usize].name
+                ))
+            })
     }
 
     fn unresolved_slot(&self, slot: u32, global: bool) -> TbelError {
@@ -653,7 +658,7 @@ impl<'p> Ctx<'p> {
         match t {
             Target::Local(s) => self.stack[self.base + *s as usize] = v,
             Target::Name(id) => {
-                let at = self.name_target(*id);
+                let at = self.name_target(*id).map_err(|e| e.at(pos))?;
                 self.stack[at] = v;
             }
             Target::Prop(o, n) => {
@@ -679,7 +684,7 @@ impl<'p> Ctx<'p> {
             }
             (Target::Name(id), None) => {
                 let v = self.eval(rhs)?;
-                let at = self.name_target(*id);
+                let at = self.name_target(*id).map_err(|e| e.at(pos))?;
                 self.stack[at] = v.clone();
                 Ok(v)
             }

@@ -107,6 +107,8 @@ pub(crate) struct Parser {
     funcs: Vec<Option<Func>>,
     /// The function being parsed, if any.
     cur_func: Option<u32>,
+    /// The scopes of the functions enclosing the one being parsed, outermost first.
+    enclosing: Vec<Scope>,
     /// Parsing the value of an inline map entry, outside any parentheses or nested collection.
     in_map_value: bool,
     names: Vec<NameRef>,
@@ -128,6 +130,7 @@ impl Parser {
             funcs: Vec::new(),
             cur_func: None,
             in_map_value: false,
+            enclosing: Vec::new(),
             names: Vec::new(),
             name_func: Vec::new(),
             guard: StackGuard::new(256 * 1024),
@@ -290,7 +293,7 @@ impl Parser {
             if let Some(s) = l.get(name) {
                 return Target::Local(s);
             }
-            if self.global.get(name).is_some() {
+            if self.global.get(name).is_some() || self.enclosing.iter().any(|s| s.get(name).is_some()) {
                 return Target::Name(self.name_ref(name));
             }
             return Target::Local(l.declare(name));
@@ -561,9 +564,6 @@ impl Parser {
     fn function(&mut self) -> R<()> {
         let pos = self.pos();
         let name = self.ident()?;
-        if self.local.is_some() {
-            return Err(TbelError::compile("functions cannot be nested", pos));
-        }
         let idx = self.func_index[&name];
         if self.funcs[idx as usize].is_some() {
             return Err(TbelError::compile(
@@ -588,11 +588,20 @@ impl Parser {
                 self.expect(",")?;
             }
         }
-        self.local = Some(scope);
-        self.cur_func = Some(idx);
+        // A function defined inside another (Function.java declares it in the function's
+        // parser context) is parsed like any other; the enclosing function's variables are
+        // found through the resolver chain when it runs, since the enclosing function calls it.
+        let enclosing = self.local.replace(scope);
+        let enclosing_func = self.cur_func.replace(idx);
+        if let Some(outer) = enclosing {
+            self.enclosing.push(outer);
+        }
         let body = self.block_or_stmt();
-        self.cur_func = None;
-        let scope = self.local.take().unwrap();
+        self.cur_func = enclosing_func;
+        let scope = std::mem::replace(&mut self.local, None).unwrap();
+        if enclosing_func.is_some() {
+            self.local = self.enclosing.pop();
+        }
         for (n, f) in self.names.iter_mut().zip(&self.name_func) {
             if *f == Some(idx) {
                 n.local = scope.get(&n.name);
