@@ -598,7 +598,7 @@ impl Parser {
         }
         let body = self.block_or_stmt();
         self.cur_func = enclosing_func;
-        let scope = std::mem::replace(&mut self.local, None).unwrap();
+        let scope = self.local.take().unwrap();
         if enclosing_func.is_some() {
             self.local = self.enclosing.pop();
         }
