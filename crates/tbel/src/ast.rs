@@ -116,11 +116,16 @@ pub(crate) enum Expr {
         null_safe: bool,
         pos: Pos,
     },
-    /// Call of a function defined in the script.
+    /// Call of a function defined in the script. Until its definition has run, a ThingsBoard
+    /// helper of that name is called instead, if there is one: MVEL resolves a call by name
+    /// through the variable factories, where ThingsBoard's helpers are imports and a script's
+    /// function exists only once its definition has run (ast/Function.java). `helper_may_exist`
+    /// is cleared the first time the helper turns out not to exist.
     Call {
         func: u32,
         args: Vec<Expr>,
         pos: Pos,
+        helper_may_exist: std::cell::Cell<bool>,
     },
     /// Call of a ThingsBoard helper (`parseBytesToInt(...)`), by name.
     Helper {
@@ -197,6 +202,9 @@ pub(crate) enum Stmt {
     },
     Block(Vec<Stmt>),
     Return(Option<Expr>),
+    /// A function's definition (index into [`Program::funcs`]): from here on, its name means
+    /// this function rather than a helper of the same name.
+    FuncDef(u32),
     Break,
     Continue,
     Switch {

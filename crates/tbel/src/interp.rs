@@ -29,6 +29,8 @@ pub(crate) struct Ctx<'p> {
     /// are resolved through them, innermost first, as MVEL's factories chain a function's
     /// variables to its caller's.
     frames: Vec<(u32, usize)>,
+    /// Which functions' definitions have run (see [`Expr::Call`]).
+    defined: Vec<bool>,
     deadline: Option<Instant>,
     steps: u32,
     pub mem: usize,
@@ -54,6 +56,7 @@ impl<'p> Ctx<'p> {
             base: 0,
             cur_func: None,
             frames: Vec::new(),
+            defined: vec![false; prog.funcs.len()],
             deadline,
             steps: 0,
             mem: 0,
@@ -265,6 +268,7 @@ impl<'p> Ctx<'p> {
                 };
                 return Ok(Flow::Return(v));
             }
+            Stmt::FuncDef(f) => self.defined[*f as usize] = true,
             Stmt::Break => return Ok(Flow::Break),
             Stmt::Continue => return Ok(Flow::Continue),
             Stmt::Switch { subject, cases } => {
@@ -452,8 +456,15 @@ impl<'p> Ctx<'p> {
                 }
                 Ok(v)
             }
-            Expr::Call { func, args, pos } => {
+            Expr::Call { func, args, pos, helper_may_exist } => {
                 let args = self.eval_args(args)?;
+                if !self.defined[*func as usize] && helper_may_exist.get() {
+                    let name = &self.prog.funcs[*func as usize].name;
+                    match crate::lib_helpers::call_helper(self, name, args.clone()) {
+                        Err(e) if e.message.starts_with("unable to resolve method:") => helper_may_exist.set(false),
+                        r => return r.map_err(|e| e.at(*pos)),
+                    }
+                }
                 self.call_func(*func, args).map_err(|e| e.at(*pos))
             }
             Expr::Helper { name, args, pos } => {

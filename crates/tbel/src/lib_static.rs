@@ -304,6 +304,33 @@ pub(crate) fn call_static(
                 .map_or(-1, |d| d as i32),
         ),
         ("Character", "toString" | "valueOf", 1) => Value::string(a(0).to_java_string()),
+        // java.lang.Character's int-parameter statics: arguments converted as MVEL converts
+        // them for an `int` parameter (a double truncates).
+        ("Character", "forDigit", 2) => {
+            let digit = int_arg(&a(0), member)?;
+            let radix = int_arg(&a(1), member)?;
+            let c = if (2..=36).contains(&radix) && (0..radix).contains(&digit) {
+                std::char::from_digit(digit as u32, radix as u32).unwrap_or('\0')
+            } else {
+                '\0'
+            };
+            Value::Char(c)
+        }
+        ("Character", "digit", 2) => {
+            let radix = int_arg(&a(1), member)?;
+            let d = char_of(&a(0))
+                .filter(|_| (2..=36).contains(&radix))
+                .and_then(|c| c.to_digit(radix as u32));
+            Value::Int(d.map_or(-1, |d| d as i32))
+        }
+        ("Character", "toLowerCase", 1) => match char_of(&a(0)) {
+            Some(c) => Value::Char(c.to_lowercase().next().unwrap_or(c)),
+            None => return Err(err("toLowerCase: expected a char")),
+        },
+        ("Character", "toUpperCase", 1) => match char_of(&a(0)) {
+            Some(c) => Value::Char(c.to_uppercase().next().unwrap_or(c)),
+            None => return Err(err("toUpperCase: expected a char")),
+        },
         ("Arrays", "copyOfRange", 3) => {
             let Value::List(l) = a(0) else {
                 return Err(err("copyOfRange: expected an array"));

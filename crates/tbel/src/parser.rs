@@ -411,8 +411,7 @@ impl Parser {
                         && matches!(self.peek_at(2), Tok::P("(")) =>
                 {
                     self.i += 1;
-                    self.function()?;
-                    return Ok(Stmt::Empty);
+                    return self.function();
                 }
                 _ => {}
             }
@@ -561,15 +560,16 @@ impl Parser {
         Ok(Stmt::Switch { subject, cases })
     }
 
-    fn function(&mut self) -> R<()> {
-        let pos = self.pos();
+    fn function(&mut self) -> R<Stmt> {
         let name = self.ident()?;
-        let idx = self.func_index[&name];
-        if self.funcs[idx as usize].is_some() {
-            return Err(TbelError::compile(
-                format!("function already defined: {name}"),
-                pos,
-            ));
+        let mut idx = self.func_index[&name];
+        let redefinition = self.funcs[idx as usize].is_some();
+        if redefinition {
+            // Function.getReducedValueAccelerated returns the instance already defined under
+            // that name (its duplicate-function error is commented out): the first definition
+            // stays. The later one is parsed, into a slot nothing calls.
+            idx = self.funcs.len() as u32;
+            self.funcs.push(None);
         }
         self.expect("(")?;
         let mut scope = Scope::new();
@@ -619,7 +619,7 @@ impl Parser {
             slot_names: scope.order,
             body,
         });
-        Ok(())
+        Ok(if redefinition { Stmt::Empty } else { Stmt::FuncDef(idx) })
     }
 
     /// After `{`: is this a map literal (`{}`, `{a: 1}`, `{"a": 1}`)?
@@ -1077,7 +1077,7 @@ impl Parser {
             self.i += 1;
             let args = self.args()?;
             if let Some(&f) = self.func_index.get(&name) {
-                return Ok(Expr::Call { func: f, args, pos });
+                return Ok(Expr::Call { func: f, args, pos, helper_may_exist: std::cell::Cell::new(true) });
             }
             return Ok(Expr::Helper {
                 name: name.into(),
@@ -1177,14 +1177,24 @@ fn cast_expr(dt: DeclType, e: Expr, pos: Pos) -> Expr {
 }
 
 /// Constant folding for negative literals (so `-2147483648` stays an int).
-/// Whether MVEL's compiler knows `e` as an Integer: an int literal (ASTNode.setName gives only
-/// numeric literals an egress type) or an Integer operation of such (the Int* nodes' egress type).
+/// Whether MVEL's compiler knows `e` as an Integer (its egress type): an int literal
+/// (ASTNode.setName types only numeric literals), an Int* node, a bitwise operation
+/// (CompilerTools.getReturnTypeFromOp types `& | ^ << >> >>>` as Integer whatever the operands),
+/// or `+ - * / %` of two Integers (getReturnTypeFromOp: the wider operand type). Names, calls,
+/// properties and elements have no egress type at compile time.
 fn integer_at_compile_time(e: &Expr) -> bool {
-    matches!(
-        e,
-        Expr::Const(Value::Int(_))
-            | Expr::Binary(BinOp::IntAdd | BinOp::IntSub | BinOp::IntMul | BinOp::IntDiv, ..)
-    )
+    match e {
+        Expr::Const(Value::Int(_)) => true,
+        Expr::Binary(op, a, b, _) => match op {
+            BinOp::IntAdd | BinOp::IntSub | BinOp::IntMul | BinOp::IntDiv => true,
+            BinOp::BitAnd | BinOp::BitOr | BinOp::BitXor | BinOp::Shl | BinOp::Shr | BinOp::UShr => true,
+            BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem => {
+                integer_at_compile_time(a) && integer_at_compile_time(b)
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 fn fold(e: Expr) -> Expr {
