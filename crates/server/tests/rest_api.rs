@@ -486,6 +486,18 @@ fn converters_lifecycle_and_live_decoder_update() {
     let got = server.api("GET", &format!("/api/converter/{}", id_of(&a)), None);
     assert_eq!(got["name"], "Conv A");
     assert_eq!(got["configuration"]["decoder"], a["configuration"]["decoder"]);
+    // A configuration comes back with its keys in the order they were saved (as ThingsBoard's
+    // Jackson keeps them), not sorted: the console and exports show what the user wrote.
+    let ordered = server.api(
+        "POST",
+        "/api/converter",
+        Some(json!({"name": "Ordered", "type": "UPLINK", "integrationType": "COAP",
+                    "configuration": {"scriptLang": "JS", "decoder": "return null;", "updateOnlyKeys": ["b", "a"], "encoder": null}})),
+    );
+    let got = server.api("GET", &format!("/api/converter/{}", id_of(&ordered)), None);
+    let keys: Vec<&str> = got["configuration"].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["scriptLang", "decoder", "updateOnlyKeys", "encoder"], "{got}");
+    server.api("DELETE", &format!("/api/converter/{}", id_of(&ordered)), None);
     let b = server.create_converter("Conv B", "return null;");
     let list = server.api("GET", "/api/converters?pageSize=10&page=0", None);
     assert_eq!(list["totalElements"], 2, "{list}");
