@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// Retransmit CON requests like RFC 7252 (ACK_TIMEOUT 2 s, doubling, 4 times).
     #[arg(long)]
     retransmit: bool,
+    /// Requests started per second at most (default: as fast as --in-flight allows), for
+    /// soak runs at a steady rate.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -109,6 +113,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("--url: no address for {authority}"))?;
     if args.devices == 0 || args.in_flight == 0 {
         bail!("--devices and --in-flight must be at least 1");
+    }
+    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        bail!("--rate must be a positive number of requests per second");
     }
     let mut generator = Generator::new(args, target)?;
     let started = Instant::now();
@@ -164,7 +171,13 @@ impl Generator {
         loop {
             let now = Instant::now();
             let sending = self.next_seq < self.args.count && now < stop_sending;
-            while sending && self.in_flight < self.args.in_flight && self.next_seq < self.args.count {
+            // With --rate, request n starts no earlier than n / rate seconds into the run.
+            let budget = self.args.rate.map_or(u64::MAX, |r| ((now - started).as_secs_f64() * r) as u64 + 1);
+            while sending
+                && self.in_flight < self.args.in_flight
+                && self.next_seq < self.args.count
+                && self.next_seq < budget
+            {
                 let Some(device) = self.idle.pop_front() else { break };
                 self.send_new(device, now);
             }
@@ -175,6 +188,11 @@ impl Generator {
             let mut wake = self.deadlines.peek().map(|Reverse(d)| d.0).unwrap_or(now + Duration::from_secs(1));
             if sending {
                 wake = wake.min(stop_sending);
+                if let Some(rate) = self.args.rate
+                    && self.next_seq >= budget
+                {
+                    wake = wake.min(started + Duration::from_secs_f64(self.next_seq as f64 / rate));
+                }
             }
             let timeout = wake.saturating_duration_since(now);
             match self.poll.poll(&mut events, Some(timeout)) {

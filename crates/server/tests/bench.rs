@@ -80,3 +80,35 @@ fn retransmits_acknowledges_separate_responses_and_counts_them() {
     // The peer's socket times out once the generator is gone; nothing else to stop.
     drop(peer);
 }
+
+/// Answers every CON at once with a piggybacked 2.04, until the socket has been quiet for 5 s.
+fn answering_peer(socket: UdpSocket) {
+    let mut buf = [0u8; 1500];
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+        let Ok(request) = Message::parse(&buf[..n]) else { continue };
+        let mut ack = Message::new(MessageType::Acknowledgement, Code::CHANGED, request.message_id);
+        ack.token = request.token;
+        let _ = socket.send_to(&ack.encode(), peer);
+    }
+}
+
+#[test]
+fn rate_caps_the_requests_started_per_second() {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let peer = std::thread::spawn(move || answering_peer(socket));
+    let out = Command::new(env!("CARGO_BIN_EXE_coapgate"))
+        .args(["bench", "--url", &format!("coap://127.0.0.1:{port}/i/key"), "--devices", "20", "--count", "100000"])
+        .args(["--rate", "100", "--duration", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sent = report["sent"].as_u64().unwrap();
+    // Request n starts no earlier than n / rate: at most 100 in the first second, plus the first.
+    assert!(sent <= 101, "{report}");
+    assert!(sent >= 10, "the generator must still send at the rate it was given: {report}");
+    assert_eq!(report["answered"], sent, "{report}");
+    drop(peer);
+}
