@@ -24,7 +24,7 @@ const SETTINGS: &[Setting] = &[
     Setting {
         name: "HTTP_HEADER_READ_TIMEOUT_MS",
         default: "20000",
-        help: "a connection must deliver a request's headers (and, with SSL, finish its TLS handshake) within this time of connecting or of sending the request's first byte; slower ones are closed",
+        help: "a request's head must arrive within this time of connecting (TLS handshake included) or of its first byte, and its body within this time after the head; slower connections are closed",
     },
     Setting {
         name: "HTTP_KEEP_ALIVE_TIMEOUT_MS",
@@ -34,7 +34,7 @@ const SETTINGS: &[Setting] = &[
     Setting {
         name: "HTTP_MAX_CONNECTIONS",
         default: "0",
-        help: "HTTP connections open at once; further ones are answered 503 (with SSL: closed) at once; 0: half the descriptor limit, at most 8192",
+        help: "HTTP connections open at once; a newcomer replaces the oldest connection not being served, or gets 503 (with SSL: is closed) when all are; 0: half the descriptor limit, at most 8192",
     },
     Setting { name: "SSL_ENABLED", default: "false", help: "serve the REST API and web console over HTTPS" },
     Setting { name: "SSL_CREDENTIALS_TYPE", default: "PEM", help: "HTTPS server credentials: PEM or KEYSTORE" },
@@ -297,7 +297,7 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     /// From connecting (TLS handshake included), or from a request's first byte, to the end of
-    /// its headers.
+    /// its head; and from there to the end of its body.
     pub header_read_timeout: Duration,
     /// Between the end of a response and the first byte of the next request.
     pub keep_alive_timeout: Duration,

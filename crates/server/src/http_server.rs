@@ -1,29 +1,35 @@
 //! The HTTP(S) server of the REST API and web console: our own accept loop over hyper's HTTP/1
 //! connection, because `axum::serve` has neither timeouts nor a connection cap.
 //!
-//! Every connection holds a permit of one semaphore ([`HttpSettings::max_connections`]); at the
-//! cap a new connection is answered `503` (plain HTTP) or closed (HTTPS) at once, so connections
-//! already open keep being served and the process keeps descriptors for its databases. A
-//! watchdog per connection closes it when it is slow to send a request's headers (slowloris) or
-//! idle between requests too long; a request being handled is never cut.
+//! Every connection holds a permit of one semaphore ([`HttpSettings::max_connections`]), so the
+//! process keeps descriptors for its databases however many clients connect. At the cap a new
+//! connection takes the place of the oldest one that is not being served (idle between requests,
+//! or still sending its request head), as nginx drains idle keep-alive connections when it runs
+//! out: thousands of silent connections cannot lock the API away from a client that sends its
+//! request at once. When every connection is handling a request, the newcomer is answered `503`
+//! (plain HTTP) or closed (HTTPS) at once. A watchdog per connection closes it when it is slow to
+//! send a request's head or body (slowloris) or idle between requests too long; a request being
+//! handled is never cut.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use hyper::body::Incoming;
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::service::Service as _;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use openssl::ssl::{Ssl, SslAcceptor, SslMethod};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::config::{DtlsCredentials, HttpSettings, ServerCredentials};
@@ -47,6 +53,9 @@ pub struct HttpServer {
     /// The connection cap: the accept loop takes a permit per connection and the connection's
     /// task drops it when the socket is closed.
     permits: Arc<Semaphore>,
+    /// The open connections in accept order (the key), so that the cap can close the oldest one
+    /// not being served.
+    open: Arc<Mutex<BTreeMap<u64, Arc<Activity>>>>,
     max_connections: usize,
     /// `Some` for HTTPS.
     tls: Option<Arc<SslAcceptor>>,
@@ -67,6 +76,7 @@ impl HttpServer {
             app,
             settings,
             permits: Arc::new(Semaphore::new(max_connections)),
+            open: Arc::default(),
             max_connections,
             tls: tls.map(Arc::new),
         }
@@ -85,6 +95,7 @@ impl HttpServer {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut last_refusal_log: Option<Instant> = None;
+        let mut next_id = 0u64;
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -100,9 +111,17 @@ impl HttpServer {
                     }
                 },
             };
-            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            let permit = match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                // The evicted connection's task returns its permit as soon as it runs.
+                Err(_) if self.evict_oldest_unserved() => {
+                    tokio::time::timeout(Duration::from_secs(1), self.permits.clone().acquire_owned()).await.ok().and_then(Result::ok)
+                }
+                Err(_) => None,
+            };
+            let Some(permit) = permit else {
                 if last_refusal_log.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
-                    tracing::warn!("HTTP_MAX_CONNECTIONS: {} connections open, refusing new ones", self.max_connections);
+                    tracing::warn!("HTTP_MAX_CONNECTIONS: {} connections open and busy, refusing new ones", self.max_connections);
                     last_refusal_log = Some(Instant::now());
                 }
                 if self.tls.is_none() {
@@ -110,20 +129,50 @@ impl HttpServer {
                 }
                 continue;
             };
+            next_id += 1;
+            let activity = Arc::new(Activity::new());
+            self.open.lock().unwrap().insert(next_id, activity.clone());
             let connection = Connection {
                 app: self.app.clone(),
                 settings: self.settings.clone(),
                 tls: self.tls.clone(),
                 peer,
-                activity: Arc::new(Activity::new()),
+                activity,
                 stop: stop_rx.clone(),
-                _permit: permit,
+                _registration: Registration { id: next_id, open: self.open.clone(), _permit: permit },
             };
             tokio::spawn(connection.run(stream));
         }
         let _ = stop_tx.send(true);
         let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.permits.acquire_many(all)).await;
+    }
+
+    /// Tells the oldest connection that is not handling a request to close; false when every
+    /// connection is handling one.
+    fn evict_oldest_unserved(&self) -> bool {
+        let open = self.open.lock().unwrap();
+        for activity in open.values() {
+            let unserved = !matches!(*activity.phase.lock().unwrap(), Phase::Busy { .. });
+            if unserved && !activity.evicted.swap(true, Ordering::Relaxed) {
+                activity.evict.notify_one();
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// A connection's place under the cap: dropped when its task ends, whatever the reason.
+struct Registration {
+    id: u64,
+    open: Arc<Mutex<BTreeMap<u64, Arc<Activity>>>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.open.lock().unwrap().remove(&self.id);
     }
 }
 
@@ -137,7 +186,7 @@ struct Connection {
     /// Becomes `true` on shutdown: finish the request in progress, then close.
     stop: watch::Receiver<bool>,
     /// Returned to the cap when the connection is dropped.
-    _permit: OwnedSemaphorePermit,
+    _registration: Registration,
 }
 
 impl Connection {
@@ -164,13 +213,16 @@ impl Connection {
         tokio::select! {
             _ = serve => {}
             reason = activity.watchdog(&settings) => tracing::debug!("closing HTTP connection from {peer}: {reason}"),
+            _ = activity.evict.notified() => tracing::debug!("closing HTTP connection from {peer}: a newcomer needs its place (HTTP_MAX_CONNECTIONS)"),
         }
     }
 
     async fn serve_http<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(mut self, io: I) {
         let router = TowerToHyperService::new(self.app.clone());
         let (activity, peer) = (self.activity.clone(), self.peer);
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        let body_timeout = self.settings.header_read_timeout;
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(|body| TimedBody { inner: body, deadline: Box::pin(tokio::time::sleep(body_timeout)) });
             // What `into_make_service_with_connect_info` gives handlers.
             request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
             let busy = activity.request_started();
@@ -200,6 +252,37 @@ impl Connection {
     }
 }
 
+/// A request body that must arrive whole within a deadline from the end of the head: a trickled
+/// body holds a connection as a trickled head does. The handler sees a body error (axum answers
+/// 400) and hyper closes the connection, whose body was not read to its end.
+struct TimedBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err("the request body did not arrive within HTTP_HEADER_READ_TIMEOUT_MS".into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Where a connection is in its request cycle, as the watchdog sees it.
 #[derive(Debug, Clone, Copy)]
 enum Phase {
@@ -214,6 +297,9 @@ enum Phase {
 /// A connection's phase, moved by its reads and writes ([`Tracked`]) and by its service.
 struct Activity {
     phase: Mutex<Phase>,
+    /// Set once by the accept loop when it chose this connection to make room at the cap.
+    evicted: AtomicBool,
+    evict: Notify,
 }
 
 /// Marks a request in progress; dropping it (when the response is ready) ends it.
@@ -231,7 +317,7 @@ impl Drop for Busy {
 
 impl Activity {
     fn new() -> Activity {
-        Activity { phase: Mutex::new(Phase::Head { since: Instant::now() }) }
+        Activity { phase: Mutex::new(Phase::Head { since: Instant::now() }), evicted: AtomicBool::new(false), evict: Notify::new() }
     }
 
     fn request_started(self: &Arc<Activity>) -> Busy {
