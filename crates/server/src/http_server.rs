@@ -62,13 +62,21 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// `settings.max_connections == 0` chooses the cap from the descriptor limit, which is first
-    /// raised to its hard maximum (as Go's runtime and nginx do): idle HTTP connections must not
-    /// take the descriptors that the writer and the compactor need to open their databases.
+    /// The descriptor limit is first raised to its hard maximum (as Go's runtime does), and
+    /// `settings.max_connections == 0` takes half of it: HTTP connections must not take the
+    /// descriptors that the writer and the compactor need to open their databases.
     pub fn new(listener: TcpListener, app: Router, settings: HttpSettings, tls: Option<SslAcceptor>) -> HttpServer {
+        let descriptors = raise_descriptor_limit();
         let max_connections = match settings.max_connections {
-            0 => (raise_descriptor_limit() / 2).clamp(16, AUTO_MAX_CONNECTIONS),
-            n => n,
+            0 => (descriptors / 2).clamp(16, AUTO_MAX_CONNECTIONS),
+            n => {
+                if n > descriptors / 2 {
+                    tracing::warn!(
+                        "HTTP_MAX_CONNECTIONS={n} leaves few of the {descriptors} descriptors allowed (ulimit -n) to the databases"
+                    );
+                }
+                n
+            }
         };
         tracing::info!("HTTP server: at most {max_connections} connections (HTTP_MAX_CONNECTIONS)");
         HttpServer {
@@ -498,4 +506,58 @@ pub fn tls_acceptor(credentials: &ServerCredentials) -> anyhow::Result<SslAccept
         Ok(builder.build())
     };
     build().with_context(|| format!("{p}{setting}: OpenSSL refused the credentials"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> HttpSettings {
+        HttpSettings { header_read_timeout: Duration::from_secs(20), keep_alive_timeout: Duration::from_secs(60), max_connections: 4 }
+    }
+
+    /// Runs the watchdog on paused time; returns its reason and the time it took.
+    async fn watch(activity: &Arc<Activity>) -> (&'static str, Duration) {
+        let started = Instant::now();
+        let reason = activity.watchdog(&settings()).await;
+        (reason, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_has_the_header_timeout() {
+        let activity = Arc::new(Activity::new());
+        assert_eq!(watch(&activity).await, ("HTTP_HEADER_READ_TIMEOUT_MS passed", Duration::from_secs(20)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_progress_is_never_cut_and_idleness_starts_at_its_end() {
+        let activity = Arc::new(Activity::new());
+        let busy = activity.request_started();
+        let ended = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(500)).await;
+            drop(busy);
+            Instant::now()
+        });
+        let (reason, _) = watch(&activity).await;
+        let ended = ended.await.unwrap();
+        assert_eq!((reason, Instant::now() - ended), ("HTTP_KEEP_ALIVE_TIMEOUT_MS passed", Duration::from_secs(60)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_byte_after_idleness_starts_the_header_timeout() {
+        let activity = Arc::new(Activity::new());
+        drop(activity.request_started());
+        let poke = {
+            let activity = activity.clone();
+            tokio::spawn(async move {
+                // Written bytes (a response still streaming) keep an idle connection alive.
+                tokio::time::sleep(Duration::from_secs(50)).await;
+                activity.bytes_written();
+                tokio::time::sleep(Duration::from_secs(50)).await;
+                activity.bytes_read();
+            })
+        };
+        assert_eq!(watch(&activity).await, ("HTTP_HEADER_READ_TIMEOUT_MS passed", Duration::from_secs(120)));
+        poke.await.unwrap();
+    }
 }
