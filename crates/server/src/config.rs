@@ -21,6 +21,35 @@ struct Setting {
 const SETTINGS: &[Setting] = &[
     Setting { name: "HTTP_BIND_ADDRESS", default: "0.0.0.0", help: "address of the REST API and web console" },
     Setting { name: "HTTP_BIND_PORT", default: "8080", help: "port of the REST API and web console" },
+    Setting {
+        name: "HTTP_HEADER_READ_TIMEOUT_MS",
+        default: "20000",
+        help: "a request's head must arrive within this time of connecting (TLS handshake included) or of its first byte, and its body within this time after the head; slower connections are closed",
+    },
+    Setting {
+        name: "HTTP_KEEP_ALIVE_TIMEOUT_MS",
+        default: "60000",
+        help: "a keep-alive connection idle between requests for this long is closed",
+    },
+    Setting {
+        name: "HTTP_MAX_CONNECTIONS",
+        default: "0",
+        help: "HTTP connections open at once; a newcomer replaces the oldest connection not being served, or gets 503 (with SSL: is closed) when all are; 0: half the descriptor limit, at most 8192",
+    },
+    Setting { name: "SSL_ENABLED", default: "false", help: "serve the REST API and web console over HTTPS" },
+    Setting { name: "SSL_CREDENTIALS_TYPE", default: "PEM", help: "HTTPS server credentials: PEM or KEYSTORE" },
+    Setting {
+        name: "SSL_PEM_CERT",
+        default: "server.pem",
+        help: "PEM certificate chain, server certificate first; may also hold the private key (PEM credentials)",
+    },
+    Setting { name: "SSL_PEM_KEY", default: "", help: "PEM private key; empty: the key is in SSL_PEM_CERT (PEM credentials)" },
+    Setting { name: "SSL_PEM_KEY_PASSWORD", default: "", help: "password of an encrypted PEM private key" },
+    Setting { name: "SSL_KEY_STORE", default: "keystore.p12", help: "HTTPS key store file, JKS or PKCS#12 (KEYSTORE credentials)" },
+    Setting { name: "SSL_KEY_STORE_TYPE", default: "", help: "JKS or PKCS12; empty: taken from the file" },
+    Setting { name: "SSL_KEY_STORE_PASSWORD", default: "thingsboard", help: "HTTPS key store password" },
+    Setting { name: "SSL_KEY_ALIAS", default: "tomcat", help: "alias of the server's key entry in the HTTPS key store" },
+    Setting { name: "SSL_KEY_PASSWORD", default: "thingsboard", help: "HTTPS private key password; empty: the key store password" },
     Setting { name: "COAP_BIND_ADDRESS", default: "0.0.0.0", help: "address of the plain CoAP (UDP) endpoint" },
     Setting { name: "COAP_BIND_PORT", default: "5683", help: "port of the plain CoAP (UDP) endpoint" },
     Setting {
@@ -118,6 +147,10 @@ const SETTINGS: &[Setting] = &[
 #[derive(Debug, Clone)]
 pub struct Config {
     pub http_bind: String,
+    /// Timeouts and the connection cap of the REST API's HTTP server.
+    pub http: HttpSettings,
+    /// HTTPS credentials; `Some` exactly when `SSL_ENABLED`.
+    pub ssl: Option<ServerCredentials>,
     pub coap_bind: String,
     pub coap_base_url: String,
     pub dtls_enabled: bool,
@@ -211,10 +244,18 @@ impl Config {
         };
         let dtls_enabled = parse_bool(v, "COAP_DTLS_ENABLED")?;
         let dtls = if dtls_enabled { Some(DtlsSettings::from_values(v, dtls_port)?) } else { None };
+        let http = HttpSettings {
+            header_read_timeout: Duration::from_millis(positive(v, "HTTP_HEADER_READ_TIMEOUT_MS")? as u64),
+            keep_alive_timeout: Duration::from_millis(positive(v, "HTTP_KEEP_ALIVE_TIMEOUT_MS")? as u64),
+            max_connections: parse(v, "HTTP_MAX_CONNECTIONS")?,
+        };
+        let ssl = if parse_bool(v, "SSL_ENABLED")? { Some(ServerCredentials::from_values(v, "SSL_")?) } else { None };
         let admin_password = Some(get("COAPGATE_ADMIN_PASSWORD").to_string()).filter(|p| !p.is_empty());
         let workers: usize = parse(v, "SCRIPT_WORKERS")?;
         let config = Config {
             http_bind: format!("{}:{http_port}", get("HTTP_BIND_ADDRESS")),
+            http,
+            ssl,
             coap_bind: format!("{}:{coap_port}", get("COAP_BIND_ADDRESS")),
             coap_base_url,
             dtls_enabled,
@@ -252,7 +293,67 @@ impl Config {
     }
 }
 
-/// Where the DTLS endpoint's server credentials come from.
+/// The HTTP server's limits: what a connection may take before it is closed.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// From connecting (TLS handshake included), or from a request's first byte, to the end of
+    /// its head; and from there to the end of its body.
+    pub header_read_timeout: Duration,
+    /// Between the end of a response and the first byte of the next request.
+    pub keep_alive_timeout: Duration,
+    /// Connections open at once; 0 means derived from the descriptor limit at start-up.
+    pub max_connections: usize,
+}
+
+/// The HTTPS server's credentials, from ThingsBoard's `SSL_*` settings: a key store or PEM files.
+#[derive(Debug, Clone)]
+pub struct ServerCredentials {
+    /// The settings' prefix (`SSL_`), so that a loading error names the setting to fix.
+    pub prefix: &'static str,
+    pub source: DtlsCredentials,
+}
+
+impl ServerCredentials {
+    fn from_values(v: &BTreeMap<&'static str, String>, prefix: &'static str) -> anyhow::Result<ServerCredentials> {
+        let get = |name: &str| v.get(format!("{prefix}{name}").as_str()).map(String::as_str).unwrap_or_default().to_string();
+        let source = match get("CREDENTIALS_TYPE").trim().to_ascii_uppercase().as_str() {
+            "KEYSTORE" => {
+                let store_type = match get("KEY_STORE_TYPE").trim().to_ascii_uppercase().as_str() {
+                    "" => None,
+                    "JKS" => Some(coapgate_dtls::StoreType::Jks),
+                    "PKCS12" | "P12" => Some(coapgate_dtls::StoreType::Pkcs12),
+                    other => bail!("{prefix}KEY_STORE_TYPE: `{other}` is neither JKS nor PKCS12"),
+                };
+                let path = get("KEY_STORE");
+                if path.trim().is_empty() {
+                    bail!("{prefix}KEY_STORE: must name the key store file when {prefix}CREDENTIALS_TYPE=KEYSTORE");
+                }
+                DtlsCredentials::KeyStore {
+                    path: PathBuf::from(path),
+                    store_type,
+                    store_password: get("KEY_STORE_PASSWORD"),
+                    key_password: get("KEY_PASSWORD"),
+                    alias: get("KEY_ALIAS"),
+                }
+            }
+            "PEM" => {
+                let cert = get("PEM_CERT");
+                if cert.trim().is_empty() {
+                    bail!("{prefix}PEM_CERT: must name the certificate file when {prefix}CREDENTIALS_TYPE=PEM");
+                }
+                // As ThingsBoard: without a key file the key is read from the certificate file.
+                let key = Some(get("PEM_KEY")).filter(|k| !k.trim().is_empty()).unwrap_or_else(|| cert.clone());
+                DtlsCredentials::Pem { cert: cert.into(), key: key.into(), key_password: get("PEM_KEY_PASSWORD") }
+            }
+            other => bail!("{prefix}CREDENTIALS_TYPE: `{other}` is neither PEM nor KEYSTORE"),
+        };
+        Ok(ServerCredentials { prefix, source })
+    }
+}
+
+/// Where server credentials come from (the DTLS endpoint's, and HTTPS's through
+/// [`ServerCredentials`]).
+
 #[derive(Debug, Clone)]
 pub enum DtlsCredentials {
     KeyStore { path: PathBuf, store_type: Option<coapgate_dtls::StoreType>, store_password: String, key_password: String, alias: String },
@@ -403,6 +504,15 @@ mod tests {
         assert_eq!(dtls.bind, "0.0.0.0:5684");
         assert_eq!(dtls.connection_id_length, 8);
         assert!(matches!(dtls.credentials, DtlsCredentials::KeyStore { ref alias, .. } if alias == "serveralias"));
+        assert!(c.ssl.is_none());
+        assert_eq!(c.http.max_connections, 0);
+        // ThingsBoard's defaults; a PEM key may sit in the certificate file.
+        let c = Config::from_values(&values(&[("SSL_ENABLED", "true")])).unwrap();
+        let ssl = c.ssl.unwrap();
+        assert!(matches!(ssl.source, DtlsCredentials::Pem { ref cert, ref key, .. } if cert == key && cert.ends_with("server.pem")));
+        let c = Config::from_values(&values(&[("SSL_ENABLED", "true"), ("SSL_CREDENTIALS_TYPE", "keystore")])).unwrap();
+        assert!(matches!(c.ssl.unwrap().source, DtlsCredentials::KeyStore { ref alias, ref store_password, .. }
+            if alias == "tomcat" && store_password == "thingsboard"));
     }
 
     #[test]
@@ -418,6 +528,12 @@ mod tests {
             (vec![("COAP_DTLS_ENABLED", "true"), ("COAP_DTLS_KEY_STORE_TYPE", "JCEKS")], "COAP_DTLS_KEY_STORE_TYPE"),
             (vec![("COAP_DTLS_ENABLED", "true"), ("COAP_DTLS_CONNECTION_ID_LENGTH", "300")], "COAP_DTLS_CONNECTION_ID_LENGTH"),
             (vec![("COAP_DTLS_BASE_URL", "coap://x")], "COAP_DTLS_BASE_URL"),
+            (vec![("HTTP_HEADER_READ_TIMEOUT_MS", "0")], "HTTP_HEADER_READ_TIMEOUT_MS"),
+            (vec![("HTTP_MAX_CONNECTIONS", "-1")], "HTTP_MAX_CONNECTIONS"),
+            (vec![("SSL_ENABLED", "yes please")], "SSL_ENABLED"),
+            (vec![("SSL_ENABLED", "true"), ("SSL_CREDENTIALS_TYPE", "DER")], "SSL_CREDENTIALS_TYPE"),
+            (vec![("SSL_ENABLED", "true"), ("SSL_PEM_CERT", "")], "SSL_PEM_CERT"),
+            (vec![("SSL_ENABLED", "true"), ("SSL_CREDENTIALS_TYPE", "KEYSTORE"), ("SSL_KEY_STORE_TYPE", "JCEKS")], "SSL_KEY_STORE_TYPE"),
         ] {
             let err = Config::from_values(&values(&pairs)).unwrap_err().to_string();
             assert!(err.starts_with(expected), "{err}");

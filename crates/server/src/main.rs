@@ -12,6 +12,7 @@
 //! - [`uplink`]: converter output → storage record, with ThingsBoard's validation messages.
 //! - [`writer`]: the group-commit writer thread.
 //! - [`api`]: the REST API (ThingsBoard's paths and JSON).
+//! - [`http_server`]: the REST API's HTTP(S) server: accept loop, connection cap, timeouts, TLS.
 //! - [`console`]: the web console, embedded static files served at `/`.
 //! - [`decode`]: `coapgate decode`, the offline converter runner.
 //! - [`bench`]: `coapgate bench`, the CoAP load generator.
@@ -26,6 +27,7 @@ mod dtls_endpoint;
 mod demo;
 mod events;
 mod histogram;
+mod http_server;
 mod metrics;
 mod pipeline;
 mod registry;

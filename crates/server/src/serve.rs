@@ -15,6 +15,7 @@ use crate::dtls_endpoint::DtlsTransport;
 use crate::events::EventSink;
 use crate::metrics::Metrics;
 use crate::histogram::Histogram;
+use crate::http_server::HttpServer;
 use crate::pipeline::{Pipeline, SCRIPT_MICROS_BUCKETS};
 use crate::config::Config;
 use crate::registry::Registry;
@@ -27,12 +28,13 @@ pub fn run(config: Config, demo: bool) -> anyhow::Result<()> {
 
 async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let started = Instant::now();
-    // The DTLS credentials first: a wrong key store password stops start-up before anything
-    // is created on disk.
+    // The DTLS and HTTPS credentials first: a wrong key store password stops start-up before
+    // anything is created on disk.
     let dtls_credentials = match &config.dtls {
         Some(settings) => Some(crate::dtls_endpoint::load_credentials(&settings.credentials)?),
         None => None,
     };
+    let tls = config.ssl.as_ref().map(crate::http_server::tls_acceptor).transpose()?;
     let store = open_store(&config)?;
     let generated_password = api::ensure_admin_user(store.as_ref(), &config.admin_username, config.admin_password.as_deref())
         .context("creating the admin user")?;
@@ -100,7 +102,6 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("HTTP_BIND_ADDRESS/HTTP_BIND_PORT: cannot listen on tcp {}", config.http_bind))?;
 
-    print_banner(&config, &endpoint, dtls_endpoint.as_deref(), &http, generated_password.as_deref(), demo_command.as_deref(), started);
     let metrics = Arc::new(Metrics {
         endpoint: endpoint.clone(),
         dtls: dtls_endpoint.clone(),
@@ -109,13 +110,17 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         events: events.clone(),
         script_micros,
     });
+    let http_settings = config.http.clone();
+    let config = Arc::new(config);
+    let app = api::router(AppState { store, registry, jwt, config: config.clone(), pool, events, metrics });
+    let http = HttpServer::new(http, app, http_settings, tls);
+
+    print_banner(&config, &endpoint, dtls_endpoint.as_deref(), &http, generated_password.as_deref(), demo_command.as_deref(), started);
     tokio::spawn(endpoint.run());
     if let Some(dtls) = dtls_endpoint {
         tokio::spawn(dtls.run());
     }
-    let config = Arc::new(config);
-    let app = api::router(AppState { store, registry, jwt, config, pool, events, metrics });
-    axum::serve(http, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")?;
+    http.run(shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -163,20 +168,20 @@ fn print_banner(
     config: &Config,
     endpoint: &CoapEndpoint,
     dtls: Option<&CoapEndpoint>,
-    http: &TcpListener,
+    http: &HttpServer,
     generated_password: Option<&str>,
     demo_command: Option<&str>,
     started: Instant,
 ) {
     let coap = endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    let http = http.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let (scheme, http) = (http.scheme(), http.local_addr().map(|a| a.to_string()).unwrap_or_default());
     println!("coapgate {} ready in {} ms", env!("CARGO_PKG_VERSION"), started.elapsed().as_millis());
     println!("  CoAP      udp://{coap}  (devices: {}/i/<routing key>)", config.coap_base_url);
     if let Some(dtls) = dtls {
         let addr = dtls.local_addr().map(|a| a.to_string()).unwrap_or_default();
         println!("  DTLS      udp://{addr}  (devices: {}/i/<routing key>)", config.coap_dtls_base_url);
     }
-    println!("  REST API  http://{http}/api");
+    println!("  REST API  {scheme}://{http}/api");
     println!("  data      {} (database {})", config.data_dir.display(), config.database_path.display());
     if let Some(password) = generated_password {
         println!("  admin     {} / {password}   (generated now and shown only this once)", config.admin_username);

@@ -24,6 +24,22 @@ pub enum OutputError {
     BadName(&'static str),
     #[error("'{field}' must be {expected}")]
     BadField { field: String, expected: &'static str },
+    /// ThingsBoard's `@Length` message; the name is never stored, however long.
+    #[error("{0} length must be equal or less than {MAX_NAME_CHARS}")]
+    TooLong(String),
+}
+
+/// ThingsBoard's limit on entity names, types, labels and telemetry or attribute keys (its
+/// `@Length` default and the `varchar(255)` columns): a longer one is refused, never stored.
+pub const MAX_NAME_CHARS: usize = 255;
+
+/// `Err` when `text` is longer than [`MAX_NAME_CHARS`] characters.
+pub fn check_length(field: &str, text: &str) -> Result<(), OutputError> {
+    // Bytes bound characters from above: count characters only for long texts.
+    if text.len() > MAX_NAME_CHARS && text.chars().count() > MAX_NAME_CHARS {
+        return Err(OutputError::TooLong(field.to_string()));
+    }
+    Ok(())
 }
 
 /// Builds the record for one uplink from the converter's output. `received_ts` is the server time
@@ -82,6 +98,10 @@ fn entity_update(o: &Map<String, Value>, received_ts: Millis) -> Result<EntityUp
         Some(Value::Object(a)) => typed_values(a),
         Some(_) => return Err(OutputError::BadField { field: "attributes".into(), expected: "an object" }),
     };
+    let telemetry_keys = update.telemetry.iter().flat_map(|(_, values)| values.iter().map(|(k, _)| ("telemetry key", k)));
+    for (field, key) in telemetry_keys.chain(update.attributes.iter().map(|(k, _)| ("attribute key", k))) {
+        check_length(field, key)?;
+    }
     Ok(update)
 }
 
@@ -91,7 +111,7 @@ fn text_field(o: &Map<String, Value>, field: &'static str) -> Result<Option<Stri
     match o.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::String(s)) => check_length(field, s).map(|()| Some(s.clone())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
         Some(Value::Bool(b)) => Ok(Some(b.to_string())),
         Some(_) => Err(OutputError::BadName(field)),
@@ -243,6 +263,34 @@ mod tests {
         assert_eq!(
             OutputError::NoEntityName.to_string(),
             "Either 'deviceName' or 'assetName' should be present in the converter output!"
+        );
+    }
+
+    #[test]
+    fn names_and_keys_are_bounded_as_thingsboard() {
+        let at_limit = "n".repeat(MAX_NAME_CHARS);
+        let over = "é".repeat(MAX_NAME_CHARS + 1);
+        assert!(record(&json!({"deviceName": at_limit, "telemetry": {at_limit.clone(): 1}})).is_ok());
+        // Multi-byte characters count as one: 255 of them fit.
+        assert!(record(&json!({"deviceName": "é".repeat(MAX_NAME_CHARS)})).is_ok());
+        for (output, field) in [
+            (json!({"deviceName": "n".repeat(900_000)}), "deviceName"),
+            (json!({"deviceName": over}), "deviceName"),
+            (json!({"deviceName": "a", "deviceType": over}), "deviceType"),
+            (json!({"deviceName": "a", "deviceLabel": over}), "deviceLabel"),
+            (json!({"assetName": over, "assetType": "t"}), "assetName"),
+            (json!({"assetName": "a", "assetType": over}), "assetType"),
+            (json!({"deviceName": "a", "customerName": over}), "customerName"),
+            (json!({"deviceName": "a", "groupName": over}), "groupName"),
+            (json!({"deviceName": "a", "telemetry": {over.clone(): 1}}), "telemetry key"),
+            (json!({"deviceName": "a", "telemetry": [{"ts": 1, "values": {over.clone(): 1}}]}), "telemetry key"),
+            (json!({"deviceName": "a", "attributes": {over.clone(): 1}}), "attribute key"),
+        ] {
+            assert_eq!(record(&output).unwrap_err(), OutputError::TooLong(field.into()), "{field}");
+        }
+        assert_eq!(
+            OutputError::TooLong("deviceName".into()).to_string(),
+            "deviceName length must be equal or less than 255"
         );
     }
 

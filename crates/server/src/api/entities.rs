@@ -73,6 +73,7 @@ pub async fn save_converter(State(state): State<AppState>, body: Bytes) -> ApiRe
         .filter(|n| !n.trim().is_empty())
         .ok_or_else(|| ApiError::bad_request("Converter name should be specified!"))?
         .to_string();
+    super::bounded_name("name", &name)?;
     let converter_type = opt_str(&body, "type")?.ok_or_else(|| ApiError::bad_request("Converter type should be specified!"))?;
     if converter_type != "UPLINK" && converter_type != "DOWNLINK" {
         return Err(ApiError::bad_request(format!("Field 'type' must be UPLINK or DOWNLINK, not '{converter_type}'")));
@@ -219,6 +220,7 @@ pub async fn save_integration(State(state): State<AppState>, body: Bytes) -> Api
         .filter(|n| !n.trim().is_empty())
         .ok_or_else(|| ApiError::bad_request("Integration name should be specified!"))?
         .to_string();
+    super::bounded_name("name", &name)?;
     let integration_type = opt_str(&body, "type")?.ok_or_else(|| ApiError::bad_request("Integration type should be specified!"))?;
     if integration_type != "COAP" {
         return Err(ApiError::bad_request(format!("Field 'type': integration type '{integration_type}' is not supported, only COAP")));

@@ -227,13 +227,25 @@ pub fn page_query(q: &Query) -> ApiResult<PageQuery> {
         Some(s) if s == "DESC" => true,
         Some(s) => return Err(ApiError::bad_request(format!("Parameter 'sortOrder' must be ASC or DESC, not '{s}'"))),
     };
+    // Names are at most 255 characters, so a longer search matches nothing; refusing it keeps a
+    // huge LIKE pattern away from the database (which fails on one: a 500 before).
+    let text_search = q.get("textSearch").cloned();
+    if let Some(text) = &text_search {
+        bounded_name("textSearch", text)?;
+    }
     Ok(PageQuery {
         page_size,
         page: query_number(q, "page")?.unwrap_or(0),
-        text_search: q.get("textSearch").cloned(),
+        text_search,
         sort_property: q.get("sortProperty").cloned().filter(|s| !s.is_empty()),
         sort_descending,
     })
+}
+
+/// 400 when a name, type or key given to the API is longer than ThingsBoard allows
+/// ([`crate::uplink::MAX_NAME_CHARS`]), with ThingsBoard's `@Length` message.
+pub fn bounded_name(field: &str, text: &str) -> ApiResult<()> {
+    crate::uplink::check_length(field, text).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 pub fn parse_uuid(text: &str) -> ApiResult<uuid::Uuid> {

@@ -99,8 +99,9 @@ impl Server {
             if let Some(rest) = line.trim().strip_prefix("DTLS      udp://") {
                 dtls = Some(rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap());
             }
-            if let Some(rest) = line.trim().strip_prefix("REST API  http://") {
-                http = Some(format!("http://{}", rest.trim_end_matches("/api")));
+            if let Some(rest) = line.trim().strip_prefix("REST API  ") {
+                // http://ADDR/api, or https:// with SSL_ENABLED.
+                http = Some(rest.trim_end_matches("/api").to_string());
             }
         }
         // Let the demo lines (printed with the banner) arrive.
