@@ -50,8 +50,10 @@ pub struct HashPool {
 }
 
 struct PoolInner {
-    /// One permit per hashing thread; a permit is held while bcrypt runs on a blocking thread.
-    permits: Semaphore,
+    /// One permit per hashing thread. The permit moves into the blocking task and is released
+    /// when bcrypt returns, not when the request goes away: a client that disconnects mid-hash
+    /// cannot make room for more hashes than threads.
+    permits: Arc<Semaphore>,
     /// Hashes running or waiting for a permit, to bound the queue.
     admitted: AtomicUsize,
     running: AtomicUsize,
@@ -69,7 +71,7 @@ impl Default for HashPool {
     fn default() -> HashPool {
         HashPool {
             inner: Arc::new(PoolInner {
-                permits: Semaphore::new(HASH_THREADS),
+                permits: Arc::new(Semaphore::new(HASH_THREADS)),
                 admitted: AtomicUsize::new(0),
                 running: AtomicUsize::new(0),
                 peak_running: AtomicUsize::new(0),
@@ -94,9 +96,10 @@ impl HashPool {
         let _admitted = scopeguard(|| {
             inner.admitted.fetch_sub(1, Ordering::AcqRel);
         });
-        let permit = inner.permits.acquire().await.map_err(|e| HashRefused::Failed(e.to_string()))?;
+        let permit = inner.permits.clone().acquire_owned().await.map_err(|e| HashRefused::Failed(e.to_string()))?;
         let pool = self.inner.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let running = pool.running.fetch_add(1, Ordering::AcqRel) + 1;
             pool.peak_running.fetch_max(running, Ordering::AcqRel);
             let value = work();
@@ -105,9 +108,7 @@ impl HashPool {
             value
         })
         .await
-        .map_err(|e| HashRefused::Failed(e.to_string()));
-        drop(permit);
-        result
+        .map_err(|e| HashRefused::Failed(e.to_string()))
     }
 
     /// Whether `password` matches `hash`; with no hash (unknown user) the same work is done
