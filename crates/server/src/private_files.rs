@@ -21,10 +21,10 @@ pub fn restrict_new_files() {
 /// the files directly in them. Failures are logged, not fatal: a read-only mount still starts.
 pub fn tighten(config: &Config) {
     let mut dirs = vec![config.data_dir.clone()];
-    if let Some(parent) = config.database_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !dirs.iter().any(|d| d == parent) {
-            dirs.push(parent.to_path_buf());
-        }
+    if let Some(parent) = config.database_path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !dirs.iter().any(|d| d == parent)
+    {
+        dirs.push(parent.to_path_buf());
     }
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };

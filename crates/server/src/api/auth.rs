@@ -392,13 +392,14 @@ pub async fn change_password(
     body: Bytes,
 ) -> Result<Response, Response> {
     let body = parse_body(&body).map_err(IntoResponse::into_response)?;
-    let field = |name: &str| -> Result<String, Response> {
+    let field = |name: &str| -> ApiResult<String> {
         body.get(name)
             .and_then(Value::as_str)
             .map(str::to_string)
-            .ok_or_else(|| ApiError::bad_request(format!("Field '{name}' is required")).into_response())
+            .ok_or_else(|| ApiError::bad_request(format!("Field '{name}' is required")))
     };
-    let (current, new) = (field("currentPassword")?, field("newPassword")?);
+    let current = field("currentPassword").map_err(IntoResponse::into_response)?;
+    let new = field("newPassword").map_err(IntoResponse::into_response)?;
     let jwt = &state.jwt;
     let credentials = password::credentials_version(&user.password_hash);
     jwt.limits
