@@ -18,7 +18,7 @@ start_server() {
   [ -n "$SERVER" ] && { kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; }
   rm -rf "$WORK/data"
   COAP_BIND_ADDRESS=127.0.0.1 HTTP_BIND_ADDRESS=127.0.0.1 COAP_BIND_PORT=$COAP_PORT HTTP_BIND_PORT=$HTTP_PORT \
-    COAPGATE_ADMIN_PASSWORD=bench COAPGATE_DATA_DIR="$WORK/data" RUST_LOG=warn "$BIN" serve --demo > "$WORK/out.txt" &
+    COAPGATE_ADMIN_PASSWORD=bench-password COAPGATE_DATA_DIR="$WORK/data" RUST_LOG=warn "$BIN" serve --demo > "$WORK/out.txt" &
   SERVER=$!
   for _ in $(seq 50); do grep -q 'coap-client' "$WORK/out.txt" 2>/dev/null && break; sleep 0.1; done
   URL=$(grep -o 'coap://[^ ]*' "$WORK/out.txt" | tail -1)

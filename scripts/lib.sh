@@ -16,7 +16,7 @@ build_coapgate() {
 start_demo() {
   local work=$1
   COAP_BIND_ADDRESS=127.0.0.1 HTTP_BIND_ADDRESS=127.0.0.1 COAP_BIND_PORT=${COAP_PORT:-25783} HTTP_BIND_PORT=${HTTP_PORT:-28180} \
-    COAPGATE_ADMIN_PASSWORD=bench COAPGATE_DATA_DIR="$work/data" RUST_LOG=warn "$COAPGATE_BIN" serve --demo > "$work/out.txt" 2>&1 &
+    COAPGATE_ADMIN_PASSWORD=bench-password COAPGATE_DATA_DIR="$work/data" RUST_LOG=warn "$COAPGATE_BIN" serve --demo > "$work/out.txt" 2>&1 &
   SERVER=$!
   for _ in $(seq 100); do grep -q 'coap-client' "$work/out.txt" 2>/dev/null && break; sleep 0.1; done
   URL=$(grep -o 'coap://[^ ]*' "$work/out.txt" | tail -1)

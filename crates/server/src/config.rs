@@ -125,7 +125,8 @@ const SETTINGS: &[Setting] = &[
     Setting {
         name: "COAPGATE_ADMIN_PASSWORD",
         default: "",
-        help: "first-run admin password; a random one is generated and printed once if empty",
+        help: "first-run admin password (6 to 72 characters); a random one is generated and printed once if empty; \
+               later changes are ignored: use `coapgate reset-password`",
     },
     Setting { name: "EVENTS_TTL_DAYS", default: "7", help: "how long debug, lifecycle, statistics and error events are kept" },
     Setting { name: "SCRIPT_WORKERS", default: "0", help: "converter worker threads; 0 means one per CPU core" },

@@ -16,6 +16,8 @@
 //! - [`console`]: the web console, embedded static files served at `/`.
 //! - [`decode`]: `coapgate decode`, the offline converter runner.
 //! - [`bench`]: `coapgate bench`, the CoAP load generator.
+//! - [`reset_password`]: `coapgate reset-password`, a user's password from the command line.
+//! - [`private_files`]: umask 077 and 0600 data files (secrets live in the databases).
 
 mod api;
 mod bench;
@@ -30,7 +32,9 @@ mod histogram;
 mod http_server;
 mod metrics;
 mod pipeline;
+mod private_files;
 mod registry;
+mod reset_password;
 mod serve;
 mod uplink;
 mod udp_io;
@@ -68,6 +72,8 @@ enum Command {
     Decode(decode::DecodeArgs),
     /// Load-test a CoAP endpoint with simulated devices and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Set a user's password (default: the admin's); every token issued before stops working.
+    ResetPassword(reset_password::ResetPasswordArgs),
 }
 
 // Uplinks are allocated on the receive thread and freed on the script, writer and sync threads;
@@ -84,15 +90,20 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    private_files::restrict_new_files();
     let result = match cli.command {
         Command::Serve { demo, config, data_dir } => config::Config::load(config.as_deref(), data_dir.as_deref())
-            .and_then(|config| serve::run(config, demo)),
+            .and_then(|config| {
+                private_files::tighten(&config);
+                serve::run(config, demo)
+            }),
         Command::Config => {
             print!("{}", config::commented_example());
             Ok(())
         }
         Command::Decode(args) => decode::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::ResetPassword(args) => reset_password::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

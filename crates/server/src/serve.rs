@@ -38,7 +38,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let store = open_store(&config)?;
     let generated_password = api::ensure_admin_user(store.as_ref(), &config.admin_username, config.admin_password.as_deref())
         .context("creating the admin user")?;
-    let jwt = Arc::new(Jwt::load(store.as_ref()).context("loading the token secret")?);
+    let jwt = Arc::new(Jwt::load(store.clone()).context("loading the token secret")?);
     // A blocking std socket, never registered with tokio: one thread receives on it in batches
     // and any thread sends (udp_io).
     let coap_socket = std::net::UdpSocket::bind(&config.coap_bind)

@@ -56,6 +56,8 @@ pub trait Store: Send + Sync + 'static {
     fn insert_user(&self, user: &User) -> Result<()>;
     fn user_by_email(&self, email: &str) -> Result<Option<User>>;
     fn user(&self, id: Uuid) -> Result<Option<User>>;
+    /// Replaces a user's bcrypt hash; false when there is no such user.
+    fn set_user_password_hash(&self, id: Uuid, password_hash: &str) -> Result<bool>;
 
     /// Inserts or replaces the converter with this id.
     fn save_converter(&self, converter: &Converter) -> Result<()>;

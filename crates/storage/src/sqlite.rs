@@ -625,6 +625,10 @@ impl Store for SqliteStore {
         })
     }
 
+    fn set_user_password_hash(&self, id: Uuid, password_hash: &str) -> Result<bool> {
+        self.with_conn(|c| Ok(c.execute("UPDATE app_user SET password_hash = ?2 WHERE id = ?1", params![id, password_hash])? > 0))
+    }
+
     fn save_converter(&self, v: &Converter) -> Result<()> {
         self.with_conn(|c| {
             c.execute(

@@ -12,6 +12,9 @@ mod entities;
 mod events;
 mod groups;
 mod json;
+mod login_limits;
+mod password;
+mod sessions;
 mod telemetry;
 
 use std::collections::HashMap;
@@ -31,7 +34,8 @@ use crate::config::Config;
 use crate::events::EventSink;
 use crate::registry::Registry;
 
-pub use auth::{Jwt, ensure_admin_user};
+pub use auth::{Jwt, ensure_admin_user, generate_password};
+pub use password::{HASH_COST as PASSWORD_HASH_COST, check_policy as check_password_policy};
 pub use entities::random_secret;
 
 /// What every handler can reach.
@@ -50,6 +54,7 @@ pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/api/auth/user", get(auth::current_user))
         .route("/api/auth/logout", post(auth::logout))
+        .route("/api/auth/changePassword", post(auth::change_password))
         .route("/api/converter", post(entities::save_converter))
         .route("/api/converter/testUpLink", post(entities::test_uplink))
         .route("/api/converter/{id}", get(entities::get_converter).delete(entities::delete_converter))
@@ -107,7 +112,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/token", post(auth::refresh))
-        .route("/metrics", get(|State(state): State<AppState>| async move { state.metrics.render() }))
+        .route("/metrics", get(|State(state): State<AppState>| async move { state.metrics.render() + &state.jwt.render_metrics() }))
         .merge(protected)
         // The web console's page and files; any other path is the API's 404.
         .fallback(|method: axum::http::Method, uri: axum::http::Uri, headers: axum::http::HeaderMap| async move {
