@@ -17,8 +17,11 @@ fn overload_sheds_with_503_keeps_memory_bounded_and_recovers() {
     let server = Server::start_with(&[("COAP_MAX_IN_FLIGHT", "64"), ("SCRIPT_QUEUE_CAPACITY", "32")], &[]);
     let converter = server.create_converter(
         "slow",
+        // Each point gets its own timestamp: two uplinks of one device committed in the same
+        // millisecond would otherwise be one point (entity, key, ts), and the count below would
+        // miss an uplink that was stored.
         "var t = Date.now(); while (Date.now() - t < 2) {} var p = decodeToString(payload).split(','); \
-         return {deviceName: p[0], telemetry: {n: parseInt(p[1])}};",
+         return {deviceName: p[0], telemetry: {ts: 1700000000000 + parseInt(p[1]), values: {n: parseInt(p[1])}}};",
     );
     let integration = server.create_integration("slow", &converter, json!({}));
     let path = endpoint_path(&integration);
