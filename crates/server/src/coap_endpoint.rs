@@ -36,6 +36,13 @@ use crate::registry::{Registry, Route, SecurityMode};
 /// Seconds a client should wait before retrying after a 5.03.
 const OVERLOAD_MAX_AGE_SECS: u32 = 1;
 
+/// The critical options (odd numbers, RFC 7252 §5.4.1) this server understands: RFC 7252's and
+/// RFC 7959's Block1/Block2. Any other critical option in a request is answered 4.02 Bad Option.
+const RECOGNIZED_CRITICAL_OPTIONS: [u16; 11] = {
+    use coapgate_coap::message::option::*;
+    [IF_MATCH, URI_HOST, IF_NONE_MATCH, URI_PORT, URI_PATH, URI_QUERY, ACCEPT, BLOCK2, BLOCK1, PROXY_URI, PROXY_SCHEME]
+};
+
 /// The answer to one request, before it is framed as ACK, NON or separate CON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
@@ -322,12 +329,29 @@ impl CoapEndpoint {
                 self.send(&bytes, peer);
                 return;
             }
+            Lookup::Committed => {
+                // A retransmission of a stored uplink whose entry was evicted: what was stored
+                // with it is the 2.01 framed for this very request, which framing reproduces.
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                self.send(&self.frame(&request, &Reply::created()).encode(), peer);
+                return;
+            }
             Lookup::Full(_) => {
                 self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
                 let reply = Reply::overloaded();
                 self.send(&self.frame(&request, &reply).encode(), peer);
                 return;
             }
+        }
+        // RFC 7252 §5.4.1: a critical option we do not understand makes the request fail as a
+        // whole (4.02 for a CON, RST for a NON); it is never processed, let alone stored.
+        if let Some(number) = request.unrecognized_critical_option(&RECOGNIZED_CRITICAL_OPTIONS) {
+            tracing::debug!("request from {peer} with unrecognized critical option {number}");
+            if !confirmable {
+                let rst: Arc<[u8]> = Message::reset(request.message_id).encode().into();
+                return self.answer_with(&request, peer, rst);
+            }
+            return self.answer_now(&request, peer, Reply::new(Code::BAD_OPTION, "Bad Option"));
         }
         match self.route(&request, auth) {
             Err(reply) => self.answer_now(&request, peer, reply),
@@ -463,7 +487,16 @@ impl CoapEndpoint {
         let payload = std::mem::take(&mut request.payload);
         let content_format = request.content_format();
         let responder = Responder { endpoint: self.clone(), request, peer, created, answered: false };
-        let job = self.pipeline.decode_job(route, content_format, payload, metadata, responder, Some(exchange));
+        let job = self.pipeline.decode_job(
+            route,
+            content_format,
+            payload,
+            metadata,
+            responder,
+            Some(exchange),
+            // A converter blocked by one source's payloads stays open to the others.
+            Some(coapgate_coap::host::source_host(peer)),
+        );
         if let Err(refused) = self.pool.try_submit(job) {
             // The job's own completion answers (5.03 for a full pool) through its responder.
             self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
@@ -483,6 +516,10 @@ impl CoapEndpoint {
             && self.unanswered_lock().remove(&(peer, request.message_id)).is_some_and(|u| u.acked);
         if !separate {
             return self.deliver(request, peer, reply, created);
+        }
+        if reply == Reply::created() {
+            // Its entry keeps the empty ACK; once stored, its key must outlive an eviction.
+            self.dedup.lock().unwrap_or_else(|e| e.into_inner()).mark_committed(peer, request.message_id);
         }
         match &self.runtime {
             Some(runtime) => {
@@ -521,7 +558,13 @@ impl CoapEndpoint {
     /// after a crash sends is exactly what was sent the first time.
     fn deliver(&self, request: &Message, peer: SocketAddr, reply: Reply, created: &Arc<[u8]>) {
         if reply == Reply::created() {
-            self.answer_with(request, peer, created.clone());
+            // Committed: should the entry be evicted, its key stays (see `DedupCache`).
+            self.dedup.lock().unwrap_or_else(|e| e.into_inner()).complete_committed(
+                peer,
+                request.message_id,
+                created.clone(),
+            );
+            self.send(created, peer);
         } else {
             self.answer_now(request, peer, reply);
         }
@@ -546,7 +589,7 @@ impl CoapEndpoint {
             let age = Duration::from_millis(now_ms.saturating_sub(e.ts).max(0) as u64);
             let inserted = now.checked_sub(age).unwrap_or(now);
             if dedup.check_and_insert(peer, e.message_id, true, inserted) == Lookup::New {
-                dedup.complete(peer, e.message_id, e.response.into());
+                dedup.complete_committed(peer, e.message_id, e.response.into());
                 restored += 1;
             }
         }

@@ -64,6 +64,9 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         dedup: DedupConfig {
             max_entries: config.dedup_max_entries,
             max_entries_per_peer: config.dedup_max_entries_per_peer,
+            // A quarter of the cache per source host: one host (from any number of ports) can
+            // churn only its own entries; evicting anyone else's takes four hosts.
+            max_entries_per_host: (config.dedup_max_entries / 4).max(1),
             ..DedupConfig::default()
         },
         block1: Block1Config { max_body: config.max_body_bytes, ..Block1Config::default() },
