@@ -49,6 +49,20 @@
 //! (oldest dropped first, counted in [`DedupCache::committed_dropped`]);
 //! at about 40 bytes a key it costs a fraction of a full entry.
 //!
+//! # When memory is not enough: [`Lookup::Unsure`]
+//!
+//! Keys dropped from a full index, and exchanges a restart did not load
+//! ([`DedupCache::mark_unsure_until`]), exist only in the caller's durable
+//! log. Until their lifetime ends, the cache answers a miss that could be a
+//! retransmission of one of them with [`Lookup::Unsure`] (tracked as
+//! [`Entry::InProgress`], like [`Lookup::New`]): the caller looks the key up
+//! in its log, off its receive path, before processing. To keep those
+//! lookups rare, only misses from the host whose keys were dropped count,
+//! and of those only message ids *behind* the newest one the peer used
+//! (RFC 7252 §4.4 has a client pick ids in sequence, so a new request is
+//! ahead and a retransmission behind), or from a peer with nothing left in
+//! the cache to tell.
+//!
 //! # Complexity
 //!
 //! All operations are amortised O(1). Expiry is lazy: each call that takes a
@@ -142,6 +156,11 @@ pub enum Lookup {
     /// Duplicate of a committed exchange whose entry was evicted (only its key is
     /// left): answer with the response stored with its data, and do not process it.
     Committed,
+    /// Not in memory, but possibly a retransmission of a committed exchange that only the
+    /// caller's durable log still knows (see the module documentation); tracked as
+    /// [`Entry::InProgress`]. Look it up there: if found, answer with the stored response and
+    /// [`DedupCache::complete_committed`]; if not, process it as [`Lookup::New`].
+    Unsure,
     /// The exchange cannot be tracked right now; answer 5.03 instead of processing.
     Full(Limit),
 }
@@ -165,16 +184,25 @@ struct Counts {
     per_peer: HashMap<SocketAddr, u32>,
     per_host: HashMap<IpAddr, u32>,
     host_done: HashMap<IpAddr, VecDeque<(Key, u64)>>,
+    /// The newest message id of each peer with live entries (in RFC 7252's sequence order).
+    last_mid: HashMap<SocketAddr, u16>,
 }
 
 impl Counts {
-    fn add(&mut self, peer: SocketAddr) {
+    fn add(&mut self, peer: SocketAddr, message_id: u16) {
+        let last = self.last_mid.entry(peer).or_insert(message_id);
+        if is_behind(*last, message_id) {
+            *last = message_id;
+        }
         *self.per_peer.entry(peer).or_insert(0) += 1;
         *self.per_host.entry(source_host(peer)).or_insert(0) += 1;
     }
 
     fn remove(&mut self, peer: SocketAddr) {
         decrement(&mut self.per_peer, peer);
+        if !self.per_peer.contains_key(&peer) {
+            self.last_mid.remove(&peer);
+        }
         let host = source_host(peer);
         decrement(&mut self.per_host, host);
         if !self.per_host.contains_key(&host) {
@@ -186,6 +214,15 @@ impl Counts {
         self.per_host.get(host).map_or(0, |&c| c as usize)
     }
 }
+
+/// Whether message id `a` comes before `b` in a peer's sequence (16-bit serial arithmetic).
+fn is_behind(a: u16, b: u16) -> bool {
+    let ahead = b.wrapping_sub(a);
+    ahead != 0 && ahead < 0x8000
+}
+
+/// Most hosts tracked as unsure; beyond it every host is.
+const MAX_UNSURE_HOSTS: usize = 4096;
 
 fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, key: K) {
     if let Some(count) = counts.get_mut(&key) {
@@ -205,12 +242,15 @@ struct CommittedIndex {
 }
 
 impl CommittedIndex {
-    fn insert(&mut self, key: Key, inserted: Instant, bound: usize) {
+    /// Adds a key; returns the newest key dropped to make room, with its arrival time.
+    fn insert(&mut self, key: Key, inserted: Instant, bound: usize) -> Option<(Key, Instant)> {
+        let mut dropped = None;
         while self.keys.len() >= bound {
-            let Some((old, at)) = self.order.pop_front() else { return };
+            let (old, at) = self.order.pop_front()?;
             if self.keys.get(&old) == Some(&at) {
                 self.keys.remove(&old);
                 self.dropped += 1;
+                dropped = Some((old, at));
             }
         }
         self.keys.insert(key, inserted);
@@ -219,6 +259,7 @@ impl CommittedIndex {
             let keys = &self.keys;
             self.order.retain(|(k, at)| keys.get(k) == Some(at));
         }
+        dropped
     }
 
     fn purge(&mut self, lifetime: Duration, now: Instant) {
@@ -245,6 +286,10 @@ pub struct DedupCache {
     /// Completed entries in completion order, all hosts together and per host.
     done_queue: VecDeque<(Key, u64)>,
     committed: CommittedIndex,
+    /// Until when a host's committed keys may be only in the durable log (dropped from the
+    /// full index); `unsure_all` for every host (a restart that did not load everything).
+    unsure_hosts: HashMap<IpAddr, Instant>,
+    unsure_all: Option<Instant>,
     next_id: u64,
 }
 
@@ -284,6 +329,8 @@ impl DedupCache {
             non_queue: VecDeque::new(),
             done_queue: VecDeque::new(),
             committed: CommittedIndex::default(),
+            unsure_hosts: HashMap::new(),
+            unsure_all: None,
             next_id: 0,
         }
     }
@@ -352,6 +399,7 @@ impl DedupCache {
         if self.committed.keys.contains_key(&key) {
             return Lookup::Committed;
         }
+        let unsure = self.unsure(peer, message_id, now);
         if self.peer_len(&peer) >= self.config.max_entries_per_peer {
             return Lookup::Full(Limit::PerPeer);
         }
@@ -377,14 +425,41 @@ impl DedupCache {
                 confirmable,
             },
         );
-        self.counts.add(peer);
+        self.counts.add(peer, message_id);
         if confirmable {
             self.con_queue.push_back((key, id));
         } else {
             self.non_queue.push_back((key, id));
         }
         self.maybe_compact();
-        Lookup::New
+        if unsure { Lookup::Unsure } else { Lookup::New }
+    }
+
+    /// Declares that committed exchanges of any peer that arrived before `until - lifetime_con`
+    /// may be missing from memory until `until` (e.g. a restart loaded only the newest ones).
+    pub fn mark_unsure_until(&mut self, until: Instant) {
+        self.unsure_all = self.unsure_all.max(Some(until));
+    }
+
+    /// Whether a miss for `(peer, message_id)` may be a retransmission of a committed exchange
+    /// known only to the durable log.
+    fn unsure(&mut self, peer: SocketAddr, message_id: u16, now: Instant) -> bool {
+        if self.unsure_all.is_some_and(|until| until <= now) {
+            self.unsure_all = None;
+        }
+        let host = source_host(peer);
+        if let Some(&until) = self.unsure_hosts.get(&host)
+            && until <= now
+        {
+            self.unsure_hosts.remove(&host);
+        }
+        if self.unsure_all.is_none() && !self.unsure_hosts.contains_key(&host) {
+            return false;
+        }
+        match self.counts.last_mid.get(&peer) {
+            Some(&last) => !is_behind(last, message_id),
+            None => true,
+        }
     }
 
     /// Records the encoded response for an exchange so duplicates can be
@@ -528,8 +603,22 @@ impl DedupCache {
             self.config.lifetime_non
         };
         if slot.committed && now.saturating_duration_since(slot.inserted) < lifetime {
-            self.committed
-                .insert(key, slot.inserted, self.config.max_entries.max(1));
+            if let Some((dropped, at)) =
+                self.committed
+                    .insert(key, slot.inserted, self.config.max_entries.max(1))
+            {
+                // That key now lives only in the durable log, for the rest of its lifetime.
+                let until = at + self.config.lifetime_con;
+                if self.unsure_hosts.len() >= MAX_UNSURE_HOSTS {
+                    self.unsure_hosts.retain(|_, u| *u > now);
+                }
+                if self.unsure_hosts.len() >= MAX_UNSURE_HOSTS {
+                    self.mark_unsure_until(until);
+                } else {
+                    let host = self.unsure_hosts.entry(source_host(dropped.0)).or_insert(until);
+                    *host = (*host).max(until);
+                }
+            }
         }
         true
     }
@@ -657,7 +746,30 @@ mod tests {
         assert_eq!(cache.committed_len(), 3);
         assert_eq!(cache.committed_dropped(), 44);
         assert_eq!(cache.check_and_insert(peer(1), 46, true, t0), Lookup::Committed);
-        assert_eq!(cache.check_and_insert(peer(1), 40, true, t0), Lookup::New);
+        // Dropped keys are left to the durable log: an id behind the peer's newest one may be
+        // a retransmission, an id ahead of it is a new request.
+        assert_eq!(cache.check_and_insert(peer(1), 40, true, t0), Lookup::Unsure);
+        assert_eq!(cache.check_and_insert(peer(1), 50, true, t0), Lookup::New);
+        // Another host is not concerned; after the lifetime no one is.
+        assert_eq!(cache.check_and_insert(peer(2), 40, true, t0), Lookup::New);
+        let later = t0 + Duration::from_secs(247);
+        assert_eq!(cache.check_and_insert(peer(1), 41, true, later), Lookup::New);
+    }
+
+    #[test]
+    fn a_restart_that_did_not_load_everything_makes_misses_unsure() {
+        let mut cache = DedupCache::new(config(100, 100));
+        let t0 = Instant::now();
+        cache.mark_unsure_until(t0 + Duration::from_secs(10));
+        // A peer the cache knows nothing of: any id may be a retransmission.
+        assert_eq!(cache.check_and_insert(peer(1), 7, true, t0), Lookup::Unsure);
+        assert_eq!(cache.check_and_insert(peer(1), 8, true, t0), Lookup::New);
+        assert_eq!(cache.check_and_insert(peer(1), 3, true, t0), Lookup::Unsure);
+        // Wrapping around 0 counts as ahead.
+        assert_eq!(cache.check_and_insert(peer(2), 65535, true, t0), Lookup::Unsure);
+        assert_eq!(cache.check_and_insert(peer(2), 1, true, t0), Lookup::New);
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(cache.check_and_insert(peer(3), 1, true, t1), Lookup::New);
     }
 
     #[test]

@@ -60,7 +60,6 @@ impl Pipeline {
         metadata: BTreeMap<String, String>,
         reply: Responder,
         exchange: Option<Exchange>,
-        source: Option<std::net::IpAddr>,
     ) -> DecodeJob {
         let payload: Arc<[u8]> = payload.into();
         let metadata = Arc::new(metadata);
@@ -79,7 +78,7 @@ impl Pipeline {
             script: route.script.clone(),
             payload,
             metadata,
-            source,
+            source: None,
             on_done: Box::new(move |result, elapsed| {
                 uplink.pipeline.script_micros.record(elapsed.as_micros() as u64);
                 uplink.decoded(result)

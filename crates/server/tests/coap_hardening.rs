@@ -176,3 +176,28 @@ fn an_unknown_critical_option_gets_4_02_and_nothing_is_stored() {
     assert!(server.device("SN-001").is_none(), "a request with an unknown critical option was stored");
     assert!(server.device("SN-002").is_some());
 }
+
+#[test]
+fn a_retransmission_only_the_durable_log_remembers_is_answered_from_it_and_stored_once() {
+    // 8 entries (2 per host) and 8 keys in the committed index: the device's later uplinks
+    // push its first exchange out of both, so only `coap_exchange_log` still knows it.
+    let server = Server::start_with(&[("COAP_DEDUP_MAX_ENTRIES", "8")], &[]);
+    let integration = server.seed_integration();
+    let path = endpoint_path(&integration);
+    let mut device = CoapClient::from_host(server.coap, DEVICE);
+    let uplink = device.build(MessageType::Confirmable, Code::POST, &path, SEED_PAYLOAD.as_bytes());
+    let first = device.exchange(&uplink);
+    assert_eq!(first.code, Code::CREATED);
+    for i in 0..30 {
+        let payload = format!("SN-{i},default,temperature,{i}");
+        assert_eq!(device.post(&path, payload.as_bytes()), Code::CREATED);
+    }
+    let again = device.exchange(&uplink);
+    assert_eq!(again.encode(), first.encode(), "the 2.01 stored with the uplink");
+    std::thread::sleep(Duration::from_millis(200));
+    let sn = server.device("SN-001").unwrap();
+    assert_eq!(server.history_len(&sn, "temperature"), 1, "the retransmission was stored again");
+    // New uplinks of that device are not held up: they are ahead of its newest message id.
+    assert_eq!(device.post(&path, b"SN-001,default,temperature,26"), Code::CREATED);
+    assert_eq!(server.history_len(&sn, "temperature"), 2);
+}
