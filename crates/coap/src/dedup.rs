@@ -615,7 +615,10 @@ impl DedupCache {
                 if self.unsure_hosts.len() >= MAX_UNSURE_HOSTS {
                     self.mark_unsure_until(until);
                 } else {
-                    let host = self.unsure_hosts.entry(source_host(dropped.0)).or_insert(until);
+                    let host = self
+                        .unsure_hosts
+                        .entry(source_host(dropped.0))
+                        .or_insert(until);
                     *host = (*host).max(until);
                 }
             }
@@ -681,11 +684,17 @@ mod tests {
         cache.complete(device, 1, bytes(b"created"));
         for i in 0..600u32 {
             let attacker = on(2, 1000 + (i % 40) as u16);
-            assert_eq!(cache.check_and_insert(attacker, (i / 40) as u16, true, t0), Lookup::New);
+            assert_eq!(
+                cache.check_and_insert(attacker, (i / 40) as u16, true, t0),
+                Lookup::New
+            );
             cache.complete(attacker, (i / 40) as u16, bytes(b"4.05"));
             assert!(cache.host_len(&attacker) <= 25);
         }
-        assert_eq!(cache.check_and_insert(device, 1, true, t0), Lookup::Replay(bytes(b"created")));
+        assert_eq!(
+            cache.check_and_insert(device, 1, true, t0),
+            Lookup::Replay(bytes(b"created"))
+        );
         // A host whose share is all in progress is refused, others are not.
         let mut cache = DedupCache::new(DedupConfig {
             max_entries_per_host: 2,
@@ -693,7 +702,10 @@ mod tests {
         });
         cache.check_and_insert(on(2, 1), 1, true, t0);
         cache.check_and_insert(on(2, 2), 1, true, t0);
-        assert_eq!(cache.check_and_insert(on(2, 3), 1, true, t0), Lookup::Full(Limit::PerHost));
+        assert_eq!(
+            cache.check_and_insert(on(2, 3), 1, true, t0),
+            Lookup::Full(Limit::PerHost)
+        );
         assert_eq!(cache.check_and_insert(on(3, 3), 1, true, t0), Lookup::New);
     }
 
@@ -713,8 +725,15 @@ mod tests {
         assert_eq!(cache.get(peer(1), 1), None);
         assert_eq!(cache.committed_len(), 1);
         let t1 = t0 + Duration::from_secs(100);
-        assert_eq!(cache.check_and_insert(peer(1), 1, true, t1), Lookup::Committed);
-        assert_eq!(cache.check_and_insert(peer(1), 1, true, t1), Lookup::Committed, "stays");
+        assert_eq!(
+            cache.check_and_insert(peer(1), 1, true, t1),
+            Lookup::Committed
+        );
+        assert_eq!(
+            cache.check_and_insert(peer(1), 1, true, t1),
+            Lookup::Committed,
+            "stays"
+        );
         // The rejected one is processed again, as before.
         assert_eq!(cache.check_and_insert(peer(1), 2, true, t1), Lookup::New);
         // After EXCHANGE_LIFETIME the message id is new again.
@@ -731,7 +750,10 @@ mod tests {
         cache.complete(peer(1), 1, bytes(b"empty ack"));
         assert!(cache.mark_committed(peer(1), 1));
         cache.check_and_insert(peer(2), 1, true, t0);
-        assert_eq!(cache.check_and_insert(peer(1), 1, true, t0), Lookup::Committed);
+        assert_eq!(
+            cache.check_and_insert(peer(1), 1, true, t0),
+            Lookup::Committed
+        );
     }
 
     #[test]
@@ -745,15 +767,24 @@ mod tests {
         assert_eq!(cache.len(), 3);
         assert_eq!(cache.committed_len(), 3);
         assert_eq!(cache.committed_dropped(), 44);
-        assert_eq!(cache.check_and_insert(peer(1), 46, true, t0), Lookup::Committed);
+        assert_eq!(
+            cache.check_and_insert(peer(1), 46, true, t0),
+            Lookup::Committed
+        );
         // Dropped keys are left to the durable log: an id behind the peer's newest one may be
         // a retransmission, an id ahead of it is a new request.
-        assert_eq!(cache.check_and_insert(peer(1), 40, true, t0), Lookup::Unsure);
+        assert_eq!(
+            cache.check_and_insert(peer(1), 40, true, t0),
+            Lookup::Unsure
+        );
         assert_eq!(cache.check_and_insert(peer(1), 50, true, t0), Lookup::New);
         // Another host is not concerned; after the lifetime no one is.
         assert_eq!(cache.check_and_insert(peer(2), 40, true, t0), Lookup::New);
         let later = t0 + Duration::from_secs(247);
-        assert_eq!(cache.check_and_insert(peer(1), 41, true, later), Lookup::New);
+        assert_eq!(
+            cache.check_and_insert(peer(1), 41, true, later),
+            Lookup::New
+        );
     }
 
     #[test]
@@ -766,7 +797,10 @@ mod tests {
         assert_eq!(cache.check_and_insert(peer(1), 8, true, t0), Lookup::New);
         assert_eq!(cache.check_and_insert(peer(1), 3, true, t0), Lookup::Unsure);
         // Wrapping around 0 counts as ahead.
-        assert_eq!(cache.check_and_insert(peer(2), 65535, true, t0), Lookup::Unsure);
+        assert_eq!(
+            cache.check_and_insert(peer(2), 65535, true, t0),
+            Lookup::Unsure
+        );
         assert_eq!(cache.check_and_insert(peer(2), 1, true, t0), Lookup::New);
         let t1 = t0 + Duration::from_secs(10);
         assert_eq!(cache.check_and_insert(peer(3), 1, true, t1), Lookup::New);
@@ -846,7 +880,11 @@ mod tests {
             1
         );
         assert!(cache.is_empty());
-        assert!(cache.counts.per_peer.is_empty() && cache.counts.per_host.is_empty() && cache.counts.host_done.is_empty());
+        assert!(
+            cache.counts.per_peer.is_empty()
+                && cache.counts.per_host.is_empty()
+                && cache.counts.host_done.is_empty()
+        );
     }
 
     #[test]
@@ -923,7 +961,11 @@ mod tests {
         assert!(cache.forget(peer(1), 5));
         assert!(!cache.forget(peer(1), 5));
         assert!(cache.is_empty());
-        assert!(cache.counts.per_peer.is_empty() && cache.counts.per_host.is_empty() && cache.counts.host_done.is_empty());
+        assert!(
+            cache.counts.per_peer.is_empty()
+                && cache.counts.per_host.is_empty()
+                && cache.counts.host_done.is_empty()
+        );
         // The retry is new and gets its own lifetime; the stale record of the
         // first insertion must not expire it early.
         let t1 = t0 + Duration::from_secs(200);

@@ -28,7 +28,10 @@ mod tests {
         let a: SocketAddr = "192.0.2.7:1000".parse().unwrap();
         let b: SocketAddr = "192.0.2.7:2000".parse().unwrap();
         assert_eq!(source_host(a), source_host(b));
-        assert_ne!(source_host(a), source_host("192.0.2.8:1000".parse().unwrap()));
+        assert_ne!(
+            source_host(a),
+            source_host("192.0.2.8:1000".parse().unwrap())
+        );
         let v6a: SocketAddr = "[2001:db8:1:2::1]:5683".parse().unwrap();
         let v6b: SocketAddr = "[2001:db8:1:2:ffff::9]:5684".parse().unwrap();
         let v6c: SocketAddr = "[2001:db8:1:3::1]:5683".parse().unwrap();

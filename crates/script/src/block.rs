@@ -79,7 +79,11 @@ impl Blocker {
         Blocker {
             max_errors,
             duration,
-            state: Mutex::new(State { entries: HashMap::new(), prune_above: PRUNE_ABOVE, pruned_full: None }),
+            state: Mutex::new(State {
+                entries: HashMap::new(),
+                prune_above: PRUNE_ABOVE,
+                pruned_full: None,
+            }),
         }
     }
 
@@ -255,7 +259,10 @@ mod tests {
         assert!(b.check(&s, None, t).is_err());
         let old = s.clone();
         s.version = 2;
-        assert!(b.check(&s, None, t).is_ok(), "a new version starts unblocked");
+        assert!(
+            b.check(&s, None, t).is_ok(),
+            "a new version starts unblocked"
+        );
         // Errors of the old version no longer count.
         for _ in 0..5 {
             b.record(&old, None, &err(), t);

@@ -548,13 +548,23 @@ fn many_ports_of_one_host_cannot_lock_out_another_host() {
         }
     }
     let attacker = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), 20000));
-    assert_eq!(assembler.host_transfers(attacker), 64, "the attacker holds its share only");
+    assert_eq!(
+        assembler.host_transfers(attacker),
+        64,
+        "the attacker holds its share only"
+    );
     assert_eq!(busy, 1024 - 64);
     let device = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 3), 40000));
-    assert!(matches!(assembler.offer(device, &block0(0), now), Block1Outcome::Continue { .. }));
+    assert!(matches!(
+        assembler.offer(device, &block0(0), now),
+        Block1Outcome::Continue { .. }
+    ));
     let mut last = request(&blk(0, 1, false, 0, 10));
     last.add_option(option::URI_QUERY, "q=0");
-    assert!(matches!(assembler.offer(device, &last, now), Block1Outcome::Complete { .. }));
+    assert!(matches!(
+        assembler.offer(device, &last, now),
+        Block1Outcome::Complete { .. }
+    ));
     // The attacker's slots come back as its transfers end.
     assembler.purge_expired(now + Block1Config::default().lifetime);
     assert_eq!(assembler.host_transfers(attacker), 0);
