@@ -37,7 +37,7 @@
 //!
 //! # Committed exchanges survive eviction
 //!
-//! An evicted exchange that the caller marked *committed*
+//! An evicted confirmable exchange that the caller marked *committed*
 //! ([`DedupCache::complete_committed`]: its request's data is durably
 //! stored) is not forgotten: its key (peer, message id) and arrival time
 //! move to a compact index without the response bytes, for the rest of its
@@ -399,7 +399,8 @@ impl DedupCache {
         if self.committed.keys.contains_key(&key) {
             return Lookup::Committed;
         }
-        let unsure = self.unsure(peer, message_id, now);
+        // Only a CON is retransmitted, and only its id is reserved for EXCHANGE_LIFETIME.
+        let unsure = confirmable && self.unsure(peer, message_id, now);
         if self.peer_len(&peer) >= self.config.max_entries_per_peer {
             return Lookup::Full(Limit::PerPeer);
         }
@@ -597,12 +598,10 @@ impl DedupCache {
             return false;
         };
         self.counts.remove(key.0);
-        let lifetime = if slot.confirmable {
-            self.config.lifetime_con
-        } else {
-            self.config.lifetime_non
-        };
-        if slot.committed && now.saturating_duration_since(slot.inserted) < lifetime {
+        // Only a CON is retransmitted (a NON's duplicates are the network's, within moments),
+        // and a NON's id may be reused after NON_LIFETIME, so only CONs leave their key.
+        let live = now.saturating_duration_since(slot.inserted) < self.config.lifetime_con;
+        if slot.committed && slot.confirmable && live {
             if let Some((dropped, at)) =
                 self.committed
                     .insert(key, slot.inserted, self.config.max_entries.max(1))
@@ -754,6 +753,13 @@ mod tests {
             cache.check_and_insert(peer(1), 1, true, t0),
             Lookup::Committed
         );
+        // A committed NON leaves nothing behind: its id may be reused after NON_LIFETIME.
+        cache.complete(peer(2), 1, bytes(b"x"));
+        assert_eq!(cache.check_and_insert(peer(3), 1, false, t0), Lookup::New);
+        cache.complete_committed(peer(3), 1, bytes(b"2.01"));
+        assert_eq!(cache.check_and_insert(peer(4), 1, true, t0), Lookup::New);
+        cache.complete(peer(4), 1, bytes(b"x"));
+        assert_eq!(cache.check_and_insert(peer(3), 1, false, t0), Lookup::New);
     }
 
     #[test]
@@ -796,6 +802,11 @@ mod tests {
         assert_eq!(cache.check_and_insert(peer(1), 7, true, t0), Lookup::Unsure);
         assert_eq!(cache.check_and_insert(peer(1), 8, true, t0), Lookup::New);
         assert_eq!(cache.check_and_insert(peer(1), 3, true, t0), Lookup::Unsure);
+        assert_eq!(
+            cache.check_and_insert(peer(1), 4, false, t0),
+            Lookup::New,
+            "a NON is never unsure"
+        );
         // Wrapping around 0 counts as ahead.
         assert_eq!(
             cache.check_and_insert(peer(2), 65535, true, t0),
