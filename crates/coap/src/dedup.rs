@@ -57,11 +57,12 @@
 //! retransmission of one of them with [`Lookup::Unsure`] (tracked as
 //! [`Entry::InProgress`], like [`Lookup::New`]): the caller looks the key up
 //! in its log, off its receive path, before processing. To keep those
-//! lookups rare, only misses from the host whose keys were dropped count,
-//! and of those only message ids *behind* the newest one the peer used
-//! (RFC 7252 §4.4 has a client pick ids in sequence, so a new request is
-//! ahead and a retransmission behind), or from a peer with nothing left in
-//! the cache to tell.
+//! lookups rare: for a dropped key, only its own peer's misses within the
+//! range of message ids dropped for it count (keys are dropped oldest first
+//! and RFC 7252 §4.4 has a client number its messages in sequence, so a new
+//! request is ahead of that range); after an incomplete restart, message
+//! ids *behind* the newest one the peer used, or any id of a peer with
+//! nothing in the cache to tell.
 //!
 //! # Complexity
 //!
@@ -221,8 +222,24 @@ fn is_behind(a: u16, b: u16) -> bool {
     ahead != 0 && ahead < 0x8000
 }
 
-/// Most hosts tracked as unsure; beyond it every host is.
-const MAX_UNSURE_HOSTS: usize = 4096;
+/// Most peers whose dropped message ids are tracked; beyond it every miss that could be a
+/// retransmission is unsure until the dropped keys expire.
+const MAX_UNSURE_PEERS: usize = 65_536;
+
+/// The message ids of a peer's committed keys dropped from the full index, as the range they
+/// span in sequence order (they are dropped oldest first), and until when any may come back.
+#[derive(Debug, Clone, Copy)]
+struct Dropped {
+    first: u16,
+    last: u16,
+    until: Instant,
+}
+
+impl Dropped {
+    fn contains(&self, message_id: u16) -> bool {
+        message_id.wrapping_sub(self.first) <= self.last.wrapping_sub(self.first)
+    }
+}
 
 fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, key: K) {
     if let Some(count) = counts.get_mut(&key) {
@@ -286,9 +303,10 @@ pub struct DedupCache {
     /// Completed entries in completion order, all hosts together and per host.
     done_queue: VecDeque<(Key, u64)>,
     committed: CommittedIndex,
-    /// Until when a host's committed keys may be only in the durable log (dropped from the
-    /// full index); `unsure_all` for every host (a restart that did not load everything).
-    unsure_hosts: HashMap<IpAddr, Instant>,
+    /// The committed keys of each peer dropped from the full index, which only the durable
+    /// log still knows; `unsure_all` for every peer (a restart that did not load everything,
+    /// or more such peers than tracked).
+    unsure_peers: HashMap<SocketAddr, Dropped>,
     unsure_all: Option<Instant>,
     next_id: u64,
 }
@@ -329,7 +347,7 @@ impl DedupCache {
             non_queue: VecDeque::new(),
             done_queue: VecDeque::new(),
             committed: CommittedIndex::default(),
-            unsure_hosts: HashMap::new(),
+            unsure_peers: HashMap::new(),
             unsure_all: None,
             next_id: 0,
         }
@@ -445,16 +463,17 @@ impl DedupCache {
     /// Whether a miss for `(peer, message_id)` may be a retransmission of a committed exchange
     /// known only to the durable log.
     fn unsure(&mut self, peer: SocketAddr, message_id: u16, now: Instant) -> bool {
+        if let Some(dropped) = self.unsure_peers.get(&peer) {
+            if dropped.until <= now {
+                self.unsure_peers.remove(&peer);
+            } else if dropped.contains(message_id) {
+                return true;
+            }
+        }
         if self.unsure_all.is_some_and(|until| until <= now) {
             self.unsure_all = None;
         }
-        let host = source_host(peer);
-        if let Some(&until) = self.unsure_hosts.get(&host)
-            && until <= now
-        {
-            self.unsure_hosts.remove(&host);
-        }
-        if self.unsure_all.is_none() && !self.unsure_hosts.contains_key(&host) {
+        if self.unsure_all.is_none() {
             return false;
         }
         match self.counts.last_mid.get(&peer) {
@@ -608,17 +627,26 @@ impl DedupCache {
             {
                 // That key now lives only in the durable log, for the rest of its lifetime.
                 let until = at + self.config.lifetime_con;
-                if self.unsure_hosts.len() >= MAX_UNSURE_HOSTS {
-                    self.unsure_hosts.retain(|_, u| *u > now);
+                let (peer, message_id) = dropped;
+                if self.unsure_peers.len() >= MAX_UNSURE_PEERS
+                    && !self.unsure_peers.contains_key(&peer)
+                {
+                    self.unsure_peers.retain(|_, d| d.until > now);
                 }
-                if self.unsure_hosts.len() >= MAX_UNSURE_HOSTS {
+                if self.unsure_peers.len() >= MAX_UNSURE_PEERS
+                    && !self.unsure_peers.contains_key(&peer)
+                {
                     self.mark_unsure_until(until);
                 } else {
-                    let host = self
-                        .unsure_hosts
-                        .entry(source_host(dropped.0))
-                        .or_insert(until);
-                    *host = (*host).max(until);
+                    let range = self.unsure_peers.entry(peer).or_insert(Dropped {
+                        first: message_id,
+                        last: message_id,
+                        until,
+                    });
+                    if is_behind(range.last, message_id) {
+                        range.last = message_id;
+                    }
+                    range.until = range.until.max(until);
                 }
             }
         }
