@@ -70,6 +70,7 @@ fuzz_target!(|data: &[u8]| {
         max_body: usize::from(a % 5000),
         max_transfers: usize::from(b % 8),
         max_transfers_per_peer: usize::from(c % 4),
+        max_transfers_per_host: usize::from(c % 8),
         lifetime: Duration::from_secs(1 + u64::from(d % 64)),
         preferred_szx: d >> 5, // 0-7; 7 must be clamped
     };

@@ -50,7 +50,11 @@
 //! body to be, so everything is bounded: a body never exceeds `max_body`
 //! bytes (4.13 with Size1 otherwise, also when Size1 in a block announces a
 //! larger body), at most `max_transfers` transfers exist in total and
-//! `max_transfers_per_peer` per peer address (5.03 otherwise). Hence the
+//! `max_transfers_per_peer` per peer address and `max_transfers_per_host` per source host
+//! (IPv4 address or IPv6 /64, see [`crate::host`]), 5.03 otherwise. The per-host bound is what
+//! keeps one source from taking every slot by sending block 0 from many ports: a source over its
+//! share is refused while others proceed, and with the defaults it takes 16 hosts to fill the
+//! table. Hence the
 //! buffered bytes never exceed `max_transfers × max_body` in total and
 //! `max_transfers_per_peer × max_body` per peer; buffers grow with the data
 //! actually received (never with an announced Size1) and their capacity is
@@ -84,9 +88,10 @@
 //! no further block-wise request arrives.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::host::source_host;
 use crate::message::{BlockOption, Code, Message, option};
 use crate::params;
 
@@ -99,6 +104,8 @@ pub struct Block1Config {
     pub max_transfers: usize,
     /// Maximum number of transfers in progress for one peer address.
     pub max_transfers_per_peer: usize,
+    /// Maximum number of transfers in progress for one source host, all its ports together.
+    pub max_transfers_per_host: usize,
     /// How long a transfer is kept without receiving a block (RFC default: `EXCHANGE_LIFETIME`).
     pub lifetime: Duration,
     /// Largest block size exponent the server wants (0–6, i.e. 16–1024 bytes). A larger SZX in
@@ -107,13 +114,15 @@ pub struct Block1Config {
 }
 
 impl Default for Block1Config {
-    /// 64 KiB bodies, 1 024 transfers (at most 64 MiB buffered), 4 per peer, `EXCHANGE_LIFETIME`,
+    /// 64 KiB bodies, 1 024 transfers (at most 64 MiB buffered), 4 per peer, 64 per host,
+    /// `EXCHANGE_LIFETIME`,
     /// blocks of up to 1 024 bytes.
     fn default() -> Self {
         Block1Config {
             max_body: 64 * 1024,
             max_transfers: 1024,
             max_transfers_per_peer: 4,
+            max_transfers_per_host: 64,
             lifetime: params::EXCHANGE_LIFETIME,
             preferred_szx: BlockOption::MAX_SZX,
         }
@@ -146,7 +155,7 @@ pub enum Block1Outcome {
     },
     /// A block without the blocks before it: answer 4.08 Request Entity Incomplete.
     Incomplete,
-    /// Too many transfers in total or for this peer: answer 5.03 Service Unavailable.
+    /// Too many transfers in total, for this peer or for its host: answer 5.03 Service Unavailable.
     Busy,
     /// A malformed Block1 option, or a block whose payload does not fit its SZX (a non-last
     /// block must be exactly one block long): answer 4.00 Bad Request.
@@ -231,6 +240,7 @@ pub struct Block1Assembler {
     /// Expiry index: `(expires, id)` of every transfer, oldest first.
     expiry: BTreeMap<(Instant, u64), Key>,
     per_peer: HashMap<SocketAddr, usize>,
+    per_host: HashMap<IpAddr, usize>,
     buffered: usize,
     next_id: u64,
 }
@@ -244,6 +254,7 @@ impl Block1Assembler {
             transfers: HashMap::new(),
             expiry: BTreeMap::new(),
             per_peer: HashMap::new(),
+            per_host: HashMap::new(),
             buffered: 0,
             next_id: 0,
         }
@@ -267,6 +278,11 @@ impl Block1Assembler {
     /// Number of transfers in progress for `peer`.
     pub fn peer_transfers(&self, peer: SocketAddr) -> usize {
         self.per_peer.get(&peer).copied().unwrap_or(0)
+    }
+
+    /// Number of transfers in progress for the host of `peer` (all its ports).
+    pub fn host_transfers(&self, peer: SocketAddr) -> usize {
+        self.per_host.get(&source_host(peer)).copied().unwrap_or(0)
     }
 
     /// Body bytes currently buffered across all transfers (for metrics and bounds checks).
@@ -401,8 +417,10 @@ impl Block1Assembler {
             return Block1Outcome::Continue { response_block };
         }
         let peer_count = self.peer_transfers(key.0);
+        let host = source_host(key.0);
         if self.transfers.len() >= self.config.max_transfers
             || peer_count >= self.config.max_transfers_per_peer
+            || self.per_host.get(&host).copied().unwrap_or(0) >= self.config.max_transfers_per_host
         {
             return Block1Outcome::Busy;
         }
@@ -410,6 +428,7 @@ impl Block1Assembler {
         self.next_id += 1;
         let expires = self.deadline(now);
         *self.per_peer.entry(key.0).or_insert(0) += 1;
+        *self.per_host.entry(host).or_insert(0) += 1;
         self.buffered += payload.len();
         self.expiry.insert((expires, id), key.clone());
         self.transfers.insert(
@@ -462,6 +481,13 @@ impl Block1Assembler {
             *count -= 1;
             if *count == 0 {
                 self.per_peer.remove(&key.0);
+            }
+        }
+        let host = source_host(key.0);
+        if let Some(count) = self.per_host.get_mut(&host) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_host.remove(&host);
             }
         }
         Some(transfer)

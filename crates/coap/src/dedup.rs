@@ -8,27 +8,61 @@
 //! retransmissions.
 //!
 //! Because message ids and source addresses are chosen by untrusted peers,
-//! the cache is bounded both in total and per peer, so that one peer (or a
-//! spoofing attacker) cannot exhaust memory or crowd out everyone else.
+//! the cache is bounded in total, per peer (socket address) and per source
+//! host (IPv4 address or IPv6 /64, see [`crate::host`]), so that one source
+//! cannot exhaust memory, crowd out everyone else or evict their exchanges
+//! by sending from many ports.
 //!
 //! # Bounds and eviction
 //!
 //! - A peer holding `max_entries_per_peer` live entries gets [`Lookup::Full`]
 //!   with [`Limit::PerPeer`] until some of its entries expire or are
 //!   forgotten; other peers are unaffected.
+//! - A host holding `max_entries_per_host` live entries (over all its ports)
+//!   makes room by evicting *its own* oldest completed entry; only when it
+//!   has none does it get [`Lookup::Full`] with [`Limit::PerHost`]. So a
+//!   flood from one host churns that host's entries and never anyone
+//!   else's: evicting another source's exchange takes `max_entries /
+//!   max_entries_per_host` hosts filling their shares.
 //! - When the cache holds `max_entries` entries it first drops expired ones;
 //!   if it is still full it evicts the oldest *completed* ([`Entry::Done`])
 //!   entry, by completion order. The oldest is chosen because retransmissions
 //!   cluster within `MAX_TRANSMIT_SPAN` (45 s) of the first transmission, so
-//!   it is the entry least likely to see another duplicate. Evicting it is a
-//!   real, if small, cost: should a duplicate of it still arrive, it is
-//!   treated as new and processed again (at-least-once instead of
-//!   exactly-once).
+//!   it is the entry least likely to see another duplicate.
 //! - [`Entry::InProgress`] entries are never evicted, because dropping one
 //!   would let a retransmission start a second concurrent processing of the
 //!   same request. When nothing is evictable the call returns
 //!   [`Lookup::Full`] with [`Limit::Total`]; the caller should answer
 //!   5.03 Service Unavailable rather than process the request untracked.
+//!
+//! # Committed exchanges survive eviction
+//!
+//! An evicted confirmable exchange that the caller marked *committed*
+//! ([`DedupCache::complete_committed`]: its request's data is durably
+//! stored) is not forgotten: its key (peer, message id) and arrival time
+//! move to a compact index without the response bytes, for the rest of its
+//! lifetime. A retransmission that finds it there gets
+//! [`Lookup::Committed`], and the caller answers with the response it
+//! stored with the data (for a CoAP server, the 2.01 framed for the same
+//! request, which a retransmission reproduces byte for byte) without
+//! processing it again. The index is bounded by `max_entries` keys too
+//! (oldest dropped first, counted in [`DedupCache::committed_dropped`]);
+//! at about 40 bytes a key it costs a fraction of a full entry.
+//!
+//! # When memory is not enough: [`Lookup::Unsure`]
+//!
+//! Keys dropped from a full index, and exchanges a restart did not load
+//! ([`DedupCache::mark_unsure_until`]), exist only in the caller's durable
+//! log. Until their lifetime ends, the cache answers a miss that could be a
+//! retransmission of one of them with [`Lookup::Unsure`] (tracked as
+//! [`Entry::InProgress`], like [`Lookup::New`]): the caller looks the key up
+//! in its log, off its receive path, before processing. To keep those
+//! lookups rare: for a dropped key, only its own peer's misses within the
+//! range of message ids dropped for it count (keys are dropped oldest first
+//! and RFC 7252 §4.4 has a client number its messages in sequence, so a new
+//! request is ahead of that range); after an incomplete restart, message
+//! ids *behind* the newest one the peer used, or any id of a peer with
+//! nothing in the cache to tell.
 //!
 //! # Complexity
 //!
@@ -45,10 +79,11 @@
 //! would let them engineer collisions (HashDoS).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::host::source_host;
 use crate::params;
 
 type Key = (SocketAddr, u16);
@@ -63,14 +98,17 @@ pub struct DedupConfig {
     pub lifetime_con: Duration,
     /// How long a Non-confirmable exchange is remembered (RFC default: `NON_LIFETIME`, 145 s).
     pub lifetime_non: Duration,
-    /// Maximum number of entries across all peers.
+    /// Maximum number of entries across all peers (and of keys in the committed index).
     pub max_entries: usize,
     /// Maximum number of entries for a single peer address.
     pub max_entries_per_peer: usize,
+    /// Maximum number of entries for one source host, all its ports together; above it the
+    /// host's own oldest completed entry is evicted.
+    pub max_entries_per_host: usize,
 }
 
 impl Default for DedupConfig {
-    /// RFC lifetimes, 65 536 entries in total and 1 024 per peer. A peer
+    /// RFC lifetimes, 65 536 entries in total, 16 384 per host and 1 024 per peer. A peer
     /// sending one message per 250 ms stays below the per-peer bound for the
     /// full 247 s exchange lifetime.
     fn default() -> Self {
@@ -79,6 +117,7 @@ impl Default for DedupConfig {
             lifetime_non: params::NON_LIFETIME,
             max_entries: 65_536,
             max_entries_per_peer: 1_024,
+            max_entries_per_host: 16_384,
         }
     }
 }
@@ -93,11 +132,13 @@ pub enum Entry {
 }
 
 /// Which bound made [`DedupCache::check_and_insert`] refuse a new exchange,
-/// so the server can log or count the two situations separately.
+/// so the server can log or count the situations separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Limit {
     /// This peer already has `max_entries_per_peer` live entries.
     PerPeer,
+    /// This peer's host already has `max_entries_per_host` live entries, none of them evictable.
+    PerHost,
     /// The cache holds `max_entries` entries and none is evictable.
     Total,
 }
@@ -113,6 +154,14 @@ pub enum Lookup {
     InProgress,
     /// Duplicate of a completed exchange; resend these bytes unchanged.
     Replay(Arc<[u8]>),
+    /// Duplicate of a committed exchange whose entry was evicted (only its key is
+    /// left): answer with the response stored with its data, and do not process it.
+    Committed,
+    /// Not in memory, but possibly a retransmission of a committed exchange that only the
+    /// caller's durable log still knows (see the module documentation); tracked as
+    /// [`Entry::InProgress`]. Look it up there: if found, answer with the stored response and
+    /// [`DedupCache::complete_committed`]; if not, process it as [`Lookup::New`].
+    Unsure,
     /// The exchange cannot be tracked right now; answer 5.03 instead of processing.
     Full(Limit),
 }
@@ -124,6 +173,123 @@ struct Slot {
     /// Unique per insertion, so queue records left behind by a removed slot
     /// are not mistaken for a later slot with the same key.
     id: u64,
+    /// The request's data is durably stored: on eviction the key moves to the committed index.
+    committed: bool,
+    confirmable: bool,
+}
+
+/// Live entries per peer and per host, and each host's completed entries in completion order
+/// (dropped with the host's last entry, so hosts that went quiet cost nothing).
+#[derive(Debug, Default)]
+struct Counts {
+    per_peer: HashMap<SocketAddr, u32>,
+    per_host: HashMap<IpAddr, u32>,
+    host_done: HashMap<IpAddr, VecDeque<(Key, u64)>>,
+    /// The newest message id of each peer with live entries (in RFC 7252's sequence order).
+    last_mid: HashMap<SocketAddr, u16>,
+}
+
+impl Counts {
+    fn add(&mut self, peer: SocketAddr, message_id: u16) {
+        let last = self.last_mid.entry(peer).or_insert(message_id);
+        if is_behind(*last, message_id) {
+            *last = message_id;
+        }
+        *self.per_peer.entry(peer).or_insert(0) += 1;
+        *self.per_host.entry(source_host(peer)).or_insert(0) += 1;
+    }
+
+    fn remove(&mut self, peer: SocketAddr) {
+        decrement(&mut self.per_peer, peer);
+        if !self.per_peer.contains_key(&peer) {
+            self.last_mid.remove(&peer);
+        }
+        let host = source_host(peer);
+        decrement(&mut self.per_host, host);
+        if !self.per_host.contains_key(&host) {
+            self.host_done.remove(&host);
+        }
+    }
+
+    fn host(&self, host: &IpAddr) -> usize {
+        self.per_host.get(host).map_or(0, |&c| c as usize)
+    }
+}
+
+/// Whether message id `a` comes before `b` in a peer's sequence (16-bit serial arithmetic).
+fn is_behind(a: u16, b: u16) -> bool {
+    let ahead = b.wrapping_sub(a);
+    ahead != 0 && ahead < 0x8000
+}
+
+/// Most peers whose dropped message ids are tracked; beyond it every miss that could be a
+/// retransmission is unsure until the dropped keys expire.
+const MAX_UNSURE_PEERS: usize = 65_536;
+
+/// The message ids of a peer's committed keys dropped from the full index, as the range they
+/// span in sequence order (they are dropped oldest first), and until when any may come back.
+#[derive(Debug, Clone, Copy)]
+struct Dropped {
+    first: u16,
+    last: u16,
+    until: Instant,
+}
+
+impl Dropped {
+    fn contains(&self, message_id: u16) -> bool {
+        message_id.wrapping_sub(self.first) <= self.last.wrapping_sub(self.first)
+    }
+}
+
+fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, key: K) {
+    if let Some(count) = counts.get_mut(&key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(&key);
+        }
+    }
+}
+
+/// Keys of evicted committed exchanges, with their arrival time, oldest first.
+#[derive(Debug, Default)]
+struct CommittedIndex {
+    keys: HashMap<Key, Instant>,
+    order: VecDeque<(Key, Instant)>,
+    dropped: u64,
+}
+
+impl CommittedIndex {
+    /// Adds a key; returns the newest key dropped to make room, with its arrival time.
+    fn insert(&mut self, key: Key, inserted: Instant, bound: usize) -> Option<(Key, Instant)> {
+        let mut dropped = None;
+        while self.keys.len() >= bound {
+            let (old, at) = self.order.pop_front()?;
+            if self.keys.get(&old) == Some(&at) {
+                self.keys.remove(&old);
+                self.dropped += 1;
+                dropped = Some((old, at));
+            }
+        }
+        self.keys.insert(key, inserted);
+        self.order.push_back((key, inserted));
+        if self.order.len() > 2 * self.keys.len() + COMPACT_SLACK {
+            let keys = &self.keys;
+            self.order.retain(|(k, at)| keys.get(k) == Some(at));
+        }
+        dropped
+    }
+
+    fn purge(&mut self, lifetime: Duration, now: Instant) {
+        while let Some(&(key, at)) = self.order.front() {
+            if now.saturating_duration_since(at) < lifetime {
+                break;
+            }
+            if self.keys.get(&key) == Some(&at) {
+                self.keys.remove(&key);
+            }
+            self.order.pop_front();
+        }
+    }
 }
 
 /// The deduplication cache; see the [module documentation](self) for the policy.
@@ -131,20 +297,18 @@ struct Slot {
 pub struct DedupCache {
     config: DedupConfig,
     slots: HashMap<Key, Slot>,
-    per_peer: HashMap<SocketAddr, u32>,
+    counts: Counts,
     con_queue: VecDeque<(Key, u64)>,
     non_queue: VecDeque<(Key, u64)>,
+    /// Completed entries in completion order, all hosts together and per host.
     done_queue: VecDeque<(Key, u64)>,
+    committed: CommittedIndex,
+    /// The committed keys of each peer dropped from the full index, which only the durable
+    /// log still knows; `unsure_all` for every peer (a restart that did not load everything,
+    /// or more such peers than tracked).
+    unsure_peers: HashMap<SocketAddr, Dropped>,
+    unsure_all: Option<Instant>,
     next_id: u64,
-}
-
-fn decrement_peer(per_peer: &mut HashMap<SocketAddr, u32>, peer: SocketAddr) {
-    if let Some(count) = per_peer.get_mut(&peer) {
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            per_peer.remove(&peer);
-        }
-    }
 }
 
 /// Pops expired and stale records from the front of one insertion-order queue.
@@ -152,7 +316,7 @@ fn purge_queue(
     queue: &mut VecDeque<(Key, u64)>,
     lifetime: Duration,
     slots: &mut HashMap<Key, Slot>,
-    per_peer: &mut HashMap<SocketAddr, u32>,
+    counts: &mut Counts,
     now: Instant,
 ) -> usize {
     let mut removed = 0;
@@ -163,7 +327,7 @@ fn purge_queue(
                     break;
                 }
                 slots.remove(&key);
-                decrement_peer(per_peer, key.0);
+                counts.remove(key.0);
                 removed += 1;
             }
         }
@@ -178,10 +342,13 @@ impl DedupCache {
         DedupCache {
             config,
             slots: HashMap::new(),
-            per_peer: HashMap::new(),
+            counts: Counts::default(),
             con_queue: VecDeque::new(),
             non_queue: VecDeque::new(),
             done_queue: VecDeque::new(),
+            committed: CommittedIndex::default(),
+            unsure_peers: HashMap::new(),
+            unsure_all: None,
             next_id: 0,
         }
     }
@@ -203,7 +370,23 @@ impl DedupCache {
 
     /// Number of entries held for `peer`.
     pub fn peer_len(&self, peer: &SocketAddr) -> usize {
-        self.per_peer.get(peer).map_or(0, |&c| c as usize)
+        self.counts.per_peer.get(peer).map_or(0, |&c| c as usize)
+    }
+
+    /// Number of entries held for the host of `peer` (all its ports).
+    pub fn host_len(&self, peer: &SocketAddr) -> usize {
+        self.counts.host(&source_host(*peer))
+    }
+
+    /// Number of evicted committed exchanges still remembered by key.
+    pub fn committed_len(&self) -> usize {
+        self.committed.keys.len()
+    }
+
+    /// How many committed keys were dropped from the index before their lifetime ended,
+    /// because it was full (each is a retransmission that would be processed again).
+    pub fn committed_dropped(&self) -> u64 {
+        self.committed.dropped
     }
 
     /// The entry for `(peer, message_id)`, without checking expiry.
@@ -231,10 +414,21 @@ impl DedupCache {
                 Entry::Done(bytes) => Lookup::Replay(Arc::clone(bytes)),
             };
         }
+        if self.committed.keys.contains_key(&key) {
+            return Lookup::Committed;
+        }
+        // Only a CON is retransmitted, and only its id is reserved for EXCHANGE_LIFETIME.
+        let unsure = confirmable && self.unsure(peer, message_id, now);
         if self.peer_len(&peer) >= self.config.max_entries_per_peer {
             return Lookup::Full(Limit::PerPeer);
         }
-        if self.slots.len() >= self.config.max_entries && !self.evict_oldest_done() {
+        let host = source_host(peer);
+        if self.counts.host(&host) >= self.config.max_entries_per_host
+            && !self.evict_oldest_done_of(host, now)
+        {
+            return Lookup::Full(Limit::PerHost);
+        }
+        if self.slots.len() >= self.config.max_entries && !self.evict_oldest_done(now) {
             return Lookup::Full(Limit::Total);
         }
 
@@ -246,16 +440,46 @@ impl DedupCache {
                 entry: Entry::InProgress,
                 inserted: now,
                 id,
+                committed: false,
+                confirmable,
             },
         );
-        *self.per_peer.entry(peer).or_insert(0) += 1;
+        self.counts.add(peer, message_id);
         if confirmable {
             self.con_queue.push_back((key, id));
         } else {
             self.non_queue.push_back((key, id));
         }
         self.maybe_compact();
-        Lookup::New
+        if unsure { Lookup::Unsure } else { Lookup::New }
+    }
+
+    /// Declares that committed exchanges of any peer that arrived before `until - lifetime_con`
+    /// may be missing from memory until `until` (e.g. a restart loaded only the newest ones).
+    pub fn mark_unsure_until(&mut self, until: Instant) {
+        self.unsure_all = self.unsure_all.max(Some(until));
+    }
+
+    /// Whether a miss for `(peer, message_id)` may be a retransmission of a committed exchange
+    /// known only to the durable log.
+    fn unsure(&mut self, peer: SocketAddr, message_id: u16, now: Instant) -> bool {
+        if let Some(dropped) = self.unsure_peers.get(&peer) {
+            if dropped.until <= now {
+                self.unsure_peers.remove(&peer);
+            } else if dropped.contains(message_id) {
+                return true;
+            }
+        }
+        if self.unsure_all.is_some_and(|until| until <= now) {
+            self.unsure_all = None;
+        }
+        if self.unsure_all.is_none() {
+            return false;
+        }
+        match self.counts.last_mid.get(&peer) {
+            Some(&last) => !is_behind(last, message_id),
+            None => true,
+        }
     }
 
     /// Records the encoded response for an exchange so duplicates can be
@@ -264,14 +488,55 @@ impl DedupCache {
     /// Returns `false` if the exchange is no longer tracked (it expired or
     /// was forgotten); the response should still be sent.
     pub fn complete(&mut self, peer: SocketAddr, message_id: u16, response: Arc<[u8]>) -> bool {
+        self.complete_as(peer, message_id, response, false)
+    }
+
+    /// Like [`DedupCache::complete`], for an exchange whose request is durably committed: if the
+    /// entry is evicted before its lifetime ends, its key stays in the committed index and a
+    /// retransmission gets [`Lookup::Committed`] instead of being processed again.
+    pub fn complete_committed(
+        &mut self,
+        peer: SocketAddr,
+        message_id: u16,
+        response: Arc<[u8]>,
+    ) -> bool {
+        self.complete_as(peer, message_id, response, true)
+    }
+
+    /// Marks a tracked exchange as committed without changing its response (e.g. one answered
+    /// with an empty ACK and then a separate response). Returns whether it was tracked.
+    pub fn mark_committed(&mut self, peer: SocketAddr, message_id: u16) -> bool {
+        self.slots
+            .get_mut(&(peer, message_id))
+            .map(|slot| slot.committed = true)
+            .is_some()
+    }
+
+    fn complete_as(
+        &mut self,
+        peer: SocketAddr,
+        message_id: u16,
+        response: Arc<[u8]>,
+        committed: bool,
+    ) -> bool {
         let key = (peer, message_id);
         let Some(slot) = self.slots.get_mut(&key) else {
             return false;
         };
         let was_in_progress = matches!(slot.entry, Entry::InProgress);
         slot.entry = Entry::Done(response);
+        slot.committed |= committed;
         if was_in_progress {
-            self.done_queue.push_back((key, slot.id));
+            let record = (key, slot.id);
+            self.done_queue.push_back(record);
+            let host = source_host(peer);
+            let host_count = self.counts.host(&host);
+            let queue = self.counts.host_done.entry(host).or_default();
+            queue.push_back(record);
+            if queue.len() > 2 * host_count + COMPACT_SLACK {
+                let slots = &self.slots;
+                queue.retain(|&(key, id)| slots.get(&key).is_some_and(|s| s.id == id));
+            }
             self.maybe_compact();
         }
         true
@@ -282,7 +547,7 @@ impl DedupCache {
     /// Returns whether it was tracked.
     pub fn forget(&mut self, peer: SocketAddr, message_id: u16) -> bool {
         if self.slots.remove(&(peer, message_id)).is_some() {
-            decrement_peer(&mut self.per_peer, peer);
+            self.counts.remove(peer);
             true
         } else {
             false
@@ -294,35 +559,98 @@ impl DedupCache {
     /// Called automatically by [`DedupCache::check_and_insert`]; a server may
     /// also call it from a periodic tick so memory is released while idle.
     pub fn purge_expired(&mut self, now: Instant) -> usize {
+        self.committed.purge(self.config.lifetime_con, now);
         purge_queue(
             &mut self.con_queue,
             self.config.lifetime_con,
             &mut self.slots,
-            &mut self.per_peer,
+            &mut self.counts,
             now,
         ) + purge_queue(
             &mut self.non_queue,
             self.config.lifetime_non,
             &mut self.slots,
-            &mut self.per_peer,
+            &mut self.counts,
             now,
         )
     }
 
     /// Evicts the oldest completed entry; `false` if there is none.
-    fn evict_oldest_done(&mut self) -> bool {
-        while let Some((key, id)) = self.done_queue.pop_front() {
-            let live_done = self
-                .slots
-                .get(&key)
-                .is_some_and(|s| s.id == id && matches!(s.entry, Entry::Done(_)));
-            if live_done {
-                self.slots.remove(&key);
-                decrement_peer(&mut self.per_peer, key.0);
+    fn evict_oldest_done(&mut self, now: Instant) -> bool {
+        while let Some(record) = self.done_queue.pop_front() {
+            if self.evict_if_live_done(record, now) {
                 return true;
             }
         }
         false
+    }
+
+    /// Evicts the oldest completed entry of `host`; `false` if it has none.
+    fn evict_oldest_done_of(&mut self, host: IpAddr, now: Instant) -> bool {
+        let Some(mut queue) = self.counts.host_done.remove(&host) else {
+            return false;
+        };
+        let mut evicted = false;
+        while let Some(record) = queue.pop_front() {
+            if self.evict_if_live_done(record, now) {
+                evicted = true;
+                break;
+            }
+        }
+        if !queue.is_empty() && self.counts.host(&host) > 0 {
+            self.counts.host_done.insert(host, queue);
+        }
+        evicted
+    }
+
+    /// Removes the entry of a queue record if it is still that completed entry; a committed
+    /// one within its lifetime leaves its key in the committed index.
+    fn evict_if_live_done(&mut self, (key, id): (Key, u64), now: Instant) -> bool {
+        let live_done = self
+            .slots
+            .get(&key)
+            .is_some_and(|s| s.id == id && matches!(s.entry, Entry::Done(_)));
+        if !live_done {
+            return false;
+        }
+        let Some(slot) = self.slots.remove(&key) else {
+            return false;
+        };
+        self.counts.remove(key.0);
+        // Only a CON is retransmitted (a NON's duplicates are the network's, within moments),
+        // and a NON's id may be reused after NON_LIFETIME, so only CONs leave their key.
+        let live = now.saturating_duration_since(slot.inserted) < self.config.lifetime_con;
+        if slot.committed && slot.confirmable && live {
+            if let Some((dropped, at)) =
+                self.committed
+                    .insert(key, slot.inserted, self.config.max_entries.max(1))
+            {
+                // That key now lives only in the durable log, for the rest of its lifetime.
+                let until = at + self.config.lifetime_con;
+                let (peer, message_id) = dropped;
+                if self.unsure_peers.len() >= MAX_UNSURE_PEERS
+                    && !self.unsure_peers.contains_key(&peer)
+                {
+                    self.unsure_peers.retain(|_, d| d.until > now);
+                }
+                if self.unsure_peers.len() >= MAX_UNSURE_PEERS
+                    && !self.unsure_peers.contains_key(&peer)
+                {
+                    self.mark_unsure_until(until);
+                } else {
+                    let range = self.unsure_peers.entry(peer).or_insert(Dropped {
+                        first: message_id,
+                        last: message_id,
+                        until,
+                    });
+                    if is_behind(range.last, message_id) {
+                        range.last = message_id;
+                    }
+                    range.until = range.until.max(until);
+                }
+            }
+        }
+        true
     }
 
     /// Drops stale queue records once they outnumber live entries, keeping
@@ -361,7 +689,160 @@ mod tests {
             lifetime_non: Duration::from_secs(145),
             max_entries,
             max_entries_per_peer,
+            max_entries_per_host: usize::MAX,
         }
+    }
+
+    fn on(host: u8, port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, host], port))
+    }
+
+    #[test]
+    fn a_flood_from_many_ports_of_one_host_evicts_only_that_host() {
+        // The attack in small: the cache holds 100, a host 25; one host floods from
+        // 40 ports (each answered at once, so each entry is evictable).
+        let mut cache = DedupCache::new(DedupConfig {
+            max_entries_per_host: 25,
+            ..config(100, 1000)
+        });
+        let t0 = Instant::now();
+        let device = on(3, 40000);
+        assert_eq!(cache.check_and_insert(device, 1, true, t0), Lookup::New);
+        cache.complete(device, 1, bytes(b"created"));
+        for i in 0..600u32 {
+            let attacker = on(2, 1000 + (i % 40) as u16);
+            assert_eq!(
+                cache.check_and_insert(attacker, (i / 40) as u16, true, t0),
+                Lookup::New
+            );
+            cache.complete(attacker, (i / 40) as u16, bytes(b"4.05"));
+            assert!(cache.host_len(&attacker) <= 25);
+        }
+        assert_eq!(
+            cache.check_and_insert(device, 1, true, t0),
+            Lookup::Replay(bytes(b"created"))
+        );
+        // A host whose share is all in progress is refused, others are not.
+        let mut cache = DedupCache::new(DedupConfig {
+            max_entries_per_host: 2,
+            ..config(100, 1000)
+        });
+        cache.check_and_insert(on(2, 1), 1, true, t0);
+        cache.check_and_insert(on(2, 2), 1, true, t0);
+        assert_eq!(
+            cache.check_and_insert(on(2, 3), 1, true, t0),
+            Lookup::Full(Limit::PerHost)
+        );
+        assert_eq!(cache.check_and_insert(on(3, 3), 1, true, t0), Lookup::New);
+    }
+
+    #[test]
+    fn an_evicted_committed_exchange_is_still_recognised_until_its_lifetime_ends() {
+        let mut cache = DedupCache::new(config(2, 10));
+        let t0 = Instant::now();
+        cache.check_and_insert(peer(1), 1, true, t0);
+        assert!(cache.complete_committed(peer(1), 1, bytes(b"2.01")));
+        cache.check_and_insert(peer(1), 2, true, t0);
+        assert!(cache.complete(peer(1), 2, bytes(b"4.00")));
+        // Two more exchanges evict both; only the committed one leaves its key behind.
+        for mid in [3, 4] {
+            assert_eq!(cache.check_and_insert(peer(2), mid, true, t0), Lookup::New);
+            cache.complete(peer(2), mid, bytes(b"x"));
+        }
+        assert_eq!(cache.get(peer(1), 1), None);
+        assert_eq!(cache.committed_len(), 1);
+        let t1 = t0 + Duration::from_secs(100);
+        assert_eq!(
+            cache.check_and_insert(peer(1), 1, true, t1),
+            Lookup::Committed
+        );
+        assert_eq!(
+            cache.check_and_insert(peer(1), 1, true, t1),
+            Lookup::Committed,
+            "stays"
+        );
+        // The rejected one is processed again, as before.
+        assert_eq!(cache.check_and_insert(peer(1), 2, true, t1), Lookup::New);
+        // After EXCHANGE_LIFETIME the message id is new again.
+        let t2 = t0 + Duration::from_secs(247);
+        assert_eq!(cache.check_and_insert(peer(1), 1, true, t2), Lookup::New);
+        assert_eq!(cache.committed_len(), 0);
+    }
+
+    #[test]
+    fn mark_committed_keeps_an_empty_ack_exchange_in_the_index() {
+        let mut cache = DedupCache::new(config(1, 10));
+        let t0 = Instant::now();
+        cache.check_and_insert(peer(1), 1, true, t0);
+        cache.complete(peer(1), 1, bytes(b"empty ack"));
+        assert!(cache.mark_committed(peer(1), 1));
+        cache.check_and_insert(peer(2), 1, true, t0);
+        assert_eq!(
+            cache.check_and_insert(peer(1), 1, true, t0),
+            Lookup::Committed
+        );
+        // A committed NON leaves nothing behind: its id may be reused after NON_LIFETIME.
+        cache.complete(peer(2), 1, bytes(b"x"));
+        assert_eq!(cache.check_and_insert(peer(3), 1, false, t0), Lookup::New);
+        cache.complete_committed(peer(3), 1, bytes(b"2.01"));
+        assert_eq!(cache.check_and_insert(peer(4), 1, true, t0), Lookup::New);
+        cache.complete(peer(4), 1, bytes(b"x"));
+        assert_eq!(cache.check_and_insert(peer(3), 1, false, t0), Lookup::New);
+    }
+
+    #[test]
+    fn the_committed_index_is_bounded() {
+        let mut cache = DedupCache::new(config(3, 100));
+        let t0 = Instant::now();
+        for mid in 0..50 {
+            cache.check_and_insert(peer(1), mid, true, t0);
+            cache.complete_committed(peer(1), mid, bytes(b"2.01"));
+        }
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.committed_len(), 3);
+        assert_eq!(cache.committed_dropped(), 44);
+        assert_eq!(
+            cache.check_and_insert(peer(1), 46, true, t0),
+            Lookup::Committed
+        );
+        // Dropped keys are left to the durable log: an id behind the peer's newest one may be
+        // a retransmission, an id ahead of it is a new request.
+        assert_eq!(
+            cache.check_and_insert(peer(1), 40, true, t0),
+            Lookup::Unsure
+        );
+        assert_eq!(cache.check_and_insert(peer(1), 50, true, t0), Lookup::New);
+        // Another host is not concerned; after the lifetime no one is.
+        assert_eq!(cache.check_and_insert(peer(2), 40, true, t0), Lookup::New);
+        let later = t0 + Duration::from_secs(247);
+        assert_eq!(
+            cache.check_and_insert(peer(1), 41, true, later),
+            Lookup::New
+        );
+    }
+
+    #[test]
+    fn a_restart_that_did_not_load_everything_makes_misses_unsure() {
+        let mut cache = DedupCache::new(config(100, 100));
+        let t0 = Instant::now();
+        cache.mark_unsure_until(t0 + Duration::from_secs(10));
+        // A peer the cache knows nothing of: any id may be a retransmission.
+        assert_eq!(cache.check_and_insert(peer(1), 7, true, t0), Lookup::Unsure);
+        assert_eq!(cache.check_and_insert(peer(1), 8, true, t0), Lookup::New);
+        assert_eq!(cache.check_and_insert(peer(1), 3, true, t0), Lookup::Unsure);
+        assert_eq!(
+            cache.check_and_insert(peer(1), 4, false, t0),
+            Lookup::New,
+            "a NON is never unsure"
+        );
+        // Wrapping around 0 counts as ahead.
+        assert_eq!(
+            cache.check_and_insert(peer(2), 65535, true, t0),
+            Lookup::Unsure
+        );
+        assert_eq!(cache.check_and_insert(peer(2), 1, true, t0), Lookup::New);
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(cache.check_and_insert(peer(3), 1, true, t1), Lookup::New);
     }
 
     #[test]
@@ -438,7 +919,11 @@ mod tests {
             1
         );
         assert!(cache.is_empty());
-        assert!(cache.per_peer.is_empty());
+        assert!(
+            cache.counts.per_peer.is_empty()
+                && cache.counts.per_host.is_empty()
+                && cache.counts.host_done.is_empty()
+        );
     }
 
     #[test]
@@ -515,7 +1000,11 @@ mod tests {
         assert!(cache.forget(peer(1), 5));
         assert!(!cache.forget(peer(1), 5));
         assert!(cache.is_empty());
-        assert!(cache.per_peer.is_empty());
+        assert!(
+            cache.counts.per_peer.is_empty()
+                && cache.counts.per_host.is_empty()
+                && cache.counts.host_done.is_empty()
+        );
         // The retry is new and gets its own lifetime; the stale record of the
         // first insertion must not expire it early.
         let t1 = t0 + Duration::from_secs(200);

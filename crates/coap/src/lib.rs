@@ -9,13 +9,15 @@
 //! - [`message`]: strict RFC 7252 §3 message parser/encoder plus option, block and response helpers.
 //! - [`params`]: RFC 7252 §4.8 transmission parameters and the time spans derived from them.
 //! - [`blockwise`]: bounded server-side reassembly of RFC 7959 Block1 uploads.
-//! - [`dedup`]: bounded per-peer message-deduplication cache for a server (RFC 7252 §4.5).
+//! - [`dedup`]: bounded per-peer and per-host message-deduplication cache for a server (RFC 7252 §4.5).
+//! - [`host`]: what one source is (IPv4 address, IPv6 /64) for per-source bounds.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod blockwise;
 pub mod dedup;
+pub mod host;
 pub mod message;
 pub mod params;
 

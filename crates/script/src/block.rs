@@ -10,9 +10,27 @@
 //! failures of an older one. As in ThingsBoard, a counted error is forgotten
 //! `block_duration` after the last one, so rare failures never add up.
 //!
+//! # Per source, not per script
+//!
+//! ThingsBoard blocks the whole script, which lets anyone who can send one
+//! crafted payload (one that makes the script time out or return too much)
+//! three times stop a converter for every device. Here the counter and the
+//! block belong to the pair (script id, [`DecodeJob::source`]): the source
+//! host the payload came from, as the caller names it. Jobs without a
+//! source (the REST API's "Test payload decoder", `coapgate decode`) share
+//! one counter per script, which is ThingsBoard's rule. The source was
+//! chosen over the device because the device is only known from the
+//! script's output, which a failing payload never produces; and over a
+//! payload class because a crafted payload can be varied at will. What one
+//! source can still do to the others is bounded by the scheduler (a script
+//! holds at most all workers but one) and by the time limit.
+//!
 //! Functions take `now` explicitly so tests can drive the clock.
+//!
+//! [`DecodeJob::source`]: crate::DecodeJob::source
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,8 +38,15 @@ use uuid::Uuid;
 
 use crate::{DecoderScript, ScriptError};
 
-/// Above this many tracked scripts, stale entries are pruned on insert.
+/// Above this many tracked (script, source) pairs, stale entries are pruned on insert (and
+/// the threshold doubles while live ones remain, so pruning stays amortised O(1)).
 const PRUNE_ABOVE: usize = 1024;
+/// Most (script, source) pairs tracked at once; beyond it new sources are not counted (the
+/// scheduler's fairness and the time limit still bound them).
+const MAX_TRACKED: usize = 65_536;
+
+/// Whose failures count together: a script and the source of its payloads.
+type Key = (Uuid, Option<IpAddr>);
 
 #[derive(Debug)]
 struct Entry {
@@ -38,7 +63,15 @@ struct Entry {
 pub(crate) struct Blocker {
     max_errors: u32,
     duration: Duration,
-    state: Mutex<HashMap<Uuid, Entry>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    entries: HashMap<Key, Entry>,
+    prune_above: usize,
+    /// When a full table was last pruned; a full one is pruned at most once a second.
+    pruned_full: Option<Instant>,
 }
 
 impl Blocker {
@@ -46,11 +79,15 @@ impl Blocker {
         Blocker {
             max_errors,
             duration,
-            state: Mutex::new(HashMap::new()),
+            state: Mutex::new(State {
+                entries: HashMap::new(),
+                prune_above: PRUNE_ABOVE,
+                pruned_full: None,
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The map stays consistent even if a holder panicked mid-update
         // (every update is a single insert/remove/field store).
         self.state
@@ -58,19 +95,26 @@ impl Blocker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Fails with [`ScriptError::Blocked`] if `script` may not run now.
-    pub(crate) fn check(&self, script: &DecoderScript, now: Instant) -> Result<(), ScriptError> {
+    /// Fails with [`ScriptError::Blocked`] if `script` may not run now for payloads from
+    /// `source`.
+    pub(crate) fn check(
+        &self,
+        script: &DecoderScript,
+        source: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<(), ScriptError> {
         if self.max_errors == 0 {
             return Ok(());
         }
+        let key = (script.id, source);
         let mut state = self.lock();
-        let Some(entry) = state.get(&script.id) else {
+        let Some(entry) = state.entries.get(&key) else {
             return Ok(());
         };
         if entry.expires <= now || script.version > entry.version {
             // The block (or the error streak) lapsed, or the script was
             // replaced: start over.
-            state.remove(&script.id);
+            state.entries.remove(&key);
             return Ok(());
         }
         if entry.errors >= self.max_errors {
@@ -83,10 +127,11 @@ impl Blocker {
         Ok(())
     }
 
-    /// Records the outcome of running `script`.
+    /// Records the outcome of running `script` on a payload from `source`.
     pub(crate) fn record<T>(
         &self,
         script: &DecoderScript,
+        source: Option<IpAddr>,
         result: &Result<T, ScriptError>,
         now: Instant,
     ) {
@@ -99,20 +144,32 @@ impl Blocker {
             // Runtime errors neither count nor reset the streak.
             Err(_) => return,
         };
-        let mut state = self.lock();
+        let key = (script.id, source);
+        let mut guard = self.lock();
+        let state = &mut *guard;
         if !counted {
             if state
-                .get(&script.id)
+                .entries
+                .get(&key)
                 .is_some_and(|e| e.version <= script.version)
             {
-                state.remove(&script.id);
+                state.entries.remove(&key);
             }
             return;
         }
-        if state.len() >= PRUNE_ABOVE {
-            state.retain(|_, e| e.expires > now);
+        let full = state.entries.len() >= MAX_TRACKED;
+        let pruned_lately = state
+            .pruned_full
+            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1));
+        if state.entries.len() >= state.prune_above && !(full && pruned_lately) {
+            state.entries.retain(|_, e| e.expires > now);
+            state.prune_above = (2 * state.entries.len()).clamp(PRUNE_ABOVE, MAX_TRACKED);
+            state.pruned_full = full.then_some(now);
         }
-        let entry = state.entry(script.id).or_insert(Entry {
+        if state.entries.len() >= MAX_TRACKED && !state.entries.contains_key(&key) {
+            return;
+        }
+        let entry = state.entries.entry(key).or_insert(Entry {
             version: script.version,
             errors: 0,
             expires: now,
@@ -135,6 +192,7 @@ impl Blocker {
         if entry.errors >= self.max_errors {
             tracing::warn!(
                 script = %script.id,
+                source = ?source,
                 version = script.version,
                 errors = entry.errors,
                 block_secs = self.duration.as_secs_f64(),
@@ -160,10 +218,10 @@ mod tests {
         let s = DecoderScript::js(Uuid::new_v4(), 1, "");
         let t0 = Instant::now();
         for i in 0..3 {
-            assert!(b.check(&s, t0).is_ok(), "before error {i}");
-            b.record(&s, &err(), t0);
+            assert!(b.check(&s, None, t0).is_ok(), "before error {i}");
+            b.record(&s, None, &err(), t0);
         }
-        let e = b.check(&s, t0 + Duration::from_secs(59)).unwrap_err();
+        let e = b.check(&s, None, t0 + Duration::from_secs(59)).unwrap_err();
         assert_eq!(
             e.to_string(),
             format!(
@@ -173,9 +231,9 @@ mod tests {
         );
         // Lapsed: clean slate, one more error does not block again.
         let t1 = t0 + Duration::from_secs(60);
-        assert!(b.check(&s, t1).is_ok());
-        b.record(&s, &err(), t1);
-        assert!(b.check(&s, t1).is_ok());
+        assert!(b.check(&s, None, t1).is_ok());
+        b.record(&s, None, &err(), t1);
+        assert!(b.check(&s, None, t1).is_ok());
     }
 
     #[test]
@@ -183,30 +241,33 @@ mod tests {
         let b = Blocker::new(3, Duration::from_secs(60));
         let mut s = DecoderScript::js(Uuid::new_v4(), 1, "");
         let t = Instant::now();
-        b.record(&s, &err(), t);
-        b.record(&s, &err(), t);
-        b.record(&s, &Ok(()), t);
-        b.record(&s, &err(), t);
-        b.record(&s, &err(), t);
+        b.record(&s, None, &err(), t);
+        b.record(&s, None, &err(), t);
+        b.record(&s, None, &Ok(()), t);
+        b.record(&s, None, &err(), t);
+        b.record(&s, None, &err(), t);
         let runtime: Result<(), _> = Err(ScriptError::Runtime {
             message: "Error: x".into(),
             line: None,
             stack: None,
         });
         for _ in 0..10 {
-            b.record(&s, &runtime, t);
+            b.record(&s, None, &runtime, t);
         }
-        assert!(b.check(&s, t).is_ok());
-        b.record(&s, &err(), t);
-        assert!(b.check(&s, t).is_err());
+        assert!(b.check(&s, None, t).is_ok());
+        b.record(&s, None, &err(), t);
+        assert!(b.check(&s, None, t).is_err());
         let old = s.clone();
         s.version = 2;
-        assert!(b.check(&s, t).is_ok(), "a new version starts unblocked");
+        assert!(
+            b.check(&s, None, t).is_ok(),
+            "a new version starts unblocked"
+        );
         // Errors of the old version no longer count.
         for _ in 0..5 {
-            b.record(&old, &err(), t);
+            b.record(&old, None, &err(), t);
         }
-        assert!(b.check(&s, t).is_ok());
+        assert!(b.check(&s, None, t).is_ok());
     }
 
     #[test]
@@ -214,9 +275,9 @@ mod tests {
         let b = Blocker::new(2, Duration::from_secs(10));
         let s = DecoderScript::js(Uuid::new_v4(), 1, "");
         let t = Instant::now();
-        b.record(&s, &err(), t);
-        b.record(&s, &err(), t + Duration::from_secs(11));
-        assert!(b.check(&s, t + Duration::from_secs(11)).is_ok());
+        b.record(&s, None, &err(), t);
+        b.record(&s, None, &err(), t + Duration::from_secs(11));
+        assert!(b.check(&s, None, t + Duration::from_secs(11)).is_ok());
     }
 
     #[test]
@@ -225,8 +286,41 @@ mod tests {
         let s = DecoderScript::js(Uuid::new_v4(), 1, "");
         let t = Instant::now();
         for _ in 0..10 {
-            b.record(&s, &err(), t);
+            b.record(&s, None, &err(), t);
         }
-        assert!(b.check(&s, t).is_ok());
+        assert!(b.check(&s, None, t).is_ok());
+    }
+
+    #[test]
+    fn a_source_is_blocked_alone() {
+        let b = Blocker::new(3, Duration::from_secs(60));
+        let s = DecoderScript::js(Uuid::new_v4(), 1, "");
+        let t = Instant::now();
+        let attacker = Some(IpAddr::from([127, 0, 0, 2]));
+        let device = Some(IpAddr::from([127, 0, 0, 3]));
+        for _ in 0..3 {
+            b.record(&s, attacker, &err(), t);
+        }
+        assert!(b.check(&s, attacker, t).is_err());
+        assert!(b.check(&s, device, t).is_ok());
+        assert!(b.check(&s, None, t).is_ok());
+        // A device's success does not lift the attacker's block.
+        b.record(&s, device, &Ok(()), t);
+        assert!(b.check(&s, attacker, t).is_err());
+    }
+
+    #[test]
+    fn many_sources_keep_the_table_bounded() {
+        let b = Blocker::new(3, Duration::from_secs(60));
+        let s = DecoderScript::js(Uuid::new_v4(), 1, "");
+        let t = Instant::now();
+        for i in 0..(MAX_TRACKED as u32 + 100) {
+            b.record(&s, Some(IpAddr::from(i.to_be_bytes())), &err(), t);
+        }
+        assert_eq!(b.lock().entries.len(), MAX_TRACKED);
+        // Once they lapse they are pruned.
+        let later = t + Duration::from_secs(61);
+        b.record(&s, Some(IpAddr::from([10, 0, 0, 1])), &err(), later);
+        assert_eq!(b.lock().entries.len(), 1);
     }
 }

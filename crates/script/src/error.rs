@@ -108,6 +108,18 @@ impl ScriptError {
         )
     }
 
+    /// The error as told to whoever sent the payload (a device): the same text, except that
+    /// nothing internal is named — a block says it is one without the converter's id, which
+    /// only the events (for the tenant) carry.
+    pub fn device_text(&self) -> String {
+        match self {
+            ScriptError::Blocked { max_errors, .. } => {
+                format!("Script invocation is blocked due to maximum error count {max_errors}!")
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// Whether this error counts towards blocking the script
     /// ([`Limits::max_errors`](crate::Limits::max_errors)).
     ///

@@ -11,10 +11,12 @@
 //! at most `max(1, workers - 1)` workers while jobs of other scripts wait,
 //! so an endless script in one integration cannot starve the others.
 //! Scripts that keep timing out or failing to compile are blocked for a
-//! while (see [`crate::block`] and [`Limits::max_errors`]); the block is
-//! shared by all workers.
+//! while for the source whose payloads fail (see [`crate::block`],
+//! [`DecodeJob::source`] and [`Limits::max_errors`]); the block is shared by
+//! all workers.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -60,6 +62,10 @@ pub struct DecodeJob {
     pub payload: Arc<[u8]>,
     /// Passed to the script as a plain object of strings; shared like the payload.
     pub metadata: Arc<BTreeMap<String, String>>,
+    /// Where the payload came from (the sender's host), if anyone: failures are counted, and
+    /// the script blocked, per (script, source), so one source's crafted payloads do not stop
+    /// the script for the others. `None` counts per script, as ThingsBoard does.
+    pub source: Option<IpAddr>,
     /// Runs on the worker thread with the outcome; the server uses it to
     /// hand the result on to its writer queue. It should be quick, since the
     /// worker runs no script meanwhile. A panic in it is caught and logged.
@@ -215,10 +221,11 @@ fn worker_loop(sched: &Scheduler, blocker: &Blocker, limits: Limits) {
             script,
             payload,
             metadata,
+            source,
             on_done,
         } = job;
         let started = Instant::now();
-        let result = match blocker.check(&script, started) {
+        let result = match blocker.check(&script, source, started) {
             Err(blocked) => Err(blocked),
             Ok(()) => {
                 let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -233,7 +240,7 @@ fn worker_loop(sched: &Scheduler, blocker: &Blocker, limits: Limits) {
                         "panic while running the script".into(),
                     ))
                 });
-                blocker.record(&script, &result, Instant::now());
+                blocker.record(&script, source, &result, Instant::now());
                 result
             }
         };

@@ -196,6 +196,7 @@ mod tests {
             script: Arc::clone(script),
             payload: Arc::from(&[][..]),
             metadata: Arc::new(BTreeMap::new()),
+            source: None,
             on_done: Box::new(|_, _| {}),
         }
     }

@@ -33,6 +33,7 @@ fn job(
         script: Arc::clone(script),
         payload: payload.into(),
         metadata: Arc::new(BTreeMap::new()),
+        source: None,
         on_done: Box::new(move |result, took| {
             let thread = std::thread::current().name().unwrap_or("").to_string();
             tx.send((result, took, thread)).unwrap();
@@ -94,6 +95,7 @@ fn full_queue_refuses_without_blocking_and_returns_the_job() {
         script: Arc::clone(&script),
         payload: Arc::from(&[][..]),
         metadata: Arc::new(BTreeMap::new()),
+        source: None,
         on_done: Box::new({
             let gate = Arc::clone(&gate);
             move |_, _| {
@@ -145,6 +147,7 @@ fn workers_survive_script_errors_and_callback_panics() {
         script: Arc::clone(&good),
         payload: Arc::from(&[][..]),
         metadata: Arc::new(BTreeMap::new()),
+        source: None,
         on_done: Box::new(|_, _| panic!("callback bug")),
     })
     .unwrap();
@@ -175,6 +178,7 @@ fn shutdown_drains_queued_jobs() {
             script: Arc::clone(&script),
             payload: Arc::from(&[][..]),
             metadata: Arc::new(BTreeMap::new()),
+            source: None,
             on_done: Box::new(move |r, _| {
                 assert!(r.is_ok());
                 done.fetch_add(1, Ordering::SeqCst);

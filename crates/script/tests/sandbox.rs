@@ -33,6 +33,7 @@ fn submit(
         script: Arc::clone(s),
         payload: payload.into(),
         metadata: std::sync::Arc::new(no_meta()),
+        source: None,
         on_done: Box::new(move |r, took| {
             let _ = tx.send((tag, (r, took)));
         }),

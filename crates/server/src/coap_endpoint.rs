@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use coapgate_coap::message::{Code, Message, MessageType};
 use coapgate_coap::{Block1Assembler, Block1Config, Block1Outcome, DedupCache, DedupConfig, Lookup, params};
 use coapgate_script::EnginePool;
+use coapgate_storage::Store;
 use coapgate_storage::model::Exchange;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -35,6 +36,13 @@ use crate::registry::{Registry, Route, SecurityMode};
 
 /// Seconds a client should wait before retrying after a 5.03.
 const OVERLOAD_MAX_AGE_SECS: u32 = 1;
+
+/// The critical options (odd numbers, RFC 7252 §5.4.1) this server understands: RFC 7252's and
+/// RFC 7959's Block1/Block2. Any other critical option in a request is answered 4.02 Bad Option.
+const RECOGNIZED_CRITICAL_OPTIONS: [u16; 11] = {
+    use coapgate_coap::message::option::*;
+    [IF_MATCH, URI_HOST, IF_NONE_MATCH, URI_PORT, URI_PATH, URI_QUERY, ACCEPT, BLOCK2, BLOCK1, PROXY_URI, PROXY_SCHEME]
+};
 
 /// The answer to one request, before it is framed as ACK, NON or separate CON.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,7 +94,14 @@ pub struct EndpointConfig {
     pub max_in_flight: usize,
     pub dedup: DedupConfig,
     pub block1: Block1Config,
+    /// Where the exchanges of stored uplinks are durably logged, for the retransmissions the
+    /// deduplication cache can no longer answer from memory ([`Lookup::Unsure`]).
+    pub exchange_log: Option<Arc<dyn Store>>,
 }
+
+/// Durable-log lookups in progress at once (each on a blocking thread, never the receive
+/// loop); above it an unsure request gets 5.03 and its retransmission tries again.
+const MAX_EXCHANGE_LOOKUPS: usize = 4;
 
 /// How an endpoint's datagrams travel.
 pub enum Transport {
@@ -109,6 +124,8 @@ pub struct CoapEndpoint {
     dedup: Mutex<DedupCache>,
     /// Uplinks accepted and not yet answered, against `config.max_in_flight`.
     in_flight: AtomicUsize,
+    /// Durable-log lookups in progress, against [`MAX_EXCHANGE_LOOKUPS`].
+    lookups: AtomicUsize,
     /// Message ids for the NON and separate CON responses this server originates.
     next_message_id: AtomicU16,
     /// Separate responses waiting for the peer's ACK or RST, by (peer, message id).
@@ -192,6 +209,7 @@ impl CoapEndpoint {
             block1: Mutex::new(Block1Assembler::new(config.block1)),
             config,
             in_flight: AtomicUsize::new(0),
+            lookups: AtomicUsize::new(0),
             next_message_id: AtomicU16::new(rand::random()),
             awaiting_ack: Mutex::new(HashMap::new()),
             unanswered: Mutex::new(HashMap::new()),
@@ -311,8 +329,9 @@ impl CoapEndpoint {
             confirmable,
             Instant::now(),
         );
-        match lookup {
-            Lookup::New => {}
+        let unsure = match lookup {
+            Lookup::New => false,
+            Lookup::Unsure => true,
             Lookup::InProgress => {
                 self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -322,17 +341,81 @@ impl CoapEndpoint {
                 self.send(&bytes, peer);
                 return;
             }
+            Lookup::Committed => {
+                // A retransmission of a stored uplink whose entry was evicted: what was stored
+                // with it is the 2.01 framed for this very request, which framing reproduces.
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                self.send(&self.frame(&request, &Reply::created()).encode(), peer);
+                return;
+            }
             Lookup::Full(_) => {
                 self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
                 let reply = Reply::overloaded();
                 self.send(&self.frame(&request, &reply).encode(), peer);
                 return;
             }
+        };
+        // RFC 7252 §5.4.1: a critical option we do not understand makes the request fail as a
+        // whole (4.02 for a CON, RST for a NON); it is never processed, let alone stored.
+        if let Some(number) = request.unrecognized_critical_option(&RECOGNIZED_CRITICAL_OPTIONS) {
+            tracing::debug!("request from {peer} with unrecognized critical option {number}");
+            if !confirmable {
+                let rst: Arc<[u8]> = Message::reset(request.message_id).encode().into();
+                return self.answer_with(&request, peer, rst);
+            }
+            return self.answer_now(&request, peer, Reply::new(Code::BAD_OPTION, "Bad Option"));
         }
         match self.route(&request, auth) {
             Err(reply) => self.answer_now(&request, peer, reply),
+            // Only an uplink can have been stored, so only an uplink needs the durable log.
+            Ok(route) if unsure => self.look_up_exchange(request, peer, route),
             Ok(route) => self.reassemble(request, peer, route),
         }
+    }
+
+    /// An uplink the deduplication cache cannot vouch for (it may retransmit one whose entry
+    /// left memory): the durable exchange log decides, on a blocking thread, since the receive
+    /// loop never waits for the database. Found, it is answered with the stored response and
+    /// not processed again; not found, it goes on as new.
+    fn look_up_exchange(self: &Arc<Self>, request: Message, peer: SocketAddr, route: Arc<Route>) {
+        let (Some(log), Some(runtime)) = (self.config.exchange_log.clone(), self.runtime.clone()) else {
+            return self.reassemble(request, peer, route);
+        };
+        if self.lookups.fetch_add(1, Ordering::AcqRel) >= MAX_EXCHANGE_LOOKUPS {
+            self.lookups.fetch_sub(1, Ordering::AcqRel);
+            return self.refuse_untracked(&request, peer);
+        }
+        let endpoint = self.clone();
+        runtime.spawn_blocking(move || {
+            let since = coapgate_storage::now_millis() - coapgate_storage::sqlite::EXCHANGE_LIFETIME_MS;
+            let found = log.find_exchange(&endpoint.exchange_peer(peer), request.message_id, since);
+            endpoint.lookups.fetch_sub(1, Ordering::AcqRel);
+            match found {
+                Ok(Some(exchange)) => {
+                    endpoint.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    let bytes: Arc<[u8]> = exchange.response.into();
+                    endpoint.dedup_lock().complete_committed(peer, request.message_id, bytes.clone());
+                    endpoint.send(&bytes, peer);
+                }
+                Ok(None) => endpoint.reassemble(request, peer, route),
+                Err(e) => {
+                    tracing::warn!("looking up the CoAP exchange log failed: {e:#}");
+                    endpoint.refuse_untracked(&request, peer);
+                }
+            }
+        });
+    }
+
+    /// 5.03 for a request that was tracked but cannot be decided now; forgotten, so that its
+    /// retransmission is decided afresh.
+    fn refuse_untracked(&self, request: &Message, peer: SocketAddr) {
+        self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+        self.dedup_lock().forget(peer, request.message_id);
+        self.send(&self.frame(request, &Reply::overloaded()).encode(), peer);
+    }
+
+    fn dedup_lock(&self) -> std::sync::MutexGuard<'_, DedupCache> {
+        self.dedup.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Block-wise uploads (RFC 7959 Block1): blocks are collected until the body is complete,
@@ -463,7 +546,9 @@ impl CoapEndpoint {
         let payload = std::mem::take(&mut request.payload);
         let content_format = request.content_format();
         let responder = Responder { endpoint: self.clone(), request, peer, created, answered: false };
-        let job = self.pipeline.decode_job(route, content_format, payload, metadata, responder, Some(exchange));
+        let mut job = self.pipeline.decode_job(route, content_format, payload, metadata, responder, Some(exchange));
+        // A converter blocked by one source's payloads stays open to the others.
+        job.source = Some(coapgate_coap::host::source_host(peer));
         if let Err(refused) = self.pool.try_submit(job) {
             // The job's own completion answers (5.03 for a full pool) through its responder.
             self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
@@ -483,6 +568,10 @@ impl CoapEndpoint {
             && self.unanswered_lock().remove(&(peer, request.message_id)).is_some_and(|u| u.acked);
         if !separate {
             return self.deliver(request, peer, reply, created);
+        }
+        if reply == Reply::created() {
+            // Its entry keeps the empty ACK; once stored, its key must outlive an eviction.
+            self.dedup.lock().unwrap_or_else(|e| e.into_inner()).mark_committed(peer, request.message_id);
         }
         match &self.runtime {
             Some(runtime) => {
@@ -521,7 +610,13 @@ impl CoapEndpoint {
     /// after a crash sends is exactly what was sent the first time.
     fn deliver(&self, request: &Message, peer: SocketAddr, reply: Reply, created: &Arc<[u8]>) {
         if reply == Reply::created() {
-            self.answer_with(request, peer, created.clone());
+            // Committed: should the entry be evicted, its key stays (see `DedupCache`).
+            self.dedup.lock().unwrap_or_else(|e| e.into_inner()).complete_committed(
+                peer,
+                request.message_id,
+                created.clone(),
+            );
+            self.send(created, peer);
         } else {
             self.answer_now(request, peer, reply);
         }
@@ -534,11 +629,18 @@ impl CoapEndpoint {
     }
 
     /// Refills the deduplication cache with the exchanges of uplinks stored before a restart,
-    /// so their retransmissions are answered 2.01 without being stored again.
-    pub fn restore_exchanges(&self, exchanges: Vec<Exchange>) -> usize {
+    /// so their retransmissions are answered 2.01 without being stored again. `all` says
+    /// whether these are all the log holds within EXCHANGE_LIFETIME; if not, misses that could
+    /// be retransmissions of older ones consult the log until those have expired.
+    pub fn restore_exchanges(&self, exchanges: Vec<Exchange>, all: bool) -> usize {
         let now_ms = coapgate_storage::now_millis();
         let now = Instant::now();
         let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+        if !all {
+            let oldest = exchanges.first().map_or(now_ms, |e| e.ts);
+            let left = coapgate_storage::sqlite::EXCHANGE_LIFETIME_MS - (now_ms - oldest);
+            dedup.mark_unsure_until(now + Duration::from_millis(left.max(0) as u64));
+        }
         let mut restored = 0;
         for e in exchanges {
             let text = if self.secure { e.peer.strip_prefix("dtls:") } else { Some(e.peer.as_str()) };
@@ -546,7 +648,7 @@ impl CoapEndpoint {
             let age = Duration::from_millis(now_ms.saturating_sub(e.ts).max(0) as u64);
             let inserted = now.checked_sub(age).unwrap_or(now);
             if dedup.check_and_insert(peer, e.message_id, true, inserted) == Lookup::New {
-                dedup.complete(peer, e.message_id, e.response.into());
+                dedup.complete_committed(peer, e.message_id, e.response.into());
                 restored += 1;
             }
         }

@@ -78,6 +78,7 @@ impl Pipeline {
             script: route.script.clone(),
             payload,
             metadata,
+            source: None,
             on_done: Box::new(move |result, elapsed| {
                 uplink.pipeline.script_micros.record(elapsed.as_micros() as u64);
                 uplink.decoded(result)
@@ -107,8 +108,9 @@ impl Uplink {
             Ok(output) => output,
             Err(ScriptError::PoolFull) => return self.finish(Reply::overloaded(), Some("script workers are busy".into())),
             Err(e) => {
-                let text = e.to_string();
-                return self.finish(Reply::bad_request(&format!("converter error: {text}")), Some(text));
+                // The device is told what went wrong, never the converter's id (the events are).
+                let reply = Reply::bad_request(&format!("converter error: {}", e.device_text()));
+                return self.finish(reply, Some(e.to_string()));
             }
         };
         let integration = &route.integration;

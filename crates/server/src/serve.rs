@@ -66,9 +66,13 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         dedup: DedupConfig {
             max_entries: config.dedup_max_entries,
             max_entries_per_peer: config.dedup_max_entries_per_peer,
+            // A quarter of the cache per source host: one host (from any number of ports) can
+            // churn only its own entries; evicting anyone else's takes four hosts.
+            max_entries_per_host: (config.dedup_max_entries / 4).max(1),
             ..DedupConfig::default()
         },
         block1: Block1Config { max_body: config.max_body_bytes, ..Block1Config::default() },
+        exchange_log: Some(store.clone()),
     };
     let script_micros = Arc::new(Histogram::new(SCRIPT_MICROS_BUCKETS));
     let pipeline = Pipeline { writer: writer.clone(), events: events.clone(), script_micros: script_micros.clone() };
@@ -90,10 +94,13 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     // Uplinks stored before a restart: their retransmissions are answered, not stored again.
     let since = coapgate_storage::now_millis() - coapgate_storage::sqlite::EXCHANGE_LIFETIME_MS;
     // No more than the deduplication caches (plain and DTLS) can hold.
-    let exchanges = store.recent_exchanges(since, 2 * config.dedup_max_entries).context("loading recent CoAP exchanges")?;
+    let limit = 2 * config.dedup_max_entries;
+    let exchanges = store.recent_exchanges(since, limit).context("loading recent CoAP exchanges")?;
+    // Fewer than asked for is all there is; as many may have left some behind in the log.
+    let all = exchanges.len() < limit;
     let mut restored = 0;
     for e in dtls_endpoint.iter().chain([&endpoint]) {
-        restored += e.restore_exchanges(exchanges.clone());
+        restored += e.restore_exchanges(exchanges.clone(), all);
     }
     if restored > 0 {
         tracing::info!("remembering {restored} CoAP exchanges from before the restart");

@@ -146,6 +146,12 @@ pub trait Store: Send + Sync + 'static {
     /// 7 million within EXCHANGE_LIFETIME, too many to load after a crash.
     fn recent_exchanges(&self, since: Millis, limit: usize) -> Result<Vec<Exchange>>;
 
+    /// The newest exchange of a stored uplink from `peer` with `message_id` that arrived at or
+    /// after `since`, if any: for a retransmission the deduplication cache no longer holds.
+    /// Without an index on the key (it would dirty random pages in every uplink commit) this
+    /// reads the log from its newest row back, so callers keep it rare and off the hot path.
+    fn find_exchange(&self, peer: &str, message_id: u16, since: Millis) -> Result<Option<Exchange>>;
+
     /// Opens the writer for the uplink path. There is one per server: it owns its connection
     /// and caches, and is driven from a single thread.
     fn uplink_writer(&self) -> Result<Box<dyn UplinkWriter>>;

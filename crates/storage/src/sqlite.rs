@@ -1138,6 +1138,20 @@ impl Store for SqliteStore {
         })
     }
 
+    fn find_exchange(&self, peer: &str, message_id: u16, since: Millis) -> Result<Option<Exchange>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT peer, message_id, ts, response FROM coap_exchange_log \
+                 WHERE peer = ?1 AND message_id = ?2 AND ts >= ?3 ORDER BY rowid DESC LIMIT 1",
+            )?;
+            Ok(stmt
+                .query_row(params![peer, message_id, since], |r| {
+                    Ok(Exchange { peer: r.get(0)?, message_id: r.get(1)?, ts: r.get(2)?, response: r.get(3)? })
+                })
+                .optional()?)
+        })
+    }
+
     fn uplink_writer(&self) -> Result<Box<dyn UplinkWriter>> {
         let conn = open_main_connection(&self.path)?;
         // The writer never checkpoints inside a commit: copying the WAL into the database there
@@ -1953,6 +1967,10 @@ mod tests {
         writer.commit(&[again.clone(), other]).unwrap();
         assert_eq!(store.recent_exchanges(0, 10).unwrap(), vec![again.exchange.clone().unwrap(), exchange(3)]);
         assert_eq!(store.recent_exchanges(0, 1).unwrap(), vec![exchange(3)]);
+        assert_eq!(store.find_exchange("127.0.0.1:5000", 1, 0).unwrap(), again.exchange.clone());
+        assert_eq!(store.find_exchange("127.0.0.1:5000", 2, 0).unwrap(), None, "rejected: not stored");
+        assert_eq!(store.find_exchange("127.0.0.1:5001", 1, 0).unwrap(), None);
+        assert_eq!(store.find_exchange("127.0.0.1:5000", 1, 1501).unwrap(), None, "older than `since`");
     }
 
     #[test]

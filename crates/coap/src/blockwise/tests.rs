@@ -120,6 +120,7 @@ fn config() -> Block1Config {
         max_body: 1000,
         max_transfers: 3,
         max_transfers_per_peer: 2,
+        max_transfers_per_host: 100,
         lifetime: Duration::from_secs(100),
         preferred_szx: 6,
     }
@@ -522,4 +523,50 @@ fn absurd_lifetime_and_szx_are_tolerated() {
         assembler.purge_expired(now + Duration::from_secs(1_000_000)),
         0
     );
+}
+
+/// The lockout: block 0 from 256 ports of one host for 4 resources each used to take
+/// all 1 024 slots, and every other upload got 5.03 for the lifetime of those transfers.
+#[test]
+fn many_ports_of_one_host_cannot_lock_out_another_host() {
+    let mut assembler = Block1Assembler::new(Block1Config::default());
+    let now = Instant::now();
+    let block0 = |query: u8| {
+        let mut m = request(&blk(0, 0, true, 0, 16));
+        m.add_option(option::URI_QUERY, format!("q={query}"));
+        m
+    };
+    let mut busy = 0;
+    for port in 0..256u16 {
+        let attacker = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), 20000 + port));
+        for query in 0..4 {
+            match assembler.offer(attacker, &block0(query), now) {
+                Block1Outcome::Continue { .. } => {}
+                Block1Outcome::Busy => busy += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let attacker = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), 20000));
+    assert_eq!(
+        assembler.host_transfers(attacker),
+        64,
+        "the attacker holds its share only"
+    );
+    assert_eq!(busy, 1024 - 64);
+    let device = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 3), 40000));
+    assert!(matches!(
+        assembler.offer(device, &block0(0), now),
+        Block1Outcome::Continue { .. }
+    ));
+    let mut last = request(&blk(0, 1, false, 0, 10));
+    last.add_option(option::URI_QUERY, "q=0");
+    assert!(matches!(
+        assembler.offer(device, &last, now),
+        Block1Outcome::Complete { .. }
+    ));
+    // The attacker's slots come back as its transfers end.
+    assembler.purge_expired(now + Block1Config::default().lifetime);
+    assert_eq!(assembler.host_transfers(attacker), 0);
+    assert!(assembler.is_empty());
 }

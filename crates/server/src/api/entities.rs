@@ -199,6 +199,7 @@ pub async fn test_uplink(
         script: std::sync::Arc::new(script),
         payload: payload.into(),
         metadata: std::sync::Arc::new(metadata),
+        source: None,
         on_done: Box::new(move |result, _| {
             let _ = tx.send(result);
         }),

@@ -262,6 +262,14 @@ impl CoapClient {
         CoapClient { socket, server, next_id: 1000 }
     }
 
+    /// A client on a free port of loopback address `ip` (e.g. "127.0.0.2"), so a test can play
+    /// several source hosts against one server.
+    pub fn from_host(server: SocketAddr, ip: &str) -> CoapClient {
+        let socket = UdpSocket::bind((ip, 0)).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        CoapClient { socket, server, next_id: 1000 }
+    }
+
     pub fn next_message_id(&mut self) -> u16 {
         self.next_id = self.next_id.wrapping_add(1);
         self.next_id
