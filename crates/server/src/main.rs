@@ -14,10 +14,12 @@
 //! - [`api`]: the REST API (ThingsBoard's paths and JSON).
 //! - [`console`]: the web console, embedded static files served at `/`.
 //! - [`decode`]: `coapgate decode`, the offline converter runner.
+//! - [`check`]: `coapgate check`, verifies a data directory.
 //! - [`bench`]: `coapgate bench`, the CoAP load generator.
 
 mod api;
 mod bench;
+mod check;
 mod coap_endpoint;
 mod config;
 mod console;
@@ -59,6 +61,20 @@ enum Command {
         /// Data directory (database, secrets); overrides COAPGATE_DATA_DIR.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Start even when a write-ahead log is damaged: what SQLite cannot replay is dropped
+        /// and reported. Without it such a data directory stops start-up with a report.
+        #[arg(long, env = "COAPGATE_SALVAGE")]
+        salvage: bool,
+    },
+    /// Verify a data directory (stop the server first): each database file's write-ahead log
+    /// and `PRAGMA integrity_check`. Exits non-zero when something is wrong.
+    Check {
+        /// TOML configuration file, as for `serve`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory; overrides COAPGATE_DATA_DIR.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Print a configuration file with every setting, its default and what it does.
     Config,
@@ -83,8 +99,11 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { demo, config, data_dir } => config::Config::load(config.as_deref(), data_dir.as_deref())
-            .and_then(|config| serve::run(config, demo)),
+        Command::Serve { demo, config, data_dir, salvage } => config::Config::load(config.as_deref(), data_dir.as_deref())
+            .and_then(|config| serve::run(config, demo, serve::StartOptions { salvage })),
+        Command::Check { config, data_dir } => {
+            config::Config::load(config.as_deref(), data_dir.as_deref()).and_then(|config| check::run(&config))
+        }
         Command::Config => {
             print!("{}", config::commented_example());
             Ok(())
