@@ -161,8 +161,8 @@ fn open_store(config: &Config, options: StartOptions) -> anyhow::Result<(Arc<dyn
             StorageError::DamagedWal(reports)
         ),
         Err(e) => {
-            return Err(e)
-                .with_context(|| format!("DATABASE_URL: cannot open SQLite database {}", config.database_path.display()));
+            // The storage error names the file at fault (main, history or events).
+            return Err(e).context("DATABASE_URL: cannot open the SQLite database");
         }
     };
     let salvaged: Vec<String> = salvaged

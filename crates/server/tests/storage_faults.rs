@@ -44,8 +44,11 @@ fn alive(pid: u32) -> bool {
     state != "Z" && state != "X"
 }
 
-/// One device posting CONs back to back; records (when sent, the answer's code).
-fn device(server: SocketAddr, path: Vec<String>, n: usize, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec<(Instant, Code)>>>) {
+/// When a request was sent, when its answer came, and the answer's code.
+type Answers = Arc<Mutex<Vec<(Instant, Instant, Code)>>>;
+
+/// One device posting CONs back to back, logging every answer.
+fn device(server: SocketAddr, path: Vec<String>, n: usize, stop: Arc<AtomicBool>, log: Answers) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     let mut buf = [0u8; 1500];
@@ -66,7 +69,7 @@ fn device(server: SocketAddr, path: Vec<String>, n: usize, stop: Arc<AtomicBool>
             match socket.recv_from(&mut buf) {
                 Ok((len, _)) => match Message::parse(&buf[..len]) {
                     Ok(r) if r.token == m.token && !r.code.is_empty() => {
-                        log.lock().unwrap().push((sent, r.code));
+                        log.lock().unwrap().push((sent, Instant::now(), r.code));
                         break;
                     }
                     _ => continue,
@@ -116,16 +119,19 @@ fn read_only_files_under_load_answer_5xx_and_recover() {
     assert!(alive(server.pid()), "the server died after its files became writable again");
 
     let log = log.lock().unwrap();
-    let before = log.iter().filter(|(t, _)| *t < read_only_from).count();
-    // Requests sent well inside the read-only window: a commit that started before it may
-    // still have succeeded at its very start.
+    let before = log.iter().filter(|(sent, _, _)| *sent < read_only_from).count();
+    // Requests sent and answered inside the read-only window (a commit that started just
+    // before it may still succeed, one that ends after it may too).
     let during: Vec<Code> = log
         .iter()
-        .filter(|(t, _)| *t > read_only_from + Duration::from_millis(200) && *t < read_only_until)
-        .map(|(_, c)| *c)
+        .filter(|(sent, answered, _)| *sent > read_only_from + Duration::from_millis(200) && *answered < read_only_until)
+        .map(|(_, _, c)| *c)
         .collect();
-    let after: Vec<Code> =
-        log.iter().filter(|(t, _)| *t > read_only_until + Duration::from_millis(700)).map(|(_, c)| *c).collect();
+    let after: Vec<Code> = log
+        .iter()
+        .filter(|(sent, _, _)| *sent > read_only_until + Duration::from_millis(700))
+        .map(|(_, _, c)| *c)
+        .collect();
     assert!(before > 0, "no uplink was answered before the files became read-only");
     assert!(!during.is_empty(), "no answers while the files were read-only");
     assert!(

@@ -139,9 +139,18 @@ fn open_file(path: &Path) -> Result<Connection> {
 }
 
 /// Names the file an error happened in: a damaged history or events file must not be reported
-/// under the main database's name.
+/// under the main database's name. An error that names a file of the data directory already
+/// (SQLite's open errors do, and so does an inner call) is left as it is.
 fn in_file(path: &Path) -> impl Fn(StorageError) -> StorageError + '_ {
-    move |e| StorageError::Other(format!("{}: {e}", path.display()))
+    move |e| {
+        let text = e.to_string();
+        let dir = path.parent().map(|d| d.display().to_string()).unwrap_or_default();
+        if text.contains(&path.display().to_string()) || (!dir.is_empty() && text.contains(&dir)) {
+            e
+        } else {
+            StorageError::Other(format!("{}: {text}", path.display()))
+        }
+    }
 }
 
 /// Logs a failing background task once when it starts failing and once when it recovers,
@@ -230,8 +239,29 @@ impl SqliteStore {
             Ok(())
         })()
         .map_err(in_file(&history_file))?;
+        let (conn, tenant_id) = SqliteStore::open_main(path).map_err(in_file(path))?;
+        let events_file = events_path(path);
+        let events = (|| -> Result<Connection> {
+            let events = open_file(&events_file)?;
+            events.busy_timeout(BUSY_TIMEOUT)?;
+            events.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+            events.execute_batch(EVENTS_SCHEMA)?;
+            Ok(events)
+        })()
+        .map_err(in_file(&events_file))?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            tenant_id,
+            events: Mutex::new(events),
+            pool: Mutex::new(vec![conn]),
+            generation: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The main file's schema, its tenant id (created once) and default profiles.
+    fn open_main(path: &Path) -> Result<(Connection, Uuid)> {
         let conn = open_connection(path)?;
-        conn.execute_batch(SCHEMA).map_err(StorageError::from).map_err(in_file(path))?;
+        conn.execute_batch(SCHEMA)?;
         migrate_history(&conn)?;
         let tenant_id = match conn
             .query_row("SELECT value FROM setting WHERE name = 'tenant_id'", [], |r| r.get::<_, String>(0))
@@ -254,22 +284,7 @@ impl SqliteStore {
                 )?;
             }
         }
-        let events_file = events_path(path);
-        let events = (|| -> Result<Connection> {
-            let events = open_file(&events_file)?;
-            events.busy_timeout(BUSY_TIMEOUT)?;
-            events.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
-            events.execute_batch(EVENTS_SCHEMA)?;
-            Ok(events)
-        })()
-        .map_err(in_file(&events_file))?;
-        Ok(SqliteStore {
-            path: path.to_path_buf(),
-            tenant_id,
-            events: Mutex::new(events),
-            pool: Mutex::new(vec![conn]),
-            generation: Arc::new(AtomicU64::new(0)),
-        })
+        Ok((conn, tenant_id))
     }
 
     fn with_events<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
@@ -433,7 +448,7 @@ pub struct FileCheck {
 /// ([`crate::sqlite_wal`]), then `PRAGMA integrity_check` on what SQLite would read. Files in
 /// use by a running server are reported as such (the server holds them exclusively).
 pub fn check_files(path: &Path) -> Vec<FileCheck> {
-    data_files(path).into_iter().filter(|f| f.exists() || f == path).map(|file| check_file(file)).collect()
+    data_files(path).into_iter().filter(|f| f.exists() || f == path).map(check_file).collect()
 }
 
 fn check_file(file: PathBuf) -> FileCheck {
