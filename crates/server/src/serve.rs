@@ -167,7 +167,7 @@ fn open_store(config: &Config, options: StartOptions) -> anyhow::Result<(Arc<dyn
     };
     let salvaged: Vec<String> = salvaged
         .iter()
-        .filter_map(|r| r.damage.as_ref().map(|d| format!("{}: dropped what was damaged: {d}", r.wal.display())))
+        .filter_map(|r| r.damage.as_ref().map(|d| format!("{} was damaged ({d}): dropped, as --salvage asks", r.wal.display())))
         .collect();
     for line in &salvaged {
         tracing::warn!("salvaged {line}");
