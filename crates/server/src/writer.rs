@@ -196,8 +196,12 @@ fn run(
                 None => crate::udp_io::coalesce(|| acknowledge(committed)),
             }
         }
-        if let Err(e) = writer.maintain() {
-            tracing::debug!("storage upkeep failed (will retry): {e}");
+        // One slice after every commit; more while nothing waits, so light traffic (never
+        // idle for a whole tick) catches up between uplinks too.
+        match writer.maintain() {
+            Ok(true) if rx.is_empty() => catch_up(writer.as_mut(), &rx),
+            Ok(_) => {}
+            Err(e) => tracing::debug!("storage upkeep failed (will retry): {e}"),
         }
     }
 }
