@@ -309,6 +309,7 @@ fn record_loop(store: Arc<dyn Store>, rx: Receiver<Event>, ttl: Duration, sink: 
     let mut batch = Vec::with_capacity(BATCH);
     let mut last_expiry = Instant::now() - EXPIRE_EVERY;
     let mut last_stats = Instant::now();
+    let mut dropped = 0u64;
     loop {
         match rx.recv_timeout(FLUSH_EVERY) {
             Ok(e) => {
@@ -327,8 +328,19 @@ fn record_loop(store: Arc<dyn Store>, rx: Receiver<Event>, ttl: Duration, sink: 
                     if let Some(s) = sink.upgrade() {
                         s.recorded.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     }
+                    if dropped > 0 {
+                        tracing::warn!("recording events works again ({dropped} events were dropped meanwhile)");
+                        dropped = 0;
+                    }
                 }
-                Err(e) => tracing::warn!("recording {} events failed: {e}", batch.len()),
+                // One line when recording starts failing (a read-only or full disk) and one when
+                // it works again, not one per batch.
+                Err(e) => {
+                    if dropped == 0 {
+                        tracing::warn!("recording events failed, dropping them until it works again: {e}");
+                    }
+                    dropped += batch.len() as u64;
+                }
             }
             batch.clear();
         }

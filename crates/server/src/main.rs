@@ -15,12 +15,14 @@
 //! - [`http_server`]: the REST API's HTTP(S) server: accept loop, connection cap, timeouts, TLS.
 //! - [`console`]: the web console, embedded static files served at `/`.
 //! - [`decode`]: `coapgate decode`, the offline converter runner.
+//! - [`check`]: `coapgate check`, verifies a data directory.
 //! - [`bench`]: `coapgate bench`, the CoAP load generator.
 //! - [`reset_password`]: `coapgate reset-password`, a user's password from the command line.
 //! - [`private_files`]: umask 077 and 0600 data files (secrets live in the databases).
 
 mod api;
 mod bench;
+mod check;
 mod coap_endpoint;
 mod config;
 mod console;
@@ -65,6 +67,20 @@ enum Command {
         /// Data directory (database, secrets); overrides COAPGATE_DATA_DIR.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Start even when a write-ahead log is damaged: what SQLite cannot replay is dropped
+        /// and reported. Without it such a data directory stops start-up with a report.
+        #[arg(long, env = "COAPGATE_SALVAGE")]
+        salvage: bool,
+    },
+    /// Verify a data directory (stop the server first): each database file's write-ahead log
+    /// and `PRAGMA integrity_check`. Exits non-zero when something is wrong.
+    Check {
+        /// TOML configuration file, as for `serve`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory; overrides COAPGATE_DATA_DIR.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Print a configuration file with every setting, its default and what it does.
     Config,
@@ -92,11 +108,14 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     private_files::restrict_new_files();
     let result = match cli.command {
-        Command::Serve { demo, config, data_dir } => config::Config::load(config.as_deref(), data_dir.as_deref())
+        Command::Serve { demo, config, data_dir, salvage } => config::Config::load(config.as_deref(), data_dir.as_deref())
             .and_then(|config| {
                 private_files::tighten(&config);
-                serve::run(config, demo)
+                serve::run(config, demo, serve::StartOptions { salvage })
             }),
+        Command::Check { config, data_dir } => {
+            config::Config::load(config.as_deref(), data_dir.as_deref()).and_then(|config| check::run(&config))
+        }
         Command::Config => {
             print!("{}", config::commented_example());
             Ok(())

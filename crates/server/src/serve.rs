@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use coapgate_coap::{Block1Config, DedupConfig};
 use coapgate_script::{EnginePool, Limits, PoolConfig};
-use coapgate_storage::{SqliteStore, Store};
+use coapgate_storage::{SqliteStore, StorageError, Store};
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, Jwt};
@@ -21,12 +21,20 @@ use crate::config::Config;
 use crate::registry::Registry;
 use crate::writer::{self, WriterConfig};
 
-pub fn run(config: Config, demo: bool) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(serve(config, demo))
+/// How `serve` treats damaged data files.
+#[derive(Clone, Copy, Default)]
+pub struct StartOptions {
+    /// Start on a damaged write-ahead log, dropping what SQLite cannot replay (and saying so),
+    /// instead of refusing to start.
+    pub salvage: bool,
 }
 
-async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+pub fn run(config: Config, demo: bool, options: StartOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(config, demo, options))
+}
+
+async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     // The DTLS and HTTPS credentials first: a wrong key store password stops start-up before
     // anything is created on disk.
@@ -35,7 +43,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         None => None,
     };
     let tls = config.ssl.as_ref().map(crate::http_server::tls_acceptor).transpose()?;
-    let store = open_store(&config)?;
+    let (store, salvaged) = open_store(&config, options)?;
     let generated_password = api::ensure_admin_user(store.as_ref(), &config.admin_username, config.admin_password.as_deref())
         .context("creating the admin user")?;
     let jwt = Arc::new(Jwt::load(store.clone()).context("loading the token secret")?);
@@ -123,6 +131,9 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let http = HttpServer::new(http, app, http_settings, tls);
 
     print_banner(&config, &endpoint, dtls_endpoint.as_deref(), &http, generated_password.as_deref(), demo_command.as_deref(), started);
+    for line in &salvaged {
+        println!("  salvaged  {line}");
+    }
     tokio::spawn(endpoint.run());
     if let Some(dtls) = dtls_endpoint {
         tokio::spawn(dtls.run());
@@ -147,14 +158,33 @@ pub fn enlarge_socket_buffers(socket: &impl std::os::fd::AsFd, bytes: usize) {
     }
 }
 
-fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the database after checking its write-ahead logs (a damaged one stops start-up unless
+/// `--salvage`); returns the store and, when salvaging, one line per file saying what was dropped.
+fn open_store(config: &Config, options: StartOptions) -> anyhow::Result<(Arc<dyn Store>, Vec<String>)> {
     if let Some(parent) = config.database_path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("COAPGATE_DATA_DIR: cannot create {}", parent.display()))?;
     }
-    let store = SqliteStore::open(&config.database_path)
-        .with_context(|| format!("DATABASE_URL: cannot open SQLite database {}", config.database_path.display()))?;
-    Ok(Arc::new(store))
+    let (store, salvaged) = match SqliteStore::open_checked(&config.database_path, options.salvage) {
+        Ok(opened) => opened,
+        Err(StorageError::DamagedWal(reports)) => anyhow::bail!(
+            "refusing to start: {}. Keep a copy of the data directory, then start with --salvage \
+             (or COAPGATE_SALVAGE=true) to drop that and run on the rest",
+            StorageError::DamagedWal(reports)
+        ),
+        Err(e) => {
+            // The storage error names the file at fault (main, history or events).
+            return Err(e).context("DATABASE_URL: cannot open the SQLite database");
+        }
+    };
+    let salvaged: Vec<String> = salvaged
+        .iter()
+        .filter_map(|r| r.damage.as_ref().map(|d| format!("{} was damaged ({d}): dropped, as --salvage asks", r.wal.display())))
+        .collect();
+    for line in &salvaged {
+        tracing::warn!("salvaged {line}");
+    }
+    Ok((Arc::new(store), salvaged))
 }
 
 fn start_script_pool(config: &Config) -> EnginePool {

@@ -12,6 +12,16 @@
 //! it each committed batch and goes on to the next one while the disk works, and one flush
 //! releases every batch committed before it started. The hand-over queue is bounded, so a slow
 //! disk still pushes back to the writer's queue and from there to the devices (5.03).
+//!
+//! Upkeep (deleting rows the compactor moved, expiring old exchanges) runs after each commit and
+//! also on a timer while no uplinks arrive ([`UPKEEP_IDLE_TICK`]), until it is caught up: work
+//! that piles up during a quiet spell (every exchange of a busy hour expires at once 247 s after
+//! it) is done in the quiet spell, not a slice per commit when traffic returns.
+//!
+//! A storage fault (read-only files, I/O errors, a full disk) fails the batches it hits: their
+//! devices get 5.00 and nothing is acknowledged that is not durable. The writer keeps going and
+//! the next batch tries again, so service comes back by itself with the disk; the log gets one
+//! line when commits start failing and one when they work again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +72,9 @@ const MICROS_BUCKETS: &[u64] = &[250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_
 /// Committed batches waiting for the sync thread. Small: each holds up to `max_batch` uplinks,
 /// and a full queue makes the writer wait, which is the backpressure a slow disk must cause.
 const SYNC_QUEUE_BATCHES: usize = 8;
+
+/// How long the writer waits for an uplink before it runs upkeep on its own.
+pub const UPKEEP_IDLE_TICK: Duration = Duration::from_millis(100);
 
 /// A committed batch: each record's completion with what became of it.
 type Committed = Vec<(Completion, Result<UplinkOutcome, UplinkRejection>)>;
@@ -148,7 +161,16 @@ fn run(
     sync: Option<Sender<Committed>>,
 ) {
     let mut batch: Vec<WriteJob> = Vec::with_capacity(config.max_batch);
-    while let Ok(first) = rx.recv() {
+    let mut faults = FaultLog::default();
+    loop {
+        let first = match rx.recv_timeout(UPKEEP_IDLE_TICK) {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                catch_up(writer.as_mut(), &rx);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         batch.push(first);
         let deadline = Instant::now() + config.batch_window;
         while batch.len() < config.max_batch {
@@ -161,7 +183,7 @@ fn run(
                 },
             }
         }
-        if let Some(committed) = commit_batch(writer.as_mut(), &mut batch, stats) {
+        if let Some(committed) = commit_batch(writer.as_mut(), &mut batch, stats, &mut faults) {
             match &sync {
                 // Blocks while the sync thread is SYNC_QUEUE_BATCHES behind.
                 Some(sync) => {
@@ -174,14 +196,64 @@ fn run(
                 None => crate::udp_io::coalesce(|| acknowledge(committed)),
             }
         }
-        if let Err(e) = writer.maintain() {
-            tracing::warn!("storage upkeep failed (will retry): {e}");
+        // One slice after every commit; more while nothing waits, so light traffic (never
+        // idle for a whole tick) catches up between uplinks too.
+        match writer.maintain() {
+            Ok(true) if rx.is_empty() => catch_up(writer.as_mut(), &rx),
+            Ok(_) => {}
+            Err(e) => tracing::debug!("storage upkeep failed (will retry): {e}"),
+        }
+    }
+}
+
+/// Upkeep while idle: slice after slice until nothing is waiting or an uplink arrives (each
+/// slice is a short pause, so an uplink waits at most one).
+fn catch_up(writer: &mut dyn UplinkWriter, rx: &Receiver<WriteJob>) {
+    loop {
+        match writer.maintain() {
+            Ok(true) if rx.is_empty() => continue,
+            Ok(_) => return,
+            Err(e) => {
+                // Commits report the fault (once); upkeep retries on the next tick.
+                tracing::debug!("storage upkeep failed (will retry): {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Turns a run of failing commits into two log lines: when they start failing and when they
+/// work again, with how many batches failed in between.
+#[derive(Default)]
+struct FaultLog {
+    failed_batches: u64,
+    failed_uplinks: u64,
+}
+
+impl FaultLog {
+    fn failed(&mut self, uplinks: usize, e: &dyn std::fmt::Display) {
+        if self.failed_batches == 0 {
+            tracing::error!("storing uplinks failed, answering 5.00 and retrying with every batch until it works: {e}");
+        }
+        self.failed_batches += 1;
+        self.failed_uplinks += uplinks as u64;
+    }
+
+    fn succeeded(&mut self) {
+        if self.failed_batches > 0 {
+            tracing::warn!(
+                "storing uplinks works again ({} uplinks in {} batches were refused with 5.00 meanwhile)",
+                self.failed_uplinks,
+                self.failed_batches
+            );
+            *self = FaultLog::default();
         }
     }
 }
 
 /// The sync thread: flushes once for everything committed so far, then acknowledges it.
 fn run_sync(mut barrier: Box<dyn DurabilityBarrier>, rx: Receiver<Committed>, stats: &WriterStats) {
+    let mut faults = FaultLog::default();
     while let Ok(first) = rx.recv() {
         // Every batch already queued was committed before this flush starts, so it covers them.
         let mut ready = vec![first];
@@ -192,11 +264,14 @@ fn run_sync(mut barrier: Box<dyn DurabilityBarrier>, rx: Receiver<Committed>, st
         stats.syncs.fetch_add(1, Ordering::Relaxed);
         // The answers of one flush leave the socket together, in one system call.
         crate::udp_io::coalesce(|| match flushed {
-            Ok(()) => ready.into_iter().for_each(acknowledge),
+            Ok(()) => {
+                faults.succeeded();
+                ready.into_iter().for_each(acknowledge)
+            }
             Err(e) => {
                 // The data may be visible but is not known to be on disk: never acknowledge it.
                 stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-                tracing::error!("flushing committed uplinks failed, none acknowledged: {e}");
+                faults.failed(ready.iter().map(Vec::len).sum(), &e);
                 let message = e.to_string();
                 ready.into_iter().for_each(|c| fail_all(c, &message));
             }
@@ -221,7 +296,12 @@ fn fail_all(committed: Committed, message: &str) {
 
 /// Commits one batch; gives back the completions with their results, or — when the transaction
 /// failed — calls them with the failure itself and gives back `None`.
-fn commit_batch(writer: &mut dyn UplinkWriter, batch: &mut Vec<WriteJob>, stats: &WriterStats) -> Option<Committed> {
+fn commit_batch(
+    writer: &mut dyn UplinkWriter,
+    batch: &mut Vec<WriteJob>,
+    stats: &WriterStats,
+    faults: &mut FaultLog,
+) -> Option<Committed> {
     let (records, completions): (Vec<UplinkRecord>, Vec<Completion>) =
         batch.drain(..).map(|j| (j.record, j.done)).unzip();
     let started = Instant::now();
@@ -230,18 +310,61 @@ fn commit_batch(writer: &mut dyn UplinkWriter, batch: &mut Vec<WriteJob>, stats:
     stats.batch_size.record(records.len() as u64);
     match result {
         Ok(results) => {
+            faults.succeeded();
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats.records.fetch_add(records.len() as u64, Ordering::Relaxed);
             Some(completions.into_iter().zip(results).collect())
         }
         Err(e) => {
             stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("storing {} uplinks failed, none acknowledged: {e}", records.len());
+            faults.failed(records.len(), &e);
             let message = e.to_string();
             for done in completions {
                 done(WriteResult::Failed(message.clone()));
             }
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A storage whose upkeep has `backlog` slices of work waiting.
+    struct Backlog {
+        backlog: Arc<Mutex<u32>>,
+    }
+
+    impl UplinkWriter for Backlog {
+        fn commit(
+            &mut self,
+            batch: &[UplinkRecord],
+        ) -> coapgate_storage::Result<Vec<Result<UplinkOutcome, UplinkRejection>>> {
+            Ok(batch.iter().map(|_| Ok(UplinkOutcome::default())).collect())
+        }
+
+        fn maintain(&mut self) -> coapgate_storage::Result<bool> {
+            let mut backlog = self.backlog.lock().unwrap();
+            *backlog = backlog.saturating_sub(1);
+            Ok(*backlog > 0)
+        }
+    }
+
+    /// Finding 8 of issue 13: upkeep waited for uplinks, so a backlog built up while idle was
+    /// worked off a slice per commit once traffic came back.
+    #[test]
+    fn upkeep_catches_up_while_no_uplinks_arrive() {
+        let backlog = Arc::new(Mutex::new(1000));
+        let config = WriterConfig { queue_capacity: 16, max_batch: 16, batch_window: Duration::from_millis(1) };
+        let (handle, join) = start(Box::new(Backlog { backlog: backlog.clone() }), config);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while *backlog.lock().unwrap() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(*backlog.lock().unwrap(), 0, "the backlog is worked off without any uplink");
+        drop(handle);
+        join.join().unwrap();
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod model;
 pub mod sqlite;
+pub mod sqlite_wal;
 
 use model::*;
 use uuid::Uuid;
@@ -31,6 +32,17 @@ pub enum StorageError {
     NotFound,
     #[error("{0}")]
     Other(String),
+    /// Write-ahead logs SQLite would replay only in part, dropping committed transactions.
+    #[error("{}", damaged_wal_text(.0))]
+    DamagedWal(Vec<sqlite_wal::WalReport>),
+}
+
+fn damaged_wal_text(reports: &[sqlite_wal::WalReport]) -> String {
+    let files: Vec<String> = reports
+        .iter()
+        .filter_map(|r| r.damage.as_ref().map(|d| format!("{} is damaged: {d}", r.wal.display())))
+        .collect();
+    files.join("; ")
 }
 
 impl From<rusqlite::Error> for StorageError {
@@ -167,10 +179,13 @@ pub trait UplinkWriter: Send {
     /// and entity groups an uplink needs are created in the same transaction as its entities.
     fn commit(&mut self, batch: &[UplinkRecord]) -> Result<Vec<Result<UplinkOutcome, UplinkRejection>>>;
 
-    /// Background upkeep between commits (e.g. moving new points into their final table). Called
-    /// by the writer thread when it is idle or after a commit; must keep its pauses short.
-    fn maintain(&mut self) -> Result<()> {
-        Ok(())
+    /// Background upkeep between commits (e.g. deleting points already moved into their final
+    /// table, expiring old exchanges). Called by the writer thread after each commit and, while
+    /// no uplinks arrive, on a timer; must keep its pauses short. Returns whether more work is
+    /// waiting: an idle writer then calls it again at once, so a backlog is worked off before
+    /// traffic returns rather than a slice per commit once it has.
+    fn maintain(&mut self) -> Result<bool> {
+        Ok(false)
     }
 
     /// Splits durability from the commit, for a writer that can overlap the two: after this

@@ -122,6 +122,69 @@ CREATE INDEX IF NOT EXISTS event_by_time ON event (created_time);
 /// How long a connection waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Every file is opened through SQLite's `unix-excl` VFS: the process takes an exclusive lock on
+/// each database file and keeps the WAL index (the `-shm` file otherwise) in heap memory, shared
+/// by all of its connections. With the default VFS the WAL index is the `-shm` file mapped into
+/// memory, and a mapped file that stops being writable under the process (`chattr +i`, a
+/// read-only remount, a full disk when a page must be allocated) turns the next store into it
+/// into SIGBUS: the whole server died instead of one commit failing. Through `unix-excl`
+/// nothing is mapped (`mmap_size` is 0 too), so every such fault is an I/O error that fails one
+/// transaction (5.00) and goes away with its cause. The lock also keeps a second server (or
+/// `coapgate check`) off files in use.
+const VFS: &str = "unix-excl";
+
+/// Opens one database file read-write through [`VFS`].
+fn open_file(path: &Path) -> Result<Connection> {
+    Ok(Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), VFS)?)
+}
+
+/// Names the file an error happened in: a damaged history or events file must not be reported
+/// under the main database's name. An error that names a file of the data directory already
+/// (SQLite's open errors do, and so does an inner call) is left as it is.
+fn in_file(path: &Path) -> impl Fn(StorageError) -> StorageError + '_ {
+    move |e| {
+        let text = e.to_string();
+        let dir = path.parent().map(|d| d.display().to_string()).unwrap_or_default();
+        if text.contains(&path.display().to_string()) || (!dir.is_empty() && text.contains(&dir)) {
+            e
+        } else {
+            StorageError::Other(format!("{}: {text}", path.display()))
+        }
+    }
+}
+
+/// Logs a failing background task once when it starts failing and once when it recovers,
+/// instead of once per retry (ten lines a second while a disk is read-only).
+pub(crate) struct FaultLog {
+    what: &'static str,
+    failures: u64,
+}
+
+impl FaultLog {
+    pub(crate) fn new(what: &'static str) -> FaultLog {
+        FaultLog { what, failures: 0 }
+    }
+
+    pub(crate) fn record<T>(&mut self, result: Result<T>) -> Option<T> {
+        match result {
+            Ok(v) => {
+                if self.failures > 0 {
+                    eprintln!("coapgate: {} works again (after {} failed attempts)", self.what, self.failures);
+                    self.failures = 0;
+                }
+                Some(v)
+            }
+            Err(e) => {
+                if self.failures == 0 {
+                    eprintln!("coapgate: {} failed, retrying quietly until it works: {e}", self.what);
+                }
+                self.failures += 1;
+                None
+            }
+        }
+    }
+}
+
 pub struct SqliteStore {
     path: PathBuf,
     tenant_id: Uuid,
@@ -136,13 +199,67 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and its schema.
+    /// Opens (creating if needed) the database file and its schema; refuses a data directory
+    /// whose write-ahead logs are damaged (see [`SqliteStore::open_checked`]).
     pub fn open(path: &Path) -> Result<SqliteStore> {
-        let history = Connection::open(history_path(path))?;
-        history.busy_timeout(BUSY_TIMEOUT)?;
-        history.execute_batch("PRAGMA journal_mode=WAL;")?;
-        history.execute_batch(HISTORY_SCHEMA)?;
-        drop(history);
+        SqliteStore::open_checked(path, false).map(|(store, _)| store)
+    }
+
+    /// Opens the database after checking the write-ahead log of each of its files
+    /// ([`crate::sqlite_wal`]): SQLite would silently drop every commit after damage in a log.
+    /// A damaged log is refused with [`StorageError::DamagedWal`] naming each file and what
+    /// would be lost, unless `salvage` is set: then the store opens on what SQLite can replay,
+    /// the damaged tail is discarded for good (checkpoint and truncate, so the next start-up is
+    /// clean), and the reports of what was dropped are returned.
+    pub fn open_checked(path: &Path, salvage: bool) -> Result<(SqliteStore, Vec<crate::sqlite_wal::WalReport>)> {
+        let mut damaged = Vec::new();
+        for file in data_files(path) {
+            let report = crate::sqlite_wal::check_wal(&file)
+                .map_err(|e| StorageError::Other(format!("{}: cannot read the write-ahead log: {e}", wal_path(&file).display())))?;
+            damaged.extend(report.filter(|r| r.damage.is_some()));
+        }
+        if !damaged.is_empty() && !salvage {
+            return Err(StorageError::DamagedWal(damaged));
+        }
+        let store = SqliteStore::open_files(path)?;
+        if !damaged.is_empty() {
+            store.with_conn(|c| Ok(c.execute_batch("PRAGMA main.wal_checkpoint(TRUNCATE); PRAGMA hist.wal_checkpoint(TRUNCATE);")?))?;
+            store.with_events(|c| Ok(c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?))?;
+        }
+        Ok((store, damaged))
+    }
+
+    fn open_files(path: &Path) -> Result<SqliteStore> {
+        let history_file = history_path(path);
+        (|| -> Result<()> {
+            let history = open_file(&history_file)?;
+            history.busy_timeout(BUSY_TIMEOUT)?;
+            history.execute_batch("PRAGMA journal_mode=WAL;")?;
+            history.execute_batch(HISTORY_SCHEMA)?;
+            Ok(())
+        })()
+        .map_err(in_file(&history_file))?;
+        let (conn, tenant_id) = SqliteStore::open_main(path).map_err(in_file(path))?;
+        let events_file = events_path(path);
+        let events = (|| -> Result<Connection> {
+            let events = open_file(&events_file)?;
+            events.busy_timeout(BUSY_TIMEOUT)?;
+            events.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+            events.execute_batch(EVENTS_SCHEMA)?;
+            Ok(events)
+        })()
+        .map_err(in_file(&events_file))?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            tenant_id,
+            events: Mutex::new(events),
+            pool: Mutex::new(vec![conn]),
+            generation: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The main file's schema, its tenant id (created once) and default profiles.
+    fn open_main(path: &Path) -> Result<(Connection, Uuid)> {
         let conn = open_connection(path)?;
         conn.execute_batch(SCHEMA)?;
         migrate_history(&conn)?;
@@ -167,17 +284,7 @@ impl SqliteStore {
                 )?;
             }
         }
-        let events = Connection::open(events_path(path))?;
-        events.busy_timeout(BUSY_TIMEOUT)?;
-        events.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
-        events.execute_batch(EVENTS_SCHEMA)?;
-        Ok(SqliteStore {
-            path: path.to_path_buf(),
-            tenant_id,
-            events: Mutex::new(events),
-            pool: Mutex::new(vec![conn]),
-            generation: Arc::new(AtomicU64::new(0)),
-        })
+        Ok((conn, tenant_id))
     }
 
     fn with_events<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
@@ -191,8 +298,11 @@ impl SqliteStore {
             None => open_connection(&self.path)?,
         };
         let result = f(&mut conn);
+        // A connection opened while the files could not be written is read-only for life
+        // (SQLite falls back to O_RDONLY): it is dropped, so writes work again once they can.
+        let writable = !conn.is_readonly("main").unwrap_or(true);
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < 8 {
+        if pool.len() < 8 && writable {
             pool.push(conn);
         }
         result
@@ -328,14 +438,63 @@ const DEVICE_MEMBERS: Listing =
     Listing { table: "device", columns: MEMBER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
 const ASSET_MEMBERS: Listing = Listing { table: "asset", columns: MEMBER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
 
+/// What `coapgate check` found in one database file; no problems means it is sound.
+pub struct FileCheck {
+    pub file: PathBuf,
+    pub problems: Vec<String>,
+}
+
+/// Verifies the files of the store at `path` without changing them: each write-ahead log
+/// ([`crate::sqlite_wal`]), then `PRAGMA integrity_check` on what SQLite would read. Files in
+/// use by a running server are reported as such (the server holds them exclusively).
+pub fn check_files(path: &Path) -> Vec<FileCheck> {
+    data_files(path).into_iter().filter(|f| f.exists() || f == path).map(check_file).collect()
+}
+
+fn check_file(file: PathBuf) -> FileCheck {
+    let mut problems = Vec::new();
+    if !file.is_file() {
+        problems.push("missing (or not a file)".into());
+        return FileCheck { file, problems };
+    }
+    match crate::sqlite_wal::check_wal(&file) {
+        Ok(Some(report)) => problems.extend(report.damage.map(|d| format!("{} is damaged: {d}", report.wal.display()))),
+        Ok(None) => {}
+        Err(e) => problems.push(format!("cannot read {}: {e}", wal_path(&file).display())),
+    }
+    // Read-only through the default VFS: nothing is written, the log is replayed in memory and
+    // kept (a read-only connection never checkpoints or deletes it), and a server's exclusive
+    // lock makes this fail at once rather than read files being written.
+    let integrity = (|| -> rusqlite::Result<Vec<String>> {
+        let conn = Connection::open_with_flags(&file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let mut statement = conn.prepare("PRAGMA integrity_check(20)")?;
+        let rows = statement.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect()
+    })();
+    match integrity {
+        Ok(lines) if lines == ["ok"] => {}
+        Ok(lines) => problems.extend(lines.into_iter().map(|l| format!("integrity check: {l}"))),
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {
+            problems.push("in use by a running server: stop it, then check again".into())
+        }
+        Err(e) => problems.push(format!("cannot be read: {e}")),
+    }
+    FileCheck { file, problems }
+}
+
 /// `…/coapgate.db` → `…/coapgate-<part>.db`: the files that live beside the main database.
 fn sibling_path(path: &Path, part: &str) -> PathBuf {
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "coapgate".into());
     path.with_file_name(format!("{stem}-{part}.db"))
 }
 
+/// The database files of a store: the main one, then history and events.
+pub fn data_files(path: &Path) -> [PathBuf; 3] {
+    [path.to_path_buf(), history_path(path), events_path(path)]
+}
+
 /// The write-ahead log SQLite keeps beside a database file.
-fn wal_path(path: &Path) -> PathBuf {
+pub fn wal_path(path: &Path) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
     p.push("-wal");
     PathBuf::from(p)
@@ -352,20 +511,29 @@ fn history_path(path: &Path) -> PathBuf {
 /// A connection to the main database with the history database attached as `hist`.
 fn open_connection(path: &Path) -> Result<Connection> {
     let conn = open_main_connection(path)?;
-    conn.execute("ATTACH DATABASE ?1 AS hist", [history_path(path).to_string_lossy()])?;
-    conn.execute_batch("PRAGMA hist.synchronous=FULL;")?;
+    let history = history_path(path);
+    (|| -> Result<()> {
+        conn.execute("ATTACH DATABASE ?1 AS hist", [history.to_string_lossy()])?;
+        conn.execute_batch("PRAGMA hist.synchronous=FULL;")?;
+        Ok(())
+    })()
+    .map_err(in_file(&history))?;
     Ok(conn)
 }
 
 /// A connection to the main database alone: for the uplink writer, whose `BEGIN IMMEDIATE`
 /// would otherwise take the write lock of every attached database and wait for the compactor.
 fn open_main_connection(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    // WAL lets readers run beside the writer; FULL makes every commit durable (fsync of the WAL),
-    // which the "2.01 only after durable commit" invariant needs. Group commit pays for it.
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;")?;
-    Ok(conn)
+    (|| -> Result<Connection> {
+        let conn = open_file(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL lets readers run beside the writer; FULL makes every commit durable (fsync of the
+        // WAL), which the "2.01 only after durable commit" invariant needs. Group commit pays
+        // for it.
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;")?;
+        Ok(conn)
+    })()
+    .map_err(in_file(path))
 }
 
 /// Data directories from before the history database kept ts_kv and ts_kv_latest in the main
@@ -1273,21 +1441,28 @@ fn start_checkpointer(path: &Path) -> Result<()> {
     std::thread::Builder::new()
         .name("wal-checkpoint".into())
         .spawn(move || {
+            let mut faults = FaultLog::new("checkpointing the write-ahead log");
             loop {
                 std::thread::sleep(std::time::Duration::from_millis(100));
-                if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
-                    eprintln!("coapgate: WAL checkpoint failed: {e}");
-                }
+                faults.record(conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);").map_err(StorageError::from));
             }
         })
         .map_err(|e| StorageError::Other(format!("cannot start the checkpoint thread: {e}")))?;
     Ok(())
 }
 
+/// Read-write as far as SQLite's locks go (`query_only` keeps it from writing): a read-only
+/// open through `unix-excl` would map the `-shm` file whenever no other connection of the
+/// process held the file at that moment.
 fn open_history_reader(path: &Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags(history_path(path), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    Ok(conn)
+    let history = history_path(path);
+    (|| -> Result<Connection> {
+        let conn = open_file(&history)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.execute_batch("PRAGMA query_only=1;")?;
+        Ok(conn)
+    })()
+    .map_err(in_file(&history))
 }
 
 /// Moves points from main.ts_kv_recent into the history database from its own thread and
@@ -1298,14 +1473,12 @@ fn start_compactor(conn: Connection, moved: std::sync::Weak<AtomicI64>) -> Resul
         .name("ts-compactor".into())
         .spawn(move || {
             let mut last_move = std::time::Instant::now();
+            let mut reads = FaultLog::new("counting time series to move into the history database");
+            let mut faults = FaultLog::new("moving time series into the history database");
             loop {
                 std::thread::sleep(COMPACT_CHECK);
-                let waiting = match waiting_points(&conn) {
-                    Ok((moved, last)) => last - moved,
-                    Err(e) => {
-                        eprintln!("coapgate: counting time series to move failed: {e}");
-                        continue;
-                    }
+                let Some(waiting) = reads.record(waiting_points(&conn)).map(|(moved, last)| last - moved) else {
+                    continue;
                 };
                 if waiting < COMPACT_ROWS && (waiting == 0 || last_move.elapsed() < COMPACT_EVERY) {
                     if moved.strong_count() == 0 {
@@ -1316,18 +1489,15 @@ fn start_compactor(conn: Connection, moved: std::sync::Weak<AtomicI64>) -> Resul
                 last_move = std::time::Instant::now();
                 loop {
                     let Some(moved) = moved.upgrade() else { return };
-                    match move_recent(&conn) {
-                        Ok((upto, more)) => {
+                    // On failure points stay in ts_kv_recent, where reads find them; retried later.
+                    match faults.record(move_recent(&conn)) {
+                        Some((upto, more)) => {
                             moved.store(upto, Ordering::Release);
                             if !more {
                                 break;
                             }
                         }
-                        Err(e) => {
-                            // Points stay in ts_kv_recent, where reads find them; retried later.
-                            eprintln!("coapgate: moving time series into the history database failed: {e}");
-                            break;
-                        }
+                        None => break,
                     }
                 }
             }
@@ -1756,7 +1926,7 @@ impl UplinkWriter for SqliteUplinkWriter {
         Ok(Some(Box::new(WalBarrier { wal })))
     }
 
-    fn maintain(&mut self) -> Result<()> {
+    fn maintain(&mut self) -> Result<bool> {
         // Rows the compactor moved are deleted a slice at a time; one row always stays, so
         // rowids keep growing (SQLite reuses them from 1 in an empty table) and rows moved stay
         // told apart from rows written later.
@@ -1788,7 +1958,7 @@ impl UplinkWriter for SqliteUplinkWriter {
             let deleted = expire_exchanges(&self.conn, crate::now_millis() - EXCHANGE_LIFETIME_MS)?;
             self.exchanges_behind = deleted >= EXCHANGE_SLICE;
         }
-        Ok(())
+        Ok(self.exchanges_behind || self.moved.load(Ordering::Acquire) > self.deleted_upto)
     }
 
     fn commit(
@@ -1997,6 +2167,72 @@ mod tests {
         let id = store.device_by_name("D0").unwrap().unwrap().id;
         let latest = store.latest_timeseries(id, None).unwrap();
         assert_eq!(latest[0].1.ts, ts);
+    }
+
+    /// Upkeep says when more is waiting, so an idle writer works a backlog off at once
+    /// (issue 13, finding 8) instead of a slice per commit once traffic returns.
+    #[test]
+    fn upkeep_reports_a_backlog_until_it_is_worked_off() {
+        let (_dir, store) = temp_store();
+        let mut raw = SqliteUplinkWriter::open_for_test(&store);
+        let conn = open_connection(&store.path).unwrap();
+        conn.execute_batch("BEGIN").unwrap();
+        for _ in 0..EXCHANGE_SLICE * 2 + 5 {
+            conn.execute("INSERT INTO coap_exchange_log (ts, peer, message_id, response) VALUES (1, 'p', 1, x'60')", []).unwrap();
+        }
+        conn.execute_batch("COMMIT").unwrap();
+        std::thread::sleep(EXCHANGE_CHECK);
+        let mut calls = 0;
+        while raw.maintain().unwrap() {
+            calls += 1;
+            assert!(calls < 10, "upkeep never caught up");
+        }
+        assert_eq!(calls, 2, "two full slices said more was waiting, the third did not");
+        let left: i64 = conn.query_row("SELECT count(*) FROM coap_exchange_log", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0);
+    }
+
+    /// A copy of the store's files, taken while it is open (so its logs are not checkpointed
+    /// away on close), as a crash leaves them.
+    fn copy_open_store(store: &SqliteStore, to: &Path) -> PathBuf {
+        for file in data_files(&store.path) {
+            for f in [wal_path(&file), file] {
+                if f.exists() {
+                    std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+                }
+            }
+        }
+        to.join(store.path.file_name().unwrap())
+    }
+
+    /// Finding 7: damage in the history database's log is refused under that file's name, and
+    /// salvaging opens the store and leaves logs that check clean.
+    #[test]
+    fn a_damaged_history_log_is_refused_by_name_and_salvaged() {
+        let (_dir, store) = temp_store();
+        let mut raw = SqliteUplinkWriter::open_for_test(&store);
+        // Several moves, each one committed transaction of the history database's log.
+        for round in 0..20 {
+            let values = (0..50).map(|k| (format!("k{k}"), KvValue::Long(round))).collect::<Vec<_>>();
+            let values = values.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            raw.commit(&[record("dev", true, 1000 + round, values)]).unwrap();
+            compact(&store, &mut raw);
+        }
+        let copy = tempdir::Dir::new();
+        let db = copy_open_store(&store, &copy.path);
+        let wal = wal_path(&history_path(&db));
+        let len = std::fs::metadata(&wal).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&wal).unwrap().set_len(len / 2 + 1000).unwrap();
+
+        let error = SqliteStore::open(&db).err().expect("a damaged log is refused").to_string();
+        assert!(error.contains("test-history.db-wal is damaged"), "{error}");
+        assert!(!error.contains("test.db-wal"), "only the damaged file is named: {error}");
+        let (salvaged, reports) = SqliteStore::open_checked(&db, true).unwrap();
+        assert_eq!(reports.len(), 1);
+        assert!(reports[0].damage.as_ref().unwrap().cut_at.is_some());
+        drop(salvaged);
+        assert!(check_files(&db).iter().all(|c| c.problems.is_empty()), "clean after salvage");
+        SqliteStore::open(&db).expect("and opens without salvage");
     }
 
     #[test]
