@@ -40,8 +40,16 @@ pub fn run(args: ResetPasswordArgs) -> anyhow::Result<()> {
         bail!("no database at {} (COAPGATE_DATA_DIR / DATABASE_URL)", config.database_path.display());
     }
     crate::private_files::tighten(&config);
-    let store = SqliteStore::open(&config.database_path)
-        .with_context(|| format!("cannot open SQLite database {}", config.database_path.display()))?;
+    // A running server holds its data files exclusively (storage's unix-excl VFS): say so
+    // rather than leave "database is locked" to be deciphered.
+    let store = SqliteStore::open(&config.database_path).map_err(|e| {
+        let hint = if e.to_string().contains("database is locked") {
+            " (a running coapgate server holds it: stop the server first, then run reset-password)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("cannot open SQLite database {}: {e}{hint}", config.database_path.display())
+    })?;
     let user = store.user_by_email(&username)?.with_context(|| format!("no user {username:?}"))?;
     let (password, generated) = if args.password_stdin {
         let mut line = String::new();
