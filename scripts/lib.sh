@@ -19,6 +19,6 @@ start_demo() {
     COAPGATE_ADMIN_PASSWORD=bench-password COAPGATE_DATA_DIR="$work/data" RUST_LOG=warn "$COAPGATE_BIN" serve --demo > "$work/out.txt" 2>&1 &
   SERVER=$!
   for _ in $(seq 100); do grep -q 'coap-client' "$work/out.txt" 2>/dev/null && break; sleep 0.1; done
-  URL=$(grep -o 'coap://[^ ]*' "$work/out.txt" | tail -1)
+  URL=$(grep -o 'coap://[^ ]*' "$work/out.txt" | tail -1 || true)
   [ -n "$URL" ] || { echo "coapgate serve --demo did not start:" >&2; cat "$work/out.txt" >&2; return 1; }
 }
