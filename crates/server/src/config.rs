@@ -380,38 +380,9 @@ pub struct DtlsSettings {
 impl DtlsSettings {
     fn from_values(v: &BTreeMap<&'static str, String>, port: u16) -> anyhow::Result<DtlsSettings> {
         let get = |name: &str| v.get(name).map(String::as_str).unwrap_or_default().to_string();
-        let credentials = match get("COAP_DTLS_CREDENTIALS_TYPE").trim().to_ascii_uppercase().as_str() {
-            "KEYSTORE" => {
-                let store_type = match get("COAP_DTLS_KEY_STORE_TYPE").trim().to_ascii_uppercase().as_str() {
-                    "" => None,
-                    "JKS" => Some(coapgate_dtls::StoreType::Jks),
-                    "PKCS12" | "P12" => Some(coapgate_dtls::StoreType::Pkcs12),
-                    other => bail!("COAP_DTLS_KEY_STORE_TYPE: `{other}` is neither JKS nor PKCS12"),
-                };
-                let path = get("COAP_DTLS_KEY_STORE");
-                if path.trim().is_empty() {
-                    bail!("COAP_DTLS_KEY_STORE: must name the key store file when COAP_DTLS_CREDENTIALS_TYPE=KEYSTORE");
-                }
-                DtlsCredentials::KeyStore {
-                    path: PathBuf::from(path),
-                    store_type,
-                    store_password: get("COAP_DTLS_KEY_STORE_PASSWORD"),
-                    key_password: get("COAP_DTLS_KEY_PASSWORD"),
-                    alias: get("COAP_DTLS_KEY_ALIAS"),
-                }
-            }
-            "PEM" => {
-                let (cert, key) = (get("COAP_DTLS_PEM_CERT"), get("COAP_DTLS_PEM_KEY"));
-                if cert.trim().is_empty() {
-                    bail!("COAP_DTLS_PEM_CERT: must name the certificate file when COAP_DTLS_CREDENTIALS_TYPE=PEM");
-                }
-                if key.trim().is_empty() {
-                    bail!("COAP_DTLS_PEM_KEY: must name the private key file when COAP_DTLS_CREDENTIALS_TYPE=PEM");
-                }
-                DtlsCredentials::Pem { cert: cert.into(), key: key.into(), key_password: get("COAP_DTLS_PEM_KEY_PASSWORD") }
-            }
-            other => bail!("COAP_DTLS_CREDENTIALS_TYPE: `{other}` is neither KEYSTORE nor PEM"),
-        };
+        // The same settings as HTTPS's under another prefix, read the same way (ThingsBoard uses
+        // one SslCredentials reader for both): an empty PEM key means the key is in the cert file.
+        let credentials = ServerCredentials::from_values(v, "COAP_DTLS_")?.source;
         Ok(DtlsSettings {
             bind: format!("{}:{port}", get("COAP_DTLS_BIND_ADDRESS")),
             credentials,
