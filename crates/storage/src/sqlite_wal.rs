@@ -84,6 +84,9 @@ fn be(bytes: &[u8]) -> u32 {
 
 /// SQLite's WAL checksum (`walChecksumBytes`): Fibonacci-weighted sums of 32-bit words in the
 /// byte order the magic number names, continued from `seed`.
+/// The memory page size of the kernels we run on (x86_64 and aarch64 Linux defaults).
+const OS_PAGE_BYTES: usize = 4096;
+
 fn checksum(seed: (u32, u32), data: &[u8], big_endian: bool) -> (u32, u32) {
     let (mut s1, mut s2) = seed;
     for pair in data.chunks_exact(8) {
@@ -167,9 +170,14 @@ fn scan(wal: PathBuf, bytes: &[u8]) -> WalReport {
         }
         lost_frames += 1;
         if frame.len() < frame_bytes {
-            // A crash between the two writes of a frame leaves exactly its header; any other
-            // length was cut by something else.
-            cut_short = frame.len() != FRAME_HEADER_BYTES;
+            // A crash between the two writes of a frame leaves exactly its header. A kill -9
+            // during the page's write can also stop it short: Linux copies a write into the page
+            // cache one memory page at a time and gives up between pages once a fatal signal is
+            // pending, so the file then ends on a 4 KiB boundary (seen in the crash test). That
+            // last frame belongs to a transaction whose commit was never written, let alone
+            // acknowledged. Any other length was cut by something else.
+            let killed_mid_write = bytes.len() % OS_PAGE_BYTES == 0;
+            cut_short = frame.len() != FRAME_HEADER_BYTES && !killed_mid_write;
             continue;
         }
         let previous = if i == 0 { header_sum } else if frames[i - 1].len() >= FRAME_HEADER_BYTES { stored_sum(frames[i - 1]) } else { continue };
@@ -268,6 +276,22 @@ mod tests {
         let report = check(&bytes);
         let damage = report.damage.expect("damage");
         assert_eq!((report.valid_commits, damage.lost_commits, damage.at_byte), (0, Some(2), HEADER_BYTES as u64));
+    }
+
+    #[test]
+    fn a_frame_cut_on_a_memory_page_boundary_is_a_killed_write_not_damage() {
+        // Two committed transactions, then the first frame of a third being written with
+        // 4 KiB pages; the file ends on a 4 KiB boundary inside that frame, as a kill -9 during
+        // the frame's write leaves it.
+        const BIG: usize = FRAME_HEADER_BYTES + 4096;
+        let bytes = log(4096, (7, 9), &[(2, 0), (3, 5), (2, 6), (4, 0)]);
+        let end = (HEADER_BYTES + 4 * BIG) / OS_PAGE_BYTES * OS_PAGE_BYTES;
+        assert!(end > HEADER_BYTES + 3 * BIG + FRAME_HEADER_BYTES && end < HEADER_BYTES + 4 * BIG);
+        let report = check(&bytes[..end]);
+        assert_eq!(report.valid_commits, 2);
+        assert_eq!(report.damage, None);
+        // One byte further is no page boundary: cut by something else.
+        assert!(check(&bytes[..end + 1]).damage.is_some());
     }
 
     #[test]
