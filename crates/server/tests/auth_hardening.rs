@@ -239,30 +239,7 @@ fn change_password_checks_the_current_one_and_the_policy_and_ends_old_sessions()
 
 #[test]
 fn a_configured_admin_password_must_meet_the_policy() {
-    let dir = temp_dir("policy");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coapgate"))
-        .arg("serve")
-        .env("COAPGATE_DATA_DIR", &dir)
-        .env("HTTP_BIND_ADDRESS", "127.0.0.1")
-        .env("HTTP_BIND_PORT", "0")
-        .env("COAP_BIND_ADDRESS", "127.0.0.1")
-        .env("COAP_BIND_PORT", "0")
-        .env("COAPGATE_ADMIN_PASSWORD", "x")
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A server that accepts the password runs on: stop it rather than wait forever.
-    let started = eventually(Duration::from_secs(20), || child.try_wait().unwrap()).is_none();
-    if started {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!started && !out.status.success(), "started with a one-character admin password");
+    let stderr = refused_start(&[("COAPGATE_ADMIN_PASSWORD", "x")]);
     assert!(stderr.contains("COAPGATE_ADMIN_PASSWORD") && stderr.contains("6 or more characters"), "{stderr}");
 }
 

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use coapgate_coap::message::Code;
-use common::{ADMIN_PASSWORD, ADMIN_USER, CoapClient, Server, endpoint_path, eventually, temp_dir};
+use common::{ADMIN_PASSWORD, ADMIN_USER, CoapClient, Server, endpoint_path, eventually, refused_start, temp_dir};
 use openssl::ssl::{SslConnector, SslMethod};
 use serde_json::{Value, json};
 
@@ -276,34 +276,6 @@ fn https_with_pkcs12_and_jks_key_stores() {
         );
         assert_eq!(https_login(&server)["email"], ADMIN_USER, "{store} {store_type}");
     }
-}
-
-/// Runs `coapgate serve` expecting it to refuse to start; returns what it printed on stderr.
-fn refused_start(env: &[(&str, &str)]) -> String {
-    let dir = temp_dir("https-refused");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coapgate"))
-        .arg("serve")
-        .env("COAPGATE_DATA_DIR", &dir)
-        .env("HTTP_BIND_ADDRESS", "127.0.0.1")
-        .env("HTTP_BIND_PORT", "0")
-        .env("COAP_BIND_ADDRESS", "127.0.0.1")
-        .env("COAP_BIND_PORT", "0")
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let exited = eventually(GENEROUS, || child.try_wait().unwrap());
-    if exited.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("coapgate started with {env:?}");
-    }
-    let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    let _ = std::fs::remove_dir_all(dir);
-    assert!(!exited.unwrap().success());
-    stderr
 }
 
 #[test]

@@ -370,3 +370,35 @@ pub fn run_python_flow(server: &Server, script: &str, coap_send_cmd: &str) {
     );
     assert!(out.status.success() && stdout.contains("OK"), "{script} failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
 }
+
+/// Runs `coapgate serve` on a fresh data directory, bound to 127.0.0.1, expecting it to refuse
+/// to start (bad settings, a policy it enforces); returns what it printed on stderr. Panics if
+/// it starts after all.
+pub fn refused_start(env: &[(&str, &str)]) -> String {
+    let dir = temp_dir("refused");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coapgate"))
+        .arg("serve")
+        .env("COAPGATE_DATA_DIR", &dir)
+        .env("HTTP_BIND_ADDRESS", "127.0.0.1")
+        .env("HTTP_BIND_PORT", "0")
+        .env("COAP_BIND_ADDRESS", "127.0.0.1")
+        .env("COAP_BIND_PORT", "0")
+        .env_remove("DATABASE_URL")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = eventually(Duration::from_secs(20), || child.try_wait().unwrap());
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        panic!("coapgate started with {env:?}");
+    }
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success(), "coapgate exited successfully with {env:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
