@@ -176,7 +176,7 @@ fn scan(wal: PathBuf, bytes: &[u8]) -> WalReport {
             // pending, so the file then ends on a 4 KiB boundary (seen in the crash test). That
             // last frame belongs to a transaction whose commit was never written, let alone
             // acknowledged. Any other length was cut by something else.
-            let killed_mid_write = bytes.len() % OS_PAGE_BYTES == 0;
+            let killed_mid_write = bytes.len().is_multiple_of(OS_PAGE_BYTES);
             cut_short = frame.len() != FRAME_HEADER_BYTES && !killed_mid_write;
             continue;
         }
