@@ -27,6 +27,7 @@ fn record(device: usize, ts: i64) -> UplinkRecord {
             ts,
             response: vec![0x61, 0x41, (ts >> 8) as u8, ts as u8, 0x01],
         }),
+        remote: None,
     }
 }
 

@@ -3,18 +3,22 @@
 //! Modules:
 //! - [`model`]: the stored entities and typed values, free of any API shape.
 //! - [`sqlite`]: the SQLite backend (bundled SQLite, WAL, one writer connection).
+//! - [`outbox`]: a remote integration's durable outbox (SQLite too): converted uplinks waiting
+//!   for the platform's acknowledgement, with their CoAP exchanges.
 //!
 //! **No other crate speaks SQL.** The server talks to storage only through [`Store`] for reads and
 //! entity edits, and through an [`UplinkWriter`] for the hot write path, which commits many
 //! uplinks per transaction (group commit). A PostgreSQL backend will implement the same two traits.
 
 pub mod model;
+pub mod outbox;
 pub mod sqlite;
 pub mod sqlite_wal;
 
 use model::*;
 use uuid::Uuid;
 
+pub use outbox::Outbox;
 pub use sqlite::SqliteStore;
 
 /// Errors at the storage boundary. The server matches on [`StorageError::Conflict`] to answer
@@ -57,7 +61,23 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 ///
 /// Methods are blocking: callers on an async runtime use `spawn_blocking`. The single tenant's
 /// id is fixed when the database is created.
-pub trait Store: Send + Sync + 'static {
+/// The durable record of CoAP exchanges whose uplinks were stored, which refills and backs the
+/// deduplication caches: the platform's database for `serve`, the outbox for `remote`.
+pub trait ExchangeLog: Send + Sync + 'static {
+    /// The newest `limit` exchanges of stored uplinks that arrived at or after `since`, one per
+    /// (peer, message id) — the newest — oldest first, to refill the deduplication cache at
+    /// start-up. The cache holds a bounded number anyway; at 30,000 uplinks/s the table keeps
+    /// 7 million within EXCHANGE_LIFETIME, too many to load after a crash.
+    fn recent_exchanges(&self, since: Millis, limit: usize) -> Result<Vec<Exchange>>;
+
+    /// The newest exchange of a stored uplink from `peer` with `message_id` that arrived at or
+    /// after `since`, if any: for a retransmission the deduplication cache no longer holds.
+    /// Without an index on the key (it would dirty random pages in every uplink commit) this
+    /// reads the log from its newest row back, so callers keep it rare and off the hot path.
+    fn find_exchange(&self, peer: &str, message_id: u16, since: Millis) -> Result<Option<Exchange>>;
+}
+
+pub trait Store: ExchangeLog {
     fn tenant_id(&self) -> Uuid;
 
     // Settings: small named values the server keeps across restarts (e.g. its token secret).
@@ -152,17 +172,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes all events of one entity.
     fn delete_events_of(&self, entity_id: Uuid) -> Result<u64>;
 
-    /// The newest `limit` exchanges of stored uplinks that arrived at or after `since`, one per
-    /// (peer, message id) — the newest — oldest first, to refill the deduplication cache at
-    /// start-up. The cache holds a bounded number anyway; at 30,000 uplinks/s the table keeps
-    /// 7 million within EXCHANGE_LIFETIME, too many to load after a crash.
-    fn recent_exchanges(&self, since: Millis, limit: usize) -> Result<Vec<Exchange>>;
-
-    /// The newest exchange of a stored uplink from `peer` with `message_id` that arrived at or
-    /// after `since`, if any: for a retransmission the deduplication cache no longer holds.
-    /// Without an index on the key (it would dirty random pages in every uplink commit) this
-    /// reads the log from its newest row back, so callers keep it rare and off the hot path.
-    fn find_exchange(&self, peer: &str, message_id: u16, since: Millis) -> Result<Option<Exchange>>;
+    /// Forgets that records of a remote's outbox below `below` were stored: the remote has
+    /// removed them from its outbox and will never send them again.
+    fn forget_remote_records(&self, integration_id: Uuid, outbox: Uuid, below: u64) -> Result<u64>;
 
     /// Opens the writer for the uplink path. There is one per server: it owns its connection
     /// and caches, and is driven from a single thread.

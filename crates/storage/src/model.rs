@@ -423,6 +423,18 @@ pub struct UplinkRecord {
     /// The CoAP exchange that carried the uplink, stored with its data when the record is
     /// stored, so a retransmission after a crash is answered without storing it again.
     pub exchange: Option<Exchange>,
+    /// Set for a record a remote integration sent: its place in that remote's outbox. Storage
+    /// commits it with the data, and a record whose place was committed before is not stored
+    /// again (its outcome says `duplicate`).
+    pub remote: Option<RemoteSeq>,
+}
+
+/// Where a remote integration's record comes from: the remote's outbox (a UUID made with its
+/// file) and the record's sequence number in it (increasing, never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteSeq {
+    pub outbox: Uuid,
+    pub seq: u64,
 }
 
 /// A remembered CoAP exchange: who sent which Message ID, and the response to replay.
@@ -446,6 +458,10 @@ pub enum UplinkRejection {
     /// ThingsBoard's exact message for a missing asset when creation is off.
     #[error("Creating assets is forbidden!")]
     CreatingAssetsForbidden,
+    /// A remote integration's local outbox has no room for the record (`REMOTE_OUTBOX_MAX_BYTES`);
+    /// not stored, to be answered 5.03 like any full queue.
+    #[error("the remote's outbox is full")]
+    OutboxFull,
 }
 
 /// What storing an uplink did, for events and logs.
@@ -457,6 +473,8 @@ pub struct UplinkOutcome {
     pub entities: Vec<(EntityKind, Uuid)>,
     /// Values left out because of `updateOnlyKeys` (they equalled the stored latest value).
     pub unchanged_skipped: usize,
+    /// The record was a remote's resend of one committed before: nothing was written now.
+    pub duplicate: bool,
 }
 
 #[cfg(test)]

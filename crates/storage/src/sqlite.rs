@@ -19,7 +19,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::model::*;
-use crate::{DurabilityBarrier, Result, StorageError, Store, UplinkWriter, now_millis};
+use crate::{DurabilityBarrier, ExchangeLog, Result, StorageError, Store, UplinkWriter, now_millis};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS setting (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -69,6 +69,12 @@ CREATE TABLE IF NOT EXISTS coap_exchange_log (
 -- No index on ts: expired rows are the oldest rowids (see `expire_exchanges`), and a restart
 -- reads every row still in the table anyway. An index cost an insert per uplink.
 DROP INDEX IF EXISTS coap_exchange_log_ts;
+-- Records remote integrations sent, committed with their data: a resend is found here and not
+-- stored again. Sequence numbers grow per outbox, so inserts land at the end of each range.
+-- Rows are deleted once the remote reports it removed them from its outbox.
+CREATE TABLE IF NOT EXISTS remote_record (
+    integration_id BLOB NOT NULL, outbox_id BLOB NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (integration_id, outbox_id, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS key_dictionary (key_id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
 -- New time-series points land here first, in arrival order: an uplink's commit then writes a
 -- few pages at the end of this table instead of one random leaf of ts_kv per device and key.
@@ -134,7 +140,7 @@ const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const VFS: &str = "unix-excl";
 
 /// Opens one database file read-write through [`VFS`].
-fn open_file(path: &Path) -> Result<Connection> {
+pub(crate) fn open_file(path: &Path) -> Result<Connection> {
     Ok(Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), VFS)?)
 }
 
@@ -743,6 +749,58 @@ fn key_ids(conn: &Connection, keys: &[String]) -> Result<Vec<(String, i64)>> {
     Ok(out)
 }
 
+impl ExchangeLog for SqliteStore {
+    fn recent_exchanges(&self, since: Millis, limit: usize) -> Result<Vec<Exchange>> {
+        self.with_conn(|c| recent_exchanges(c, since, limit))
+    }
+
+    fn find_exchange(&self, peer: &str, message_id: u16, since: Millis) -> Result<Option<Exchange>> {
+        self.with_conn(|c| find_exchange(c, peer, message_id, since))
+    }
+}
+
+/// Appends one exchange to `coap_exchange_log` (the statement is the caller's, prepared once
+/// per batch).
+pub(crate) fn remember_exchange(insert: &mut rusqlite::CachedStatement<'_>, e: &Exchange) -> Result<()> {
+    insert.execute(params![e.ts, e.peer, e.message_id, e.response])?;
+    Ok(())
+}
+
+/// [`ExchangeLog::recent_exchanges`] on a database with a `coap_exchange_log` table.
+pub(crate) fn recent_exchanges(c: &Connection, since: Millis, limit: usize) -> Result<Vec<Exchange>> {
+    // Newest first by arrival (rowid), so only `limit` rows are read; the first row of a
+    // (peer, message id) seen is its newest exchange, the one a retransmission belongs to.
+    let mut stmt = c.prepare_cached(
+        "SELECT peer, message_id, ts, response FROM coap_exchange_log WHERE ts >= ?1 ORDER BY rowid DESC LIMIT ?2",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut seen = std::collections::HashSet::new();
+    let mut rows = Vec::new();
+    for row in stmt.query_map(params![since, limit], |r| {
+        Ok(Exchange { peer: r.get(0)?, message_id: r.get(1)?, ts: r.get(2)?, response: r.get(3)? })
+    })? {
+        let e = row?;
+        if seen.insert((e.peer.clone(), e.message_id)) {
+            rows.push(e);
+        }
+    }
+    rows.reverse();
+    Ok(rows)
+}
+
+/// [`ExchangeLog::find_exchange`] on a database with a `coap_exchange_log` table.
+pub(crate) fn find_exchange(c: &Connection, peer: &str, message_id: u16, since: Millis) -> Result<Option<Exchange>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT peer, message_id, ts, response FROM coap_exchange_log \
+         WHERE peer = ?1 AND message_id = ?2 AND ts >= ?3 ORDER BY rowid DESC LIMIT 1",
+    )?;
+    Ok(stmt
+        .query_row(params![peer, message_id, since], |r| {
+            Ok(Exchange { peer: r.get(0)?, message_id: r.get(1)?, ts: r.get(2)?, response: r.get(3)? })
+        })
+        .optional()?)
+}
+
 impl Store for SqliteStore {
     fn tenant_id(&self) -> Uuid {
         self.tenant_id
@@ -920,7 +978,11 @@ impl Store for SqliteStore {
     }
 
     fn delete_integration(&self, id: Uuid) -> Result<bool> {
-        self.with_conn(|c| Ok(c.execute("DELETE FROM integration WHERE id = ?1", [id])? > 0))
+        self.with_conn(|c| {
+            // Its remotes' record places go with it: nothing may be sent for it any more.
+            c.execute("DELETE FROM remote_record WHERE integration_id = ?1", [id])?;
+            Ok(c.execute("DELETE FROM integration WHERE id = ?1", [id])? > 0)
+        })
     }
 
     fn device(&self, id: Uuid) -> Result<Option<Device>> {
@@ -1283,40 +1345,12 @@ impl Store for SqliteStore {
         self.with_events(|c| Ok(c.execute("DELETE FROM event WHERE entity_id = ?1", [entity_id])? as u64))
     }
 
-    fn recent_exchanges(&self, since: Millis, limit: usize) -> Result<Vec<Exchange>> {
+    fn forget_remote_records(&self, integration_id: Uuid, outbox: Uuid, below: u64) -> Result<u64> {
         self.with_conn(|c| {
-            // Newest first by arrival (rowid), so only `limit` rows are read; the first row of a
-            // (peer, message id) seen is its newest exchange, the one a retransmission belongs to.
-            let mut stmt = c.prepare_cached(
-                "SELECT peer, message_id, ts, response FROM coap_exchange_log WHERE ts >= ?1 ORDER BY rowid DESC LIMIT ?2",
-            )?;
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let mut seen = std::collections::HashSet::new();
-            let mut rows = Vec::new();
-            for row in stmt.query_map(params![since, limit], |r| {
-                Ok(Exchange { peer: r.get(0)?, message_id: r.get(1)?, ts: r.get(2)?, response: r.get(3)? })
-            })? {
-                let e = row?;
-                if seen.insert((e.peer.clone(), e.message_id)) {
-                    rows.push(e);
-                }
-            }
-            rows.reverse();
-            Ok(rows)
-        })
-    }
-
-    fn find_exchange(&self, peer: &str, message_id: u16, since: Millis) -> Result<Option<Exchange>> {
-        self.with_conn(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT peer, message_id, ts, response FROM coap_exchange_log \
-                 WHERE peer = ?1 AND message_id = ?2 AND ts >= ?3 ORDER BY rowid DESC LIMIT 1",
-            )?;
-            Ok(stmt
-                .query_row(params![peer, message_id, since], |r| {
-                    Ok(Exchange { peer: r.get(0)?, message_id: r.get(1)?, ts: r.get(2)?, response: r.get(3)? })
-                })
-                .optional()?)
+            let n = c
+                .prepare_cached("DELETE FROM remote_record WHERE integration_id = ?1 AND outbox_id = ?2 AND seq < ?3")?
+                .execute(params![integration_id, outbox, below as i64])?;
+            Ok(n as u64)
         })
     }
 
@@ -1421,7 +1455,7 @@ const EXCHANGE_CHECK: std::time::Duration = std::time::Duration::from_millis(100
 /// older than `before`: rows are appended in arrival order, so everything before that row has
 /// expired (and nothing after it is touched, even if the clock went back). Reads at most a
 /// slice of rows, by rowid. Returns how many rows it deleted.
-fn expire_exchanges(conn: &Connection, before: Millis) -> Result<usize> {
+pub(crate) fn expire_exchanges(conn: &Connection, before: Millis) -> Result<usize> {
     let deleted = conn
         .prepare_cached(
             "WITH oldest(first) AS (SELECT min(rowid) FROM coap_exchange_log) \
@@ -1822,9 +1856,32 @@ impl SqliteUplinkWriter {
 
     /// Appends the exchange in the uplink's transaction; reading takes the newest per
     /// (peer, Message ID), so a reused Message ID needs no update in place.
-    fn remember_exchange(insert: &mut rusqlite::CachedStatement<'_>, e: &Exchange) -> Result<()> {
-        insert.execute(params![e.ts, e.peer, e.message_id, e.response])?;
-        Ok(())
+    /// [`Self::write_record`], once per remote record: a record whose (integration, outbox,
+    /// seq) is committed already is a resend and writes nothing; a stored one commits its place
+    /// with its data (same transaction), so the next resend finds it. A rejected record leaves
+    /// no place: sent again, it is judged again.
+    fn write_remote_record(
+        &self,
+        pending: &mut WriterCache,
+        record: &UplinkRecord,
+        insert_point: &mut rusqlite::CachedStatement<'_>,
+    ) -> Result<std::result::Result<UplinkOutcome, UplinkRejection>> {
+        let Some(remote) = record.remote else {
+            return self.write_record(pending, record, insert_point);
+        };
+        let key = params![record.integration_id, remote.outbox, remote.seq as i64];
+        let seen: bool = self
+            .conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM remote_record WHERE integration_id = ?1 AND outbox_id = ?2 AND seq = ?3)")?
+            .query_row(key, |r| r.get(0))?;
+        if seen {
+            return Ok(Ok(UplinkOutcome { duplicate: true, ..UplinkOutcome::default() }));
+        }
+        let written = self.write_record(pending, record, insert_point)?;
+        if written.is_ok() {
+            self.conn.prepare_cached("INSERT INTO remote_record (integration_id, outbox_id, seq) VALUES (?1, ?2, ?3)")?.execute(key)?;
+        }
+        Ok(written)
     }
 
     fn write_record(
@@ -1982,9 +2039,9 @@ impl UplinkWriter for SqliteUplinkWriter {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let mut results = Vec::with_capacity(batch.len());
         for record in batch {
-            let written = self.write_record(&mut pending, record, &mut insert_point).and_then(|r| {
+            let written = self.write_remote_record(&mut pending, record, &mut insert_point).and_then(|r| {
                 if let (Ok(_), Some(exchange)) = (&r, &record.exchange) {
-                    Self::remember_exchange(&mut insert_exchange, exchange)?;
+                    remember_exchange(&mut insert_exchange, exchange)?;
                 }
                 Ok(r)
             });
@@ -2050,7 +2107,36 @@ mod tests {
             update_only_keys: Arc::from(Vec::new()),
             entities,
             exchange: None,
+            remote: None,
         }
+    }
+
+    /// A remote's record is stored once however often it is sent, in one batch or several, and
+    /// its place is forgotten only when the remote says it left its outbox.
+    #[test]
+    fn a_remote_record_is_stored_once() {
+        let (_dir, store) = temp_store();
+        let mut writer = store.uplink_writer().unwrap();
+        let outbox = Uuid::new_v4();
+        let sent = |seq: u64, ts: i64| {
+            let mut r = record("R-1", true, ts, vec![("t", KvValue::Long(ts))]);
+            r.remote = Some(RemoteSeq { outbox, seq });
+            r
+        };
+        let first = writer.commit(&[sent(1, 1000), sent(1, 1000), sent(2, 2000)]).unwrap();
+        let duplicates: Vec<bool> = first.iter().map(|r| r.as_ref().unwrap().duplicate).collect();
+        assert_eq!(duplicates, vec![false, true, false], "a copy in the same batch is a duplicate");
+        let again = writer.commit(&[sent(2, 2000)]).unwrap();
+        assert!(again[0].as_ref().unwrap().duplicate);
+        let mut other_outbox = sent(2, 3000);
+        other_outbox.remote = Some(RemoteSeq { outbox: Uuid::new_v4(), seq: 2 });
+        assert!(!writer.commit(&[other_outbox]).unwrap()[0].as_ref().unwrap().duplicate, "numbers are per outbox");
+        let device = store.device_by_name("R-1").unwrap().unwrap();
+        let query = HistoryQuery { keys: vec!["t".into()], start_ts: 0, end_ts: 10_000, limit: 100, descending: false };
+        let points = store.timeseries_history(device.id, &query).unwrap();
+        assert_eq!(points[0].1.len(), 3, "1000, 2000 and the other outbox's 3000: {points:?}");
+        assert_eq!(store.forget_remote_records(Uuid::nil(), outbox, 2).unwrap(), 1);
+        assert!(!writer.commit(&[sent(1, 1000)]).unwrap()[0].as_ref().unwrap().duplicate, "forgotten below 2");
     }
 
     /// What the compactor thread does, now: move every waiting point, then let the writer
