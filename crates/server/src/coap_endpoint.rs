@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use coapgate_coap::message::{Code, Message, MessageType};
 use coapgate_coap::{Block1Assembler, Block1Config, Block1Outcome, DedupCache, DedupConfig, Lookup, params};
 use coapgate_script::EnginePool;
-use coapgate_storage::Store;
 use coapgate_storage::model::Exchange;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -96,7 +95,7 @@ pub struct EndpointConfig {
     pub block1: Block1Config,
     /// Where the exchanges of stored uplinks are durably logged, for the retransmissions the
     /// deduplication cache can no longer answer from memory ([`Lookup::Unsure`]).
-    pub exchange_log: Option<Arc<dyn Store>>,
+    pub exchange_log: Option<Arc<dyn coapgate_storage::ExchangeLog>>,
 }
 
 /// Durable-log lookups in progress at once (each on a blocking thread, never the receive

@@ -142,6 +142,34 @@ const SETTINGS: &[Setting] = &[
         default: "0",
         help: "how long the writer waits for more uplinks before committing a partial batch",
     },
+    // The platform's side of remote integrations (`serve`), with ThingsBoard's names.
+    Setting { name: "INTEGRATIONS_RPC_ENABLED", default: "false", help: "accept remote integrations (`coapgate remote`) over gRPC" },
+    Setting { name: "INTEGRATIONS_RPC_BIND_ADDRESS", default: "0.0.0.0", help: "address remote integrations connect to" },
+    Setting { name: "INTEGRATIONS_RPC_PORT", default: "9090", help: "port remote integrations connect to" },
+    Setting { name: "INTEGRATIONS_RPC_SSL_ENABLED", default: "false", help: "TLS for remote integrations' connections" },
+    Setting {
+        name: "INTEGRATIONS_RPC_SSL_CERT",
+        default: "certChainFile.pem",
+        help: "PEM certificate chain (server certificate first) for remote integrations' TLS",
+    },
+    Setting { name: "INTEGRATIONS_RPC_SSL_PRIVATE_KEY", default: "privateKeyFile.pem", help: "PEM private key for remote integrations' TLS" },
+    // `coapgate remote`, with the names of ThingsBoard's remote integration.
+    Setting { name: "RPC_HOST", default: "localhost", help: "remote: the platform's host (its INTEGRATIONS_RPC_PORT is RPC_PORT)" },
+    Setting { name: "RPC_PORT", default: "9090", help: "remote: the platform's INTEGRATIONS_RPC_PORT" },
+    Setting { name: "RPC_SSL_ENABLED", default: "false", help: "remote: connect to the platform over TLS" },
+    Setting {
+        name: "RPC_SSL_CERT",
+        default: "",
+        help: "remote: PEM file of the certificate authority that signed the platform's certificate; empty: the system's roots",
+    },
+    Setting { name: "RPC_CLIENT_ID", default: "", help: "remote: this remote's service id in the console and its events; default: the host name" },
+    Setting { name: "INTEGRATION_ROUTING_KEY", default: "", help: "remote: the integration's routing key (Integration key in the console)" },
+    Setting { name: "INTEGRATION_SECRET", default: "", help: "remote: the integration's secret (Integration secret in the console)" },
+    Setting {
+        name: "REMOTE_OUTBOX_MAX_BYTES",
+        default: "268435456",
+        help: "remote: most bytes of converted uplinks kept while the platform has not stored them; when full, devices get 5.03",
+    },
 ];
 
 /// The resolved configuration of `coapgate serve`.
@@ -178,6 +206,48 @@ pub struct Config {
     pub writer_queue_capacity: usize,
     pub writer_max_batch: usize,
     pub writer_batch_window: Duration,
+    /// The gRPC endpoint for remote integrations; `Some` exactly when `INTEGRATIONS_RPC_ENABLED`.
+    pub rpc: Option<RpcServerSettings>,
+    /// What `coapgate remote` needs (checked when it starts, not by `serve`).
+    pub remote: RemoteSettings,
+}
+
+/// The platform's gRPC endpoint for remote integrations.
+#[derive(Debug, Clone)]
+pub struct RpcServerSettings {
+    pub bind: String,
+    /// PEM chain and key files, when TLS is on.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// `coapgate remote`'s link to the platform.
+#[derive(Debug, Clone)]
+pub struct RemoteSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    /// The trust root for the platform's certificate; `None`: the system's roots.
+    pub ca_cert: Option<PathBuf>,
+    pub service_id: String,
+    pub routing_key: String,
+    pub secret: String,
+    pub outbox_max_bytes: u64,
+}
+
+impl RemoteSettings {
+    /// What `coapgate remote` cannot start without.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.routing_key.is_empty() {
+            bail!("INTEGRATION_ROUTING_KEY: must be set to the integration's key (shown in the console under Execute remotely)");
+        }
+        if self.secret.is_empty() {
+            bail!("INTEGRATION_SECRET: must be set to the integration's secret (shown in the console under Execute remotely)");
+        }
+        if self.host.is_empty() {
+            bail!("RPC_HOST: must name the platform's host");
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -286,6 +356,29 @@ impl Config {
             writer_queue_capacity: positive(v, "WRITER_QUEUE_CAPACITY")?,
             writer_max_batch: positive(v, "WRITER_MAX_BATCH")?,
             writer_batch_window: Duration::from_millis(parse(v, "WRITER_BATCH_WINDOW_MS")?),
+            rpc: if parse_bool(v, "INTEGRATIONS_RPC_ENABLED")? {
+                let port: u16 = parse(v, "INTEGRATIONS_RPC_PORT")?;
+                let tls = if parse_bool(v, "INTEGRATIONS_RPC_SSL_ENABLED")? {
+                    Some((PathBuf::from(get("INTEGRATIONS_RPC_SSL_CERT")), PathBuf::from(get("INTEGRATIONS_RPC_SSL_PRIVATE_KEY"))))
+                } else {
+                    None
+                };
+                Some(RpcServerSettings { bind: format!("{}:{port}", get("INTEGRATIONS_RPC_BIND_ADDRESS")), tls })
+            } else {
+                None
+            },
+            remote: RemoteSettings {
+                host: get("RPC_HOST").trim().to_string(),
+                port: parse(v, "RPC_PORT")?,
+                tls: parse_bool(v, "RPC_SSL_ENABLED")?,
+                ca_cert: Some(get("RPC_SSL_CERT").trim()).filter(|p| !p.is_empty()).map(PathBuf::from),
+                service_id: Some(get("RPC_CLIENT_ID").trim().to_string())
+                    .filter(|id| !id.is_empty())
+                    .unwrap_or_else(crate::events::host_name),
+                routing_key: get("INTEGRATION_ROUTING_KEY").trim().to_string(),
+                secret: get("INTEGRATION_SECRET").to_string(),
+                outbox_max_bytes: positive(v, "REMOTE_OUTBOX_MAX_BYTES")? as u64,
+            },
         };
         if config.admin_username.is_empty() {
             bail!("COAPGATE_ADMIN_USERNAME: must not be empty");
@@ -501,6 +594,8 @@ mod tests {
             (vec![("COAP_DTLS_ENABLED", "true"), ("COAP_DTLS_CONNECTION_ID_LENGTH", "300")], "COAP_DTLS_CONNECTION_ID_LENGTH"),
             (vec![("COAP_DTLS_BASE_URL", "coap://x")], "COAP_DTLS_BASE_URL"),
             (vec![("HTTP_HEADER_READ_TIMEOUT_MS", "0")], "HTTP_HEADER_READ_TIMEOUT_MS"),
+            (vec![("INTEGRATIONS_RPC_ENABLED", "true"), ("INTEGRATIONS_RPC_PORT", "x")], "INTEGRATIONS_RPC_PORT"),
+            (vec![("REMOTE_OUTBOX_MAX_BYTES", "0")], "REMOTE_OUTBOX_MAX_BYTES"),
             (vec![("HTTP_MAX_CONNECTIONS", "-1")], "HTTP_MAX_CONNECTIONS"),
             (vec![("SSL_ENABLED", "yes please")], "SSL_ENABLED"),
             (vec![("SSL_ENABLED", "true"), ("SSL_CREDENTIALS_TYPE", "DER")], "SSL_CREDENTIALS_TYPE"),

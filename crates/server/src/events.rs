@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use coapgate_storage::Store;
+use coapgate_storage::EventLog;
 use coapgate_storage::model::{EntityKind, Event, Millis};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde_json::{Value, json};
@@ -135,14 +135,15 @@ pub struct EventSink {
 }
 
 impl EventSink {
-    /// Starts the recording thread; `ttl` is how long events are kept.
-    pub fn start(store: Arc<dyn Store>, ttl: Duration) -> Arc<EventSink> {
+    /// Starts the recording thread; `ttl` is how long events are kept. Events name this
+    /// machine as their `server`.
+    pub fn start(store: Arc<dyn EventLog>, ttl: Duration) -> Arc<EventSink> {
+        EventSink::start_as(store, ttl, host_name())
+    }
+
+    /// [`EventSink::start`] with events naming `server` (a remote's service id).
+    pub fn start_as(store: Arc<dyn EventLog>, ttl: Duration, server: String) -> Arc<EventSink> {
         let (tx, rx) = crossbeam_channel::bounded(QUEUE_CAPACITY);
-        let server = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "coapgate".into());
         let sink = Arc::new(EventSink {
             tx,
             server,
@@ -158,6 +159,19 @@ impl EventSink {
             .spawn(move || record_loop(store, rx, ttl, thread_sink))
             .expect("spawning the event recorder");
         sink
+    }
+
+    /// Records an event a remote integration recorded, as it recorded it (its time, its
+    /// `server`), under the same per-entity rate cap as local ones.
+    pub fn forward(&self, event: Event) {
+        let rate_capped = matches!(event.event_type.as_str(), "DEBUG_INTEGRATION" | "DEBUG_CONVERTER" | "ERROR");
+        if rate_capped && !self.within_rate(event.entity_id, coapgate_storage::now_millis()) {
+            self.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.tx.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Whether `entity` may record one more event this second.
@@ -302,10 +316,19 @@ impl EventSink {
     }
 }
 
+/// This machine's name, which events carry as their `server`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "coapgate".into())
+}
+
 /// How often integrations' statistics are recorded.
 pub const STATS_EVERY: Duration = Duration::from_secs(60);
 
-fn record_loop(store: Arc<dyn Store>, rx: Receiver<Event>, ttl: Duration, sink: std::sync::Weak<EventSink>) {
+fn record_loop(store: Arc<dyn EventLog>, rx: Receiver<Event>, ttl: Duration, sink: std::sync::Weak<EventSink>) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut last_expiry = Instant::now() - EXPIRE_EVERY;
     let mut last_stats = Instant::now();

@@ -5,6 +5,9 @@
 //! - [`serve`]: start-up — storage, admin user, routing table, script pool, writer, endpoints.
 //! - [`demo`]: the seed tutorial's converter and integration for `serve --demo`.
 //! - [`registry`]: the live routing table (routing key → integration and converter script).
+//! - [`remote_link`]: the platform's gRPC endpoint for remote integrations, and their status.
+//! - [`remote`]: `coapgate remote`, one integration run near its devices with a durable outbox.
+//! - [`remote_proto`]: the remote protocol's messages and their conversions.
 //! - [`coap_endpoint`]: the UDP message layer and the hand-off of uplinks to the pipeline.
 //! - [`pipeline`]: one uplink from script result to reply, with its debug events.
 //! - [`events`]: debug, lifecycle, statistics and error events, recorded in batches.
@@ -36,6 +39,9 @@ mod metrics;
 mod pipeline;
 mod private_files;
 mod registry;
+mod remote;
+mod remote_link;
+mod remote_proto;
 mod reset_password;
 mod serve;
 mod uplink;
@@ -82,6 +88,18 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Run one integration near its devices and send what its converter produces to the
+    /// platform (`serve` with INTEGRATIONS_RPC_ENABLED): INTEGRATION_ROUTING_KEY,
+    /// INTEGRATION_SECRET, RPC_HOST, RPC_PORT, RPC_SSL_ENABLED, RPC_SSL_CERT, plus the COAP_*
+    /// settings. Uplinks are answered 2.01 once durable in a local outbox.
+    Remote {
+        /// TOML configuration file; its values win over environment variables.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (the outbox); overrides COAPGATE_DATA_DIR.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Print a configuration file with every setting, its default and what it does.
     Config,
     /// Run a converter script on one payload, offline, with the server's engine.
@@ -113,6 +131,9 @@ fn main() -> std::process::ExitCode {
                 private_files::tighten(&config);
                 serve::run(config, demo, serve::StartOptions { salvage })
             }),
+        Command::Remote { config, data_dir } => {
+            config::Config::load(config.as_deref(), data_dir.as_deref()).and_then(remote::run)
+        }
         Command::Check { config, data_dir } => {
             config::Config::load(config.as_deref(), data_dir.as_deref()).and_then(|config| check::run(&config))
         }

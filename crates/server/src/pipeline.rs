@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use coapgate_coap::message::Code;
 use coapgate_script::{DecodeJob, ScriptError};
-use coapgate_storage::model::{Exchange, Millis};
+use coapgate_storage::model::{Exchange, Millis, UplinkRejection};
 use coapgate_storage::now_millis;
 use serde_json::Value;
 
@@ -140,6 +140,10 @@ impl Uplink {
     fn stored(self, result: WriteResult) {
         match result {
             WriteResult::Stored(_) => self.finish(Reply::created(), None),
+            // A remote's outbox at its limit is a full queue: come back later, nothing was kept.
+            WriteResult::Rejected(UplinkRejection::OutboxFull) => {
+                self.finish(Reply::overloaded(), Some(UplinkRejection::OutboxFull.to_string()))
+            }
             WriteResult::Rejected(rejection) => {
                 let text = rejection.to_string();
                 self.finish(Reply::bad_request(&text), Some(text))

@@ -84,11 +84,19 @@ pub struct PskEntry {
     pub integration: uuid::Uuid,
 }
 
-#[derive(Default)]
 pub struct Registry {
     routes: RwLock<HashMap<String, Arc<Route>>>,
     /// PSK identity → key and owning integration, for the integrations that have a route.
     psk: RwLock<HashMap<Vec<u8>, PskEntry>>,
+    /// Bumped after every reload, so the links of remote integrations learn that a
+    /// configuration may have changed (they compare versions themselves).
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry { routes: RwLock::default(), psk: RwLock::default(), changes: tokio::sync::watch::Sender::new(0) }
+    }
 }
 
 impl coapgate_dtls::PskKeys for Registry {
@@ -107,12 +115,16 @@ impl Registry {
         self.psk.read().unwrap_or_else(|e| e.into_inner()).get(identity).map(|e| e.integration)
     }
 
+    /// Notified after every reload (see [`Registry::install`]).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     /// Rebuilds the table from storage and says which integrations started, changed or stopped.
     /// Integrations that cannot run here (disabled, remote, or whose converter is gone) get no
     /// route, so their devices see 4.04.
     pub fn reload(&self, store: &dyn Store) -> coapgate_storage::Result<Vec<(uuid::Uuid, Lifecycle)>> {
-        let mut routes = HashMap::new();
-        let mut psk = HashMap::new();
+        let mut running = Vec::new();
         let mut converters: HashMap<uuid::Uuid, Option<Converter>> = HashMap::new();
         for integration in store.all_integrations()? {
             if integration.is_remote || !integration.enabled {
@@ -130,6 +142,18 @@ impl Registry {
                 tracing::warn!("integration {} has no converter; it will answer 4.04", integration.name);
                 continue;
             };
+            running.push((integration, converter));
+        }
+        Ok(self.install(running))
+    }
+
+    /// Replaces the table with routes for these integrations (each with its uplink converter),
+    /// all of which run here: `reload` passes the enabled local ones, `coapgate remote` the one
+    /// the platform sent while it is enabled.
+    pub fn install(&self, running: Vec<(Integration, Converter)>) -> Vec<(uuid::Uuid, Lifecycle)> {
+        let mut routes = HashMap::new();
+        let mut psk = HashMap::new();
+        for (integration, converter) in running {
             let route = Route {
                 integration_debug: DebugSettings::from_json(&integration.debug_settings),
                 converter_debug: DebugSettings::from_json(&converter.debug_settings),
@@ -155,7 +179,9 @@ impl Registry {
         let changes = lifecycle_changes(&table, &routes);
         *table = routes;
         *self.psk.write().unwrap_or_else(|e| e.into_inner()) = psk;
-        Ok(changes)
+        drop(table);
+        self.changes.send_modify(|n| *n += 1);
+        changes
     }
 }
 

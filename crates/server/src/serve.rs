@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use coapgate_coap::{Block1Config, DedupConfig};
 use coapgate_script::{EnginePool, Limits, PoolConfig};
-use coapgate_storage::{SqliteStore, StorageError, Store};
+use coapgate_storage::{ExchangeLog, SqliteStore, StorageError, Store};
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, Jwt};
@@ -68,20 +68,7 @@ async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Res
             batch_window: config.writer_batch_window,
         },
     );
-    let endpoint_config = || EndpointConfig {
-        piggyback_timeout: config.piggyback_timeout,
-        max_in_flight: config.max_in_flight,
-        dedup: DedupConfig {
-            max_entries: config.dedup_max_entries,
-            max_entries_per_peer: config.dedup_max_entries_per_peer,
-            // A quarter of the cache per source host: one host (from any number of ports) can
-            // churn only its own entries; evicting anyone else's takes four hosts.
-            max_entries_per_host: (config.dedup_max_entries / 4).max(1),
-            ..DedupConfig::default()
-        },
-        block1: Block1Config { max_body: config.max_body_bytes, ..Block1Config::default() },
-        exchange_log: Some(store.clone()),
-    };
+    let endpoint_config = || endpoint_config(&config, store.clone());
     let script_micros = Arc::new(Histogram::new(SCRIPT_MICROS_BUCKETS));
     let pipeline = Pipeline { writer: writer.clone(), events: events.clone(), script_micros: script_micros.clone() };
     let endpoint = CoapEndpoint::new(coap_socket, registry.clone(), pool.clone(), pipeline.clone(), endpoint_config());
@@ -99,24 +86,17 @@ async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Res
         }
         _ => None,
     };
-    // Uplinks stored before a restart: their retransmissions are answered, not stored again.
-    let since = coapgate_storage::now_millis() - coapgate_storage::sqlite::EXCHANGE_LIFETIME_MS;
-    // No more than the deduplication caches (plain and DTLS) can hold.
-    let limit = 2 * config.dedup_max_entries;
-    let exchanges = store.recent_exchanges(since, limit).context("loading recent CoAP exchanges")?;
-    // Fewer than asked for is all there is; as many may have left some behind in the log.
-    let all = exchanges.len() < limit;
-    let mut restored = 0;
-    for e in dtls_endpoint.iter().chain([&endpoint]) {
-        restored += e.restore_exchanges(exchanges.clone(), all);
-    }
-    if restored > 0 {
-        tracing::info!("remembering {restored} CoAP exchanges from before the restart");
-    }
+    restore_exchanges(store.as_ref(), &config, dtls_endpoint.iter().chain([&endpoint]))?;
     let http = TcpListener::bind(&config.http_bind)
         .await
         .with_context(|| format!("HTTP_BIND_ADDRESS/HTTP_BIND_PORT: cannot listen on tcp {}", config.http_bind))?;
 
+    // Remote integrations' records go through the same writer as local uplinks.
+    let remote = crate::remote_link::RemoteHub::new(store.clone(), writer.clone(), events.clone(), registry.clone());
+    let rpc_addr = match &config.rpc {
+        Some(settings) => Some(remote.start(settings).await?),
+        None => None,
+    };
     let metrics = Arc::new(Metrics {
         endpoint: endpoint.clone(),
         dtls: dtls_endpoint.clone(),
@@ -127,10 +107,14 @@ async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Res
     });
     let http_settings = config.http.clone();
     let config = Arc::new(config);
-    let app = api::router(AppState { store, registry, jwt, config: config.clone(), pool, events, metrics });
+    let app = api::router(AppState { store, registry, jwt, config: config.clone(), pool, events, metrics, remote });
     let http = HttpServer::new(http, app, http_settings, tls);
 
     print_banner(&config, &endpoint, dtls_endpoint.as_deref(), &http, generated_password.as_deref(), demo_command.as_deref(), started);
+    if let Some(rpc) = rpc_addr {
+        let tls = if config.rpc.as_ref().is_some_and(|r| r.tls.is_some()) { ", TLS" } else { "" };
+        println!("  remotes   grpc://{rpc}  (coapgate remote connects here{tls})");
+    }
     for line in &salvaged {
         println!("  salvaged  {line}");
     }
@@ -140,6 +124,48 @@ async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Res
     }
     http.run(shutdown_signal()).await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The CoAP message layer's settings (plain and DTLS alike); `log` backs the deduplication
+/// cache across restarts.
+pub(crate) fn endpoint_config(config: &Config, log: Arc<dyn ExchangeLog>) -> EndpointConfig {
+    EndpointConfig {
+        piggyback_timeout: config.piggyback_timeout,
+        max_in_flight: config.max_in_flight,
+        dedup: DedupConfig {
+            max_entries: config.dedup_max_entries,
+            max_entries_per_peer: config.dedup_max_entries_per_peer,
+            // A quarter of the cache per source host: one host (from any number of ports) can
+            // churn only its own entries; evicting anyone else's takes four hosts.
+            max_entries_per_host: (config.dedup_max_entries / 4).max(1),
+            ..DedupConfig::default()
+        },
+        block1: Block1Config { max_body: config.max_body_bytes, ..Block1Config::default() },
+        exchange_log: Some(log),
+    }
+}
+
+/// Refills the endpoints' deduplication caches with the exchanges of uplinks stored before a
+/// restart: their retransmissions are answered, not stored again.
+pub(crate) fn restore_exchanges<'a>(
+    log: &dyn ExchangeLog,
+    config: &Config,
+    endpoints: impl Iterator<Item = &'a Arc<CoapEndpoint>>,
+) -> anyhow::Result<()> {
+    let since = coapgate_storage::now_millis() - coapgate_storage::sqlite::EXCHANGE_LIFETIME_MS;
+    // No more than the deduplication caches (plain and DTLS) can hold.
+    let limit = 2 * config.dedup_max_entries;
+    let exchanges = log.recent_exchanges(since, limit).context("loading recent CoAP exchanges")?;
+    // Fewer than asked for is all there is; as many may have left some behind in the log.
+    let all = exchanges.len() < limit;
+    let mut restored = 0;
+    for e in endpoints {
+        restored += e.restore_exchanges(exchanges.clone(), all);
+    }
+    if restored > 0 {
+        tracing::info!("remembering {restored} CoAP exchanges from before the restart");
+    }
     Ok(())
 }
 
@@ -187,7 +213,7 @@ fn open_store(config: &Config, options: StartOptions) -> anyhow::Result<(Arc<dyn
     Ok((Arc::new(store), salvaged))
 }
 
-fn start_script_pool(config: &Config) -> EnginePool {
+pub(crate) fn start_script_pool(config: &Config) -> EnginePool {
     EnginePool::start(PoolConfig {
         workers: config.script_workers,
         queue_capacity: config.script_queue_capacity,
@@ -228,7 +254,7 @@ fn print_banner(
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -77,7 +77,16 @@ pub trait ExchangeLog: Send + Sync + 'static {
     fn find_exchange(&self, peer: &str, message_id: u16, since: Millis) -> Result<Option<Exchange>>;
 }
 
-pub trait Store: ExchangeLog {
+/// Where debug, lifecycle, statistics and error events are kept: the events database for
+/// `serve`; for `coapgate remote`, the link that carries them to the platform.
+pub trait EventLog: Send + Sync + 'static {
+    /// Stores events in one transaction.
+    fn insert_events(&self, events: &[Event]) -> Result<()>;
+    /// Deletes events created before `ts`; returns how many.
+    fn delete_events_before(&self, ts: Millis) -> Result<u64>;
+}
+
+pub trait Store: ExchangeLog + EventLog {
     fn tenant_id(&self) -> Uuid;
 
     // Settings: small named values the server keeps across restarts (e.g. its token secret).
@@ -163,12 +172,8 @@ pub trait Store: ExchangeLog {
         keys: Option<&[String]>,
     ) -> Result<Vec<(String, AttributeValue)>>;
 
-    /// Stores events in one transaction.
-    fn insert_events(&self, events: &[Event]) -> Result<()>;
     /// A page of events, newest first unless the query says ascending.
     fn events(&self, query: &EventQuery) -> Result<Page<Event>>;
-    /// Deletes events created before `ts`; returns how many.
-    fn delete_events_before(&self, ts: Millis) -> Result<u64>;
     /// Deletes all events of one entity.
     fn delete_events_of(&self, entity_id: Uuid) -> Result<u64>;
 

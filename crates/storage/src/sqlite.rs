@@ -19,7 +19,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::model::*;
-use crate::{DurabilityBarrier, ExchangeLog, Result, StorageError, Store, UplinkWriter, now_millis};
+use crate::{DurabilityBarrier, EventLog, ExchangeLog, Result, StorageError, Store, UplinkWriter, now_millis};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS setting (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -749,6 +749,37 @@ fn key_ids(conn: &Connection, keys: &[String]) -> Result<Vec<(String, i64)>> {
     Ok(out)
 }
 
+impl EventLog for SqliteStore {
+    fn insert_events(&self, events: &[Event]) -> Result<()> {
+        self.with_events(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO event (id, created_time, entity_type, entity_id, event_type, uid, body) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for e in events {
+                    stmt.execute(params![
+                        e.id,
+                        e.created_time,
+                        e.entity_kind.as_str(),
+                        e.entity_id,
+                        e.event_type,
+                        e.uid,
+                        json_text(&e.body)
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn delete_events_before(&self, ts: Millis) -> Result<u64> {
+        self.with_events(|c| Ok(c.execute("DELETE FROM event WHERE created_time < ?1", [ts])? as u64))
+    }
+}
+
 impl ExchangeLog for SqliteStore {
     fn recent_exchanges(&self, since: Millis, limit: usize) -> Result<Vec<Exchange>> {
         self.with_conn(|c| recent_exchanges(c, since, limit))
@@ -1255,30 +1286,6 @@ impl Store for SqliteStore {
         })
     }
 
-    fn insert_events(&self, events: &[Event]) -> Result<()> {
-        self.with_events(|c| {
-            let tx = c.transaction()?;
-            {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO event (id, created_time, entity_type, entity_id, event_type, uid, body) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?;
-                for e in events {
-                    stmt.execute(params![
-                        e.id,
-                        e.created_time,
-                        e.entity_kind.as_str(),
-                        e.entity_id,
-                        e.event_type,
-                        e.uid,
-                        json_text(&e.body)
-                    ])?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })
-    }
 
     fn events(&self, query: &EventQuery) -> Result<Page<Event>> {
         let mut filters = vec!["entity_id = ?1".to_string(), "event_type = ?2".to_string()];
@@ -1337,9 +1344,6 @@ impl Store for SqliteStore {
         })
     }
 
-    fn delete_events_before(&self, ts: Millis) -> Result<u64> {
-        self.with_events(|c| Ok(c.execute("DELETE FROM event WHERE created_time < ?1", [ts])? as u64))
-    }
 
     fn delete_events_of(&self, entity_id: Uuid) -> Result<u64> {
         self.with_events(|c| Ok(c.execute("DELETE FROM event WHERE entity_id = ?1", [entity_id])? as u64))

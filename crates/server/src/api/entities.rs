@@ -291,7 +291,7 @@ pub async fn save_integration(State(state): State<AppState>, body: Bytes) -> Api
     })
     .await?;
     reload_routes(&state).await?;
-    Ok(Json(tb::integration(&saved, state.store.tenant_id())))
+    Ok(Json(with_remote_status(&state, tb::integration(&saved, state.store.tenant_id()), &saved)))
 }
 
 /// A PSK identity may belong to one integration only: it decides which integration a PSK
@@ -394,6 +394,21 @@ fn complete_configuration(
     Ok(Value::Object(configuration))
 }
 
+/// Adds `remoteStatus` to a remote integration's JSON (and fills the list view's `status`):
+/// whether its remote is linked now, its service id, last seen, outbox backlog and rate.
+fn with_remote_status(state: &AppState, mut json: Value, i: &coapgate_storage::model::Integration) -> Value {
+    if i.is_remote {
+        let status = state.remote.status(i.id).unwrap_or_default().to_json();
+        if let Value::Object(map) = &mut json {
+            if map.contains_key("status") {
+                map.insert("status".into(), status.clone());
+            }
+            map.insert("remoteStatus".into(), status);
+        }
+    }
+    json
+}
+
 /// Makes a change live and records the integrations' lifecycle events.
 async fn reload_routes(state: &AppState) -> ApiResult<()> {
     let store = state.store.clone();
@@ -412,13 +427,13 @@ pub async fn get_integration(State(state): State<AppState>, Path(id): Path<Strin
     let id = parse_uuid(&id)?;
     let store = state.store.clone();
     let i = blocking(move || store.integration(id)).await?.ok_or_else(ApiError::item_not_found)?;
-    Ok(Json(tb::integration(&i, state.store.tenant_id())))
+    Ok(Json(with_remote_status(&state, tb::integration(&i, state.store.tenant_id()), &i)))
 }
 
 pub async fn get_integration_by_routing_key(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<Value>> {
     let store = state.store.clone();
     let i = blocking(move || store.integration_by_routing_key(&key)).await?.ok_or_else(ApiError::item_not_found)?;
-    Ok(Json(tb::integration(&i, state.store.tenant_id())))
+    Ok(Json(with_remote_status(&state, tb::integration(&i, state.store.tenant_id()), &i)))
 }
 
 pub async fn list_integrations(State(state): State<AppState>, QueryParams(q): QueryParams<Query>) -> ApiResult<Json<Value>> {
@@ -426,7 +441,7 @@ pub async fn list_integrations(State(state): State<AppState>, QueryParams(q): Qu
     let store = state.store.clone();
     let page = blocking(move || store.integrations(&query)).await?;
     let tenant = state.store.tenant_id();
-    Ok(Json(tb::page(&page, |i| tb::integration(i, tenant))))
+    Ok(Json(tb::page(&page, |i| with_remote_status(&state, tb::integration(i, tenant), i))))
 }
 
 pub async fn list_integration_infos(State(state): State<AppState>, QueryParams(q): QueryParams<Query>) -> ApiResult<Json<Value>> {
@@ -434,7 +449,7 @@ pub async fn list_integration_infos(State(state): State<AppState>, QueryParams(q
     let store = state.store.clone();
     let page = blocking(move || store.integrations(&query)).await?;
     let tenant = state.store.tenant_id();
-    Ok(Json(tb::page(&page, |i| tb::integration_info(i, tenant))))
+    Ok(Json(tb::page(&page, |i| with_remote_status(&state, tb::integration_info(i, tenant), i))))
 }
 
 pub async fn delete_integration(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {

@@ -48,6 +48,8 @@ pub struct AppState {
     pub pool: Arc<EnginePool>,
     pub events: Arc<EventSink>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Remote integrations' links and their status.
+    pub remote: Arc<crate::remote_link::RemoteHub>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -37,6 +37,8 @@ pub struct Server {
     pub coap: SocketAddr,
     /// The DTLS endpoint, when the server was started with `COAP_DTLS_ENABLED=true`.
     pub dtls: Option<SocketAddr>,
+    /// The remote integrations' gRPC endpoint, with `INTEGRATIONS_RPC_ENABLED=true`.
+    pub rpc: Option<SocketAddr>,
     /// Everything the server printed on stdout so far.
     pub stdout: Arc<Mutex<Vec<String>>>,
     token: Mutex<Option<String>>,
@@ -87,7 +89,7 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        let (mut http, mut coap, mut dtls) = (None, None, None);
+        let (mut http, mut coap, mut dtls, mut rpc) = (None, None, None, None);
         let deadline = Instant::now() + Duration::from_secs(30);
         while http.is_none() || coap.is_none() {
             let line = rx
@@ -99,6 +101,9 @@ impl Server {
             if let Some(rest) = line.trim().strip_prefix("DTLS      udp://") {
                 dtls = Some(rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap());
             }
+            if let Some(rest) = line.trim().strip_prefix("remotes   grpc://") {
+                rpc = Some(rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap());
+            }
             if let Some(rest) = line.trim().strip_prefix("REST API  ") {
                 // http://ADDR/api, or https:// with SSL_ENABLED.
                 http = Some(rest.trim_end_matches("/api").to_string());
@@ -106,7 +111,16 @@ impl Server {
         }
         // Let the demo lines (printed with the banner) arrive.
         std::thread::sleep(Duration::from_millis(50));
-        Server { child, data_dir, http: http.unwrap(), coap: coap.unwrap(), dtls, stdout, token: Mutex::new(None) }
+        // The remotes line comes after the REST API's.
+        if rpc.is_none() && env.iter().any(|(k, v)| *k == "INTEGRATIONS_RPC_ENABLED" && *v == "true") {
+            while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+                if let Some(rest) = line.trim().strip_prefix("remotes   grpc://") {
+                    rpc = Some(rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap());
+                    break;
+                }
+            }
+        }
+        Server { child, data_dir, http: http.unwrap(), coap: coap.unwrap(), dtls, rpc, stdout, token: Mutex::new(None) }
     }
 
     /// Stops the process (SIGKILL) and keeps the data directory for a restart.
@@ -401,4 +415,104 @@ pub fn refused_start(env: &[(&str, &str)]) -> String {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.status.success(), "coapgate exited successfully with {env:?}");
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A running `coapgate remote`, linked to a platform's gRPC endpoint. Killed and its data
+/// directory removed on drop.
+pub struct Remote {
+    child: Child,
+    pub data_dir: PathBuf,
+    pub coap: SocketAddr,
+    /// Everything it printed, stdout and log lines (stderr) alike.
+    pub output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Remote {
+    /// Starts `coapgate remote` for the integration with `routing_key` and `secret`, linking to
+    /// 127.0.0.1:`rpc_port`, with extra environment.
+    pub fn start_in(data_dir: PathBuf, rpc_port: u16, routing_key: &str, secret: &str, env: &[(&str, &str)]) -> Remote {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coapgate"));
+        cmd.arg("remote")
+            .env("COAPGATE_DATA_DIR", &data_dir)
+            .env("COAP_BIND_ADDRESS", "127.0.0.1")
+            .env("COAP_BIND_PORT", "0")
+            .env("RPC_HOST", "127.0.0.1")
+            .env("RPC_PORT", rpc_port.to_string())
+            .env("RPC_CLIENT_ID", "edge-test")
+            .env("INTEGRATION_ROUTING_KEY", routing_key)
+            .env("INTEGRATION_SECRET", secret)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("starting coapgate remote");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().unwrap())] {
+            let (lines, tx) = (output.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let coap = loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("remote did not print its banner; output: {:?}", output.lock().unwrap()));
+            if let Some(rest) = line.trim().strip_prefix("CoAP      udp://") {
+                break rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap();
+            }
+        };
+        Remote { child, data_dir, coap, output }
+    }
+
+    pub fn output_text(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a line containing `text` was printed; panics with the output otherwise.
+    pub fn wait_for(&self, text: &str, timeout: Duration) {
+        if eventually(timeout, || self.output.lock().unwrap().iter().any(|l| l.contains(text)).then_some(())).is_none() {
+            panic!("remote never printed {text:?}; output:\n{}", self.output_text());
+        }
+    }
+
+    /// How many printed lines contain `text`.
+    pub fn count(&self, text: &str) -> usize {
+        self.output.lock().unwrap().iter().filter(|l| l.contains(text)).count()
+    }
+
+    /// Stops the process (SIGKILL) and keeps the data directory for a restart.
+    pub fn kill(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::take(&mut self.data_dir);
+        std::mem::forget(self);
+        dir
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !self.data_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
+/// A TCP port of 127.0.0.1 that was free a moment ago (for a server that must come back on the
+/// same port after a restart).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
