@@ -49,8 +49,10 @@ const BATCH_BYTES: usize = 1 << 20;
 /// Events kept while the platform is away; beyond it the oldest are dropped (and counted).
 const EVENT_BUFFER: usize = 2000;
 /// Reconnect delays: doubling from the first to the last, each drawn between half and all of it.
+/// The last is short (an attempt costs one TCP connect): a platform back from an outage gets its
+/// backlog within seconds, not after a long backoff.
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
-const BACKOFF_LAST: Duration = Duration::from_secs(30);
+const BACKOFF_LAST: Duration = Duration::from_secs(5);
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     config.remote.check()?;
