@@ -140,12 +140,14 @@ fn acknowledged_uplinks_are_stored_once_through_platform_outage_and_remote_kill_
         (remote.count("linked to the platform") > linked).then(|| platform.api("GET", &format!("/api/integration/{}", integration["id"]["id"].as_str().unwrap()), None))
     })
     .expect("the remote linked again after the outage");
-    std::thread::sleep(Duration::from_millis(300));
+    // The drain is fast (tens of thousands of records a second): kill it early in it.
+    std::thread::sleep(Duration::from_millis(100));
     eprintln!("remote status when killed: {}", drained_from["remoteStatus"]);
     let remote_dir = remote.kill();
     std::thread::sleep(Duration::from_millis(500));
     let remote = Remote::start_in(remote_dir, rpc_port, &key, &secret, &remote_env);
     // It died with part of the backlog still waiting (the banner counts what the outbox holds).
+    remote.wait_for("bytes waiting", Duration::from_secs(5));
     let waiting: u64 = remote
         .output_text()
         .lines()
