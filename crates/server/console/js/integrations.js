@@ -436,7 +436,11 @@ function savedEndpoint(integration) {
     rows.push(field(label, h('div', { class: 'with-button' }, input,
       h('button', { type: 'button', class: 'secondary small copy', 'aria-label': `Copy ${label}`, onclick: () => copyText(url) }, 'Copy'))));
   }
-  return h('div', { class: 'endpoint card' }, rows);
+  // The platform answers a remote integration's devices 4.04 itself: they send to the remote.
+  const remote = integration.remote
+    ? h('p', { class: 'hint', id: 'remote-endpoint-hint' }, 'Executed remotely: devices send to the remote (coapgate remote) with this path on its own address; this server answers them 4.04.')
+    : null;
+  return h('div', { class: 'endpoint card' }, rows, remote);
 }
 
 export function integrationWizard(container) {

@@ -67,6 +67,8 @@ await run(OFF ? 'remote_off' : 'remote_status', async ({ page }) => {
   assert(/^\d+ \/ \d+ \/ \d+$/.test(await cell('totals').textContent()), `totals: ${await cell('totals').textContent()}`);
   assert(await cell('lastError').textContent() === '—', `no error yet: ${await cell('lastError').textContent()}`);
   await page.locator('.title-row .remote-badge', { hasText: 'Remote: connected (edge-test)' }).waitFor();
+  // The endpoint URL is not where this integration's devices send.
+  await page.locator('#remote-endpoint-hint', { hasText: 'this server answers them 4.04' }).waitFor();
 
   // It refreshes itself while the page is open: a status request about every 2 s.
   const before = statusGets.length;
