@@ -167,3 +167,61 @@ fn console_is_served_with_its_headers_and_leaves_the_api_alone() {
         }
     }
 }
+
+/// A TCP port free now on the loopback, for the platform's gRPC endpoint: with port 0 the
+/// server would pick one but could only report 0 as its configured port.
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn remote_integration_status_command_and_new_secret() {
+    let port = free_tcp_port().to_string();
+    let server = Server::start_with(
+        &[("INTEGRATIONS_RPC_ENABLED", "true"), ("INTEGRATIONS_RPC_BIND_ADDRESS", "127.0.0.1"), ("INTEGRATIONS_RPC_PORT", &port)],
+        &[],
+    );
+    let rpc = server.rpc.expect("the server prints its remotes line");
+    assert_eq!(rpc.port().to_string(), port);
+    assert_eq!(server.api("GET", "/api/coapgate/remoteSettings", None), json!({"enabled": true, "port": rpc.port(), "tls": false}));
+    assert_eq!(server.request("GET", "/api/coapgate/remoteSettings", None, None).0, 401, "only for a logged-in user");
+    let converter = server.create_converter("Edge Converter", SEED_DECODER);
+    let integration = server.create_integration("Edge Integration", &converter, json!({"remote": true}));
+    let (key, secret) = (integration["routingKey"].as_str().unwrap(), integration["secret"].as_str().unwrap());
+    let remote = Remote::start_in(temp_dir("remote"), rpc.port(), key, secret, &[]);
+    remote.wait_for("linked to the platform", Duration::from_secs(20));
+    let id = integration["id"]["id"].as_str().unwrap();
+    run_browser(
+        "remote_status.mjs",
+        &server,
+        &[
+            ("INTEGRATION_ID", id.to_string()),
+            ("INTEGRATION_NAME", "Edge Integration".into()),
+            ("ROUTING_KEY", key.to_string()),
+            ("SECRET", secret.to_string()),
+            ("RPC_PORT", rpc.port().to_string()),
+        ],
+    );
+    // What the person did is what the platform holds: a new secret, and the old one refused.
+    let now = server.api("GET", &format!("/api/integration/{id}"), None);
+    assert_ne!(now["secret"], integration["secret"]);
+    assert_eq!(now["remoteStatus"]["connected"], json!(false), "{now}");
+    remote.wait_for("the platform refused the link", Duration::from_secs(20));
+}
+
+#[test]
+fn remote_integration_without_the_rpc_endpoint_says_so() {
+    let server = Server::start();
+    assert_eq!(server.api("GET", "/api/coapgate/remoteSettings", None), json!({"enabled": false, "port": 0, "tls": false}));
+    let converter = server.create_converter("Edge Converter", SEED_DECODER);
+    let integration = server.create_integration("Edge Integration", &converter, json!({"remote": true}));
+    run_browser(
+        "remote_status.mjs",
+        &server,
+        &[
+            ("INTEGRATION_ID", integration["id"]["id"].as_str().unwrap().to_string()),
+            ("INTEGRATION_NAME", "Edge Integration".into()),
+            ("REMOTE_OFF", "1".into()),
+        ],
+    );
+}

@@ -2,7 +2,7 @@
 // wizard of the seed tutorial, the details page (enable/disable, endpoint URL, remote key and
 // secret) and the Events tab.
 
-import { h, fill, fmtTime, toast, field, checkbox, tabs, keyValueRows, copyText } from './dom.js';
+import { h, fill, fmtTime, toast, field, checkbox, tabs, keyValueRows, copyText, dialog } from './dom.js';
 import { get, post, del, page } from './api.js';
 import { pagedTable } from './table.js';
 import { converterForm, debugSettingsControl } from './converters.js';
@@ -17,9 +17,172 @@ function uuid4() {
   return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
 }
 
+/** 20 lower-case letters and digits, as the server makes them; bytes of 252 and more are
+ * drawn again so that every character is equally likely (252 = 7 × 36). */
 function randomSecret() {
   const chars = 'abcdefghijklmnopqrstuvwxyz0123456789';
-  return [...crypto.getRandomValues(new Uint8Array(20))].map((v) => chars[v % chars.length]).join('');
+  let out = '';
+  while (out.length < 20) {
+    for (const v of crypto.getRandomValues(new Uint8Array(32))) {
+      if (v < 252 && out.length < 20) out += chars[v % chars.length];
+    }
+  }
+  return out;
+}
+
+// Remote integrations (`coapgate remote`): the command that starts one, the status badge of the
+// list and the live status panel of the details page. The status is the `remoteStatus` the REST
+// API adds to a remote integration; every string in it (service id, address, error) comes from
+// the server or the remote and is shown as text. (Here rather than in a module of its own: the
+// console's files are listed one by one where the binary embeds them.)
+/** `{enabled, port, tls}` of the platform's gRPC endpoint for remotes. */
+function remoteSettings() {
+  return get('/api/coapgate/remoteSettings');
+}
+
+/** A status in one word for styling and one line for people: connected, refused or down. */
+function remoteState(status) {
+  const s = status || {};
+  if (s.connected) return { kind: 'ok', text: `Remote: connected (${s.serviceId || 'unnamed'})` };
+  // An error older than the last link is history, not the reason it is down now.
+  if (s.lastError && (s.lastErrorTime || 0) >= (s.connectedSince || 0)) {
+    const refused = /^connection refused:\s*/;
+    return refused.test(s.lastError)
+      ? { kind: 'err', text: `Remote: refused — ${s.lastError.replace(refused, '')}` }
+      : { kind: 'err', text: `Remote: not connected — ${s.lastError}` };
+  }
+  return { kind: 'warn', text: 'Remote: not connected' };
+}
+
+/** The badge of a remote integration's link. */
+function remoteBadge(status) {
+  const st = remoteState(status);
+  return h('span', { class: `badge ${st.kind} remote-badge`, title: st.text }, st.text);
+}
+
+/**
+ * The Enabled/Disabled badge. An enabled remote integration without a linked remote serves no
+ * device (the platform answers its devices 4.04), so it must not look like a working one.
+ */
+function enabledBadge(integration, status, attrs = {}) {
+  const remoteDown = integration.remote && integration.enabled && !status?.connected;
+  const kind = !integration.enabled ? 'off' : remoteDown ? 'warn' : 'ok';
+  const text = !integration.enabled ? 'Disabled' : remoteDown ? 'Enabled, no remote' : 'Enabled';
+  return h('span', { ...attrs, class: `badge ${kind}` }, text);
+}
+
+/** The status of an integration from any of the API's shapes (details, list, list infos). */
+function statusOf(integration) {
+  if (!integration?.remote) return null;
+  const s = integration.remoteStatus || integration.status;
+  return s && typeof s === 'object' ? s : {};
+}
+
+/** "5 s ago", "3 min ago", "2 h ago", "4 days ago"; "" for 0. */
+function ago(ms, now = Date.now()) {
+  if (!ms) return '';
+  const s = Math.max(0, Math.round((now - ms) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} days ago`;
+}
+
+function bytes(n) {
+  const v = Number(n) || 0;
+  if (v < 1024) return `${v} B`;
+  if (v < 1024 * 1024) return `${(v / 1024).toFixed(1)} KiB`;
+  if (v < 1024 * 1024 * 1024) return `${(v / 1024 / 1024).toFixed(1)} MiB`;
+  return `${(v / 1024 / 1024 / 1024).toFixed(2)} GiB`;
+}
+
+/** A time as "12 s ago (2026-12-07 08:00:01)"; "—" when never. */
+function when(ms) {
+  return ms ? `${ago(ms)} (${fmtTime(ms)})` : '—';
+}
+
+/** The rows of the status panel: [label, key, value]. */
+function statusRows(s) {
+  const st = remoteState(s);
+  const backlog = s.outboxMaxBytes
+    ? `${s.backlogRecords || 0} records, ${bytes(s.backlogBytes)} of ${bytes(s.outboxMaxBytes)}`
+    : `${s.backlogRecords || 0} records, ${bytes(s.backlogBytes)}`;
+  return [
+    ['Link', 'link', h('span', { class: `badge ${st.kind}` }, s.connected ? 'Connected' : 'Not connected')],
+    ['Service id', 'serviceId', s.serviceId || '—'],
+    ['Address', 'address', s.address || '—'],
+    ['Connected since', 'connectedSince', s.connected ? when(s.connectedSince) : '—'],
+    ['Last seen', 'lastSeen', when(s.lastSeen)],
+    ['Outbox backlog', 'backlog', backlog],
+    ['Rate', 'rate', `${Number(s.uplinksPerSecond || 0).toFixed(1)} uplinks/s`],
+    ['Received', 'receivedTotal', String(s.receivedTotal || 0)],
+    ['Stored / duplicates / rejected', 'totals', `${s.storedTotal || 0} / ${s.duplicatesTotal || 0} / ${s.rejectedTotal || 0}`],
+    ['Last error', 'lastError', s.lastError ? h('span', { class: 'err-text' }, `${s.lastError} — ${when(s.lastErrorTime)}`) : '—'],
+    ['Versions', 'versions', s.integrationVersion ? `integration ${s.integrationVersion}, converter ${s.converterVersion}` : '—'],
+  ];
+}
+
+/** The status panel's element; `update(status)` redraws it. */
+function remoteStatusPanel() {
+  const summary = h('p', { class: 'remote-summary' });
+  const body = h('tbody');
+  const el = h('section', { class: 'card remote-status', id: 'remote-status', 'aria-live': 'polite' },
+    h('h2', {}, 'Remote integration'), summary, h('table', { class: 'kv-table' }, body));
+  function update(status) {
+    const s = status || {};
+    const st = remoteState(s);
+    fill(summary, h('span', { class: `badge ${st.kind} remote-badge` }, st.text), ' ',
+      s.serviceId || s.lastError ? '' : h('span', { class: 'hint' }, 'No remote has linked since the server started.'));
+    body.replaceChildren(...statusRows(s).map(([label, key, value]) => h('tr', { 'data-key': key }, h('th', {}, label), h('td', {}, value))));
+  }
+  return { el, update };
+}
+
+/**
+ * Polls `/api/integration/{id}` every 2 s while `active()` and calls `onStatus(integration)`;
+ * `stop()` ends it. One request at a time: the next is scheduled when the last one answered.
+ */
+function pollRemoteStatus(id, onStatus, { active = () => true, intervalMs = 2000 } = {}) {
+  let timer = null;
+  let stopped = false;
+  const tick = async () => {
+    if (!active()) {
+      timer = setTimeout(tick, intervalMs);
+      return;
+    }
+    try {
+      const integration = await get(`/api/integration/${id}`);
+      if (!stopped) onStatus(integration);
+    } catch { /* shown again at the next tick; a 401 goes to the login page */ }
+    if (!stopped) timer = setTimeout(tick, intervalMs);
+  };
+  timer = setTimeout(tick, intervalMs);
+  return { stop() { stopped = true; clearTimeout(timer); } };
+}
+
+/** The environment that starts `coapgate remote` for this integration, as words. */
+function remoteCommand({ key, secret, host, settings, showSecret }) {
+  const words = [
+    `INTEGRATION_ROUTING_KEY=${key}`,
+    `INTEGRATION_SECRET=${showSecret ? secret : '•'.repeat(20)}`,
+    `RPC_HOST=${host}`,
+    `RPC_PORT=${settings.port || '<the port of the server\'s "remotes" line>'}`,
+  ];
+  if (settings.tls) words.push('RPC_SSL_ENABLED=true', 'RPC_SSL_CERT=ca.pem');
+  words.push('coapgate remote');
+  return words.join(' ');
+}
+
+/** Asks before something that cannot be undone; resolves to true when confirmed. */
+function confirmAction(title, text, okLabel) {
+  return new Promise((resolve) => {
+    let answered = false;
+    const d = dialog(title, { onClose: () => { if (!answered) resolve(false); } });
+    const answer = (yes) => { answered = true; d.close(); resolve(yes); };
+    d.body.append(h('p', {}, text), h('div', { class: 'actions' },
+      h('button', { class: 'danger', id: 'confirm-ok', onclick: () => answer(true) }, okLabel),
+      h('button', { class: 'secondary', onclick: () => answer(false) }, 'Cancel')));
+  });
 }
 
 /** What the server derives: `<baseUrl>[/<path>]/i/<routingKey>`. */
@@ -57,7 +220,10 @@ export function integrationsPage(container) {
       { title: 'Created time', cell: (i) => fmtTime(i.createdTime), sort: 'createdTime' },
       { title: 'Name', cell: (i) => i.name, sort: 'name' },
       { title: 'Type', cell: (i) => (i.type === 'COAP' ? 'CoAP' : i.type) },
-      { title: 'Status', cell: (i) => h('span', { class: `badge ${i.enabled ? 'ok' : 'off'}` }, i.enabled ? 'Enabled' : 'Disabled') },
+      { title: 'Status', cell: (i) => {
+        const status = statusOf(i);
+        return h('span', { class: 'status-cell' }, enabledBadge(i, status), status ? remoteBadge(status) : null);
+      } },
       { title: 'Messages (24 h)', cell: (i) => {
         const cell = h('span', { class: 'counts' }, '…');
         messageCounts(i.id.id).then(({ processed, errors }) => fill(cell, `${processed} processed`, errors ? h('span', { class: 'err-text' }, ` · ${errors} errors`) : ''))
@@ -76,7 +242,7 @@ export function integrationsPage(container) {
 }
 
 /** The sections of an integration's settings; the wizard shows them one at a time. */
-function integrationSections(integration, { isNew }) {
+function integrationSections(integration, { isNew, onRegenerate }) {
   const i = integration;
   const client = i.configuration?.clientConfiguration || {};
   const sections = {};
@@ -124,7 +290,7 @@ function integrationSections(integration, { isNew }) {
 
   // Connection.
   const routingKey = i.routingKey || uuid4();
-  const secret = i.secret || randomSecret();
+  let secret = i.secret || randomSecret();
   const security = h('select', { name: 'securityMode', 'aria-label': 'Security mode' },
     [['NO_SECURE', 'No secure'], ['DTLS', 'DTLS'], ['MIXED', 'Mixed']].map(([v, l]) => h('option', { value: v, selected: (client.securityMode || 'NO_SECURE') === v }, l)));
   const host = location.hostname.includes(':') ? `[${location.hostname}]` : location.hostname;
@@ -148,19 +314,66 @@ function integrationSections(integration, { isNew }) {
   };
   for (const input of [security, baseUrl, path, dtlsBaseUrl, dtlsPath]) input.addEventListener('input', update);
   update();
-  // Execute remotely: the integration key and secret, the secret hidden until asked for.
+  // Execute remotely: the integration key and secret, the secret hidden until asked for, and the
+  // command that starts `coapgate remote` with them (its settings are environment variables).
   const remote = checkbox('Execute remotely', !!(i.remote || i.isRemote), { name: 'remote' });
   const keyInput = h('input', { type: 'text', readonly: true, value: routingKey, name: 'routingKey', class: 'mono' });
   const secretInput = h('input', { type: 'password', readonly: true, value: secret, name: 'secret', class: 'mono', autocomplete: 'off' });
+  const command = h('pre', { class: 'code command', id: 'remote-command' });
+  const commandBox = h('div', { class: 'remote-command' }, h('p', { class: 'hint' }, 'Loading the server\'s settings for remotes…'));
+  let settings = null;
+  const drawCommand = () => {
+    if (!settings) return;
+    if (!settings.enabled) {
+      fill(commandBox, h('p', { class: 'notice', id: 'remote-off' },
+        'Remote integrations are off on this server: start it with INTEGRATIONS_RPC_ENABLED=true'));
+      return;
+    }
+    const words = { key: routingKey, secret, host: location.hostname, settings };
+    fill(command, remoteCommand({ ...words, showSecret: secretInput.type === 'text' }));
+    fill(commandBox,
+      h('div', { class: 'label' }, 'Run it near its devices with'),
+      h('div', { class: 'with-button' }, command,
+        h('button', { type: 'button', class: 'secondary small copy', 'aria-label': 'Copy command', onclick: () => copyText(remoteCommand({ ...words, showSecret: true })) }, 'Copy')),
+      h('p', { class: 'hint' },
+        settings.tls ? 'ca.pem: the certificate (PEM) of the authority that signed this server\'s RPC certificate. ' : '',
+        'RPC_CLIENT_ID names the remote (default: its host name); its devices send to the remote\'s own CoAP port (COAP_BIND_PORT, default 5683).'));
+  };
+  remoteSettings().then((s) => { settings = s; drawCommand(); })
+    .catch((e) => fill(commandBox, h('div', { class: 'error' }, e.message)));
   const showSecret = h('button', { type: 'button', class: 'secondary small', id: 'show-secret', onclick: () => {
     const hidden = secretInput.type === 'password';
     secretInput.type = hidden ? 'text' : 'password';
     showSecret.textContent = hidden ? 'Hide' : 'Show';
+    drawCommand();
   } }, 'Show');
+  const regenerate = h('button', { type: 'button', class: 'secondary small', id: 'regenerate-secret', onclick: async () => {
+    const ok = await confirmAction('Regenerate secret',
+      onRegenerate
+        ? 'A new secret is saved now. The remote linked with the old secret is disconnected and stays refused until it is restarted with the new secret.'
+        : 'The integration gets a new secret when you add it.',
+      'Regenerate secret');
+    if (!ok) return;
+    const fresh = randomSecret();
+    regenerate.disabled = true;
+    try {
+      if (onRegenerate) await onRegenerate(fresh);
+      secret = fresh;
+      secretInput.value = fresh;
+      drawCommand();
+      toast(onRegenerate ? 'New secret saved: restart the remote with it' : 'New secret');
+    } catch (e) {
+      toast(e.message, 'error');
+    } finally {
+      regenerate.disabled = false;
+    }
+  } }, 'Regenerate secret');
   const remoteBox = h('div', { class: 'remote' },
     field('Integration key', h('div', { class: 'with-button' }, keyInput, copyButton(keyInput, 'integration key'))),
-    field('Integration secret', h('div', { class: 'with-button' }, secretInput, showSecret, h('button', { type: 'button', class: 'secondary small copy', 'aria-label': 'Copy secret', onclick: () => copyText(secret) }, 'Copy'))),
-    h('p', { class: 'hint' }, 'Run it elsewhere with: coapgate remote --platform <this server> --routing-key <key> --secret <secret>'));
+    field('Integration secret', h('div', { class: 'with-button' }, secretInput, showSecret,
+      h('button', { type: 'button', class: 'secondary small copy', 'aria-label': 'Copy secret', onclick: () => copyText(secret) }, 'Copy'),
+      regenerate)),
+    commandBox);
   remote.input.addEventListener('change', () => { remoteBox.hidden = !remote.input.checked; });
   remoteBox.hidden = !remote.input.checked;
   sections.connection = h('section', { class: 'step', 'data-step': 'connection' },
@@ -223,7 +436,11 @@ function savedEndpoint(integration) {
     rows.push(field(label, h('div', { class: 'with-button' }, input,
       h('button', { type: 'button', class: 'secondary small copy', 'aria-label': `Copy ${label}`, onclick: () => copyText(url) }, 'Copy'))));
   }
-  return h('div', { class: 'endpoint card' }, rows);
+  // The platform answers a remote integration's devices 4.04 itself: they send to the remote.
+  const remote = integration.remote
+    ? h('p', { class: 'hint', id: 'remote-endpoint-hint' }, 'Executed remotely: devices send to the remote (coapgate remote) with this path on its own address; this server answers them 4.04.')
+    : null;
+  return h('div', { class: 'endpoint card' }, rows, remote);
 }
 
 export function integrationWizard(container) {
@@ -274,24 +491,48 @@ export function integrationWizard(container) {
 
 export function integrationPage(container, id, tab) {
   let dispose = null;
+  let left = false;
+  let poll = null;
   const head = h('div', { class: 'page-head' }, h('a', { href: '#/integrations', class: 'back' }, '‹ Integrations'));
   fill(container, head, h('p', { class: 'hint' }, 'Loading…'));
   (async () => {
     let integration;
     try { integration = await get(`/api/integration/${id}`); } catch (e) { fill(container, head, h('div', { class: 'error' }, e.message)); return; }
-    const statusBadge = h('span', { class: `badge ${integration.enabled ? 'ok' : 'off'}`, id: 'integration-status' }, integration.enabled ? 'Enabled' : 'Disabled');
+    if (left) return;
+    // The Enabled badge, and for a remote integration its link, redrawn by every status poll.
+    const badges = h('span', { class: 'status-cell' });
+    const panel = remoteStatusPanel();
+    const drawStatus = () => {
+      const status = statusOf(integration);
+      fill(badges, enabledBadge(integration, status, { id: 'integration-status' }), status ? remoteBadge(status) : null);
+      panel.el.hidden = !status;
+      if (status) panel.update(status);
+    };
+    drawStatus();
+    // Only the status is taken from a poll: the rest of the page may hold unsaved edits.
+    poll = pollRemoteStatus(id, (fresh) => {
+      integration = { ...integration, remote: fresh.remote, enabled: fresh.enabled, remoteStatus: fresh.remoteStatus };
+      drawStatus();
+    }, { active: () => !!integration.remote });
     const toggle = h('button', { class: 'secondary', id: 'toggle-enabled' }, integration.enabled ? 'Disable' : 'Enable');
     toggle.addEventListener('click', async () => {
       try {
         integration = await setEnabled(id, !integration.enabled);
-        fill(statusBadge, integration.enabled ? 'Enabled' : 'Disabled');
-        statusBadge.className = `badge ${integration.enabled ? 'ok' : 'off'}`;
+        drawStatus();
         toggle.textContent = integration.enabled ? 'Disable' : 'Enable';
         toast(integration.enabled ? 'Integration enabled' : 'Integration disabled');
       } catch (e) { toast(e.message, 'error'); }
     });
-    const details = (panel) => {
-      const form = integrationSections(integration, { isNew: false });
+    /** Saves a new secret with the integration as stored (not this page's unsaved edits). */
+    const saveSecret = async (secret) => {
+      const stored = await get(`/api/integration/${id}`);
+      stored.secret = secret;
+      delete stored.remoteStatus;
+      integration = await post('/api/integration', stored);
+      drawStatus();
+    };
+    const details = (tabPanel) => {
+      const form = integrationSections(integration, { isNew: false, onRegenerate: saveSecret });
       const error = h('div', { class: 'error', role: 'alert' });
       const save = h('button', { class: 'primary', id: 'save-integration' }, 'Save');
       save.addEventListener('click', async () => {
@@ -300,7 +541,8 @@ export function integrationPage(container, id, tab) {
         try {
           integration = await post('/api/integration', await form.value());
           toast('Integration saved');
-          details(panel);
+          drawStatus();
+          details(tabPanel);
         } catch (e) {
           error.textContent = e.message;
         } finally {
@@ -311,14 +553,18 @@ export function integrationPage(container, id, tab) {
         if (!confirm(`Delete integration ${integration.name}?`)) return;
         try { await del(`/api/integration/${id}`); location.hash = '#/integrations'; } catch (e) { error.textContent = e.message; }
       } }, 'Delete');
-      fill(panel, savedEndpoint(integration), h('div', { class: 'card' }, Object.values(form.sections)), error, h('div', { class: 'actions' }, save, remove));
+      fill(tabPanel, panel.el, savedEndpoint(integration), h('div', { class: 'card' }, Object.values(form.sections)), error, h('div', { class: 'actions' }, save, remove));
     };
     const t = tabs([
       { name: 'Details', render: details },
-      { name: 'Events', render: (panel) => eventsPanel(panel, 'INTEGRATION', id, ['DEBUG_INTEGRATION', 'LC_EVENT', 'STATS', 'ERROR']) },
+      { name: 'Events', render: (tabPanel) => eventsPanel(tabPanel, 'INTEGRATION', id, ['DEBUG_INTEGRATION', 'LC_EVENT', 'STATS', 'ERROR']) },
     ], tab === 'events' ? 1 : 0);
     dispose = t.dispose;
-    fill(container, head, h('div', { class: 'title-row' }, h('h1', {}, integration.name), statusBadge, h('span', { class: 'spacer' }), toggle), t);
+    fill(container, head, h('div', { class: 'title-row' }, h('h1', {}, integration.name), badges, h('span', { class: 'spacer' }), toggle), t);
   })();
-  return () => dispose?.();
+  return () => {
+    left = true;
+    poll?.stop();
+    dispose?.();
+  };
 }

@@ -14,6 +14,7 @@ mod groups;
 mod json;
 mod login_limits;
 mod password;
+mod remote_settings;
 mod sessions;
 mod telemetry;
 
@@ -57,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/auth/user", get(auth::current_user))
         .route("/api/auth/logout", post(auth::logout))
         .route("/api/auth/changePassword", post(auth::change_password))
+        .route("/api/coapgate/remoteSettings", get(remote_settings::remote_settings))
         .route("/api/converter", post(entities::save_converter))
         .route("/api/converter/testUpLink", post(entities::test_uplink))
         .route("/api/converter/{id}", get(entities::get_converter).delete(entities::delete_converter))
