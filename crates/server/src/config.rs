@@ -113,7 +113,11 @@ const SETTINGS: &[Setting] = &[
         default: "65536",
         help: "largest uplink body, block-wise (RFC 7959) included; larger ones get 4.13 with Size1",
     },
-    Setting { name: "COAP_DEDUP_MAX_ENTRIES", default: "500000", help: "message-deduplication entries kept in memory" },
+    Setting {
+        name: "COAP_DEDUP_MAX_ENTRIES",
+        default: "0",
+        help: "message-deduplication entries kept in memory (beyond them the durable exchange log answers); 0: 500000 for serve, 50000 for remote",
+    },
     Setting {
         name: "COAP_DEDUP_MAX_ENTRIES_PER_PEER",
         default: "20000",
@@ -190,7 +194,11 @@ pub struct Config {
     pub max_in_flight: usize,
     pub max_body_bytes: usize,
     pub socket_buffer_bytes: usize,
+    /// `COAP_DEDUP_MAX_ENTRIES`, with 0 resolved to `serve`'s 500,000 (`coapgate remote`
+    /// resolves it to its own, see `dedup_automatic`).
     pub dedup_max_entries: usize,
+    /// Whether `COAP_DEDUP_MAX_ENTRIES` was left automatic (0).
+    pub dedup_automatic: bool,
     pub dedup_max_entries_per_peer: usize,
     pub data_dir: PathBuf,
     pub database_path: PathBuf,
@@ -336,7 +344,11 @@ impl Config {
             max_in_flight: positive(v, "COAP_MAX_IN_FLIGHT")?,
             max_body_bytes: positive(v, "COAP_MAX_BODY_BYTES")?,
             socket_buffer_bytes: positive(v, "COAP_SOCKET_BUFFER_BYTES")?,
-            dedup_max_entries: positive(v, "COAP_DEDUP_MAX_ENTRIES")?,
+            dedup_max_entries: match parse::<usize>(v, "COAP_DEDUP_MAX_ENTRIES")? {
+                0 => 500_000,
+                n => n,
+            },
+            dedup_automatic: parse::<usize>(v, "COAP_DEDUP_MAX_ENTRIES")? == 0,
             dedup_max_entries_per_peer: positive(v, "COAP_DEDUP_MAX_ENTRIES_PER_PEER")?,
             data_dir,
             database_path,
