@@ -110,6 +110,8 @@ pub struct RemoteHub {
     /// The live link of each integration and how to end it when a newer one replaces it.
     live: Mutex<HashMap<Uuid, (u64, Arc<Notify>)>>,
     next_link: AtomicU64,
+    /// The address the gRPC endpoint listens on, once started (the console shows its port).
+    bound: std::sync::OnceLock<SocketAddr>,
 }
 
 impl RemoteHub {
@@ -122,7 +124,13 @@ impl RemoteHub {
             status: Mutex::default(),
             live: Mutex::default(),
             next_link: AtomicU64::new(1),
+            bound: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The address remotes connect to, once the endpoint is listening.
+    pub fn bound(&self) -> Option<SocketAddr> {
+        self.bound.get().copied()
     }
 
     /// The status of an integration's remote, if one ever linked or tried to since start-up.
@@ -171,6 +179,7 @@ impl RemoteHub {
             .await
             .with_context(|| format!("INTEGRATIONS_RPC_PORT: cannot listen on tcp {}", settings.bind))?;
         let addr = listener.local_addr()?;
+        let _ = self.bound.set(addr);
         let service = pb::remote_integration_server::RemoteIntegrationServer::new(RpcService(self.clone()));
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let router = builder.add_service(service);

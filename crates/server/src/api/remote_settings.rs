@@ -9,11 +9,14 @@ use serde_json::{Value, json};
 
 use super::AppState;
 
-/// `{"enabled", "port", "tls"}` from `INTEGRATIONS_RPC_*`. The port is the configured one: 0
-/// (a port chosen at start-up) is passed on as is, and the console then points at the banner.
+/// `{"enabled", "port", "tls"}` from `INTEGRATIONS_RPC_*`: the port the endpoint listens on
+/// (also when it was configured as 0, a port chosen at start-up).
 pub async fn remote_settings(State(state): State<AppState>) -> Json<Value> {
     Json(match &state.config.rpc {
-        Some(rpc) => json!({"enabled": true, "port": configured_port(&rpc.bind), "tls": rpc.tls.is_some()}),
+        Some(rpc) => {
+            let port = state.remote.bound().map_or_else(|| configured_port(&rpc.bind), |a| a.port());
+            json!({"enabled": true, "port": port, "tls": rpc.tls.is_some()})
+        }
         None => json!({"enabled": false, "port": 0, "tls": false}),
     })
 }
