@@ -287,3 +287,45 @@ fn tls_with_a_test_ca() {
     assert_eq!(plain.count("linked to the platform"), 0);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// DTLS with a pre-shared key at the remote, with libcoap's `coap-client-openssl`: the remote
+/// serves the integration's PSK identities as the platform would.
+#[test]
+fn dtls_psk_at_the_remote() {
+    let dir = temp_dir("remote-dtls");
+    let d = dir.display();
+    let out = shell(&format!(
+        "cd {d} && openssl ecparam -name prime256v1 -genkey -noout -out server.key 2>&1 && \
+         openssl req -x509 -new -key server.key -days 2 -subj /CN=localhost -out server.pem 2>&1"
+    ));
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stdout));
+    let platform = platform_on(temp_dir("platform"), 0, &[]);
+    let converter = platform.create_converter("psk converter", SEED_DECODER);
+    let client = json!({"baseUrl": "coap://127.0.0.1", "securityMode": "DTLS", "psk": [{"identity": "edge-dev", "key": "edge-key"}]});
+    let integration = platform.create_integration("psk", &converter, json!({"remote": true, "configuration": {"clientConfiguration": client, "metadata": {}}}));
+    let (cert, key) = (format!("{d}/server.pem"), format!("{d}/server.key"));
+    let remote = start_remote(
+        &platform,
+        &integration,
+        &[
+            ("COAP_DTLS_ENABLED", "true"),
+            ("COAP_DTLS_BIND_ADDRESS", "127.0.0.1"),
+            ("COAP_DTLS_BIND_PORT", "0"),
+            ("COAP_DTLS_CREDENTIALS_TYPE", "PEM"),
+            ("COAP_DTLS_PEM_CERT", &cert),
+            ("COAP_DTLS_PEM_KEY", &key),
+        ],
+    );
+    remote.wait_for("linked to the platform", Duration::from_secs(20));
+    let url = format!("coaps://127.0.0.1:{}/i/{}", remote.dtls.unwrap().port(), integration["routingKey"].as_str().unwrap());
+    let send = |identity: &str, secret: &str, device: &str| {
+        let out = shell(&format!("coap-client-openssl -m post {url} -u {identity} -k {secret} -B 5 -t text/plain -e '{device},default,temperature,3'"));
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let printed = send("edge-dev", "edge-key", "PSK-1");
+    assert!(eventually(Duration::from_secs(10), || platform.device("PSK-1")).is_some(), "PSK-1 not stored; coap-client printed: {printed}");
+    send("edge-dev", "not-the-key", "PSK-2");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(platform.device("PSK-2").is_none(), "a wrong key reached the platform");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -266,7 +266,7 @@ pub async fn save_integration(State(state): State<AppState>, body: Bytes) -> Api
             .or_else(|| existing.as_ref().map(|e| e.routing_key.clone()))
             .unwrap_or_else(|| Uuid::new_v4().to_string());
         let secret = secret.or_else(|| existing.as_ref().map(|e| e.secret.clone())).unwrap_or_else(random_secret);
-        let configuration = complete_configuration(configuration, &routing_key, &config)
+        let configuration = complete_configuration(configuration, &routing_key, &config, is_remote)
             .map_err(coapgate_storage::StorageError::Conflict)?;
         check_psk_identities_unique(store.as_ref(), id, &configuration)?;
         let integration = Integration {
@@ -328,11 +328,14 @@ pub fn random_secret() -> String {
 }
 
 /// Fills in `clientConfiguration` the way ThingsBoard's UI does: base URLs, security mode and
-/// the endpoint URLs derived from them. A given endpoint must end in `/i/<routingKey>`.
+/// the endpoint URLs derived from them. A given endpoint must end in `/i/<routingKey>`. A
+/// remote integration's devices talk to its remote, whose DTLS endpoint is its own: this
+/// server's COAP_DTLS_ENABLED says nothing about it.
 fn complete_configuration(
     mut configuration: Map<String, Value>,
     routing_key: &str,
     config: &crate::config::Config,
+    is_remote: bool,
 ) -> Result<Value, String> {
     let mut client = match configuration.remove("clientConfiguration") {
         None | Some(Value::Null) => Map::new(),
@@ -351,7 +354,7 @@ fn complete_configuration(
     let mode = SecurityMode::parse(&mode_text).ok_or_else(|| {
         format!("Field 'configuration.clientConfiguration.securityMode' must be NO_SECURE, DTLS or MIXED, not '{mode_text}'")
     })?;
-    if mode != SecurityMode::NoSecure && !config.dtls_enabled {
+    if mode != SecurityMode::NoSecure && !config.dtls_enabled && !is_remote {
         return Err(format!(
             "Field 'configuration.clientConfiguration.securityMode': {mode_text} needs the DTLS endpoint, \
              which is disabled on this server (COAP_DTLS_ENABLED=false)"

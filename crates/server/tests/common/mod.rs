@@ -423,6 +423,8 @@ pub struct Remote {
     child: Child,
     pub data_dir: PathBuf,
     pub coap: SocketAddr,
+    /// The DTLS endpoint, when started with `COAP_DTLS_ENABLED=true`.
+    pub dtls: Option<SocketAddr>,
     /// Everything it printed, stdout and log lines (stderr) alike.
     pub output: Arc<Mutex<Vec<String>>>,
 }
@@ -460,15 +462,20 @@ impl Remote {
             });
         }
         let deadline = Instant::now() + Duration::from_secs(30);
-        let coap = loop {
+        let want_dtls = env.iter().any(|(k, v)| *k == "COAP_DTLS_ENABLED" && *v == "true");
+        let (mut coap, mut dtls) = (None, None);
+        while coap.is_none() || (want_dtls && dtls.is_none()) {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| panic!("remote did not print its banner; output: {:?}", output.lock().unwrap()));
             if let Some(rest) = line.trim().strip_prefix("CoAP      udp://") {
-                break rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap();
+                coap = Some(rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap());
             }
-        };
-        Remote { child, data_dir, coap, output }
+            if let Some(rest) = line.trim().strip_prefix("DTLS      udp://") {
+                dtls = Some(rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap());
+            }
+        }
+        Remote { child, data_dir, coap: coap.unwrap(), dtls, output }
     }
 
     pub fn output_text(&self) -> String {
