@@ -53,6 +53,9 @@ const EVENT_BUFFER: usize = 2000;
 /// backlog within seconds, not after a long backoff.
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_LAST: Duration = Duration::from_secs(5);
+/// Pauses before RETRY rows are sent again (see `Link::session`).
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_LAST: Duration = Duration::from_secs(1);
 
 /// The deduplication cache of a remote whose `COAP_DEDUP_MAX_ENTRIES` is automatic: a gateway's
 /// fleet (200 devices at one uplink a second over EXCHANGE_LIFETIME), not a platform's. Older
@@ -330,21 +333,38 @@ impl Link {
         let mut in_flight: BTreeSet<u64> = BTreeSet::new();
         let mut retry: BTreeSet<u64> = BTreeSet::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // RETRY rows go again after a pause that doubles (50 ms to 1 s) while rounds of them
+        // keep coming back RETRY, and starts over once one round stores something.
+        let mut retry_pause = RETRY_FIRST;
+        let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
             self.fill(tx, &mut cursor, &mut in_flight).await?;
+            if !retry.is_empty() && retry_at.is_none() {
+                retry_at = Some(tokio::time::Instant::now() + retry_pause);
+            }
+            let retry_due = async {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tick.tick() => {
-                    if !retry.is_empty() {
-                        let seqs: Vec<u64> = std::mem::take(&mut retry).into_iter().collect();
-                        let rows = self.blocking(move |o| o.rows(&seqs)).await?;
-                        self.send_rows(tx, rows).await?;
-                    }
-                    self.send_status(tx).await?;
+                _ = retry_due => {
+                    retry_at = None;
+                    let seqs: Vec<u64> = std::mem::take(&mut retry).into_iter().collect();
+                    let rows = self.blocking(move |o| o.rows(&seqs)).await?;
+                    self.send_rows(tx, rows).await?;
+                    retry_pause = (retry_pause * 2).min(RETRY_LAST);
                 }
+                _ = tick.tick() => self.send_status(tx).await?,
                 message = inbound.message() => match message {
                     Ok(Some(pb::PlatformMessage { msg: Some(msg) })) => match msg {
-                        pb::platform_message::Msg::Acks(batch) => self.acknowledged(batch, &mut in_flight, &mut retry).await?,
+                        pb::platform_message::Msg::Acks(batch) => {
+                            if self.acknowledged(batch, &mut in_flight, &mut retry).await? {
+                                retry_pause = RETRY_FIRST;
+                            }
+                        }
                         pb::platform_message::Msg::Configuration(c) => {
                             self.configure(&c)?;
                             tracing::info!("configuration {}/{} from the platform", c.integration_version, c.converter.as_ref().map_or(0, |c| c.version));
@@ -383,7 +403,8 @@ impl Link {
         tx.send(pb::RemoteMessage { msg: Some(pb::remote_message::Msg::Uplinks(batch)) }).await.map_err(|_| "the link closed".to_string())
     }
 
-    async fn acknowledged(&self, batch: pb::AckBatch, in_flight: &mut BTreeSet<u64>, retry: &mut BTreeSet<u64>) -> Result<(), String> {
+    /// Applies a batch of acknowledgements; whether any of them stored a record.
+    async fn acknowledged(&self, batch: pb::AckBatch, in_flight: &mut BTreeSet<u64>, retry: &mut BTreeSet<u64>) -> Result<bool, String> {
         use pb::AckStatus as A;
         let mut done = Vec::with_capacity(batch.acks.len());
         for ack in batch.acks {
@@ -410,8 +431,9 @@ impl Link {
         for seq in &done {
             in_flight.remove(seq);
         }
+        let progress = !done.is_empty();
         self.remover.remove(done);
-        Ok(())
+        Ok(progress)
     }
 
     async fn send_status(&self, tx: &mpsc::Sender<pb::RemoteMessage>) -> Result<(), String> {

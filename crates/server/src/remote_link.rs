@@ -44,6 +44,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Records of one link handed to the writer and not yet acknowledged; beyond it records are
 /// answered RETRY at once. The remote's own window is smaller, so this only stops a runaway.
 const MAX_IN_FLIGHT_PER_LINK: usize = 16_384;
+/// How long a record waits for room in the writer's queue before it is answered RETRY.
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
 /// Events kept per batch from a remote; the rest of a larger batch is dropped and counted.
 const MAX_EVENTS_PER_BATCH: usize = 1000;
 
@@ -302,7 +304,7 @@ impl RemoteHub {
                         match msg {
                             pb::remote_message::Msg::Uplinks(batch) => {
                                 for uplink in batch.uplinks {
-                                    self.accept(&context, uplink, &ack_tx);
+                                    self.accept(&context, uplink, &ack_tx).await;
                                 }
                                 // Places below this left the remote's outbox: forget them now and then.
                                 if batch.acked_below > forgotten_below && last_forget.elapsed() >= Duration::from_secs(1) {
@@ -420,12 +422,24 @@ impl RemoteHub {
         tracing::info!("remote integration {name}: link ended: {why}");
     }
 
-    /// Hands one record to the writer; its acknowledgement follows the durable commit.
-    fn accept(&self, context: &RecordContext, uplink: pb::Uplink, acks: &mpsc::UnboundedSender<pb::Ack>) {
+    /// Hands one record to the writer; its acknowledgement follows the durable commit. While
+    /// the writer's queue is full the link waits (for up to [`QUEUE_WAIT`]) instead of answering
+    /// RETRY: the remote is slowed down by the stream's flow control, and records keep their
+    /// order without being sent twice.
+    async fn accept(&self, context: &RecordContext, uplink: pb::Uplink, acks: &mpsc::UnboundedSender<pb::Ack>) {
         use pb::AckStatus as A;
         let seq = uplink.seq;
         let counters = context.counters.clone();
+        let held_from = counters.held_from.load(Ordering::Acquire);
+        if seq > held_from {
+            let _ = acks.send(pb::Ack { seq, status: A::Retry as i32, message: format!("waiting for record {held_from}") });
+            return;
+        }
+        if seq == held_from {
+            counters.held_from.store(u64::MAX, Ordering::Release);
+        }
         if counters.in_flight.load(Ordering::Acquire) >= MAX_IN_FLIGHT_PER_LINK {
+            counters.held_from.fetch_min(seq, Ordering::AcqRel);
             let _ = acks.send(pb::Ack { seq, status: A::Retry as i32, message: "the platform is busy".into() });
             return;
         }
@@ -465,13 +479,28 @@ impl RemoteHub {
                     rejected.rejected(seq, &text);
                     (A::Rejected, text)
                 }
-                WriteResult::Failed(e) => (A::Retry, format!("storing failed: {e}")),
-                WriteResult::QueueFull => (A::Retry, "the platform is busy".into()),
+                WriteResult::Failed(e) => {
+                    counters.held_from.fetch_min(seq, Ordering::AcqRel);
+                    (A::Retry, format!("storing failed: {e}"))
+                }
+                WriteResult::QueueFull => {
+                    counters.held_from.fetch_min(seq, Ordering::AcqRel);
+                    (A::Retry, "the platform is busy".into())
+                }
             };
             let _ = acks.send(pb::Ack { seq, status: status as i32, message });
         });
-        if let Err(job) = self.writer.try_send(WriteJob { record, done }) {
-            (job.done)(WriteResult::QueueFull);
+        let mut job = WriteJob { record, done };
+        let waiting_since = Instant::now();
+        loop {
+            match self.writer.try_send(job) {
+                Ok(()) => return,
+                Err(refused) if waiting_since.elapsed() < QUEUE_WAIT => {
+                    job = *refused;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(refused) => return (refused.done)(WriteResult::QueueFull),
+            }
         }
     }
 
@@ -527,12 +556,27 @@ impl RemoteHub {
     }
 }
 
-#[derive(Default)]
 struct LinkCounters {
+    /// The lowest sequence number answered RETRY and not yet received again (`u64::MAX`: none).
+    /// Later records are answered RETRY too until it comes back, so a link's records are stored
+    /// in their order even when some must wait (the remote resends its RETRY rows in order).
+    held_from: AtomicU64,
     in_flight: AtomicUsize,
     stored: AtomicU64,
     duplicates: AtomicU64,
     rejected: AtomicU64,
+}
+
+impl Default for LinkCounters {
+    fn default() -> LinkCounters {
+        LinkCounters {
+            held_from: AtomicU64::new(u64::MAX),
+            in_flight: AtomicUsize::new(0),
+            stored: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+        }
+    }
 }
 
 /// What a record from this link is stored with.

@@ -329,3 +329,37 @@ fn dtls_psk_at_the_remote() {
     assert!(platform.device("PSK-2").is_none(), "a wrong key reached the platform");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Records are stored in the order the remote took them, also when the platform's writer queue
+/// is full and most of them are answered RETRY at first: each record creates its own device, and
+/// the devices' creation times follow the records' order.
+#[test]
+fn records_keep_their_order_through_retries() {
+    let rpc_port = free_tcp_port();
+    // A writer queue of 2 and one record per commit: a backlog of 300 meets a full queue.
+    let tight = [("WRITER_QUEUE_CAPACITY", "2"), ("WRITER_MAX_BATCH", "1")];
+    let platform = platform_on(temp_dir("platform"), rpc_port, &tight);
+    let integration = remote_integration(&platform, SEED_DECODER);
+    let remote = start_remote(&platform, &integration, &[]);
+    remote.wait_for("linked to the platform", Duration::from_secs(20));
+    let platform_dir = platform.kill();
+    // One client, so every request has its own Message ID (new sockets may get a port back
+    // that an earlier one used, and the same Message ID from it would be a duplicate).
+    let mut client = CoapClient::new(remote.coap);
+    for n in 0..300 {
+        assert_eq!(client.post(&endpoint_path(&integration), format!("ORD-{n},default,t,{n}").as_bytes()), Code::CREATED);
+    }
+    let platform = platform_on(platform_dir, rpc_port, &tight);
+    let last = eventually(Duration::from_secs(60), || platform.device("ORD-299")).expect("the backlog stored");
+    let mut created = Vec::new();
+    for n in 0..300 {
+        let device = eventually(Duration::from_secs(20), || platform.device(&format!("ORD-{n}"))).unwrap_or_else(|| {
+            panic!("ORD-{n} missing; status {}; remote:\n{}", status(&platform, &integration), remote.output_text())
+        });
+        created.push(device["createdTime"].as_i64().unwrap());
+    }
+    assert_eq!(created[299], last["createdTime"].as_i64().unwrap());
+    for n in 1..300 {
+        assert!(created[n - 1] <= created[n], "ORD-{} was created after ORD-{n}: {} > {}", n - 1, created[n - 1], created[n]);
+    }
+}
