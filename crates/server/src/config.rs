@@ -243,6 +243,40 @@ pub struct RemoteSettings {
 }
 
 impl RemoteSettings {
+    /// The command-line form (`--platform grpc[s]://HOST[:PORT] --routing-key K --secret S`),
+    /// which wins over the environment.
+    pub fn apply_flags(&mut self, platform: Option<&str>, routing_key: Option<String>, secret: Option<String>) -> anyhow::Result<()> {
+        if let Some(url) = platform {
+            let (tls, rest) = match url.split_once("://") {
+                Some(("grpc" | "http", rest)) => (false, rest),
+                Some(("grpcs" | "https", rest)) => (true, rest),
+                Some((scheme, _)) => bail!("--platform: `{url}`: the scheme must be grpc:// or grpcs://, not {scheme}://"),
+                None => (self.tls, url),
+            };
+            let rest = rest.trim_end_matches('/');
+            if rest.is_empty() || rest.contains('/') {
+                bail!("--platform: `{url}` must be grpc://HOST:PORT or grpcs://HOST:PORT");
+            }
+            // [v6]:port, host:port, or a host alone.
+            let (host, port) = match rest.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && (!host.contains(':') || host.ends_with(']')) => {
+                    (host, port.parse::<u16>().map_err(|e| anyhow::anyhow!("--platform: port `{port}`: {e}"))?)
+                }
+                _ => (rest, 9090),
+            };
+            self.host = host.trim_matches(['[', ']']).to_string();
+            self.port = port;
+            self.tls = tls;
+        }
+        if let Some(key) = routing_key {
+            self.routing_key = key;
+        }
+        if let Some(secret) = secret {
+            self.secret = secret;
+        }
+        Ok(())
+    }
+
     /// What `coapgate remote` cannot start without.
     pub fn check(&self) -> anyhow::Result<()> {
         if self.routing_key.is_empty() {
@@ -616,6 +650,23 @@ mod tests {
         ] {
             let err = Config::from_values(&values(&pairs)).unwrap_err().to_string();
             assert!(err.starts_with(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn remote_command_line_form() {
+        let base = Config::from_values(&values(&[])).unwrap().remote;
+        let mut r = base.clone();
+        r.apply_flags(Some("grpcs://platform.example:9443"), Some("k".into()), Some("s".into())).unwrap();
+        assert_eq!((r.host.as_str(), r.port, r.tls, r.routing_key.as_str(), r.secret.as_str()), ("platform.example", 9443, true, "k", "s"));
+        let mut r = base.clone();
+        r.apply_flags(Some("grpc://[::1]:7000"), None, None).unwrap();
+        assert_eq!((r.host.as_str(), r.port, r.tls), ("::1", 7000, false));
+        let mut r = base.clone();
+        r.apply_flags(Some("10.0.0.5"), None, None).unwrap();
+        assert_eq!((r.host.as_str(), r.port), ("10.0.0.5", 9090));
+        for bad in ["mqtt://x:1", "grpc://x:port", "grpc://x:1/path", "grpc://"] {
+            assert!(base.clone().apply_flags(Some(bad), None, None).unwrap_err().to_string().starts_with("--platform"), "{bad}");
         }
     }
 

@@ -93,6 +93,17 @@ enum Command {
     /// INTEGRATION_SECRET, RPC_HOST, RPC_PORT, RPC_SSL_ENABLED, RPC_SSL_CERT, plus the COAP_*
     /// settings. Uplinks are answered 2.01 once durable in a local outbox.
     Remote {
+        /// The platform's remote-integration endpoint: grpc://HOST:PORT, or grpcs://HOST:PORT
+        /// for TLS (HOST alone: port 9090); overrides RPC_HOST, RPC_PORT and RPC_SSL_ENABLED.
+        #[arg(long)]
+        platform: Option<String>,
+        /// The integration's key; overrides INTEGRATION_ROUTING_KEY.
+        #[arg(long)]
+        routing_key: Option<String>,
+        /// The integration's secret; overrides INTEGRATION_SECRET (which keeps it out of the
+        /// process list).
+        #[arg(long)]
+        secret: Option<String>,
         /// TOML configuration file; its values win over environment variables.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -134,9 +145,11 @@ fn main() -> std::process::ExitCode {
                 private_files::tighten(&config);
                 serve::run(config, demo, serve::StartOptions { salvage })
             }),
-        Command::Remote { config, data_dir } => {
-            config::Config::load(config.as_deref(), data_dir.as_deref()).and_then(remote::run)
-        }
+        Command::Remote { platform, routing_key, secret, config, data_dir } => config::Config::load(config.as_deref(), data_dir.as_deref())
+            .and_then(|mut config| {
+                config.remote.apply_flags(platform.as_deref(), routing_key, secret)?;
+                remote::run(config)
+            }),
         Command::Check { config, data_dir } => {
             config::Config::load(config.as_deref(), data_dir.as_deref()).and_then(|config| check::run(&config))
         }

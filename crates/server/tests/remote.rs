@@ -61,7 +61,10 @@ fn the_seed_tutorial_through_a_remote_and_live_converter_changes() {
     let integration = remote_integration(&platform, SEED_DECODER);
     // The platform itself does not serve a remote integration's devices.
     assert_eq!(CoapClient::new(platform.coap).post(&endpoint_path(&integration), SEED_PAYLOAD.as_bytes()), Code::NOT_FOUND);
-    let remote = start_remote(&platform, &integration, &[]);
+    // The command-line form of SPEC 8 (the other tests use ThingsBoard's environment names).
+    let (key, secret) = key_and_secret(&integration);
+    let platform_url = format!("grpc://127.0.0.1:{}", platform.rpc.unwrap().port());
+    let remote = Remote::start_with_args(temp_dir("remote"), &[], &["--platform", &platform_url, "--routing-key", &key, "--secret", &secret]);
     remote.wait_for("linked to the platform", Duration::from_secs(20));
 
     let url = format!("coap://127.0.0.1:{}/{}", remote.coap.port(), endpoint_path(&integration).join("/"));

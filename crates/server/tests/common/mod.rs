@@ -433,16 +433,24 @@ impl Remote {
     /// Starts `coapgate remote` for the integration with `routing_key` and `secret`, linking to
     /// 127.0.0.1:`rpc_port`, with extra environment.
     pub fn start_in(data_dir: PathBuf, rpc_port: u16, routing_key: &str, secret: &str, env: &[(&str, &str)]) -> Remote {
+        let port = rpc_port.to_string();
+        let mut all = vec![("RPC_HOST", "127.0.0.1"), ("RPC_PORT", port.as_str()), ("INTEGRATION_ROUTING_KEY", routing_key), ("INTEGRATION_SECRET", secret)];
+        all.extend_from_slice(env);
+        Remote::start_with_args(data_dir, &all, &[])
+    }
+
+    /// Starts `coapgate remote ARGS` with only the environment given (plus loopback CoAP on a
+    /// free port, the service id `edge-test` and info logs).
+    pub fn start_with_args(data_dir: PathBuf, env: &[(&str, &str)], args: &[&str]) -> Remote {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_coapgate"));
         cmd.arg("remote")
+            .args(args)
             .env("COAPGATE_DATA_DIR", &data_dir)
             .env("COAP_BIND_ADDRESS", "127.0.0.1")
             .env("COAP_BIND_PORT", "0")
-            .env("RPC_HOST", "127.0.0.1")
-            .env("RPC_PORT", rpc_port.to_string())
             .env("RPC_CLIENT_ID", "edge-test")
-            .env("INTEGRATION_ROUTING_KEY", routing_key)
-            .env("INTEGRATION_SECRET", secret)
+            .env_remove("INTEGRATION_ROUTING_KEY")
+            .env_remove("INTEGRATION_SECRET")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
