@@ -138,16 +138,7 @@ fn acknowledged_uplinks_survive_kill_9_and_retransmissions_are_stored_once() {
             assert!(seqs.is_empty(), "{name} missing although {} uplinks were acknowledged", seqs.len());
             continue;
         };
-        let id = device["id"]["id"].as_str().unwrap();
-        let history = server.api(
-            "GET",
-            &format!("/api/plugins/telemetry/DEVICE/{id}/values/timeseries?keys=seq&startTs=0&endTs=9999999999999&limit=100000&useStrictDataTypes=true"),
-            None,
-        );
-        let mut stored: Vec<u32> = history["seq"].as_array().map_or(vec![], |points| {
-            points.iter().map(|p| p["value"].as_u64().unwrap() as u32).collect()
-        });
-        stored.sort_unstable();
+        let stored = stored_seqs(&server, device["id"]["id"].as_str().unwrap());
         let mut want = seqs.clone();
         want.sort_unstable();
         assert_eq!(stored, want, "{name}: every acknowledged uplink stored exactly once");

@@ -184,14 +184,7 @@ fn acknowledged_uplinks_are_stored_once_through_platform_outage_and_remote_kill_
             assert!(want.is_empty(), "{name} missing although {} uplinks were acknowledged", want.len());
             continue;
         };
-        let device_id = device["id"]["id"].as_str().unwrap();
-        let history = platform.api(
-            "GET",
-            &format!("/api/plugins/telemetry/DEVICE/{device_id}/values/timeseries?keys=seq&startTs=0&endTs=9999999999999&limit=1000000&useStrictDataTypes=true"),
-            None,
-        );
-        let mut stored: Vec<u32> = history["seq"].as_array().map_or(vec![], |points| points.iter().map(|p| p["value"].as_u64().unwrap() as u32).collect());
-        stored.sort_unstable();
+        let stored = stored_seqs(&platform, device["id"]["id"].as_str().unwrap());
         assert_eq!(&stored, want, "{name}: every acknowledged uplink stored exactly once, nothing else");
     }
     drop(remote);

@@ -80,15 +80,7 @@ impl Server {
         }
         let mut child = cmd.spawn().expect("starting coapgate");
         let stdout = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = BufReader::new(child.stdout.take().unwrap());
-        let lines = stdout.clone();
-        std::thread::spawn(move || {
-            for line in reader.lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
+        let rx = capture_lines(vec![Box::new(child.stdout.take().unwrap())], &stdout);
         let (mut http, mut coap, mut dtls, mut rpc) = (None, None, None, None);
         let deadline = Instant::now() + Duration::from_secs(30);
         while http.is_none() || coap.is_none() {
@@ -459,16 +451,7 @@ impl Remote {
         }
         let mut child = cmd.spawn().expect("starting coapgate remote");
         let output = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        for stream in [Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().unwrap())] {
-            let (lines, tx) = (output.clone(), tx.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line.clone());
-                    let _ = tx.send(line);
-                }
-            });
-        }
+        let rx = capture_lines(vec![Box::new(child.stdout.take().unwrap()), Box::new(child.stderr.take().unwrap())], &output);
         let deadline = Instant::now() + Duration::from_secs(30);
         let want_dtls = env.iter().any(|(k, v)| *k == "COAP_DTLS_ENABLED" && *v == "true");
         let (mut coap, mut dtls) = (None, None);
@@ -524,6 +507,35 @@ impl Drop for Remote {
             let _ = std::fs::remove_dir_all(&self.data_dir);
         }
     }
+}
+
+/// Reads a child's output streams line by line into `lines`, and hands each line to the
+/// returned channel too (for waiting on a banner).
+fn capture_lines(streams: Vec<Box<dyn std::io::Read + Send>>, lines: &Arc<Mutex<Vec<String>>>) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in streams {
+        let (lines, tx) = (lines.clone(), tx.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+    }
+    rx
+}
+
+/// The `seq` values a device stored over all time, sorted: the uplinks of a crash test, each
+/// one point (an uplink stored twice is two).
+pub fn stored_seqs(server: &Server, device_id: &str) -> Vec<u32> {
+    let history = server.api(
+        "GET",
+        &format!("/api/plugins/telemetry/DEVICE/{device_id}/values/timeseries?keys=seq&startTs=0&endTs=9999999999999&limit=1000000&useStrictDataTypes=true"),
+        None,
+    );
+    let mut stored: Vec<u32> = history["seq"].as_array().map_or(vec![], |points| points.iter().map(|p| p["value"].as_u64().unwrap() as u32).collect());
+    stored.sort_unstable();
+    stored
 }
 
 /// A TCP port of 127.0.0.1 that was free a moment ago (for a server that must come back on the
