@@ -97,6 +97,12 @@ impl Conn {
         Ok(Conn { client, statements: HashMap::new() })
     }
 
+    /// After an error: whether the connection still answers (the client learns that the
+    /// server closed it only some time after a failed write, so `is_closed` is not enough).
+    pub(crate) fn usable(&mut self) -> bool {
+        !self.client.is_closed() && self.client.is_valid(std::time::Duration::from_secs(2)).is_ok()
+    }
+
     pub(crate) fn prepared(&mut self, sql: &str) -> Result<Statement> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
@@ -155,13 +161,15 @@ impl PgStore {
             _ => Conn::open(&self.config)?,
         };
         let result = f(&mut conn);
-        // A connection the server closed (restart, failover) is dropped; the next call connects
-        // again. One left inside a failed transaction cannot be: `Transaction` rolls back on drop.
-        if !conn.client.is_closed() {
-            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-            if pool.len() < POOL_IDLE {
-                pool.push(conn);
-            }
+        // A connection the server closed (restart, failover) is dropped with every idle one,
+        // which the same event most likely closed too: one call fails, the next connects again.
+        // None is left inside a failed transaction: `Transaction` rolls back on drop.
+        let broken = conn.client.is_closed() || (result.is_err() && !conn.usable());
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if broken {
+            pool.clear();
+        } else if pool.len() < POOL_IDLE {
+            pool.push(conn);
         }
         result
     }

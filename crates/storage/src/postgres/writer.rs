@@ -47,6 +47,8 @@ pub struct PgUplinkWriter {
     partitions: HashSet<i64>,
     last_exchange_cleanup: Instant,
     exchanges_behind: bool,
+    /// The last call failed on a connection that no longer answers: reconnect before the next.
+    broken: bool,
 }
 
 /// Name → id maps, committed. Valid while `entity_epoch` equals `epoch` (see the module doc of
@@ -149,16 +151,26 @@ impl PgUplinkWriter {
             partitions: HashSet::new(),
             last_exchange_cleanup: Instant::now(),
             exchanges_behind: false,
+            broken: false,
         })
     }
 
     /// A connection the server closed is replaced before the next batch (the batch that met
     /// the loss failed).
     fn reconnect_if_closed(&mut self) -> Result<()> {
-        if self.conn.client.is_closed() {
+        if self.broken || self.conn.client.is_closed() {
             self.conn = Conn::open(&self.config)?;
+            self.broken = false;
         }
         Ok(())
+    }
+
+    /// Marks the connection for replacement when a failed call left it unusable.
+    fn checked<T>(&mut self, result: Result<T>) -> Result<T> {
+        if result.is_err() && !self.conn.usable() {
+            self.broken = true;
+        }
+        result
     }
 
     fn try_commit(&mut self, batch: &[UplinkRecord]) -> std::result::Result<Outcomes, postgres::Error> {
@@ -568,6 +580,23 @@ fn retryable(e: &postgres::Error) -> bool {
 impl UplinkWriter for PgUplinkWriter {
     fn commit(&mut self, batch: &[UplinkRecord]) -> Result<Outcomes> {
         self.reconnect_if_closed()?;
+        let result = self.commit_batch(batch);
+        self.checked(result)
+    }
+
+    fn maintain(&mut self) -> Result<bool> {
+        if !(self.exchanges_behind || self.last_exchange_cleanup.elapsed() >= EXCHANGE_CHECK) {
+            return Ok(false);
+        }
+        self.reconnect_if_closed()?;
+        self.last_exchange_cleanup = Instant::now();
+        let result = self.expire_exchanges();
+        self.checked(result)
+    }
+}
+
+impl PgUplinkWriter {
+    fn commit_batch(&mut self, batch: &[UplinkRecord]) -> Result<Outcomes> {
         let mut months: Vec<i64> = batch
             .iter()
             .flat_map(|r| r.entities.iter())
@@ -591,17 +620,15 @@ impl UplinkWriter for PgUplinkWriter {
         }
     }
 
-    fn maintain(&mut self) -> Result<bool> {
-        if self.exchanges_behind || self.last_exchange_cleanup.elapsed() >= EXCHANGE_CHECK {
-            self.reconnect_if_closed()?;
-            self.last_exchange_cleanup = Instant::now();
-            let before = now_millis() - EXCHANGE_LIFETIME_MS;
-            let statement = self.conn.prepared(
-                "DELETE FROM coap_exchange WHERE id IN (SELECT id FROM coap_exchange WHERE ts < $1 ORDER BY ts LIMIT $2)",
-            )?;
-            let deleted = self.conn.client.execute(&statement, &[&before, &EXCHANGE_SLICE]).map_err(pg)?;
-            self.exchanges_behind = deleted >= EXCHANGE_SLICE as u64;
-        }
+    /// Deletes up to [`EXCHANGE_SLICE`] of the exchanges older than their lifetime, oldest
+    /// first; returns whether more are waiting.
+    fn expire_exchanges(&mut self) -> Result<bool> {
+        let before = now_millis() - EXCHANGE_LIFETIME_MS;
+        let statement = self
+            .conn
+            .prepared("DELETE FROM coap_exchange WHERE id IN (SELECT id FROM coap_exchange WHERE ts < $1 ORDER BY ts LIMIT $2)")?;
+        let deleted = self.conn.client.execute(&statement, &[&before, &EXCHANGE_SLICE]).map_err(pg)?;
+        self.exchanges_behind = deleted >= EXCHANGE_SLICE as u64;
         Ok(self.exchanges_behind)
     }
 }
