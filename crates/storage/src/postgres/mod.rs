@@ -59,6 +59,8 @@ pub use writer::PgUplinkWriter;
 
 /// The largest page any list returns, whatever the caller asks for (as SQLite's).
 const MAX_PAGE_SIZE: u32 = 10_000;
+/// Prepared statements kept per connection.
+pub(crate) const MAX_STATEMENTS: usize = 256;
 /// Idle connections kept for reads and entity edits.
 const POOL_IDLE: usize = 8;
 /// Held shared by every uplink batch and exclusively by every deletion of something the
@@ -108,6 +110,10 @@ impl Conn {
             return Ok(s.clone());
         }
         let statement = self.client.prepare(sql).map_err(pg)?;
+        // Bounded: list queries vary with their filters; a dropped statement is closed on the server.
+        if self.statements.len() >= MAX_STATEMENTS {
+            self.statements.clear();
+        }
         self.statements.insert(sql.to_string(), statement.clone());
         Ok(statement)
     }
@@ -221,14 +227,18 @@ impl PgStore {
         // NULL labels sort first ascending, as in SQLite.
         let nulls = if order == "ASC" { "NULLS FIRST" } else { "NULLS LAST" };
         let size = query.page_size.clamp(1, MAX_PAGE_SIZE);
-        let offset = u64::from(query.page) * u64::from(size);
+        let (limit, offset) = (i64::from(size), i64::from(query.page) * i64::from(size));
         let (table, columns) = (listing.table, listing.columns);
-        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
+        let mut params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
         self.with_conn(|c| {
             let total: i64 = c.query(&format!("SELECT count(*) FROM {table} {where_clause}"), &params)?[0].get(0);
+            let n = params.len();
             let sql = format!(
-                "SELECT {columns} FROM {table} {where_clause} ORDER BY {sort_column} {order} {nulls}, id LIMIT {size} OFFSET {offset}"
+                "SELECT {columns} FROM {table} {where_clause} ORDER BY {sort_column} {order} {nulls}, id LIMIT ${} OFFSET ${}",
+                n + 1,
+                n + 2
             );
+            params.extend([&limit as &(dyn ToSql + Sync), &offset]);
             let data = c.query(&sql, &params)?.iter().map(&map).collect();
             // Totals follow the page size actually served, so a clamped request still pages through everything.
             Ok(Page::new(data, total as u64, &PageQuery { page_size: size, ..query.clone() }))
@@ -971,15 +981,19 @@ impl Store for PgStore {
         let where_clause = filters.join(" AND ");
         let order = if query.page.sort_property.is_some() && !query.page.sort_descending { "ASC" } else { "DESC" };
         let size = query.page.page_size.clamp(1, MAX_PAGE_SIZE);
-        let offset = u64::from(query.page.page) * u64::from(size);
-        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
+        let (limit, offset) = (i64::from(size), i64::from(query.page.page) * i64::from(size));
+        let mut params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
         self.with_conn(|c| {
             let total: i64 = c.query(&format!("SELECT count(*) FROM event WHERE {where_clause}"), &params)?[0].get(0);
+            let n = params.len();
+            params.extend([&limit as &(dyn ToSql + Sync), &offset]);
             let data = c
                 .query(
                     &format!(
                         "SELECT id, created_time, entity_type, entity_id, event_type, uid, body FROM event \
-                         WHERE {where_clause} ORDER BY created_time {order}, seq {order} LIMIT {size} OFFSET {offset}"
+                         WHERE {where_clause} ORDER BY created_time {order}, seq {order} LIMIT ${} OFFSET ${}",
+                        n + 1,
+                        n + 2
                     ),
                     &params,
                 )?

@@ -127,6 +127,9 @@ fn statement(tx: &mut Transaction<'_>, statements: &mut HashMap<String, Statemen
         return Ok(s.clone());
     }
     let s = tx.prepare(sql)?;
+    if statements.len() >= super::MAX_STATEMENTS {
+        statements.clear();
+    }
     statements.insert(sql.to_string(), s.clone());
     Ok(s)
 }
