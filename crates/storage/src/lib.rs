@@ -12,6 +12,7 @@
 
 pub mod model;
 pub mod outbox;
+pub mod postgres;
 pub mod sqlite;
 pub mod sqlite_wal;
 
@@ -19,6 +20,7 @@ use model::*;
 use uuid::Uuid;
 
 pub use outbox::Outbox;
+pub use postgres::{PgConfig, PgStore};
 pub use sqlite::SqliteStore;
 
 /// Errors at the storage boundary. The server matches on [`StorageError::Conflict`] to answer

@@ -1,0 +1,770 @@
+//! One behaviour suite for every storage backend: each test is written once against `Store` and
+//! `UplinkWriter`, and runs on SQLite (a temporary directory) and on PostgreSQL (a private
+//! cluster the tests start, see `pg_cluster`).
+
+mod pg_cluster;
+
+use std::sync::Arc;
+
+use coapgate_storage::model::*;
+use coapgate_storage::{PgStore, SqliteStore, StorageError, Store};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// A place a store lives, which can be opened again (for "after a restart" checks).
+trait Backend {
+    fn open(&self) -> Box<dyn Store>;
+    /// Whether several stores (nodes) may share the database, each seeing the others' edits.
+    /// A SQLite data directory belongs to one process and its one store.
+    fn shared_by_nodes(&self) -> bool;
+}
+
+struct Sqlite {
+    dir: std::path::PathBuf,
+}
+
+impl Sqlite {
+    fn new() -> Sqlite {
+        let dir = std::env::temp_dir().join(format!("coapgate-backends-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Sqlite { dir }
+    }
+}
+
+impl Backend for Sqlite {
+    fn open(&self) -> Box<dyn Store> {
+        Box::new(SqliteStore::open(&self.dir.join("test.db")).unwrap())
+    }
+
+    fn shared_by_nodes(&self) -> bool {
+        false
+    }
+}
+
+impl Drop for Sqlite {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Postgres {
+    database: pg_cluster::PgDatabase,
+}
+
+impl Backend for Postgres {
+    fn open(&self) -> Box<dyn Store> {
+        Box::new(PgStore::connect(&self.database.url()).unwrap())
+    }
+
+    fn shared_by_nodes(&self) -> bool {
+        true
+    }
+}
+
+/// Each behaviour twice: `sqlite::name` and `postgres::name`.
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name(&super::Sqlite::new()); } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name(&super::Postgres { database: super::pg_cluster::PgCluster::database() }); } )*
+        }
+    };
+}
+
+backend_tests!(
+    devices_are_created_once_and_reused,
+    creating_is_forbidden_without_permission,
+    a_rejected_record_leaves_nothing_behind,
+    assets_are_created_with_their_profile_and_store_values,
+    customers_and_groups_are_created_once_and_only_at_entity_creation,
+    update_only_keys_compare_with_the_stored_value,
+    history_and_latest_values,
+    attributes_are_client_scope_and_overwritten,
+    a_remote_record_is_stored_once,
+    exchanges_are_stored_with_their_uplink_only,
+    events_page_filter_and_expire,
+    converters_and_integrations_round_trip_with_unique_routing_keys,
+    devices_page_sort_and_search,
+    oversized_pages_are_clamped_consistently,
+    deleting_a_device_removes_its_data_and_the_writer_creates_it_again,
+    profiles_in_use_or_default_are_not_deleted,
+    users_and_settings,
+    tenant_id_survives_reopening,
+);
+
+fn all() -> PageQuery {
+    PageQuery { page_size: 100, ..Default::default() }
+}
+
+fn record(name: &str, allow: bool, ts: i64, values: Vec<(&str, KvValue)>) -> UplinkRecord {
+    let mut device = EntityUpdate::device(name, "thermo");
+    device.telemetry = vec![(ts, values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())];
+    device.attributes = vec![("fw".to_string(), KvValue::Str("1.0".into()))];
+    record_of(allow, ts, vec![device])
+}
+
+fn record_of(allow: bool, ts: i64, entities: Vec<EntityUpdate>) -> UplinkRecord {
+    UplinkRecord {
+        integration_id: Uuid::nil(),
+        allow_create_devices: allow,
+        received_ts: ts,
+        update_only_keys: Arc::from(Vec::new()),
+        entities,
+        exchange: None,
+        remote: None,
+    }
+}
+
+fn history(store: &dyn Store, id: Uuid, key: &str) -> Vec<(i64, KvValue)> {
+    let q = HistoryQuery { keys: vec![key.into()], start_ts: i64::MIN, end_ts: i64::MAX, limit: 1000, descending: false };
+    store.timeseries_history(id, &q).unwrap().into_iter().flat_map(|(_, p)| p).map(|p| (p.ts, p.value)).collect()
+}
+
+fn devices_are_created_once_and_reused(backend: &dyn Backend) {
+    let store = backend.open();
+    let mut writer = store.uplink_writer().unwrap();
+    let batch = vec![
+        record("SN-001", true, 1000, vec![("temperature", KvValue::Double(25.7)), ("humidity", KvValue::Long(69))]),
+        record("SN-001", true, 2000, vec![("temperature", KvValue::Double(26.0))]),
+    ];
+    let results = writer.commit(&batch).unwrap();
+    let first = results[0].as_ref().unwrap();
+    assert_eq!(first.created.len(), 1);
+    assert!(results[1].as_ref().unwrap().created.is_empty(), "same device reused within a batch");
+    let device = store.device_by_name("SN-001").unwrap().unwrap();
+    assert_eq!(first.created, vec![(EntityKind::Device, device.id)]);
+    assert_eq!(results[1].as_ref().unwrap().entities, vec![(EntityKind::Device, device.id)]);
+    assert_eq!(device.device_type, "thermo");
+    assert_eq!(device.created_by_integration, Some(Uuid::nil()));
+    assert_eq!(store.device(device.id).unwrap().as_ref(), Some(&device));
+    let profile = store.device_profile(device.device_profile_id).unwrap().unwrap();
+    assert_eq!((profile.name.as_str(), profile.is_default), ("thermo", false));
+    // The next batch (through the writer's cache) and a new writer reuse it too.
+    let again = writer.commit(&[record("SN-001", false, 3000, vec![("t", KvValue::Long(1))])]).unwrap();
+    assert!(again[0].as_ref().unwrap().created.is_empty());
+    let mut other = store.uplink_writer().unwrap();
+    let again = other.commit(&[record("SN-001", false, 4000, vec![("t", KvValue::Long(2))])]).unwrap();
+    assert_eq!(again[0].as_ref().unwrap().entities, vec![(EntityKind::Device, device.id)]);
+    assert_eq!(store.devices(&all(), None).unwrap().total_elements, 1);
+    assert_eq!(store.device_profiles(&all()).unwrap().total_elements, 2, "default and thermo");
+}
+
+fn creating_is_forbidden_without_permission(backend: &dyn Backend) {
+    let store = backend.open();
+    let mut writer = store.uplink_writer().unwrap();
+    let results = writer
+        .commit(&[record("SN-002", false, 2000, vec![("t", KvValue::Double(1.0))]), record("SN-003", true, 2000, vec![])])
+        .unwrap();
+    assert_eq!(results[0], Err(UplinkRejection::CreatingDevicesForbidden));
+    assert_eq!(results[0].as_ref().unwrap_err().to_string(), "Creating devices is forbidden!");
+    assert!(results[1].is_ok(), "a rejection does not affect the others");
+    assert!(store.device_by_name("SN-002").unwrap().is_none());
+    assert!(store.device_by_name("SN-003").unwrap().is_some());
+}
+
+fn a_rejected_record_leaves_nothing_behind(backend: &dyn Backend) {
+    let store = backend.open();
+    let mut writer = store.uplink_writer().unwrap();
+    writer.commit(&[record("Known", true, 1, vec![])]).unwrap();
+    // The known device comes first, the unknown asset second: still nothing of it is written.
+    let mut known = EntityUpdate::device("Known", "thermo");
+    known.telemetry = vec![(5, vec![("t".into(), KvValue::Long(1))])];
+    known.attributes = vec![("a".into(), KvValue::Long(1))];
+    let mut unknown = EntityUpdate::asset("New", "site");
+    unknown.customer_name = Some("Acme".into());
+    unknown.group_name = Some("Sites".into());
+    let mut rejected = record_of(false, 5, vec![known, unknown]);
+    rejected.exchange = Some(Exchange { peer: "10.0.0.1:1".into(), message_id: 7, ts: 5, response: vec![1] });
+    let results = writer.commit(&[rejected]).unwrap();
+    assert_eq!(results[0], Err(UplinkRejection::CreatingAssetsForbidden));
+    let id = store.device_by_name("Known").unwrap().unwrap().id;
+    assert!(store.latest_timeseries(id, None).unwrap().is_empty());
+    assert!(store.attributes(id, None, Some(&["a".to_string()])).unwrap().is_empty());
+    assert_eq!(store.customers(&all()).unwrap().total_elements, 0);
+    assert_eq!(store.entity_groups(EntityKind::Asset, None, &all()).unwrap().total_elements, 0);
+    assert_eq!(store.asset_profiles(&all()).unwrap().total_elements, 1, "only the default profile");
+    assert!(store.recent_exchanges(0, 10).unwrap().is_empty());
+}
+
+fn assets_are_created_with_their_profile_and_store_values(backend: &dyn Backend) {
+    let store = backend.open();
+    let mut writer = store.uplink_writer().unwrap();
+    let mut asset = EntityUpdate::asset("Building A", "building");
+    asset.label = Some("HQ".into());
+    asset.telemetry = vec![(10, vec![("power".into(), KvValue::Long(5))])];
+    asset.attributes = vec![("floors".into(), KvValue::Long(3))];
+    // A device and an asset may share a name: they are different kinds of entity.
+    let device = EntityUpdate::device("Building A", "meter");
+    let results = writer.commit(&[record_of(true, 10, vec![asset, device])]).unwrap();
+    let outcome = results[0].as_ref().unwrap();
+    assert_eq!(outcome.created.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![EntityKind::Asset, EntityKind::Device]);
+
+    let stored = store.asset_by_name("Building A").unwrap().expect("asset created");
+    assert_eq!((stored.asset_type.as_str(), stored.label.as_deref()), ("building", Some("HQ")));
+    assert_eq!(store.asset(stored.id).unwrap().as_ref(), Some(&stored));
+    let profile = store.asset_profile(stored.asset_profile_id).unwrap().expect("asset profile created");
+    assert_eq!((profile.name.as_str(), profile.is_default), ("building", false));
+    assert!(!store.device_profiles(&all()).unwrap().data.iter().any(|p| p.name == "building"));
+    assert_eq!(store.latest_timeseries(stored.id, None).unwrap()[0].1, TsValue { ts: 10, value: KvValue::Long(5) });
+    assert_eq!(store.attributes(stored.id, None, None).unwrap()[0].1.value, KvValue::Long(3));
+    assert_eq!(store.assets(&all(), Some("building")).unwrap().total_elements, 1);
+    assert_eq!(store.assets(&all(), Some("meter")).unwrap().total_elements, 0);
+
+    let again = writer.commit(&[record_of(false, 11, vec![EntityUpdate::asset("Building A", "other")])]).unwrap();
+    assert!(again[0].as_ref().unwrap().created.is_empty());
+    let refused = writer.commit(&[record_of(false, 11, vec![EntityUpdate::asset("Building B", "building")])]).unwrap();
+    assert_eq!(refused[0], Err(UplinkRejection::CreatingAssetsForbidden));
+
+    assert!(matches!(store.delete_asset_profile(profile.id), Err(StorageError::Conflict(_))), "profile in use");
+    assert!(store.delete_asset(stored.id).unwrap());
+    assert!(store.latest_timeseries(stored.id, None).unwrap().is_empty(), "telemetry goes with the asset");
+    assert!(store.delete_asset_profile(profile.id).unwrap());
+    // The writer forgets the deleted asset and profile and creates both again.
+    let results = writer.commit(&[record_of(true, 12, vec![EntityUpdate::asset("Building A", "building")])]).unwrap();
+    assert_eq!(results[0].as_ref().unwrap().created.len(), 1);
+    let recreated = store.asset_by_name("Building A").unwrap().unwrap();
+    assert!(store.asset_profile(recreated.asset_profile_id).unwrap().is_some());
+}
+
+fn customers_and_groups_are_created_once_and_only_at_entity_creation(backend: &dyn Backend) {
+    let store = backend.open();
+    let mut writer = store.uplink_writer().unwrap();
+    let device = |name: &str, customer: Option<&str>, group: Option<&str>| {
+        let mut d = EntityUpdate::device(name, "thermo");
+        d.customer_name = customer.map(str::to_string);
+        d.group_name = group.map(str::to_string);
+        d
+    };
+    let mut asset = EntityUpdate::asset("Site 1", "site");
+    asset.customer_name = Some("Acme".into());
+    asset.group_name = Some("Sensors".into());
+    let batch = vec![
+        record_of(true, 1, vec![device("D1", Some("Acme"), Some("Sensors"))]),
+        record_of(true, 1, vec![device("D2", Some("Acme"), Some("Sensors")), device("D2", Some("Acme"), Some("Sensors"))]),
+        record_of(true, 1, vec![device("D3", None, Some("Sensors"))]),
+        record_of(true, 1, vec![asset]),
+        record_of(true, 1, vec![device("D4", Some("Globex"), None)]),
+    ];
+    let results = writer.commit(&batch).unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(results[1].as_ref().unwrap().created.len(), 1, "a name twice in one output creates one device");
+
+    let mut titles: Vec<String> = store.customers(&all()).unwrap().data.into_iter().map(|c| c.title).collect();
+    titles.sort();
+    assert_eq!(titles, vec!["Acme", "Globex"]);
+    let acme = store.customer_by_title("Acme").unwrap().unwrap();
+    assert_eq!(store.customer(acme.id).unwrap().as_ref(), Some(&acme));
+    for name in ["D1", "D2"] {
+        assert_eq!(store.device_by_name(name).unwrap().unwrap().customer_id, Some(acme.id), "{name}");
+    }
+    assert_eq!(store.device_by_name("D3").unwrap().unwrap().customer_id, None);
+    assert_eq!(store.asset_by_name("Site 1").unwrap().unwrap().customer_id, Some(acme.id));
+    assert_eq!(store.customer_devices(acme.id, &all(), None).unwrap().total_elements, 2);
+    assert_eq!(store.customer_assets(acme.id, &all(), None).unwrap().total_elements, 1);
+
+    assert_eq!(store.entity_groups(EntityKind::Device, None, &all()).unwrap().total_elements, 2, "one per owner");
+    let acme_group = store.entity_group_by_name(EntityKind::Device, Owner::Customer(acme.id), "Sensors").unwrap().unwrap();
+    let tenant_group = store.entity_group_by_name(EntityKind::Device, Owner::Tenant, "Sensors").unwrap().unwrap();
+    assert_eq!(store.entity_groups(EntityKind::Device, Some(Owner::Tenant), &all()).unwrap().data, vec![tenant_group.clone()]);
+    let members = |group: Uuid| -> Vec<String> {
+        let mut names: Vec<String> = store.entity_group_members(group, &all()).unwrap().data.into_iter().map(|m| m.name).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(members(acme_group.id), vec!["D1", "D2"]);
+    assert_eq!(members(tenant_group.id), vec!["D3"]);
+    let asset_group = store.entity_group_by_name(EntityKind::Asset, Owner::Customer(acme.id), "Sensors").unwrap().unwrap();
+    let asset_members = store.entity_group_members(asset_group.id, &all()).unwrap().data;
+    assert_eq!((asset_members[0].kind, asset_members[0].name.as_str()), (EntityKind::Asset, "Site 1"));
+    let d1 = store.device_by_name("D1").unwrap().unwrap();
+    assert_eq!(store.groups_of_entity(d1.id).unwrap(), vec![acme_group.id]);
+
+    // An existing device keeps its customer and groups whatever the output says now.
+    writer
+        .commit(&[record_of(true, 2, vec![device("D1", Some("Initech"), Some("Other")), device("D5", Some("Acme"), Some("Sensors"))])])
+        .unwrap();
+    assert_eq!(store.customers(&all()).unwrap().total_elements, 2, "no customer for an existing device");
+    assert_eq!(store.entity_groups(EntityKind::Device, None, &all()).unwrap().total_elements, 2);
+    assert_eq!(members(acme_group.id), vec!["D1", "D2", "D5"]);
+
+    // Deleting a customer unassigns its entities and drops the groups it owns; the writer
+    // creates both again when an output names them.
+    assert!(store.delete_customer(acme.id).unwrap());
+    assert_eq!(store.device_by_name("D1").unwrap().unwrap().customer_id, None);
+    assert!(store.entity_group(acme_group.id).unwrap().is_none());
+    assert!(store.groups_of_entity(d1.id).unwrap().is_empty());
+    writer.commit(&[record_of(true, 3, vec![device("D6", Some("Acme"), Some("Sensors"))])]).unwrap();
+    let new_acme = store.customer_by_title("Acme").unwrap().expect("customer created again");
+    assert_ne!(new_acme.id, acme.id);
+    assert!(store.entity_group_by_name(EntityKind::Device, Owner::Customer(new_acme.id), "Sensors").unwrap().is_some());
+
+    assert!(matches!(store.entity_group_members(Uuid::new_v4(), &all()), Err(StorageError::NotFound)));
+    assert!(store.delete_entity_group(tenant_group.id).unwrap());
+    assert!(store.entity_group(tenant_group.id).unwrap().is_none());
+    assert!(!store.delete_entity_group(tenant_group.id).unwrap());
+}
+
+fn update_only_keys_compare_with_the_stored_value(backend: &dyn Backend) {
+    let only = |ts: i64, t: KvValue, h: i64, fw: &str| {
+        let mut d = EntityUpdate::device("D", "thermo");
+        d.telemetry = vec![(ts, vec![("t".into(), t), ("h".into(), KvValue::Long(h))])];
+        d.attributes = vec![("fw".into(), KvValue::Str(fw.into())), ("boot".into(), KvValue::Long(ts))];
+        let mut r = record_of(true, ts, vec![d]);
+        r.update_only_keys = Arc::from(vec!["t".to_string(), "fw".to_string()]);
+        r
+    };
+    {
+        let store = backend.open();
+        let mut writer = store.uplink_writer().unwrap();
+        // Within one batch: the second record sees the first one's value.
+        let results = writer.commit(&[only(1, KvValue::Double(20.5), 1, "1.0"), only(2, KvValue::Double(20.5), 1, "1.0")]).unwrap();
+        assert_eq!(results[1].as_ref().unwrap().unchanged_skipped, 2, "t and fw unchanged");
+        // Across batches, and a changed value is stored.
+        writer.commit(&[only(3, KvValue::Double(20.5), 1, "1.0")]).unwrap();
+        writer.commit(&[only(4, KvValue::Double(21.0), 1, "1.1")]).unwrap();
+        // Same number as another type counts as a change.
+        writer.commit(&[only(5, KvValue::Long(21), 1, "1.1")]).unwrap();
+        // Several points of one key in one record are compared one after the other.
+        let mut d = EntityUpdate::device("D", "thermo");
+        d.telemetry = vec![
+            (6, vec![("t".into(), KvValue::Long(21))]),
+            (7, vec![("t".into(), KvValue::Long(22))]),
+            (8, vec![("t".into(), KvValue::Long(22))]),
+        ];
+        let mut r = record_of(true, 8, vec![d]);
+        r.update_only_keys = Arc::from(vec!["t".to_string()]);
+        writer.commit(&[r]).unwrap();
+        let id = store.device_by_name("D").unwrap().unwrap().id;
+        assert_eq!(
+            history(store.as_ref(), id, "t"),
+            vec![(1, KvValue::Double(20.5)), (4, KvValue::Double(21.0)), (5, KvValue::Long(21)), (7, KvValue::Long(22))]
+        );
+        assert_eq!(history(store.as_ref(), id, "h").len(), 5, "keys not listed are always stored");
+        let attrs = store.attributes(id, None, None).unwrap();
+        let fw = attrs.iter().find(|(_, a)| a.key == "fw").unwrap();
+        assert_eq!((fw.1.last_update_ts, &fw.1.value), (4, &KvValue::Str("1.1".into())), "unchanged fw is not rewritten");
+        let boot = attrs.iter().find(|(_, a)| a.key == "boot").unwrap();
+        assert_eq!(boot.1.last_update_ts, 5);
+    }
+    // After a restart (and from another writer) the comparison is with what is stored.
+    let store = backend.open();
+    let mut writer = store.uplink_writer().unwrap();
+    let results = writer.commit(&[only(9, KvValue::Long(22), 1, "1.1")]).unwrap();
+    assert_eq!(results[0].as_ref().unwrap().unchanged_skipped, 2);
+    let id = store.device_by_name("D").unwrap().unwrap().id;
+    assert_eq!(history(store.as_ref(), id, "t").last(), Some(&(7, KvValue::Long(22))));
+}
+
+fn history_and_latest_values(backend: &dyn Backend) {
+    let store = backend.open();
+    let mut writer = store.uplink_writer().unwrap();
+    // Real timestamps over two months (PostgreSQL: two partitions), one far in the future and
+    // one before 1970 (its default partition).
+    let now = 1_796_632_448_000; // 2026-12-07
+    let month = 31 * 86_400_000;
+    let points = [now - month, now, now + 1000, 7_000_000_000_000, -5];
+    for (i, ts) in points.iter().enumerate() {
+        writer.commit(&[record("H", true, *ts, vec![("t", KvValue::Long(i as i64)), ("s", KvValue::Str(format!("v{i}")))])]).unwrap();
+    }
+    // Types round-trip.
+    let values = vec![
+        ("b", KvValue::Bool(true)),
+        ("l", KvValue::Long(-7)),
+        ("d", KvValue::Double(25.5)),
+        ("s", KvValue::Str("text".into())),
+        ("j", KvValue::Json("{\"a\":[1,2]}".into())),
+    ];
+    writer.commit(&[record("T", true, now, values.clone())]).unwrap();
+    let t = store.device_by_name("T").unwrap().unwrap().id;
+    let latest = store.latest_timeseries(t, None).unwrap();
+    let mut expected: Vec<(String, TsValue)> =
+        values.iter().map(|(k, v)| (k.to_string(), TsValue { ts: now, value: v.clone() })).collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(latest, expected);
+    assert_eq!(store.timeseries_keys(t).unwrap(), vec!["b", "d", "j", "l", "s"]);
+    let some = store.latest_timeseries(t, Some(&["s".to_string(), "b".to_string(), "nope".to_string()])).unwrap();
+    assert_eq!(some.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), vec!["s", "b"], "in the order asked");
+
+    let h = store.device_by_name("H").unwrap().unwrap().id;
+    let mut sorted = points.to_vec();
+    sorted.sort();
+    assert_eq!(history(store.as_ref(), h, "t").iter().map(|(ts, _)| *ts).collect::<Vec<_>>(), sorted);
+    let q = HistoryQuery { keys: vec!["t".into(), "s".into(), "x".into()], start_ts: now - month, end_ts: now + 1000, limit: 2, descending: true };
+    let read = store.timeseries_history(h, &q).unwrap();
+    assert_eq!(read.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), vec!["t", "s"], "unknown keys have no data");
+    assert_eq!(read[0].1, vec![TsValue { ts: now + 1000, value: KvValue::Long(2) }, TsValue { ts: now, value: KvValue::Long(1) }]);
+    // The latest value is the newest timestamp, not the last write.
+    assert_eq!(store.latest_timeseries(h, Some(&["t".to_string()])).unwrap()[0].1, TsValue { ts: 7_000_000_000_000, value: KvValue::Long(3) });
+    // A rewrite of a timestamp replaces its value, in history and (if newest) in latest.
+    writer.commit(&[record("H", true, 7_000_000_000_000, vec![("t", KvValue::Long(33))])]).unwrap();
+    writer.commit(&[record("H", true, now, vec![("t", KvValue::Long(11))])]).unwrap();
+    let t_history = history(store.as_ref(), h, "t");
+    assert_eq!(t_history.len(), 5);
+    assert!(t_history.contains(&(now, KvValue::Long(11))) && t_history.contains(&(7_000_000_000_000, KvValue::Long(33))));
+    assert_eq!(store.latest_timeseries(h, Some(&["t".to_string()])).unwrap()[0].1.value, KvValue::Long(33));
+    // The same timestamp twice in one batch: the later write wins.
+    writer
+        .commit(&[record("H", true, now, vec![("t", KvValue::Long(100))]), record("H", true, now, vec![("t", KvValue::Long(101))])])
+        .unwrap();
+    assert!(history(store.as_ref(), h, "t").contains(&(now, KvValue::Long(101))));
+}
+
+fn attributes_are_client_scope_and_overwritten(backend: &dyn Backend) {
+    let store = backend.open();
+    let mut writer = store.uplink_writer().unwrap();
+    let mut d = EntityUpdate::device("A", "thermo");
+    d.attributes = vec![("fw".into(), KvValue::Str("1.0".into())), ("count".into(), KvValue::Long(1))];
+    writer.commit(&[record_of(true, 100, vec![d.clone()])]).unwrap();
+    d.attributes = vec![("fw".into(), KvValue::Str("2.0".into()))];
+    writer.commit(&[record_of(true, 200, vec![d])]).unwrap();
+    let id = store.device_by_name("A").unwrap().unwrap().id;
+    let attrs = store.attributes(id, Some("CLIENT_SCOPE"), None).unwrap();
+    assert_eq!(
+        attrs,
+        vec![
+            ("CLIENT_SCOPE".to_string(), AttributeValue { key: "count".into(), last_update_ts: 100, value: KvValue::Long(1) }),
+            ("CLIENT_SCOPE".to_string(), AttributeValue { key: "fw".into(), last_update_ts: 200, value: KvValue::Str("2.0".into()) }),
+        ]
+    );
+    assert!(store.attributes(id, Some("SERVER_SCOPE"), None).unwrap().is_empty());
+    assert_eq!(store.attribute_keys(id, None).unwrap(), vec!["count", "fw"]);
+    assert_eq!(store.attributes(id, None, Some(&["fw".to_string()])).unwrap().len(), 1);
+}
+
+/// A remote's record is stored once however often it is sent, in one batch or several, and
+/// its place is forgotten only when the remote says it left its outbox.
+fn a_remote_record_is_stored_once(backend: &dyn Backend) {
+    let store = backend.open();
+    let mut writer = store.uplink_writer().unwrap();
+    let outbox = Uuid::new_v4();
+    let sent = |seq: u64, ts: i64| {
+        let mut r = record("R-1", true, ts, vec![("t", KvValue::Long(ts))]);
+        r.remote = Some(RemoteSeq { outbox, seq });
+        r
+    };
+    let first = writer.commit(&[sent(1, 1000), sent(1, 1000), sent(2, 2000)]).unwrap();
+    let duplicates: Vec<bool> = first.iter().map(|r| r.as_ref().unwrap().duplicate).collect();
+    assert_eq!(duplicates, vec![false, true, false], "a copy in the same batch is a duplicate");
+    let again = writer.commit(&[sent(2, 2000)]).unwrap();
+    assert!(again[0].as_ref().unwrap().duplicate);
+    // Another writer (another node) finds it too.
+    let mut other = store.uplink_writer().unwrap();
+    assert!(other.commit(&[sent(2, 2000)]).unwrap()[0].as_ref().unwrap().duplicate);
+    let mut other_outbox = sent(2, 3000);
+    other_outbox.remote = Some(RemoteSeq { outbox: Uuid::new_v4(), seq: 2 });
+    assert!(!writer.commit(&[other_outbox]).unwrap()[0].as_ref().unwrap().duplicate, "numbers are per outbox");
+    let device = store.device_by_name("R-1").unwrap().unwrap();
+    assert_eq!(history(store.as_ref(), device.id, "t").len(), 3, "1000, 2000 and the other outbox's 3000");
+    // A rejected record keeps no place: judged again when sent again.
+    let mut refused = record("R-2", false, 1, vec![]);
+    refused.remote = Some(RemoteSeq { outbox, seq: 3 });
+    assert!(writer.commit(&[refused.clone()]).unwrap()[0].is_err());
+    refused.allow_create_devices = true;
+    assert!(!writer.commit(&[refused]).unwrap()[0].as_ref().unwrap().duplicate);
+    assert_eq!(store.forget_remote_records(Uuid::nil(), outbox, 2).unwrap(), 1);
+    assert!(!writer.commit(&[sent(1, 1000)]).unwrap()[0].as_ref().unwrap().duplicate, "forgotten below 2");
+}
+
+fn exchanges_are_stored_with_their_uplink_only(backend: &dyn Backend) {
+    let store = backend.open();
+    let mut writer = store.uplink_writer().unwrap();
+    let exchange = |mid: u16| Exchange {
+        peer: "127.0.0.1:5000".into(),
+        message_id: mid,
+        ts: 1000 + i64::from(mid),
+        response: vec![0x60, 0x41, 0, mid as u8],
+    };
+    let mut stored = record("A", true, 1, vec![("t", KvValue::Long(1))]);
+    stored.exchange = Some(exchange(1));
+    let mut rejected = record("B", false, 1, vec![("t", KvValue::Long(1))]);
+    rejected.exchange = Some(exchange(2));
+    let results = writer.commit(&[stored, rejected]).unwrap();
+    assert!(results[0].is_ok() && results[1].is_err());
+    assert_eq!(store.recent_exchanges(0, 10).unwrap(), vec![exchange(1)]);
+    assert!(store.recent_exchanges(1002, 10).unwrap().is_empty(), "older than `since`");
+    // The newest of a reused (peer, message id) wins; the limit keeps the newest rows.
+    let mut again = record("A", true, 2, vec![("t", KvValue::Long(2))]);
+    again.exchange = Some(Exchange { ts: 1500, response: vec![0x60, 0x41, 0, 9], ..exchange(1) });
+    let mut other = record("A", true, 3, vec![("t", KvValue::Long(3))]);
+    other.exchange = Some(exchange(3));
+    writer.commit(&[again.clone(), other]).unwrap();
+    assert_eq!(store.recent_exchanges(0, 10).unwrap(), vec![again.exchange.clone().unwrap(), exchange(3)]);
+    assert_eq!(store.recent_exchanges(0, 1).unwrap(), vec![exchange(3)]);
+    assert_eq!(store.find_exchange("127.0.0.1:5000", 1, 0).unwrap(), again.exchange.clone());
+    assert_eq!(store.find_exchange("127.0.0.1:5000", 2, 0).unwrap(), None, "rejected: not stored");
+    assert_eq!(store.find_exchange("127.0.0.1:5001", 1, 0).unwrap(), None);
+    assert_eq!(store.find_exchange("127.0.0.1:5000", 1, 1501).unwrap(), None, "older than `since`");
+    // Upkeep runs (nothing has expired: these exchanges are from 1970, so it deletes them).
+    while writer.maintain().unwrap() {}
+}
+
+fn events_page_filter_and_expire(backend: &dyn Backend) {
+    let store = backend.open();
+    let event = |entity: Uuid, t: i64, event_type: &str, body: Value| Event {
+        id: Uuid::new_v4(),
+        created_time: t,
+        entity_kind: EntityKind::Integration,
+        entity_id: entity,
+        event_type: event_type.into(),
+        uid: "node".into(),
+        body,
+    };
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut events = Vec::new();
+    for t in 0..10 {
+        let status = if t % 2 == 0 { "OK" } else { "ERROR" };
+        events.push(event(a, t, "DEBUG_INTEGRATION", json!({"status": status, "error": format!("e{t}"), "n": {"z": 1, "a": 2}})));
+    }
+    events.push(event(a, 5, "STATS", json!({})));
+    events.push(event(b, 5, "DEBUG_INTEGRATION", json!({"status": "OK"})));
+    store.insert_events(&events).unwrap();
+
+    let query = |f: &dyn Fn(&mut EventQuery)| {
+        let mut q = EventQuery {
+            entity_id: a,
+            event_type: "DEBUG_INTEGRATION".into(),
+            page: PageQuery { page_size: 3, ..Default::default() },
+            ..Default::default()
+        };
+        f(&mut q);
+        store.events(&q).unwrap()
+    };
+    let page = query(&|_| {});
+    assert_eq!(page.total_elements, 10);
+    assert_eq!(page.data.iter().map(|e| e.created_time).collect::<Vec<_>>(), vec![9, 8, 7], "newest first");
+    assert!(page.has_next);
+    assert_eq!(page.data[0], events[9], "round-trips, body key order included");
+    assert_eq!(page.data[0].body.to_string(), events[9].body.to_string());
+    let ascending = query(&|q| q.page.sort_property = Some("createdTime".into()));
+    assert_eq!(ascending.data.iter().map(|e| e.created_time).collect::<Vec<_>>(), vec![0, 1, 2]);
+    let page = query(&|q| {
+        q.start_time = Some(2);
+        q.end_time = Some(6);
+    });
+    assert_eq!(page.total_elements, 5);
+    assert_eq!(query(&|q| q.body_equals = vec![("status".into(), "ERROR".into())]).total_elements, 5);
+    let page = query(&|q| q.error_contains = Some("e7".into()));
+    assert_eq!(page.data.len(), 1);
+    assert_eq!(query(&|q| q.has_error = Some(true)).total_elements, 10);
+    assert_eq!(query(&|q| q.has_error = Some(false)).total_elements, 0);
+
+    assert_eq!(store.delete_events_before(5).unwrap(), 5);
+    assert_eq!(query(&|_| {}).total_elements, 5);
+    assert_eq!(store.delete_events_of(b).unwrap(), 1);
+}
+
+fn integration(name: &str, routing_key: &str, converter: Uuid) -> Integration {
+    Integration {
+        id: Uuid::new_v4(),
+        created_time: 1,
+        name: name.into(),
+        integration_type: "COAP".into(),
+        enabled: true,
+        allow_create_devices_or_assets: true,
+        is_remote: false,
+        debug_settings: json!({"failuresEnabled": true, "allEnabledUntil": 0}),
+        default_converter_id: converter,
+        downlink_converter_id: None,
+        routing_key: routing_key.into(),
+        secret: "s".into(),
+        configuration: json!({"z": 1, "a": {"y": 2, "b": 3}}),
+        additional_info: Value::Null,
+        version: 1,
+    }
+}
+
+fn converters_and_integrations_round_trip_with_unique_routing_keys(backend: &dyn Backend) {
+    let store = backend.open();
+    let mut converter = Converter {
+        id: Uuid::new_v4(),
+        created_time: 5,
+        name: "Seed converter".into(),
+        converter_type: "UPLINK".into(),
+        integration_type: Some("COAP".into()),
+        debug_settings: json!({}),
+        configuration: json!({"scriptLang": "JS", "decoder": "return {};", "updateOnlyKeys": ["t"]}),
+        additional_info: json!({"description": "d"}),
+        version: 1,
+    };
+    store.save_converter(&converter).unwrap();
+    assert_eq!(store.converter(converter.id).unwrap().as_ref(), Some(&converter));
+    converter.version = 2;
+    converter.name = "Renamed".into();
+    store.save_converter(&converter).unwrap();
+    assert_eq!(store.converter(converter.id).unwrap().as_ref(), Some(&converter), "saved again in place");
+    assert_eq!(store.converters(&all()).unwrap().total_elements, 1);
+
+    let first = integration("CoAP one", "k", converter.id);
+    store.save_integration(&first).unwrap();
+    let stored = store.integration(first.id).unwrap().unwrap();
+    assert_eq!(stored, first);
+    assert_eq!(stored.configuration.to_string(), first.configuration.to_string(), "key order kept");
+    assert_eq!(store.integration_by_routing_key("k").unwrap().as_ref(), Some(&first));
+    let mut second = integration("Other", "k", converter.id);
+    let conflict = store.save_integration(&second);
+    assert!(matches!(conflict, Err(StorageError::Conflict(ref m)) if m == "Integration with such routing key already exists!"), "{conflict:?}");
+    second.routing_key = "k2".into();
+    store.save_integration(&second).unwrap();
+    let q = PageQuery { page_size: 10, text_search: Some("coap".into()), ..Default::default() };
+    let page = store.integrations(&q).unwrap();
+    assert_eq!((page.total_elements, page.data[0].name.as_str()), (1, "CoAP one"));
+    assert_eq!(store.all_integrations().unwrap().len(), 2);
+
+    assert!(matches!(store.delete_converter(converter.id), Err(StorageError::Conflict(_))), "in use");
+    assert!(store.delete_integration(first.id).unwrap());
+    assert!(store.delete_integration(second.id).unwrap());
+    assert!(!store.delete_integration(second.id).unwrap());
+    assert!(store.integration_by_routing_key("k").unwrap().is_none());
+    assert!(store.delete_converter(converter.id).unwrap());
+    assert!(store.converter(converter.id).unwrap().is_none());
+}
+
+fn devices_page_sort_and_search(backend: &dyn Backend) {
+    let store = backend.open();
+    let mut writer = store.uplink_writer().unwrap();
+    let names = ["Zeta", "alpha", "Mid", "beta_1", "beta%2", "Beta3"];
+    let entities = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut d = EntityUpdate::device(*n, if i % 2 == 0 { "even" } else { "odd" });
+            d.label = (i != 0).then(|| format!("L{i}"));
+            d.customer_name = Some(format!("C-{n}"));
+            d
+        })
+        .collect();
+    writer.commit(&[record_of(true, 1, entities)]).unwrap();
+    let names_of = |page: Page<Device>| page.data.into_iter().map(|d| d.name).collect::<Vec<_>>();
+    let q = PageQuery { page_size: 4, sort_property: Some("name".into()), ..Default::default() };
+    let page = store.devices(&q, None).unwrap();
+    assert_eq!((page.total_elements, page.total_pages, page.has_next), (6, 2, true));
+    assert_eq!(names_of(page), vec!["Beta3", "Mid", "Zeta", "alpha"], "byte order, as SQLite sorts");
+    let second = store.devices(&PageQuery { page: 1, ..q.clone() }, None).unwrap();
+    assert_eq!(names_of(second), vec!["beta%2", "beta_1"]);
+    let desc = store.devices(&PageQuery { sort_descending: true, ..q.clone() }, None).unwrap();
+    assert_eq!(names_of(desc)[0], "beta_1");
+    let search = |text: &str| {
+        let mut n = names_of(store.devices(&PageQuery { page_size: 10, text_search: Some(text.into()), ..Default::default() }, None).unwrap());
+        n.sort();
+        n
+    };
+    assert_eq!(search("BETA"), vec!["Beta3", "beta%2", "beta_1"], "case-insensitive");
+    assert_eq!(search("ta_"), vec!["beta_1"], "_ is literal");
+    assert_eq!(search("a%"), vec!["beta%2"], "% is literal");
+    assert_eq!(store.devices(&all(), Some("odd")).unwrap().total_elements, 3);
+    let by_label = store.devices(&PageQuery { page_size: 10, sort_property: Some("label".into()), ..Default::default() }, None).unwrap();
+    assert_eq!(by_label.data[0].name, "Zeta", "no label sorts first");
+    let by_type = store.devices(&PageQuery { page_size: 10, sort_property: Some("type".into()), ..Default::default() }, Some("even")).unwrap();
+    assert_eq!(by_type.total_elements, 3);
+    // Customers page by title, byte order; unknown sort properties fall back to creation time.
+    let q = PageQuery { page_size: 2, sort_property: Some("title".into()), ..Default::default() };
+    let customers = store.customers(&q).unwrap();
+    assert_eq!(customers.data.iter().map(|c| c.title.as_str()).collect::<Vec<_>>(), vec!["C-Beta3", "C-Mid"]);
+    let q = PageQuery { page_size: 10, sort_property: Some("bogus".into()), ..Default::default() };
+    assert_eq!(store.customers(&q).unwrap().total_elements, 6);
+    let acme = store.customer_by_title("C-Mid").unwrap().unwrap();
+    assert_eq!(names_of(store.customer_devices(acme.id, &all(), None).unwrap()), vec!["Mid"]);
+    assert_eq!(store.customer_devices(acme.id, &all(), Some("odd")).unwrap().total_elements, 0);
+}
+
+fn oversized_pages_are_clamped_consistently(backend: &dyn Backend) {
+    let store = backend.open();
+    let mut writer = store.uplink_writer().unwrap();
+    let batch: Vec<UplinkRecord> = (0..10_005).map(|i| record(&format!("D{i}"), true, 1, vec![])).collect();
+    writer.commit(&batch).unwrap();
+    let page = store.devices(&PageQuery { page_size: 20_000, ..Default::default() }, None).unwrap();
+    assert_eq!(page.total_elements, 10_005);
+    assert_eq!(page.data.len(), 10_000, "page size is capped");
+    assert!(page.has_next);
+    assert_eq!(page.total_pages, 2);
+    let second = store.devices(&PageQuery { page_size: 20_000, page: 1, ..Default::default() }, None).unwrap();
+    assert_eq!((second.data.len(), second.has_next), (5, false));
+}
+
+fn deleting_a_device_removes_its_data_and_the_writer_creates_it_again(backend: &dyn Backend) {
+    let store = backend.open();
+    let mut writer = store.uplink_writer().unwrap();
+    let mut d = EntityUpdate::device("A", "thermo");
+    d.group_name = Some("G".into());
+    d.telemetry = vec![(1, vec![("t".into(), KvValue::Long(1))])];
+    d.attributes = vec![("a".into(), KvValue::Long(1))];
+    writer.commit(&[record_of(true, 1, vec![d])]).unwrap();
+    let first = store.device_by_name("A").unwrap().unwrap().id;
+    let group = store.entity_group_by_name(EntityKind::Device, Owner::Tenant, "G").unwrap().unwrap();
+    assert_eq!(store.groups_of_entity(first).unwrap(), vec![group.id]);
+    assert!(store.delete_device(first).unwrap());
+    assert!(!store.delete_device(first).unwrap());
+    assert!(store.device(first).unwrap().is_none());
+    assert!(store.latest_timeseries(first, None).unwrap().is_empty());
+    assert!(history(store.as_ref(), first, "t").is_empty());
+    assert!(store.timeseries_keys(first).unwrap().is_empty());
+    assert!(store.attributes(first, None, None).unwrap().is_empty());
+    assert!(store.groups_of_entity(first).unwrap().is_empty());
+    assert_eq!(store.entity_group_members(group.id, &all()).unwrap().total_elements, 0);
+    let results = writer.commit(&[record("A", true, 2, vec![("t", KvValue::Long(2))])]).unwrap();
+    let second = store.device_by_name("A").unwrap().unwrap().id;
+    assert_ne!(first, second);
+    assert_eq!(results[0].as_ref().unwrap().created, vec![(EntityKind::Device, second)]);
+    if backend.shared_by_nodes() {
+        // Deleted by another node: the writer's cache does not keep it alive.
+        let other = backend.open();
+        assert!(other.delete_device(second).unwrap());
+        let results = writer.commit(&[record("A", false, 3, vec![("t", KvValue::Long(3))])]).unwrap();
+        assert_eq!(results[0], Err(UplinkRejection::CreatingDevicesForbidden), "the writer saw the deletion");
+        assert!(store.latest_timeseries(second, None).unwrap().is_empty());
+    }
+}
+
+fn profiles_in_use_or_default_are_not_deleted(backend: &dyn Backend) {
+    let store = backend.open();
+    let mut writer = store.uplink_writer().unwrap();
+    writer.commit(&[record("P", true, 1, vec![])]).unwrap();
+    let device = store.device_by_name("P").unwrap().unwrap();
+    let default = store.device_profiles(&all()).unwrap().data.into_iter().find(|p| p.is_default).unwrap();
+    assert_eq!(default.name, "default");
+    let refused = store.delete_device_profile(default.id);
+    assert!(matches!(refused, Err(StorageError::Conflict(ref m)) if m == "Deletion of Default Device Profile is prohibited!"), "{refused:?}");
+    let in_use = store.delete_device_profile(device.device_profile_id);
+    assert!(matches!(in_use, Err(StorageError::Conflict(ref m)) if m == "The device profile referenced by the devices cannot be deleted!"), "{in_use:?}");
+    assert!(store.delete_device(device.id).unwrap());
+    assert!(store.delete_device_profile(device.device_profile_id).unwrap());
+    assert!(!store.delete_device_profile(device.device_profile_id).unwrap());
+    let q = PageQuery { page_size: 10, text_search: Some("DEF".into()), ..Default::default() };
+    assert_eq!(store.device_profiles(&q).unwrap().total_elements, 1);
+    assert_eq!(store.asset_profiles(&all()).unwrap().data[0].name, "default");
+}
+
+fn users_and_settings(backend: &dyn Backend) {
+    let store = backend.open();
+    assert_eq!(store.user_count().unwrap(), 0);
+    let user = User {
+        id: Uuid::new_v4(),
+        created_time: 1,
+        email: "Tenant@ThingsBoard.org".into(),
+        password_hash: "$2b$hash".into(),
+        authority: "TENANT_ADMIN".into(),
+        first_name: Some("T".into()),
+        last_name: None,
+    };
+    store.insert_user(&user).unwrap();
+    assert_eq!(store.user_count().unwrap(), 1);
+    assert_eq!(store.user_by_email("tenant@thingsboard.org").unwrap().as_ref(), Some(&user), "e-mail ignores case");
+    assert_eq!(store.user(user.id).unwrap().as_ref(), Some(&user));
+    let again = store.insert_user(&User { id: Uuid::new_v4(), email: "TENANT@thingsboard.org".into(), ..user.clone() });
+    assert!(matches!(again, Err(StorageError::Conflict(_))), "{again:?}");
+    assert!(store.set_user_password_hash(user.id, "$2b$new").unwrap());
+    assert!(!store.set_user_password_hash(Uuid::new_v4(), "x").unwrap());
+    assert_eq!(store.user(user.id).unwrap().unwrap().password_hash, "$2b$new");
+    assert_eq!(store.setting("jwt").unwrap(), None);
+    store.put_setting("jwt", "a").unwrap();
+    store.put_setting("jwt", "b").unwrap();
+    assert_eq!(store.setting("jwt").unwrap().as_deref(), Some("b"));
+}
+
+fn tenant_id_survives_reopening(backend: &dyn Backend) {
+    let first = backend.open().tenant_id();
+    assert!(!first.is_nil());
+    assert_eq!(backend.open().tenant_id(), first);
+}
