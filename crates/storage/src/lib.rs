@@ -3,12 +3,15 @@
 //! Modules:
 //! - [`model`]: the stored entities and typed values, free of any API shape.
 //! - [`sqlite`]: the SQLite backend (bundled SQLite, WAL, one writer connection).
+//! - [`postgres`]: the PostgreSQL backend, for several nodes on one database (not yet selectable
+//!   in `serve`; see issue 15).
 //! - [`outbox`]: a remote integration's durable outbox (SQLite too): converted uplinks waiting
 //!   for the platform's acknowledgement, with their CoAP exchanges.
 //!
 //! **No other crate speaks SQL.** The server talks to storage only through [`Store`] for reads and
 //! entity edits, and through an [`UplinkWriter`] for the hot write path, which commits many
-//! uplinks per transaction (group commit). A PostgreSQL backend will implement the same two traits.
+//! uplinks per transaction (group commit). Both backends implement the same traits, and
+//! `tests/backends.rs` runs one set of behaviours against each.
 
 pub mod model;
 pub mod outbox;
