@@ -5,6 +5,12 @@ use anyhow::bail;
 use crate::config::Config;
 
 pub fn run(config: &Config) -> anyhow::Result<()> {
+    if config.database.is_postgres() {
+        bail!(
+            "coapgate check verifies SQLite data files; it is not available for PostgreSQL yet ({} is checked by PostgreSQL itself: amcheck, pg_checksums)",
+            config.database.describe()
+        );
+    }
     let checks = coapgate_storage::sqlite::check_files(&config.database_path);
     let mut bad = 0;
     for check in &checks {

@@ -123,7 +123,18 @@ const SETTINGS: &[Setting] = &[
         default: "20000",
         help: "message-deduplication entries one peer may hold",
     },
-    Setting { name: "DATABASE_URL", default: "", help: "sqlite://FILE; default: coapgate.db in the data directory" },
+    Setting {
+        name: "DATABASE_URL",
+        default: "",
+        help: "sqlite://FILE, or postgres://USER:PASSWORD@HOST:PORT/DB (also postgresql://) for PostgreSQL; wins over SPRING_DATASOURCE_URL; default: coapgate.db in the data directory",
+    },
+    Setting {
+        name: "SPRING_DATASOURCE_URL",
+        default: "",
+        help: "PostgreSQL in ThingsBoard's form, jdbc:postgresql://HOST:PORT/DB, with SPRING_DATASOURCE_USERNAME and SPRING_DATASOURCE_PASSWORD; used when DATABASE_URL is empty",
+    },
+    Setting { name: "SPRING_DATASOURCE_USERNAME", default: "", help: "PostgreSQL user name for SPRING_DATASOURCE_URL" },
+    Setting { name: "SPRING_DATASOURCE_PASSWORD", default: "", help: "PostgreSQL password for SPRING_DATASOURCE_URL (never printed)" },
     Setting { name: "COAPGATE_DATA_DIR", default: "./data", help: "directory for the database and secrets" },
     Setting { name: "COAPGATE_ADMIN_USERNAME", default: "tenant@thingsboard.org", help: "first-run admin user" },
     Setting {
@@ -201,6 +212,10 @@ pub struct Config {
     pub dedup_automatic: bool,
     pub dedup_max_entries_per_peer: usize,
     pub data_dir: PathBuf,
+    /// Which database `serve` runs on.
+    pub database: Database,
+    /// The SQLite file (`coapgate check`, `reset-password`, file permissions); with PostgreSQL
+    /// the file SQLite would use, which nothing opens.
     pub database_path: PathBuf,
     pub admin_username: String,
     pub admin_password: Option<String>,
@@ -328,19 +343,10 @@ impl Config {
     fn from_values(v: &BTreeMap<&'static str, String>) -> anyhow::Result<Config> {
         let get = |name: &str| v.get(name).map(String::as_str).unwrap_or_default();
         let data_dir = PathBuf::from(get("COAPGATE_DATA_DIR"));
-        let database_path = match get("DATABASE_URL") {
-            "" => data_dir.join("coapgate.db"),
-            url => match url.strip_prefix("sqlite://") {
-                // An empty path would make SQLite use a temporary database and lose everything.
-                Some(path) if path.trim().is_empty() => {
-                    bail!("DATABASE_URL: sqlite:// needs a file path, e.g. sqlite:///var/lib/coapgate/coapgate.db")
-                }
-                Some(path) => PathBuf::from(path),
-                None if url.starts_with("postgres") => {
-                    bail!("DATABASE_URL: the PostgreSQL backend is not available in this version; use sqlite://FILE")
-                }
-                None => bail!("DATABASE_URL: `{url}` is neither sqlite://FILE nor postgres://…"),
-            },
+        let database = Database::from_values(v, &data_dir)?;
+        let database_path = match &database {
+            Database::Sqlite(path) => path.clone(),
+            Database::Postgres { .. } => data_dir.join("coapgate.db"),
         };
         let coap_port: u16 = parse(v, "COAP_BIND_PORT")?;
         let http_port: u16 = parse(v, "HTTP_BIND_PORT")?;
@@ -385,6 +391,7 @@ impl Config {
             dedup_automatic: parse::<usize>(v, "COAP_DEDUP_MAX_ENTRIES")? == 0,
             dedup_max_entries_per_peer: positive(v, "COAP_DEDUP_MAX_ENTRIES_PER_PEER")?,
             data_dir,
+            database,
             database_path,
             admin_username: get("COAPGATE_ADMIN_USERNAME").to_string(),
             admin_password,
@@ -431,6 +438,94 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// The database `serve` runs on: the embedded SQLite (the default) or a PostgreSQL server.
+#[derive(Clone)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres {
+        /// The connection settings (the password inside is never printed); boxed, it is large.
+        config: Box<coapgate_storage::PgConfig>,
+        /// The setting it came from, for error messages: `DATABASE_URL` or `SPRING_DATASOURCE_URL`.
+        setting: &'static str,
+    },
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Database {
+    /// `DATABASE_URL` wins; then `SPRING_DATASOURCE_URL` (with its user name and password); then
+    /// SQLite in the data directory.
+    fn from_values(v: &BTreeMap<&'static str, String>, data_dir: &Path) -> anyhow::Result<Database> {
+        let get = |name: &str| v.get(name).map(String::as_str).unwrap_or_default().trim();
+        let url = get("DATABASE_URL");
+        if !url.is_empty() {
+            if let Some(path) = url.strip_prefix("sqlite://") {
+                // An empty path would make SQLite use a temporary database and lose everything.
+                if path.trim().is_empty() {
+                    bail!("DATABASE_URL: sqlite:// needs a file path, e.g. sqlite:///var/lib/coapgate/coapgate.db");
+                }
+                return Ok(Database::Sqlite(PathBuf::from(path)));
+            }
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                // The storage crate's errors never carry the password.
+                let config = coapgate_storage::PgConfig::from_url(url).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+                return Ok(Database::Postgres { config: Box::new(config), setting: "DATABASE_URL" });
+            }
+            bail!("DATABASE_URL: `{}` is neither sqlite://FILE nor postgres://USER:PASSWORD@HOST:PORT/DB", redact(url));
+        }
+        let jdbc = get("SPRING_DATASOURCE_URL");
+        if !jdbc.is_empty() {
+            if !jdbc.starts_with("jdbc:postgresql://") {
+                bail!("SPRING_DATASOURCE_URL: `{}` must be jdbc:postgresql://HOST:PORT/DB", redact(jdbc));
+            }
+            let user = Some(get("SPRING_DATASOURCE_USERNAME")).filter(|u| !u.is_empty());
+            // Not trimmed: a password may end with a space.
+            let password = v.get("SPRING_DATASOURCE_PASSWORD").map(String::as_str).filter(|p| !p.is_empty());
+            let config = coapgate_storage::PgConfig::from_jdbc(jdbc, user, password)
+                .map_err(|e| anyhow::anyhow!("SPRING_DATASOURCE_URL: {e}"))?;
+            return Ok(Database::Postgres { config: Box::new(config), setting: "SPRING_DATASOURCE_URL" });
+        }
+        Ok(Database::Sqlite(data_dir.join("coapgate.db")))
+    }
+
+    /// For the banner and messages, never with a password: the SQLite file, or
+    /// `postgres://HOST:PORT/DB`.
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Sqlite(path) => path.display().to_string(),
+            Database::Postgres { config, .. } => format!("postgres://{}/{}", config.address(), config.dbname()),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Database::Postgres { .. })
+    }
+}
+
+/// A URL with what could be a password (between `://user:` and `@`, or after `password=`)
+/// replaced, for error messages about URLs that could not be parsed.
+fn redact(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = &out[scheme_end + 3..];
+        if let Some(at) = rest.rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            out.replace_range(scheme_end + 3 + colon + 1..scheme_end + 3 + at, "***");
+        }
+    }
+    if let Some(start) = out.find("password=") {
+        let value = start + "password=".len();
+        let end = out[value..].find('&').map_or(out.len(), |e| value + e);
+        out.replace_range(value..end, "***");
+    }
+    out
 }
 
 /// The HTTP server's limits: what a connection may take before it is closed.
@@ -650,6 +745,60 @@ mod tests {
         ] {
             let err = Config::from_values(&values(&pairs)).unwrap_err().to_string();
             assert!(err.starts_with(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn database_settings() {
+        let db = |pairs: &[(&'static str, &str)]| Config::from_values(&values(pairs)).map(|c| (c.database, c.database_path));
+        // SQLite by default, in the data directory.
+        let (d, path) = db(&[]).unwrap();
+        assert!(matches!(d, Database::Sqlite(ref p) if p == &path) && path == Path::new("./data/coapgate.db"));
+        let (d, _) = db(&[("DATABASE_URL", "sqlite:///var/lib/x.db")]).unwrap();
+        assert!(matches!(d, Database::Sqlite(ref p) if p == &PathBuf::from("/var/lib/x.db")));
+        for url in ["postgres://u:hunter2@db.local:6543/tb", "postgresql://u:hunter2@db.local:6543/tb"] {
+            let (d, path) = db(&[("DATABASE_URL", url)]).unwrap();
+            assert_eq!(d.describe(), "postgres://db.local:6543/tb");
+            assert!(d.is_postgres() && path == Path::new("./data/coapgate.db"));
+            assert!(!format!("{d:?}").contains("hunter2"));
+        }
+        // ThingsBoard's form.
+        let spring = [
+            ("SPRING_DATASOURCE_URL", "jdbc:postgresql://pg:5432/thingsboard"),
+            ("SPRING_DATASOURCE_USERNAME", "postgres"),
+            ("SPRING_DATASOURCE_PASSWORD", "hunter2"),
+        ];
+        let (d, _) = db(&spring).unwrap();
+        assert!(matches!(d, Database::Postgres { setting: "SPRING_DATASOURCE_URL", .. }));
+        assert_eq!(d.describe(), "postgres://pg:5432/thingsboard");
+        // DATABASE_URL wins over SPRING_DATASOURCE_URL.
+        let mut both = spring.to_vec();
+        both.push(("DATABASE_URL", "postgres://u@other:1/db"));
+        let (d, _) = db(&both).unwrap();
+        assert!(matches!(d, Database::Postgres { setting: "DATABASE_URL", .. }));
+        assert_eq!(d.describe(), "postgres://other:1/db");
+        both[3] = ("DATABASE_URL", "sqlite:///x.db");
+        assert!(matches!(db(&both).unwrap().0, Database::Sqlite(_)));
+    }
+
+    #[test]
+    fn database_errors_name_the_setting_and_hide_the_password() {
+        for (pairs, expected) in [
+            (vec![("DATABASE_URL", "mysql://u:hunter2@h/db")], "DATABASE_URL"),
+            (vec![("DATABASE_URL", "postgres://u:hunter2@h:99999/db")], "DATABASE_URL"),
+            (vec![("DATABASE_URL", "postgres://u:hunter2@h/db?sslmode=require")], "DATABASE_URL"),
+            (vec![("DATABASE_URL", "postgres://u:hunter2@h/db?bogus=1")], "DATABASE_URL"),
+            (vec![("DATABASE_URL", "sqlite://")], "DATABASE_URL"),
+            (vec![("SPRING_DATASOURCE_URL", "jdbc:mysql://h/db?password=hunter2")], "SPRING_DATASOURCE_URL"),
+            (vec![("SPRING_DATASOURCE_URL", "jdbc:postgresql://h/db"), ("SPRING_DATASOURCE_PASSWORD", "hunter2")], "SPRING_DATASOURCE_URL"),
+            (
+                vec![("SPRING_DATASOURCE_URL", "jdbc:postgresql://h:x/db"), ("SPRING_DATASOURCE_USERNAME", "u"), ("SPRING_DATASOURCE_PASSWORD", "hunter2")],
+                "SPRING_DATASOURCE_URL",
+            ),
+        ] {
+            let err = format!("{:#}", Config::from_values(&values(&pairs)).unwrap_err());
+            assert!(err.starts_with(expected), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
         }
     }
 

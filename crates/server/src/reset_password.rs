@@ -13,9 +13,9 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use coapgate_storage::{SqliteStore, Store};
+use coapgate_storage::{PgStore, SqliteStore, Store};
 
-use crate::config::Config;
+use crate::config::{Config, Database};
 
 #[derive(clap::Args)]
 pub struct ResetPasswordArgs {
@@ -36,20 +36,29 @@ pub struct ResetPasswordArgs {
 pub fn run(args: ResetPasswordArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), args.data_dir.as_deref())?;
     let username = args.username.unwrap_or_else(|| config.admin_username.clone());
-    if !config.database_path.exists() {
-        bail!("no database at {} (COAPGATE_DATA_DIR / DATABASE_URL)", config.database_path.display());
-    }
-    crate::private_files::tighten(&config);
-    // A running server holds its data files exclusively (storage's unix-excl VFS): say so
-    // rather than leave "database is locked" to be deciphered.
-    let store = SqliteStore::open(&config.database_path).map_err(|e| {
-        let hint = if e.to_string().contains("database is locked") {
-            " (a running coapgate server holds it: stop the server first, then run reset-password)"
-        } else {
-            ""
-        };
-        anyhow::anyhow!("cannot open SQLite database {}: {e}{hint}", config.database_path.display())
-    })?;
+    let store: Box<dyn Store> = match &config.database {
+        // PostgreSQL is shared: a running server need not be stopped, and its next token check
+        // sees the new credentials version.
+        Database::Postgres { config: pg, setting } => Box::new(PgStore::open((**pg).clone()).map_err(|e| {
+            anyhow::anyhow!("{setting}: cannot open the database at {}: {e}", config.database.describe())
+        })?),
+        Database::Sqlite(_) => {
+            if !config.database_path.exists() {
+                bail!("no database at {} (COAPGATE_DATA_DIR / DATABASE_URL)", config.database_path.display());
+            }
+            crate::private_files::tighten(&config);
+            // A running server holds its data files exclusively (storage's unix-excl VFS): say so
+            // rather than leave "database is locked" to be deciphered.
+            Box::new(SqliteStore::open(&config.database_path).map_err(|e| {
+                let hint = if e.to_string().contains("database is locked") {
+                    " (a running coapgate server holds it: stop the server first, then run reset-password)"
+                } else {
+                    ""
+                };
+                anyhow::anyhow!("cannot open SQLite database {}: {e}{hint}", config.database_path.display())
+            })?)
+        }
+    };
     let user = store.user_by_email(&username)?.with_context(|| format!("no user {username:?}"))?;
     let (password, generated) = if args.password_stdin {
         let mut line = String::new();

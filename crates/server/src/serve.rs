@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use coapgate_coap::{Block1Config, DedupConfig};
 use coapgate_script::{EnginePool, Limits, PoolConfig};
-use coapgate_storage::{ExchangeLog, SqliteStore, StorageError, Store};
+use coapgate_storage::{ExchangeLog, PgStore, SqliteStore, StorageError, Store};
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, Jwt};
@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::histogram::Histogram;
 use crate::http_server::HttpServer;
 use crate::pipeline::{Pipeline, SCRIPT_MICROS_BUCKETS};
-use crate::config::Config;
+use crate::config::{Config, Database};
 use crate::registry::Registry;
 use crate::writer::{self, WriterConfig};
 
@@ -43,25 +43,26 @@ async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Res
         None => None,
     };
     let tls = config.ssl.as_ref().map(crate::http_server::tls_acceptor).transpose()?;
-    let (store, salvaged) = open_store(&config, options)?;
-    let generated_password = api::ensure_admin_user(store.as_ref(), &config.admin_username, config.admin_password.as_deref())
-        .context("creating the admin user")?;
-    let jwt = Arc::new(Jwt::load(store.clone()).context("loading the token secret")?);
+    let (store, salvaged) = blocking(|| open_store(&config, options))?;
+    let generated_password =
+        blocking(|| api::ensure_admin_user(store.as_ref(), &config.admin_username, config.admin_password.as_deref()))
+            .context("creating the admin user")?;
+    let jwt = Arc::new(blocking(|| Jwt::load(store.clone())).context("loading the token secret")?);
     // A blocking std socket, never registered with tokio: one thread receives on it in batches
     // and any thread sends (udp_io).
     let coap_socket = std::net::UdpSocket::bind(&config.coap_bind)
         .with_context(|| format!("COAP_BIND_ADDRESS/COAP_BIND_PORT: cannot listen on udp {}", config.coap_bind))?;
     enlarge_socket_buffers(&coap_socket, config.socket_buffer_bytes);
     let coap_addr = coap_socket.local_addr()?;
-    let demo_command = if demo { Some(crate::demo::setup(store.as_ref(), &config, coap_addr)?) } else { None };
+    let demo_command = if demo { Some(blocking(|| crate::demo::setup(store.as_ref(), &config, coap_addr))?) } else { None };
     let events = EventSink::start(store.clone(), config.events_ttl);
     let registry = Arc::new(Registry::default());
-    for (integration, change) in registry.reload(store.as_ref()).context("loading integrations")? {
+    for (integration, change) in blocking(|| registry.reload(store.as_ref())).context("loading integrations")? {
         events.lifecycle(integration, change.name(), None);
     }
     let pool = Arc::new(start_script_pool(&config));
     let (writer, _writer_thread) = writer::start(
-        store.uplink_writer().context("opening the uplink writer")?,
+        blocking(|| store.uplink_writer()).context("opening the uplink writer")?,
         WriterConfig {
             queue_capacity: config.writer_queue_capacity,
             max_batch: config.writer_max_batch,
@@ -86,7 +87,7 @@ async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Res
         }
         _ => None,
     };
-    restore_exchanges(store.as_ref(), &config, dtls_endpoint.iter().chain([&endpoint]))?;
+    blocking(|| restore_exchanges(store.as_ref(), &config, dtls_endpoint.iter().chain([&endpoint])))?;
     let http = TcpListener::bind(&config.http_bind)
         .await
         .with_context(|| format!("HTTP_BIND_ADDRESS/HTTP_BIND_PORT: cannot listen on tcp {}", config.http_bind))?;
@@ -125,6 +126,12 @@ async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Res
     http.run(shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs a start-up step that uses the store outside the runtime's context: PostgreSQL's client
+/// blocks on a runtime of its own, which cannot start inside another (SQLite does not care).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
 }
 
 /// The CoAP message layer's settings (plain and DTLS alike); `log` backs the deduplication
@@ -184,9 +191,25 @@ pub fn enlarge_socket_buffers(socket: &impl std::os::fd::AsFd, bytes: usize) {
     }
 }
 
-/// Opens the database after checking its write-ahead logs (a damaged one stops start-up unless
-/// `--salvage`); returns the store and, when salvaging, one line per file saying what was dropped.
+/// Opens the database: PostgreSQL (connecting, then creating or migrating the schema), or SQLite
+/// after checking its write-ahead logs (a damaged one stops start-up unless `--salvage`); returns
+/// the store and, when salvaging, one line per file saying what was dropped.
 fn open_store(config: &Config, options: StartOptions) -> anyhow::Result<(Arc<dyn Store>, Vec<String>)> {
+    if let Database::Postgres { config: pg, setting } = &config.database {
+        let store = PgStore::open((**pg).clone()).map_err(|e| {
+            // The storage error says where again ("cannot connect to PostgreSQL at h:p (database
+            // "db"): reason"); keep the reason. It never holds the password.
+            let text = e.to_string();
+            match text.strip_prefix("cannot connect to PostgreSQL at ") {
+                Some(rest) => {
+                    let reason = rest.split_once("): ").map_or(rest, |(_, reason)| reason);
+                    anyhow::anyhow!("{setting}: cannot connect to PostgreSQL at {}/{}: {reason}", pg.address(), pg.dbname())
+                }
+                None => anyhow::anyhow!("{setting}: cannot open the database at postgres://{}/{}: {text}", pg.address(), pg.dbname()),
+            }
+        })?;
+        return Ok((Arc::new(store), Vec::new()));
+    }
     if let Some(parent) = config.database_path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("COAPGATE_DATA_DIR: cannot create {}", parent.display()))?;
@@ -245,7 +268,7 @@ fn print_banner(
         println!("  DTLS      udp://{addr}  (devices: {}/i/<routing key>)", config.coap_dtls_base_url);
     }
     println!("  REST API  {scheme}://{http}/api");
-    println!("  data      {} (database {})", config.data_dir.display(), config.database_path.display());
+    println!("  data      {} (database {})", config.data_dir.display(), config.database.describe());
     if let Some(password) = generated_password {
         println!("  admin     {} / {password}   (generated now and shown only this once)", config.admin_username);
     }

@@ -72,6 +72,9 @@ impl Server {
             .env("COAP_BASE_URL", "coap://127.0.0.1")
             .env("COAPGATE_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env_remove("DATABASE_URL")
+            .env_remove("SPRING_DATASOURCE_URL")
+            .env_remove("SPRING_DATASOURCE_USERNAME")
+            .env_remove("SPRING_DATASOURCE_PASSWORD")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -542,4 +545,28 @@ pub fn stored_seqs(server: &Server, device_id: &str) -> Vec<u32> {
 /// same port after a restart).
 pub fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A private PostgreSQL cluster for servers on PostgreSQL (the storage crate's test harness).
+#[path = "../../../storage/tests/pg_cluster/mod.rs"]
+pub mod pg_cluster;
+
+pub use pg_cluster::{PgCluster, PgDatabase};
+
+impl Server {
+    /// Starts `coapgate serve` on a fresh database of the shared test cluster (started on first
+    /// use); returns the database too, which keeps the cluster up while it lives.
+    pub fn start_postgres(env: &[(&str, &str)]) -> (Server, PgDatabase) {
+        let db = PgCluster::database();
+        (Server::start_on(&db, temp_dir("pg-server"), env), db)
+    }
+
+    /// Starts `coapgate serve` with `DATABASE_URL` pointing at `db`, with `data_dir` for its
+    /// secrets and extra environment.
+    pub fn start_on(db: &PgDatabase, data_dir: PathBuf, env: &[(&str, &str)]) -> Server {
+        let url = db.url();
+        let mut all = vec![("DATABASE_URL", url.as_str())];
+        all.extend_from_slice(env);
+        Server::start_in(data_dir, &all, &[])
+    }
 }

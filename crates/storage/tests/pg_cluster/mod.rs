@@ -199,6 +199,37 @@ impl PgCluster {
     }
 }
 
+impl PgCluster {
+    /// A new, empty database on this cluster (a private one, from [`PgCluster::start`]).
+    pub fn create_database(self: &Arc<Self>) -> PgDatabase {
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+            .unwrap_or_else(|e| panic!("cannot connect to the test cluster on port {}: {e:?}", self.port));
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("CREATE DATABASE");
+        PgDatabase { cluster: self.clone(), name }
+    }
+
+    /// Stops the server as an administrator would (`pg_ctl stop -m fast`: clients are
+    /// disconnected, open transactions rolled back), keeping the data for [`PgCluster::restart`].
+    pub fn stop_fast(&self) {
+        self.run("pg_ctl", &["stop", "-m", "fast", "-w", "-t", "60", "-D", &self.data_dir().to_string_lossy()]);
+    }
+
+    /// Starts the stopped server again, on the same port.
+    pub fn restart(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
+            self.port,
+            self.dir.join("socket").display()
+        );
+        let log = self.dir.join("server.log");
+        self.run(
+            "pg_ctl",
+            &["start", "-w", "-t", "60", "-D", &self.data_dir().to_string_lossy(), "-l", &log.to_string_lossy(), "-o", &options],
+        );
+    }
+}
+
 impl Drop for PgCluster {
     fn drop(&mut self) {
         if self.port != 0 {
