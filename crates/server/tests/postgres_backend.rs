@@ -359,3 +359,45 @@ fn postgres_stopped_under_load_fails_uplinks_and_the_server_recovers() {
         assert!(unique.is_subset(&sent), "{name}: stored {:?} never sent", unique.difference(&sent).collect::<Vec<_>>());
     }
 }
+
+/// `coapgate ARGS` with `DATABASE_URL` and the password on standard input.
+fn command_on(url: &str, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = temp_dir("pg-command");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coapgate"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("DATABASE_URL", url)
+        .env_remove("COAPGATE_ADMIN_USERNAME")
+        .env_remove("SPRING_DATASOURCE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+#[test]
+fn reset_password_works_on_postgres_and_check_says_it_is_sqlite_only() {
+    let (server, db) = Server::start_postgres(&[]);
+    let old_token = server.token();
+    // The server keeps running: PostgreSQL is shared.
+    let out = command_on(&db.url(), &["reset-password", "--password-stdin"], "reset-password-1\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, _) = server.request("GET", "/api/auth/user", None, Some(&old_token));
+    assert_eq!(status, 401, "a token from before the reset still works");
+    let (status, _) =
+        server.request("POST", "/api/auth/login", Some(json!({"username": ADMIN_USER, "password": "reset-password-1"})), None);
+    assert_eq!(status, 200);
+
+    // `check` (an argument-less `coapgate check` reads the same settings).
+    let out = command_on(&db.url(), &["check"], "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("not available for PostgreSQL yet"), "{stderr}");
+}
