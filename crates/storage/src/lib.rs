@@ -13,6 +13,7 @@
 //! uplinks per transaction (group commit). Both backends implement the same traits, and
 //! `tests/backends.rs` runs one set of behaviours against each.
 
+mod listing;
 pub mod model;
 pub mod outbox;
 pub mod postgres;

@@ -18,6 +18,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::listing::*;
 use crate::model::*;
 use crate::{DurabilityBarrier, EventLog, ExchangeLog, Result, StorageError, Store, UplinkWriter, now_millis};
 
@@ -411,38 +412,6 @@ impl SqliteStore {
     }
 }
 
-/// A table as a paged list: what to select, where text search looks, and which ThingsBoard
-/// `sortProperty` names map to which columns (anything else sorts by creation time).
-struct Listing {
-    table: &'static str,
-    columns: &'static str,
-    search_column: &'static str,
-    sortable: &'static [(&'static str, &'static str)],
-}
-
-const BY_NAME: &[(&str, &str)] = &[("name", "name"), ("createdTime", "created_time")];
-const BY_NAME_AND_TYPE: &[(&str, &str)] =
-    &[("name", "name"), ("type", "type"), ("label", "label"), ("createdTime", "created_time")];
-
-const CONVERTERS: Listing = Listing { table: "converter", columns: CONVERTER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
-const INTEGRATIONS: Listing =
-    Listing { table: "integration", columns: INTEGRATION_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
-const DEVICES: Listing = Listing { table: "device", columns: DEVICE_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
-const ASSETS: Listing = Listing { table: "asset", columns: ASSET_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
-const DEVICE_PROFILES: Listing =
-    Listing { table: "device_profile", columns: PROFILE_COLUMNS, search_column: "name", sortable: BY_NAME };
-const ASSET_PROFILES: Listing = Listing { table: "asset_profile", columns: PROFILE_COLUMNS, search_column: "name", sortable: BY_NAME };
-const CUSTOMERS: Listing = Listing {
-    table: "customer",
-    columns: CUSTOMER_COLUMNS,
-    search_column: "title",
-    sortable: &[("title", "title"), ("name", "title"), ("createdTime", "created_time")],
-};
-const GROUPS: Listing = Listing { table: "entity_group", columns: GROUP_COLUMNS, search_column: "name", sortable: BY_NAME };
-/// Group members are listed from the members' own table, so they search and sort like it.
-const DEVICE_MEMBERS: Listing =
-    Listing { table: "device", columns: MEMBER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
-const ASSET_MEMBERS: Listing = Listing { table: "asset", columns: MEMBER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
 
 /// What `coapgate check` found in one database file; no problems means it is sound.
 pub struct FileCheck {
@@ -564,7 +533,6 @@ fn parse_json(text: String) -> Value {
     serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
-const USER_COLUMNS: &str = "id, created_time, email, password_hash, authority, first_name, last_name";
 fn user_from_row(r: &Row) -> rusqlite::Result<User> {
     Ok(User {
         id: r.get(0)?,
@@ -577,8 +545,6 @@ fn user_from_row(r: &Row) -> rusqlite::Result<User> {
     })
 }
 
-const CONVERTER_COLUMNS: &str =
-    "id, created_time, name, type, integration_type, debug_settings, configuration, additional_info, version";
 fn converter_from_row(r: &Row) -> rusqlite::Result<Converter> {
     Ok(Converter {
         id: r.get(0)?,
@@ -593,8 +559,6 @@ fn converter_from_row(r: &Row) -> rusqlite::Result<Converter> {
     })
 }
 
-const INTEGRATION_COLUMNS: &str = "id, created_time, name, type, enabled, allow_create, is_remote, debug_settings, \
-     converter_id, downlink_converter_id, routing_key, secret, configuration, additional_info, version";
 fn integration_from_row(r: &Row) -> rusqlite::Result<Integration> {
     Ok(Integration {
         id: r.get(0)?,
@@ -615,7 +579,6 @@ fn integration_from_row(r: &Row) -> rusqlite::Result<Integration> {
     })
 }
 
-const DEVICE_COLUMNS: &str = "id, created_time, name, type, device_profile_id, label, customer_id, integration_id";
 fn device_from_row(r: &Row) -> rusqlite::Result<Device> {
     Ok(Device {
         id: r.get(0)?,
@@ -629,7 +592,6 @@ fn device_from_row(r: &Row) -> rusqlite::Result<Device> {
     })
 }
 
-const PROFILE_COLUMNS: &str = "id, created_time, name, is_default";
 fn profile_from_row(r: &Row) -> rusqlite::Result<DeviceProfile> {
     Ok(DeviceProfile { id: r.get(0)?, created_time: r.get(1)?, name: r.get(2)?, is_default: r.get(3)? })
 }
@@ -637,7 +599,6 @@ fn asset_profile_from_row(r: &Row) -> rusqlite::Result<AssetProfile> {
     Ok(AssetProfile { id: r.get(0)?, created_time: r.get(1)?, name: r.get(2)?, is_default: r.get(3)? })
 }
 
-const ASSET_COLUMNS: &str = "id, created_time, name, type, asset_profile_id, label, customer_id, integration_id";
 fn asset_from_row(r: &Row) -> rusqlite::Result<Asset> {
     Ok(Asset {
         id: r.get(0)?,
@@ -651,12 +612,10 @@ fn asset_from_row(r: &Row) -> rusqlite::Result<Asset> {
     })
 }
 
-const CUSTOMER_COLUMNS: &str = "id, created_time, title";
 fn customer_from_row(r: &Row) -> rusqlite::Result<Customer> {
     Ok(Customer { id: r.get(0)?, created_time: r.get(1)?, title: r.get(2)? })
 }
 
-const GROUP_COLUMNS: &str = "id, created_time, name, type, owner_id";
 fn group_from_row(r: &Row) -> rusqlite::Result<EntityGroup> {
     let kind: String = r.get(3)?;
     Ok(EntityGroup {
@@ -676,7 +635,6 @@ fn owner_from_column(id: Uuid) -> Owner {
     if id.is_nil() { Owner::Tenant } else { Owner::Customer(id) }
 }
 
-const MEMBER_COLUMNS: &str = "id, created_time, name, type, label";
 fn member_from_row(kind: EntityKind) -> impl Fn(&Row) -> rusqlite::Result<GroupMember> {
     move |r| {
         Ok(GroupMember {

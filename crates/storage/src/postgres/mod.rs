@@ -51,6 +51,7 @@ use postgres::{Client, NoTls, Row, Statement};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::listing::*;
 use crate::model::*;
 use crate::{EventLog, ExchangeLog, Result, StorageError, Store, UplinkWriter};
 
@@ -289,38 +290,6 @@ impl PgStore {
     }
 }
 
-/// A table as a paged list: what to select, where text search looks, and which ThingsBoard
-/// `sortProperty` names map to which columns (anything else sorts by creation time).
-struct Listing {
-    table: &'static str,
-    columns: &'static str,
-    search_column: &'static str,
-    sortable: &'static [(&'static str, &'static str)],
-}
-
-const BY_NAME: &[(&str, &str)] = &[("name", "name"), ("createdTime", "created_time")];
-const BY_NAME_AND_TYPE: &[(&str, &str)] =
-    &[("name", "name"), ("type", "type"), ("label", "label"), ("createdTime", "created_time")];
-
-const CONVERTERS: Listing = Listing { table: "converter", columns: CONVERTER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
-const INTEGRATIONS: Listing =
-    Listing { table: "integration", columns: INTEGRATION_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
-const DEVICES: Listing = Listing { table: "device", columns: DEVICE_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
-const ASSETS: Listing = Listing { table: "asset", columns: ASSET_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
-const DEVICE_PROFILES: Listing =
-    Listing { table: "device_profile", columns: PROFILE_COLUMNS, search_column: "name", sortable: BY_NAME };
-const ASSET_PROFILES: Listing = Listing { table: "asset_profile", columns: PROFILE_COLUMNS, search_column: "name", sortable: BY_NAME };
-const CUSTOMERS: Listing = Listing {
-    table: "customer",
-    columns: CUSTOMER_COLUMNS,
-    search_column: "title",
-    sortable: &[("title", "title"), ("name", "title"), ("createdTime", "created_time")],
-};
-const GROUPS: Listing = Listing { table: "entity_group", columns: GROUP_COLUMNS, search_column: "name", sortable: BY_NAME };
-/// Group members are listed from the members' own table, so they search and sort like it.
-const DEVICE_MEMBERS: Listing =
-    Listing { table: "device", columns: MEMBER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
-const ASSET_MEMBERS: Listing = Listing { table: "asset", columns: MEMBER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
 
 fn json_text(v: &Value) -> String {
     v.to_string()
@@ -330,7 +299,6 @@ fn parse_json(text: String) -> Value {
     serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
-const USER_COLUMNS: &str = "id, created_time, email, password_hash, authority, first_name, last_name";
 fn user_from_row(r: &Row) -> User {
     User {
         id: r.get(0),
@@ -343,8 +311,6 @@ fn user_from_row(r: &Row) -> User {
     }
 }
 
-const CONVERTER_COLUMNS: &str =
-    "id, created_time, name, type, integration_type, debug_settings, configuration, additional_info, version";
 fn converter_from_row(r: &Row) -> Converter {
     Converter {
         id: r.get(0),
@@ -359,8 +325,6 @@ fn converter_from_row(r: &Row) -> Converter {
     }
 }
 
-const INTEGRATION_COLUMNS: &str = "id, created_time, name, type, enabled, allow_create, is_remote, debug_settings, \
-     converter_id, downlink_converter_id, routing_key, secret, configuration, additional_info, version";
 fn integration_from_row(r: &Row) -> Integration {
     Integration {
         id: r.get(0),
@@ -381,7 +345,6 @@ fn integration_from_row(r: &Row) -> Integration {
     }
 }
 
-const DEVICE_COLUMNS: &str = "id, created_time, name, type, device_profile_id, label, customer_id, integration_id";
 fn device_from_row(r: &Row) -> Device {
     Device {
         id: r.get(0),
@@ -395,7 +358,6 @@ fn device_from_row(r: &Row) -> Device {
     }
 }
 
-const PROFILE_COLUMNS: &str = "id, created_time, name, is_default";
 fn profile_from_row(r: &Row) -> DeviceProfile {
     DeviceProfile { id: r.get(0), created_time: r.get(1), name: r.get(2), is_default: r.get(3) }
 }
@@ -403,7 +365,6 @@ fn asset_profile_from_row(r: &Row) -> AssetProfile {
     AssetProfile { id: r.get(0), created_time: r.get(1), name: r.get(2), is_default: r.get(3) }
 }
 
-const ASSET_COLUMNS: &str = "id, created_time, name, type, asset_profile_id, label, customer_id, integration_id";
 fn asset_from_row(r: &Row) -> Asset {
     Asset {
         id: r.get(0),
@@ -417,12 +378,10 @@ fn asset_from_row(r: &Row) -> Asset {
     }
 }
 
-const CUSTOMER_COLUMNS: &str = "id, created_time, title";
 fn customer_from_row(r: &Row) -> Customer {
     Customer { id: r.get(0), created_time: r.get(1), title: r.get(2) }
 }
 
-const GROUP_COLUMNS: &str = "id, created_time, name, type, owner_id";
 fn group_from_row(r: &Row) -> EntityGroup {
     let kind: String = r.get(3);
     EntityGroup {
@@ -442,7 +401,6 @@ fn owner_from_column(id: Uuid) -> Owner {
     if id.is_nil() { Owner::Tenant } else { Owner::Customer(id) }
 }
 
-const MEMBER_COLUMNS: &str = "id, created_time, name, type, label";
 fn member_from_row(kind: EntityKind) -> impl Fn(&Row) -> GroupMember {
     move |r| GroupMember { kind, id: r.get(0), created_time: r.get(1), name: r.get(2), entity_type: r.get(3), label: r.get(4) }
 }
