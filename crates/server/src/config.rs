@@ -508,24 +508,10 @@ impl Database {
     }
 }
 
-/// A URL with what could be a password (between `://user:` and `@`, or after `password=`)
-/// replaced, for error messages about URLs that could not be parsed.
+/// A URL with what could be a password (between `://user:` and the last `@`, or after
+/// `password=`) replaced, for error messages about URLs that could not be parsed.
 fn redact(url: &str) -> String {
-    let mut out = url.to_string();
-    if let Some(scheme_end) = out.find("://") {
-        let rest = &out[scheme_end + 3..];
-        if let Some(at) = rest.rfind('@')
-            && let Some(colon) = rest[..at].find(':')
-        {
-            out.replace_range(scheme_end + 3 + colon + 1..scheme_end + 3 + at, "***");
-        }
-    }
-    if let Some(start) = out.find("password=") {
-        let value = start + "password=".len();
-        let end = out[value..].find('&').map_or(out.len(), |e| value + e);
-        out.replace_range(value..end, "***");
-    }
-    out
+    coapgate_storage::postgres::redact_url(url)
 }
 
 /// The HTTP server's limits: what a connection may take before it is closed.

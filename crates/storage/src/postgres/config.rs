@@ -29,13 +29,14 @@ fn invalid(url: &str, what: impl std::fmt::Display) -> StorageError {
     StorageError::Other(format!("invalid PostgreSQL URL {:?}: {what}", redact(url)))
 }
 
-/// The URL with any password replaced, for error messages.
-fn redact(url: &str) -> String {
+/// The URL with any password replaced, for error messages. The last `@` ends the user part,
+/// so a password containing a raw `@` is hidden whole.
+pub fn redact(url: &str) -> String {
     let mut out = url.to_string();
     // postgres://user:secret@host → postgres://user:***@host
     if let Some(scheme_end) = out.find("://") {
         let rest = &out[scheme_end + 3..];
-        if let Some(at) = rest.find('@')
+        if let Some(at) = rest.rfind('@')
             && let Some(colon) = rest[..at].find(':')
         {
             out.replace_range(scheme_end + 3 + colon + 1..scheme_end + 3 + at, "***");

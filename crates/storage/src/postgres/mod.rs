@@ -55,7 +55,7 @@ use crate::listing::*;
 use crate::model::*;
 use crate::{EventLog, ExchangeLog, Result, StorageError, Store, UplinkWriter};
 
-pub use config::PgConfig;
+pub use config::{PgConfig, redact as redact_url};
 pub use writer::PgUplinkWriter;
 
 /// The largest page any list returns, whatever the caller asks for (as SQLite's).
