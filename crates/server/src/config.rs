@@ -371,6 +371,7 @@ impl Config {
         let ssl = if parse_bool(v, "SSL_ENABLED")? { Some(ServerCredentials::from_values(v, "SSL_")?) } else { None };
         let admin_password = Some(get("COAPGATE_ADMIN_PASSWORD").to_string()).filter(|p| !p.is_empty());
         let workers: usize = parse(v, "SCRIPT_WORKERS")?;
+        let dedup_entries: usize = parse(v, "COAP_DEDUP_MAX_ENTRIES")?;
         let config = Config {
             http_bind: format!("{}:{http_port}", get("HTTP_BIND_ADDRESS")),
             http,
@@ -384,11 +385,8 @@ impl Config {
             max_in_flight: positive(v, "COAP_MAX_IN_FLIGHT")?,
             max_body_bytes: positive(v, "COAP_MAX_BODY_BYTES")?,
             socket_buffer_bytes: positive(v, "COAP_SOCKET_BUFFER_BYTES")?,
-            dedup_max_entries: match parse::<usize>(v, "COAP_DEDUP_MAX_ENTRIES")? {
-                0 => 500_000,
-                n => n,
-            },
-            dedup_automatic: parse::<usize>(v, "COAP_DEDUP_MAX_ENTRIES")? == 0,
+            dedup_max_entries: if dedup_entries == 0 { 500_000 } else { dedup_entries },
+            dedup_automatic: dedup_entries == 0,
             dedup_max_entries_per_peer: positive(v, "COAP_DEDUP_MAX_ENTRIES_PER_PEER")?,
             data_dir,
             database,

@@ -164,14 +164,7 @@ impl EventSink {
     /// Records an event a remote integration recorded, as it recorded it (its time, its
     /// `server`), under the same per-entity rate cap as local ones.
     pub fn forward(&self, event: Event) {
-        let rate_capped = matches!(event.event_type.as_str(), "DEBUG_INTEGRATION" | "DEBUG_CONVERTER" | "ERROR");
-        if rate_capped && !self.within_rate(event.entity_id, coapgate_storage::now_millis()) {
-            self.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        if self.tx.try_send(event).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.enqueue(event);
     }
 
     /// Whether `entity` may record one more event this second.
@@ -190,26 +183,28 @@ impl EventSink {
     }
 
     fn push(&self, entity_kind: EntityKind, entity_id: Uuid, event_type: &str, mut body: Value) {
-        let now = coapgate_storage::now_millis();
-        // Lifecycle and statistics events are rare and always kept.
-        if (event_type == "DEBUG_INTEGRATION" || event_type == "DEBUG_CONVERTER" || event_type == "ERROR")
-            && !self.within_rate(entity_id, now)
-        {
-            self.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
         if let Value::Object(map) = &mut body {
             map.insert("server".into(), Value::String(self.server.clone()));
         }
-        let event = Event {
+        self.enqueue(Event {
             id: Uuid::new_v4(),
-            created_time: now,
+            created_time: coapgate_storage::now_millis(),
             entity_kind,
             entity_id,
             event_type: event_type.into(),
             uid: self.server.clone(),
             body,
-        };
+        });
+    }
+
+    /// Queues an event for the recorder, under the per-entity rate cap for debug and error
+    /// events (lifecycle and statistics events are rare and always kept).
+    fn enqueue(&self, event: Event) {
+        let rate_capped = matches!(event.event_type.as_str(), "DEBUG_INTEGRATION" | "DEBUG_CONVERTER" | "ERROR");
+        if rate_capped && !self.within_rate(event.entity_id, coapgate_storage::now_millis()) {
+            self.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if self.tx.try_send(event).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }

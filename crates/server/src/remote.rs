@@ -251,7 +251,8 @@ impl Link {
             };
             endpoint = endpoint.tls_config(tls).map_err(|e| format!("RPC_SSL_CERT: {e}"))?;
         }
-        endpoint.connect().await.map_err(|e| format!("cannot connect to {host}:{}: {}", s.port, error_chain(&e)))
+        // tonic's transport error says little on its own: its causes, on one line.
+        endpoint.connect().await.map_err(|e| format!("cannot connect to {host}:{}: {:#}", s.port, anyhow::Error::new(e)))
     }
 
     async fn link_once(&self) -> LinkEnd {
@@ -564,16 +565,4 @@ impl EventLog for EventForwarder {
         queue.retain(|e| e.created_time >= ts);
         Ok((before - queue.len()) as u64)
     }
-}
-
-/// An error with its causes, on one line (tonic's transport errors say little on top).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -289,7 +289,7 @@ impl RemoteHub {
         let mut changes = self.registry.subscribe();
         let link_state = Arc::new(LinkCounters::default());
         let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<pb::Ack>();
-        let mut context = RecordContext::new(&integration, &converter, outbox, &hello.service_id, self.events.clone(), link_state.clone());
+        let mut context = Arc::new(RecordContext::new(&integration, &converter, outbox, &hello.service_id, self.events.clone(), link_state.clone()));
         let mut forgotten_below = 0u64;
         let mut last_forget = Instant::now() - Duration::from_secs(60);
         if tx.send(Ok(send(pb::platform_message::Msg::Configuration(remote_proto::configuration(&integration, &converter))))).await.is_err() {
@@ -360,7 +360,7 @@ impl RemoteHub {
                             if versions != sent {
                                 integration = now_integration;
                                 converter = now_converter;
-                                context = RecordContext::new(&integration, &converter, outbox, &hello.service_id, self.events.clone(), link_state.clone());
+                                context = Arc::new(RecordContext::new(&integration, &converter, outbox, &hello.service_id, self.events.clone(), link_state.clone()));
                                 let configuration = remote_proto::configuration(&integration, &converter);
                                 if tx.send(Ok(send(pb::platform_message::Msg::Configuration(configuration)))).await.is_err() {
                                     break "the remote went away".into();
@@ -426,7 +426,7 @@ impl RemoteHub {
     /// the writer's queue is full the link waits (for up to [`QUEUE_WAIT`]) instead of answering
     /// RETRY: the remote is slowed down by the stream's flow control, and records keep their
     /// order without being sent twice.
-    async fn accept(&self, context: &RecordContext, uplink: pb::Uplink, acks: &mpsc::UnboundedSender<pb::Ack>) {
+    async fn accept(&self, context: &Arc<RecordContext>, uplink: pb::Uplink, acks: &mpsc::UnboundedSender<pb::Ack>) {
         use pb::AckStatus as A;
         let seq = uplink.seq;
         let counters = context.counters.clone();
@@ -462,7 +462,7 @@ impl RemoteHub {
         };
         counters.in_flight.fetch_add(1, Ordering::AcqRel);
         let acks = acks.clone();
-        let rejected = context.clone_for_completion();
+        let rejected = context.clone();
         let done = Box::new(move |result: WriteResult| {
             counters.in_flight.fetch_sub(1, Ordering::AcqRel);
             let (status, message) = match result {
@@ -579,7 +579,8 @@ impl Default for LinkCounters {
     }
 }
 
-/// What a record from this link is stored with.
+/// What a record from this link is stored with (shared with the writer completions of its
+/// records, which report rejections through it).
 struct RecordContext {
     integration: Uuid,
     converter: Uuid,
@@ -612,24 +613,6 @@ impl RecordContext {
         }
     }
 
-    /// What a writer completion needs to report a rejection.
-    fn clone_for_completion(&self) -> Rejections {
-        Rejections { integration: self.integration, service_id: self.service_id.clone(), events: self.events.clone(), counters: self.counters.clone() }
-    }
-
-    fn rejected(&self, seq: u64, reason: &str) {
-        self.clone_for_completion().rejected(seq, reason);
-    }
-}
-
-struct Rejections {
-    integration: Uuid,
-    service_id: String,
-    events: Arc<EventSink>,
-    counters: Arc<LinkCounters>,
-}
-
-impl Rejections {
     /// A record refused for good is an error event here (the remote logs it too), never a
     /// silent drop.
     fn rejected(&self, seq: u64, reason: &str) {

@@ -4,62 +4,18 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use coapgate_coap::message::{Code, Message, MessageType, Token, option};
+use coapgate_coap::message::Code;
 use common::*;
 use serde_json::{Value, json};
 
 fn id_of(entity: &Value) -> String {
     entity["id"]["id"].as_str().unwrap().to_string()
-}
-
-/// One point per uplink, `seq` at a timestamp of its own (see tests/crash.rs).
-const SEQ_DECODER: &str = "var t = decodeToString(payload).split(','); var seq = parseInt(t[1]); \
-     return {deviceName: t[0], telemetry: {ts: seq * 1000 + Date.now() % 1000, values: {seq: seq}}};";
-
-fn request(path: &[String], device: usize, seq: u32) -> Message {
-    let mid = (seq as u16).wrapping_add(device as u16 * 1000);
-    let mut m = Message::new(MessageType::Confirmable, Code::POST, mid);
-    m.token = Token::from_slice(&seq.to_be_bytes()).unwrap();
-    for s in path {
-        m.add_option(option::URI_PATH, s.as_bytes().to_vec());
-    }
-    m.payload = format!("pg-{device},{seq}").into_bytes();
-    m
-}
-
-/// Waits for the answer to `m` (piggybacked, or an empty ACK then a separate response, which is
-/// acknowledged); `None` when nothing came within `timeout`.
-fn answer(socket: &UdpSocket, m: &Message, timeout: Duration) -> Option<Code> {
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 1500];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        socket.set_read_timeout(Some(left)).unwrap();
-        let (n, from) = socket.recv_from(&mut buf).ok()?;
-        let Ok(r) = Message::parse(&buf[..n]) else { continue };
-        if r.mtype == MessageType::Acknowledgement && r.message_id == m.message_id {
-            if r.code.is_empty() {
-                continue; // a separate response follows
-            }
-            return Some(r.code);
-        }
-        if r.token == m.token && !r.code.is_empty() {
-            if r.mtype == MessageType::Confirmable {
-                let ack = Message::new(MessageType::Acknowledgement, Code::EMPTY, r.message_id);
-                let _ = socket.send_to(&ack.encode(), from);
-            }
-            return Some(r.code);
-        }
-    }
 }
 
 #[test]
@@ -171,92 +127,10 @@ fn spring_datasource_settings_start_a_server_and_errors_hide_the_password() {
     assert!(!err.contains("hunter2"), "{err}");
 }
 
-/// A device's view of a crash run (see tests/crash.rs).
-struct DeviceLog {
-    socket: UdpSocket,
-    acked: Vec<(u32, Vec<u8>)>,
-    pending: Option<(u32, Vec<u8>)>,
-}
-
-fn run_crash_device(server: SocketAddr, path: Vec<String>, device: usize, stop: Arc<AtomicBool>) -> DeviceLog {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut log = DeviceLog { socket, acked: Vec::new(), pending: None };
-    for seq in 1.. {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let m = request(&path, device, seq);
-        let bytes = m.encode();
-        log.socket.send_to(&bytes, server).unwrap();
-        match answer(&log.socket, &m, Duration::from_millis(1500)) {
-            Some(code) => {
-                assert_eq!(code, Code::CREATED, "device {device} seq {seq}");
-                log.acked.push((seq, bytes));
-            }
-            None => {
-                log.pending = Some((seq, bytes));
-                break;
-            }
-        }
-    }
-    log
-}
-
 #[test]
 fn acknowledged_uplinks_survive_kill_9_on_postgres() {
     let db = PgCluster::database();
-    let server = Server::start_on(&db, temp_dir("pg-crash"), &[]);
-    let port = server.coap.port();
-    let converter = server.create_converter("seq", SEQ_DECODER);
-    let integration = server.create_integration("crash", &converter, json!({}));
-    let path = endpoint_path(&integration);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let devices: Vec<_> = (0..16)
-        .map(|d| {
-            let (addr, path, stop) = (server.coap, path.clone(), stop.clone());
-            std::thread::spawn(move || run_crash_device(addr, path, d, stop))
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(1500));
-    let dir = server.kill();
-    stop.store(true, Ordering::Relaxed);
-    let logs: Vec<DeviceLog> = devices.into_iter().map(|t| t.join().unwrap()).collect();
-    let acked: usize = logs.iter().map(|l| l.acked.len()).sum();
-    assert!(acked > 50, "too little load before the crash ({acked} uplinks) to test anything");
-
-    let server = Server::start_on(&db, dir, &[("COAP_BIND_PORT", &port.to_string())]);
-    assert_eq!(server.coap.port(), port);
-    let retransmit = |log: &DeviceLog, bytes: &[u8]| -> Option<Code> {
-        let sent = Message::parse(bytes).unwrap();
-        log.socket.send_to(bytes, server.coap).unwrap();
-        answer(&log.socket, &sent, Duration::from_secs(5))
-    };
-    let mut expected: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    let mut replayed = 0;
-    for (d, log) in logs.iter().enumerate() {
-        let seqs = expected.entry(format!("pg-{d}")).or_default();
-        seqs.extend(log.acked.iter().map(|(s, _)| *s));
-        for (_, bytes) in log.acked.iter().rev().take(5) {
-            assert_eq!(retransmit(log, bytes), Some(Code::CREATED));
-            replayed += 1;
-        }
-        if let Some((seq, bytes)) = &log.pending {
-            assert_eq!(retransmit(log, bytes), Some(Code::CREATED), "device {d} seq {seq} after restart");
-            seqs.push(*seq);
-        }
-    }
-    assert!(replayed > 0);
-    for (name, seqs) in &expected {
-        let Some(device) = server.device(name) else {
-            assert!(seqs.is_empty(), "{name} missing although {} uplinks were acknowledged", seqs.len());
-            continue;
-        };
-        let stored = stored_seqs(&server, &id_of(&device));
-        let mut want = seqs.clone();
-        want.sort_unstable();
-        assert_eq!(stored, want, "{name}: every acknowledged uplink stored exactly once");
-    }
+    acknowledged_uplinks_survive_kill_9(&|dir, env| Server::start_on(&db, dir, env), temp_dir("pg-crash"), Duration::from_millis(1500));
 }
 
 /// What one device saw while PostgreSQL went away and came back.
@@ -279,13 +153,13 @@ fn run_outage_device(server: SocketAddr, path: Vec<String>, device: usize, stop:
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let m = request(&path, device, seq);
+        let m = seq_request(&path, &format!("pg-{device}"), seq);
         let bytes = m.encode();
         // CoAP's retransmissions of one CON: the same bytes.
         let mut code = None;
         for _ in 0..4 {
             socket.send_to(&bytes, server).unwrap();
-            code = answer(&socket, &m, Duration::from_secs(3));
+            code = await_answer(&socket, &m, Duration::from_secs(3));
             if code.is_some() {
                 break;
             }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use coapgate_coap::message::{Code, Message, MessageType, Token, option};
+use coapgate_coap::message::{Code, Message, MessageType};
 use common::*;
 use serde_json::json;
 
@@ -26,16 +26,6 @@ struct DeviceLog {
     unanswered: Option<u32>,
 }
 
-fn request(path: &[String], device: usize, seq: u32) -> Message {
-    let mut m = Message::new(MessageType::Confirmable, Code::POST, seq as u16);
-    m.token = Token::from_slice(&seq.to_be_bytes()).unwrap();
-    for s in path {
-        m.add_option(option::URI_PATH, s.as_bytes().to_vec());
-    }
-    m.payload = format!("edge-{device},{seq}").into_bytes();
-    m
-}
-
 /// A device sending one CON at a time and retransmitting it (same bytes) until it is answered:
 /// through the platform's outage, through the remote's death and restart. After `stop` it sends
 /// nothing new; after `give_up` it stops retransmitting.
@@ -48,7 +38,7 @@ fn run_device(remote: SocketAddr, path: Vec<String>, device: usize, stop: Arc<At
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let m = request(&path, device, seq);
+        let m = seq_request(&path, &format!("edge-{device}"), seq);
         let bytes = m.encode();
         let code = loop {
             if give_up.load(Ordering::Relaxed) {
@@ -102,13 +92,7 @@ fn acknowledged_uplinks_are_stored_once_through_platform_outage_and_remote_kill_
     let env = rpc_env(&port);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let platform = Server::start_in(temp_dir("platform"), &env, &[]);
-    let converter = platform.create_converter(
-        "seq",
-        // One point per uplink (seq * 1000 plus the processing time's milliseconds): an uplink
-        // stored twice shows as two points.
-        "var t = decodeToString(payload).split(','); var seq = parseInt(t[1]); \
-         return {deviceName: t[0], telemetry: {ts: seq * 1000 + Date.now() % 1000, values: {seq: seq}}};",
-    );
+    let converter = platform.create_converter("seq", SEQ_DECODER);
     let integration = platform.create_integration("edge", &converter, json!({"remote": true}));
     let (key, secret) = (integration["routingKey"].as_str().unwrap().to_string(), integration["secret"].as_str().unwrap().to_string());
     let path = endpoint_path(&integration);

@@ -464,6 +464,16 @@ pub enum UplinkRejection {
     OutboxFull,
 }
 
+impl UplinkRejection {
+    /// The refusal to create an entity of this kind when creation is off.
+    pub fn creating_forbidden(kind: EntityKind) -> UplinkRejection {
+        match kind {
+            EntityKind::Asset => UplinkRejection::CreatingAssetsForbidden,
+            _ => UplinkRejection::CreatingDevicesForbidden,
+        }
+    }
+}
+
 /// What storing an uplink did, for events and logs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UplinkOutcome {

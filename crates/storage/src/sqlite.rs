@@ -1857,10 +1857,7 @@ impl SqliteUplinkWriter {
         for update in &record.entities {
             let id = self.lookup_entity(pending, update.kind, &update.name)?;
             if id.is_none() && !record.allow_create_devices {
-                return Ok(Err(match update.kind {
-                    EntityKind::Asset => UplinkRejection::CreatingAssetsForbidden,
-                    _ => UplinkRejection::CreatingDevicesForbidden,
-                }));
+                return Ok(Err(UplinkRejection::creating_forbidden(update.kind)));
             }
             resolved.push(id);
         }

@@ -570,3 +570,150 @@ impl Server {
         Server::start_in(data_dir, &all, &[])
     }
 }
+
+/// A converter that stores one point per uplink `NAME,SEQ`: `seq` at a timestamp of its own
+/// (seq * 1000 plus the processing time's milliseconds), so an uplink stored twice shows as two
+/// points. (Server time alone can repeat within a millisecond for a fast device, and points of
+/// one key at one timestamp are one point, as in ThingsBoard.)
+pub const SEQ_DECODER: &str = "var t = decodeToString(payload).split(','); var seq = parseInt(t[1]); \
+     return {deviceName: t[0], telemetry: {ts: seq * 1000 + Date.now() % 1000, values: {seq: seq}}};";
+
+/// The CON POST `NAME,SEQ` of a crash test's device (its own socket, so the Message ID and the
+/// token can simply be the sequence number).
+pub fn seq_request(path: &[String], name: &str, seq: u32) -> Message {
+    let mut m = Message::new(MessageType::Confirmable, Code::POST, seq as u16);
+    m.token = coapgate_coap::message::Token::from_slice(&seq.to_be_bytes()).unwrap();
+    for s in path {
+        m.add_option(option::URI_PATH, s.as_bytes().to_vec());
+    }
+    m.payload = format!("{name},{seq}").into_bytes();
+    m
+}
+
+/// Waits for the answer to `m` (piggybacked, or an empty ACK then a separate response, which is
+/// acknowledged); `None` when nothing came within `timeout`.
+pub fn await_answer(socket: &UdpSocket, m: &Message, timeout: Duration) -> Option<Code> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 1500];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        socket.set_read_timeout(Some(left)).unwrap();
+        let (n, from) = socket.recv_from(&mut buf).ok()?;
+        let Ok(r) = Message::parse(&buf[..n]) else { continue };
+        if r.mtype == MessageType::Acknowledgement && r.message_id == m.message_id {
+            if r.code.is_empty() {
+                continue; // a separate response follows
+            }
+            return Some(r.code);
+        }
+        if r.token == m.token && !r.code.is_empty() {
+            if r.mtype == MessageType::Confirmable {
+                let ack = Message::new(MessageType::Acknowledgement, Code::EMPTY, r.message_id);
+                let _ = socket.send_to(&ack.encode(), from);
+            }
+            return Some(r.code);
+        }
+    }
+}
+
+/// A device's view of a kill -9 run: what the server acknowledged, and the request that was in
+/// flight (sent, unanswered) when the server died.
+struct CrashLog {
+    socket: UdpSocket,
+    acked: Vec<(u32, Vec<u8>)>,
+    pending: Option<(u32, Vec<u8>)>,
+}
+
+fn run_crash_device(server: SocketAddr, path: Vec<String>, name: String, stop: Arc<std::sync::atomic::AtomicBool>) -> CrashLog {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut log = CrashLog { socket, acked: Vec::new(), pending: None };
+    for seq in 1.. {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let m = seq_request(&path, &name, seq);
+        let bytes = m.encode();
+        log.socket.send_to(&bytes, server).unwrap();
+        match await_answer(&log.socket, &m, Duration::from_millis(1500)) {
+            Some(code) => {
+                assert_eq!(code, Code::CREATED, "{name} seq {seq}");
+                log.acked.push((seq, bytes));
+            }
+            None => {
+                // The server is gone: keep the request to retransmit after the restart.
+                log.pending = Some((seq, bytes));
+                break;
+            }
+        }
+    }
+    log
+}
+
+/// Starts a server on a data directory with extra environment (SQLite or PostgreSQL).
+pub type StartServer<'a> = &'a dyn Fn(PathBuf, &[(&str, &str)]) -> Server;
+
+/// Exactly once across a crash, on whatever storage `start(data_dir, env)` starts a server on:
+/// 16 devices send CONs for `load_for`, the server is killed with SIGKILL and restarted on the
+/// same data and CoAP port; every uplink that got 2.01 is stored, and CONs retransmitted across
+/// the restart (the last five acknowledged of each device, as if their ACK was lost, and the one
+/// in flight at the crash) are answered 2.01 without being stored twice.
+pub fn acknowledged_uplinks_survive_kill_9(start: StartServer<'_>, dir: PathBuf, load_for: Duration) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = start(dir, &[]);
+    let port = server.coap.port();
+    let converter = server.create_converter("seq", SEQ_DECODER);
+    let integration = server.create_integration("crash", &converter, json!({}));
+    let path = endpoint_path(&integration);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let devices: Vec<_> = (0..16)
+        .map(|d| {
+            let (addr, path, stop) = (server.coap, path.clone(), stop.clone());
+            std::thread::spawn(move || run_crash_device(addr, path, format!("crash-{d}"), stop))
+        })
+        .collect();
+    std::thread::sleep(load_for);
+    let dir = server.kill();
+    stop.store(true, Ordering::Relaxed);
+    let logs: Vec<CrashLog> = devices.into_iter().map(|t| t.join().unwrap()).collect();
+    let acked: usize = logs.iter().map(|l| l.acked.len()).sum();
+    assert!(acked > 50, "too little load before the crash ({acked} uplinks) to test anything");
+
+    let server = start(dir, &[("COAP_BIND_PORT", &port.to_string())]);
+    assert_eq!(server.coap.port(), port);
+    let retransmit = |log: &CrashLog, bytes: &[u8]| -> Option<Code> {
+        let sent = Message::parse(bytes).unwrap();
+        log.socket.send_to(bytes, server.coap).unwrap();
+        await_answer(&log.socket, &sent, Duration::from_secs(5))
+    };
+    let mut expected: std::collections::BTreeMap<String, Vec<u32>> = std::collections::BTreeMap::new();
+    let mut replayed = 0;
+    for (d, log) in logs.iter().enumerate() {
+        let seqs = expected.entry(format!("crash-{d}")).or_default();
+        seqs.extend(log.acked.iter().map(|(s, _)| *s));
+        // Uplinks acknowledged before the crash whose ACK we pretend was lost.
+        for (_, bytes) in log.acked.iter().rev().take(5) {
+            assert_eq!(retransmit(log, bytes), Some(Code::CREATED));
+            replayed += 1;
+        }
+        // The request in flight when the server died: stored or not, it must end up stored once.
+        if let Some((seq, bytes)) = &log.pending {
+            assert_eq!(retransmit(log, bytes), Some(Code::CREATED), "device {d} seq {seq} after restart");
+            seqs.push(*seq);
+        }
+    }
+    assert!(replayed > 0);
+    for (name, seqs) in &expected {
+        let Some(device) = server.device(name) else {
+            assert!(seqs.is_empty(), "{name} missing although {} uplinks were acknowledged", seqs.len());
+            continue;
+        };
+        let stored = stored_seqs(&server, device["id"]["id"].as_str().unwrap());
+        let mut want = seqs.clone();
+        want.sort_unstable();
+        assert_eq!(stored, want, "{name}: every acknowledged uplink stored exactly once");
+    }
+}

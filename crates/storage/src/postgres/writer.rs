@@ -303,10 +303,7 @@ impl BatchWriter<'_, '_> {
                         self.cache.names.entities(update.kind).insert(update.name.clone(), found);
                     }
                     None => {
-                        return Ok(Err(match update.kind {
-                            EntityKind::Asset => UplinkRejection::CreatingAssetsForbidden,
-                            _ => UplinkRejection::CreatingDevicesForbidden,
-                        }));
+                        return Ok(Err(UplinkRejection::creating_forbidden(update.kind)));
                     }
                 }
             }
