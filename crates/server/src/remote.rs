@@ -382,7 +382,8 @@ impl Link {
 
     /// Sends waiting rows while the window has room.
     async fn fill(&self, tx: &mpsc::Sender<pb::RemoteMessage>, cursor: &mut u64, in_flight: &mut BTreeSet<u64>) -> Result<(), String> {
-        while in_flight.len() < WINDOW {
+        // Nothing committed beyond the cursor: no query (this runs after every ack batch).
+        while in_flight.len() < WINDOW && self.outbox.newest() > *cursor {
             let after = *cursor;
             let limit = BATCH_RECORDS.min(WINDOW - in_flight.len());
             let rows = self.blocking(move |o| o.pending(after, limit, BATCH_BYTES)).await?;

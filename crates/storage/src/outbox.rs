@@ -61,6 +61,9 @@ pub struct Outbox {
     bytes: AtomicU64,
     /// Records committed since the process started.
     received: AtomicU64,
+    /// The highest sequence number committed so far (0: none ever), so a sender can tell
+    /// without a query that nothing new is waiting.
+    newest: AtomicU64,
 }
 
 impl Outbox {
@@ -73,7 +76,7 @@ impl Outbox {
         {
             return Err(StorageError::DamagedWal(vec![report]));
         }
-        let opened = (|| -> Result<(Connection, Uuid, u64, u64)> {
+        let opened = (|| -> Result<(Connection, Uuid, u64, u64, u64)> {
             let conn = open_file(path)?;
             conn.busy_timeout(std::time::Duration::from_secs(10))?;
             // FULL: a commit is on disk when it returns, which is when the device gets its 2.01.
@@ -92,10 +95,15 @@ impl Outbox {
             };
             let (records, bytes): (i64, i64) =
                 conn.query_row("SELECT count(*), coalesce(sum(length(record)), 0) FROM outbox", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok((conn, id, records as u64, bytes as u64 + records as u64 * ROW_OVERHEAD_BYTES))
+            let newest: i64 = conn.query_row(
+                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0)",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok((conn, id, records as u64, bytes as u64 + records as u64 * ROW_OVERHEAD_BYTES, newest as u64))
         })()
         .map_err(|e| StorageError::Other(format!("{}: {e}", path.display())))?;
-        let (conn, id, records, bytes) = opened;
+        let (conn, id, records, bytes, newest) = opened;
         Ok(Arc::new(Outbox {
             path: path.to_path_buf(),
             id,
@@ -104,6 +112,7 @@ impl Outbox {
             records: AtomicU64::new(records),
             bytes: AtomicU64::new(bytes),
             received: AtomicU64::new(0),
+            newest: AtomicU64::new(newest),
         }))
     }
 
@@ -122,6 +131,11 @@ impl Outbox {
     /// Rows and bytes waiting now.
     pub fn backlog(&self) -> (u64, u64) {
         (self.records.load(Ordering::Acquire), self.bytes.load(Ordering::Acquire))
+    }
+
+    /// The highest sequence number committed so far (0: none ever).
+    pub fn newest(&self) -> u64 {
+        self.newest.load(Ordering::Acquire)
     }
 
     /// Records committed since the process started.
@@ -272,7 +286,11 @@ impl UplinkWriter for OutboxWriter {
             }
         }
         tx.commit()?;
+        let newest = conn.last_insert_rowid() as u64;
         drop(conn);
+        if added.0 > 0 {
+            outbox.newest.fetch_max(newest, Ordering::AcqRel);
+        }
         outbox.records.fetch_add(added.0, Ordering::AcqRel);
         outbox.bytes.fetch_add(added.1, Ordering::AcqRel);
         outbox.received.fetch_add(added.0, Ordering::Relaxed);
@@ -332,11 +350,13 @@ mod tests {
         outbox.remove(&[1, 2, 3]).unwrap();
         assert_eq!(outbox.backlog(), (0, 0));
         assert_eq!(outbox.lowest_waiting().unwrap(), 4, "an empty outbox still remembers its last number");
+        assert_eq!(outbox.newest(), 3);
         writer.commit(&[record(4)]).unwrap();
         drop(writer);
         drop(outbox);
         let outbox = Outbox::open(&path, 1 << 20).unwrap();
         assert_eq!(outbox.id(), id);
+        assert_eq!(outbox.newest(), 4, "the newest number survives a reopen");
         let rows = outbox.pending(0, 10, 1 << 20).unwrap();
         assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4]);
         assert_eq!(outbox.backlog().0, 1);
