@@ -28,6 +28,7 @@ fn record(device: usize, ts: i64) -> UplinkRecord {
             response: vec![0x61, 0x41, (ts >> 8) as u8, ts as u8, 0x01],
         }),
         remote: None,
+        converter: None,
     }
 }
 

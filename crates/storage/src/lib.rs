@@ -187,9 +187,24 @@ pub trait Store: ExchangeLog + EventLog {
     /// removed them from its outbox and will never send them again.
     fn forget_remote_records(&self, integration_id: Uuid, outbox: Uuid, below: u64) -> Result<u64>;
 
+    /// For a store several nodes share: a watch that tells this node when any node changed the
+    /// configuration (converters, integrations). `None` for a store only this process writes.
+    fn config_watch(&self) -> Result<Option<Box<dyn ConfigWatch>>> {
+        Ok(None)
+    }
+
     /// Opens the writer for the uplink path. There is one per server: it owns its connection
     /// and caches, and is driven from a single thread.
     fn uplink_writer(&self) -> Result<Box<dyn UplinkWriter>>;
+}
+
+/// Learns of configuration changes other nodes make (see [`Store::config_watch`]).
+pub trait ConfigWatch: Send {
+    /// Waits until a change may have been made or `timeout` passed, then returns the
+    /// configuration epoch, which every change of a converter or integration increases: the
+    /// caller reloads when it differs from the epoch of its last reload. Reading the epoch each
+    /// time is the fallback for a notification lost with a connection.
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<i64>;
 }
 
 /// The uplink write path: many uplinks per durable transaction.

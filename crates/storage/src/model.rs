@@ -427,6 +427,18 @@ pub struct UplinkRecord {
     /// commits it with the data, and a record whose place was committed before is not stored
     /// again (its outcome says `duplicate`).
     pub remote: Option<RemoteSeq>,
+    /// The converter (and its version) whose output this is. A store shared by several nodes
+    /// refuses a record made with a version older than the stored one
+    /// ([`UplinkRejection::StaleConverter`]), so no uplink is committed with a converter older
+    /// than one whose save has returned, whichever node saved it. `None`: not checked.
+    pub converter: Option<ConverterVersion>,
+}
+
+/// A converter's identity and revision, as an uplink's output was made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConverterVersion {
+    pub id: Uuid,
+    pub version: i64,
 }
 
 /// Where a remote integration's record comes from: the remote's outbox (a UUID made with its
@@ -462,6 +474,10 @@ pub enum UplinkRejection {
     /// not stored, to be answered 5.03 like any full queue.
     #[error("the remote's outbox is full")]
     OutboxFull,
+    /// The converter was saved (by any node) after this output was made: not stored, to be
+    /// converted again with the saved version.
+    #[error("the converter changed while the uplink was being converted")]
+    StaleConverter,
 }
 
 impl UplinkRejection {
@@ -483,8 +499,12 @@ pub struct UplinkOutcome {
     pub entities: Vec<(EntityKind, Uuid)>,
     /// Values left out because of `updateOnlyKeys` (they equalled the stored latest value).
     pub unchanged_skipped: usize,
-    /// The record was a remote's resend of one committed before: nothing was written now.
+    /// The record was a remote's resend of one committed before, or a CoAP retransmission of
+    /// an exchange another node committed: nothing was written now.
     pub duplicate: bool,
+    /// For a duplicate CoAP exchange: the response stored with its first copy, which answers
+    /// this one too (the same bytes whichever node the retransmission reached).
+    pub replay: Option<Vec<u8>>,
 }
 
 #[cfg(test)]

@@ -330,6 +330,7 @@ mod tests {
             entities: vec![EntityUpdate::device("SN-1", "default")],
             exchange: Some(Exchange { peer: "127.0.0.1:1".into(), message_id: ts as u16, ts, response: vec![0x60] }),
             remote: None,
+            converter: None,
         }
     }
 

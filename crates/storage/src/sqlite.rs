@@ -2067,6 +2067,7 @@ mod tests {
             entities,
             exchange: None,
             remote: None,
+            converter: None,
         }
     }
 

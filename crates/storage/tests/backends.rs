@@ -114,6 +114,7 @@ fn record_of(allow: bool, ts: i64, entities: Vec<EntityUpdate>) -> UplinkRecord 
         entities,
         exchange: None,
         remote: None,
+        converter: None,
     }
 }
 
@@ -484,18 +485,20 @@ fn exchanges_are_stored_with_their_uplink_only(backend: &dyn Backend) {
     assert!(results[0].is_ok() && results[1].is_err());
     assert_eq!(store.recent_exchanges(0, 10).unwrap(), vec![exchange(1)]);
     assert!(store.recent_exchanges(1002, 10).unwrap().is_empty(), "older than `since`");
-    // The newest of a reused (peer, message id) wins; the limit keeps the newest rows.
+    // A (peer, message id) reused after EXCHANGE_LIFETIME is a new exchange, and the newest
+    // wins; the limit keeps the newest rows.
     let mut again = record("A", true, 2, vec![("t", KvValue::Long(2))]);
-    again.exchange = Some(Exchange { ts: 1500, response: vec![0x60, 0x41, 0, 9], ..exchange(1) });
+    again.exchange = Some(Exchange { ts: 248_002, response: vec![0x60, 0x41, 0, 9], ..exchange(1) });
     let mut other = record("A", true, 3, vec![("t", KvValue::Long(3))]);
-    other.exchange = Some(exchange(3));
-    writer.commit(&[again.clone(), other]).unwrap();
-    assert_eq!(store.recent_exchanges(0, 10).unwrap(), vec![again.exchange.clone().unwrap(), exchange(3)]);
-    assert_eq!(store.recent_exchanges(0, 1).unwrap(), vec![exchange(3)]);
+    other.exchange = Some(Exchange { ts: 249_000, ..exchange(3) });
+    writer.commit(&[again.clone(), other.clone()]).unwrap();
+    let newest = other.exchange.clone().unwrap();
+    assert_eq!(store.recent_exchanges(0, 10).unwrap(), vec![again.exchange.clone().unwrap(), newest.clone()]);
+    assert_eq!(store.recent_exchanges(0, 1).unwrap(), vec![newest]);
     assert_eq!(store.find_exchange("127.0.0.1:5000", 1, 0).unwrap(), again.exchange.clone());
     assert_eq!(store.find_exchange("127.0.0.1:5000", 2, 0).unwrap(), None, "rejected: not stored");
     assert_eq!(store.find_exchange("127.0.0.1:5001", 1, 0).unwrap(), None);
-    assert_eq!(store.find_exchange("127.0.0.1:5000", 1, 1501).unwrap(), None, "older than `since`");
+    assert_eq!(store.find_exchange("127.0.0.1:5000", 1, 248_003).unwrap(), None, "older than `since`");
     // Upkeep runs (nothing has expired: these exchanges are from 1970, so it deletes them).
     while writer.maintain().unwrap() {}
 }

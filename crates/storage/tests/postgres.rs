@@ -7,7 +7,7 @@ mod pg_cluster;
 use std::sync::{Arc, Barrier};
 
 use coapgate_storage::model::*;
-use coapgate_storage::{PgConfig, PgStore, Store, UplinkWriter};
+use coapgate_storage::{PgConfig, PgStore, Store, UplinkWriter, now_millis};
 use uuid::Uuid;
 
 const NODES: usize = 4;
@@ -25,6 +25,7 @@ fn record(name: &str, ts: i64, values: Vec<(&str, KvValue)>) -> UplinkRecord {
         entities: vec![device],
         exchange: None,
         remote: None,
+        converter: None,
     }
 }
 
@@ -56,8 +57,8 @@ fn nodes_creating_the_same_names_at_once_make_one_device_each() {
     const NAMES: usize = 40;
     let created = on_nodes(&db.url(), |node, _, writer| {
         let mut created = Vec::new();
-        // Every node writes every name, in a different order (opposite orders deadlock without
-        // the retry), a few names per batch.
+        // Every node writes every name, in a different order (opposite orders would deadlock
+        // without the writer's sorted name locks), a few names per batch.
         let mut names: Vec<usize> = (0..NAMES).collect();
         names.rotate_left(node * NAMES / NODES);
         if node % 2 == 1 {
@@ -228,4 +229,122 @@ fn connection_errors_name_the_server() {
     let error = PgStore::open(config).err().expect("no such database").to_string();
     assert!(error.contains(&format!("127.0.0.1:{}", cluster.port)) && error.contains("no_such_db"), "{error}");
     assert!(error.contains("does not exist"), "the server's reason: {error}");
+}
+
+#[test]
+fn an_exchange_sent_to_every_node_at_once_is_stored_once_and_answered_alike() {
+    let db = pg_cluster::PgCluster::database();
+    const MESSAGES: u16 = 40;
+    // Every node gets every message (the same peer and Message ID), each with the response it
+    // framed itself; in opposite orders on odd nodes, a few per batch.
+    let outcomes = on_nodes(&db.url(), |node, _, writer| {
+        let mut ids: Vec<u16> = (0..MESSAGES).collect();
+        if node % 2 == 1 {
+            ids.reverse();
+        }
+        let mut outcomes = Vec::new();
+        for chunk in ids.chunks(4) {
+            let batch: Vec<UplinkRecord> = chunk
+                .iter()
+                .map(|&mid| {
+                    let mut r = record("peer", i64::from(mid), vec![("t", KvValue::Long(node as i64))]);
+                    r.exchange = Some(Exchange { peer: "10.0.0.1:5683".into(), message_id: mid, ts: now_millis(), response: vec![node as u8, mid as u8] });
+                    r
+                })
+                .collect();
+            for (mid, result) in chunk.iter().zip(writer.commit(&batch).unwrap()) {
+                outcomes.push((*mid, node, result.unwrap()));
+            }
+        }
+        outcomes
+    });
+    let outcomes: Vec<(u16, usize, UplinkOutcome)> = outcomes.into_iter().flatten().collect();
+    for mid in 0..MESSAGES {
+        let copies: Vec<&(u16, usize, UplinkOutcome)> = outcomes.iter().filter(|(m, _, _)| *m == mid).collect();
+        let first: Vec<_> = copies.iter().filter(|(_, _, o)| !o.duplicate).collect();
+        assert_eq!(first.len(), 1, "message {mid} stored by exactly one node");
+        let response = vec![first[0].1 as u8, mid as u8];
+        for (_, node, outcome) in copies.iter().filter(|(_, _, o)| o.duplicate) {
+            assert_eq!(outcome.replay.as_ref(), Some(&response), "node {node} answers message {mid} with the stored response");
+        }
+    }
+    let store = PgStore::connect(&db.url()).unwrap();
+    let id = store.device_by_name("peer").unwrap().unwrap().id;
+    let points = store
+        .timeseries_history(id, &HistoryQuery { keys: vec!["t".into()], start_ts: 0, end_ts: 1000, limit: 1000, descending: false })
+        .unwrap();
+    assert_eq!(points[0].1.len(), MESSAGES as usize, "one point per message");
+    // After EXCHANGE_LIFETIME the same Message ID is a new message.
+    let mut later = record("peer", 5000, vec![("t", KvValue::Long(9))]);
+    later.exchange = Some(Exchange { peer: "10.0.0.1:5683".into(), message_id: 0, ts: now_millis() + 248_000, response: vec![9] });
+    let outcome = store.uplink_writer().unwrap().commit(&[later]).unwrap().remove(0).unwrap();
+    assert!(!outcome.duplicate, "a Message ID reused after its lifetime is stored");
+}
+
+#[test]
+fn a_record_made_with_an_older_converter_is_refused_as_stale() {
+    let db = pg_cluster::PgCluster::database();
+    let store = PgStore::connect(&db.url()).unwrap();
+    let converter = Converter {
+        id: Uuid::new_v4(),
+        created_time: 1,
+        name: "c".into(),
+        converter_type: "UPLINK".into(),
+        integration_type: Some("COAP".into()),
+        debug_settings: serde_json::json!({}),
+        configuration: serde_json::json!({}),
+        additional_info: serde_json::json!({}),
+        version: 3,
+    };
+    store.save_converter(&converter).unwrap();
+    let mut writer = store.uplink_writer().unwrap();
+    let made_with = |version: i64, ts: i64| {
+        let mut r = record("conv", ts, vec![("t", KvValue::Long(version))]);
+        r.converter = Some(ConverterVersion { id: converter.id, version });
+        r
+    };
+    let results = writer.commit(&[made_with(2, 1), made_with(3, 2), made_with(4, 3)]).unwrap();
+    assert_eq!(results[0], Err(UplinkRejection::StaleConverter), "older than the stored version");
+    assert!(results[1].is_ok() && results[2].is_ok(), "the stored version (or a newer save racing it) is current");
+    store.delete_converter(converter.id).unwrap();
+    let results = writer.commit(&[made_with(3, 4)]).unwrap();
+    assert_eq!(results[0], Err(UplinkRejection::StaleConverter), "its converter was deleted");
+    let id = store.device_by_name("conv").unwrap().unwrap().id;
+    let points = store
+        .timeseries_history(id, &HistoryQuery { keys: vec!["t".into()], start_ts: 0, end_ts: 1000, limit: 1000, descending: false })
+        .unwrap();
+    assert_eq!(points[0].1.len(), 2);
+}
+
+#[test]
+fn a_configuration_change_wakes_every_watch() {
+    let db = pg_cluster::PgCluster::database();
+    let store = PgStore::connect(&db.url()).unwrap();
+    let mut watch = store.config_watch().unwrap().expect("PostgreSQL is shared by nodes");
+    let before = watch.wait(std::time::Duration::from_millis(10)).unwrap();
+    let other = PgStore::connect(&db.url()).unwrap();
+    let saver = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let mut c = Converter {
+            id: Uuid::new_v4(),
+            created_time: 1,
+            name: "c".into(),
+            converter_type: "UPLINK".into(),
+            integration_type: None,
+            debug_settings: serde_json::json!({}),
+            configuration: serde_json::json!({}),
+            additional_info: serde_json::json!({}),
+            version: 1,
+        };
+        other.save_converter(&c).unwrap();
+        c.version = 2;
+        other.save_converter(&c).unwrap();
+        started
+    });
+    // Woken by the notification well before the 30 s timeout.
+    let woke = watch.wait(std::time::Duration::from_secs(30)).unwrap();
+    let saved_at = saver.join().unwrap();
+    assert!(woke > before, "the epoch moved: {before} -> {woke}");
+    assert!(saved_at.elapsed() < std::time::Duration::from_secs(10), "woken by the notification, not the timeout");
 }

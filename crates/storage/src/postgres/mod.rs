@@ -53,7 +53,7 @@ use uuid::Uuid;
 
 use crate::listing::*;
 use crate::model::*;
-use crate::{EventLog, ExchangeLog, Result, StorageError, Store, UplinkWriter};
+use crate::{ConfigWatch, EventLog, ExchangeLog, Result, StorageError, Store, UplinkWriter};
 
 pub use config::{PgConfig, redact as redact_url};
 pub use writer::PgUplinkWriter;
@@ -67,6 +67,8 @@ const POOL_IDLE: usize = 8;
 /// Held shared by every uplink batch and exclusively by every deletion of something the
 /// writers cache by name (see the module doc).
 pub(crate) const DELETION_LOCK: i64 = 0x636f_6170_6465_6c00; // "coapdel\0"
+/// The LISTEN/NOTIFY channel of configuration changes; the payload is the new epoch.
+const CONFIG_CHANNEL: &str = "coapgate_config";
 
 /// A PostgreSQL error as a storage error: unique violations become `Conflict` where the caller
 /// names the conflict; everything else carries the server's message.
@@ -190,6 +192,24 @@ impl PgStore {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DELETION_LOCK]).map_err(pg)?;
             let result = f(&mut tx)?;
             tx.execute("UPDATE entity_epoch SET epoch = epoch + 1 WHERE id = 1", &[]).map_err(pg)?;
+            tx.commit().map_err(pg)?;
+            Ok(result)
+        })
+    }
+
+    /// Runs `f` in a transaction that changes what every node routes uplinks by (a converter or
+    /// an integration). It takes [`DELETION_LOCK`] exclusively: uplink batches in flight on every
+    /// node commit first, and later batches see this change (a record converted with an older
+    /// converter is then refused as stale and converted again). It bumps `config_epoch` and
+    /// notifies every node's watch, which the server delivers at `COMMIT`.
+    fn config_change<T>(&self, f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.with_conn(|c| {
+            let mut tx = c.client.transaction().map_err(pg)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DELETION_LOCK]).map_err(pg)?;
+            let result = f(&mut tx)?;
+            let epoch: i64 =
+                tx.query_one("UPDATE config_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch", &[]).map_err(pg)?.get(0);
+            tx.execute("SELECT pg_notify($1, $2)", &[&CONFIG_CHANNEL, &epoch.to_string()]).map_err(pg)?;
             tx.commit().map_err(pg)?;
             Ok(result)
         })
@@ -464,12 +484,11 @@ impl EventLog for PgStore {
 
 impl ExchangeLog for PgStore {
     fn recent_exchanges(&self, since: Millis, limit: usize) -> Result<Vec<Exchange>> {
-        // Newest first (by id, the order of appending), so only `limit` rows are read; the first
-        // row of a (peer, message id) seen is its newest exchange.
+        // Newest first, so only `limit` rows are read; one row per (peer, message id).
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.with_conn(|c| {
             c.query(
-                "SELECT peer, message_id, ts, response FROM coap_exchange WHERE ts >= $1 ORDER BY id DESC LIMIT $2",
+                "SELECT peer, message_id, ts, response FROM coap_exchange WHERE ts >= $1 ORDER BY ts DESC LIMIT $2",
                 &[&since, &limit],
             )
         })?;
@@ -547,8 +566,8 @@ impl Store for PgStore {
     }
 
     fn save_converter(&self, v: &Converter) -> Result<()> {
-        self.with_conn(|c| {
-            c.execute(
+        self.config_change(|tx| {
+            tx.execute(
                 &format!(
                     "INSERT INTO converter ({CONVERTER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                      ON CONFLICT (id) DO UPDATE SET name = excluded.name, type = excluded.type, \
@@ -567,7 +586,8 @@ impl Store for PgStore {
                     &json_text(&v.additional_info),
                     &v.version,
                 ],
-            )?;
+            )
+            .map_err(pg)?;
             Ok(())
         })
     }
@@ -581,8 +601,7 @@ impl Store for PgStore {
     }
 
     fn delete_converter(&self, id: Uuid) -> Result<bool> {
-        self.with_conn(|c| {
-            let mut tx = c.client.transaction().map_err(pg)?;
+        self.config_change(|tx| {
             // Locks the converter row first, so an integration saved at the same time on another
             // node either sees it deleted or is seen here.
             tx.execute("SELECT 1 FROM converter WHERE id = $1 FOR UPDATE", &[&id]).map_err(pg)?;
@@ -593,52 +612,48 @@ impl Store for PgStore {
             if users > 0 {
                 return Err(StorageError::Conflict("The converter referenced by the integration cannot be deleted!".into()));
             }
-            let n = tx.execute("DELETE FROM converter WHERE id = $1", &[&id]).map_err(pg)?;
-            tx.commit().map_err(pg)?;
-            Ok(n > 0)
+            Ok(tx.execute("DELETE FROM converter WHERE id = $1", &[&id]).map_err(pg)? > 0)
         })
     }
 
     fn save_integration(&self, v: &Integration) -> Result<()> {
-        self.with_conn(|c| {
-            let statement = c.prepared(&format!(
-                "INSERT INTO integration ({INTEGRATION_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, type = excluded.type, \
-                 enabled = excluded.enabled, allow_create = excluded.allow_create, is_remote = excluded.is_remote, \
-                 debug_settings = excluded.debug_settings, converter_id = excluded.converter_id, \
-                 downlink_converter_id = excluded.downlink_converter_id, routing_key = excluded.routing_key, \
-                 secret = excluded.secret, configuration = excluded.configuration, \
-                 additional_info = excluded.additional_info, version = excluded.version"
-            ))?;
-            c.client
-                .execute(
-                    &statement,
-                    &[
-                        &v.id,
-                        &v.created_time,
-                        &v.name,
-                        &v.integration_type,
-                        &v.enabled,
-                        &v.allow_create_devices_or_assets,
-                        &v.is_remote,
-                        &json_text(&v.debug_settings),
-                        &v.default_converter_id,
-                        &v.downlink_converter_id,
-                        &v.routing_key,
-                        &v.secret,
-                        &json_text(&v.configuration),
-                        &json_text(&v.additional_info),
-                        &v.version,
-                    ],
-                )
-                .map_err(|e| {
-                    if is_unique_violation(&e) {
-                        StorageError::Conflict("Integration with such routing key already exists!".into())
-                    } else {
-                        pg(e)
-                    }
-                })?;
+        self.config_change(|tx| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO integration ({INTEGRATION_COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, type = excluded.type, \
+                     enabled = excluded.enabled, allow_create = excluded.allow_create, is_remote = excluded.is_remote, \
+                     debug_settings = excluded.debug_settings, converter_id = excluded.converter_id, \
+                     downlink_converter_id = excluded.downlink_converter_id, routing_key = excluded.routing_key, \
+                     secret = excluded.secret, configuration = excluded.configuration, \
+                     additional_info = excluded.additional_info, version = excluded.version"
+                ),
+                &[
+                    &v.id,
+                    &v.created_time,
+                    &v.name,
+                    &v.integration_type,
+                    &v.enabled,
+                    &v.allow_create_devices_or_assets,
+                    &v.is_remote,
+                    &json_text(&v.debug_settings),
+                    &v.default_converter_id,
+                    &v.downlink_converter_id,
+                    &v.routing_key,
+                    &v.secret,
+                    &json_text(&v.configuration),
+                    &json_text(&v.additional_info),
+                    &v.version,
+                ],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StorageError::Conflict("Integration with such routing key already exists!".into())
+                } else {
+                    pg(e)
+                }
+            })?;
             Ok(())
         })
     }
@@ -666,13 +681,10 @@ impl Store for PgStore {
     }
 
     fn delete_integration(&self, id: Uuid) -> Result<bool> {
-        self.with_conn(|c| {
-            let mut tx = c.client.transaction().map_err(pg)?;
+        self.config_change(|tx| {
             // Its remotes' record places go with it: nothing may be sent for it any more.
             tx.execute("DELETE FROM remote_record WHERE integration_id = $1", &[&id]).map_err(pg)?;
-            let n = tx.execute("DELETE FROM integration WHERE id = $1", &[&id]).map_err(pg)?;
-            tx.commit().map_err(pg)?;
-            Ok(n > 0)
+            Ok(tx.execute("DELETE FROM integration WHERE id = $1", &[&id]).map_err(pg)? > 0)
         })
     }
 
@@ -985,7 +997,47 @@ impl Store for PgStore {
         })
     }
 
+    fn config_watch(&self) -> Result<Option<Box<dyn ConfigWatch>>> {
+        Ok(Some(Box::new(PgConfigWatch { config: self.config.clone(), conn: None })))
+    }
+
     fn uplink_writer(&self) -> Result<Box<dyn UplinkWriter>> {
         Ok(Box::new(PgUplinkWriter::open(&self.config)?))
+    }
+}
+
+/// A connection of its own that `LISTEN`s on [`CONFIG_CHANNEL`], reopened after a loss.
+struct PgConfigWatch {
+    config: PgConfig,
+    conn: Option<Conn>,
+}
+
+impl ConfigWatch for PgConfigWatch {
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<i64> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let result = match &mut self.conn {
+            Some(conn) if !conn.client.is_closed() => {
+                let mut notifications = conn.client.notifications();
+                // One notification ends the wait; the others already queued are the same news.
+                let first = notifications.timeout_iter(timeout).next().map(|_| ());
+                first.and_then(|()| notifications.iter().count().map(|_| ()))
+            }
+            _ => {
+                // Listening again: what was notified meanwhile shows in the epoch read below.
+                let mut conn = Conn::open(&self.config)?;
+                conn.client.batch_execute(&format!("LISTEN {CONFIG_CHANNEL}")).map_err(pg)?;
+                self.conn = Some(conn);
+                Ok(())
+            }
+        };
+        let conn = self.conn.as_mut().expect("opened above");
+        let epoch = result.and_then(|()| conn.client.query_one("SELECT epoch FROM config_epoch WHERE id = 1", &[]));
+        match epoch {
+            Ok(row) => Ok(row.get(0)),
+            Err(e) => {
+                self.conn = None;
+                Err(pg(e))
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@ use crate::{Result, StorageError};
 const MIGRATION_LOCK: i64 = 0x636f_6170_6d69_6700; // "coapmig\0"
 
 /// `(version, SQL)`, in order. Never edit a step that has shipped: add one.
-pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
 
 /// Text columns that lists sort by use the "C" collation: byte order, as SQLite's default
 /// BINARY collation sorts (the database's own locale could sort "alpha" before "Mid").
@@ -107,6 +107,19 @@ CREATE TABLE event (
     body json NOT NULL);
 CREATE INDEX event_by_entity ON event (entity_id, event_type, created_time);
 CREATE INDEX event_by_time ON event (created_time);
+"#;
+
+/// Several nodes: one row per remembered (peer, Message ID), so a retransmission that reaches
+/// another node is found by the uniqueness constraint in the same transaction as the data
+/// (the writer's `claim_exchanges`); and `config_epoch`, which every converter or integration
+/// change bumps, for nodes that missed a notification.
+const V2: &str = r#"
+DELETE FROM coap_exchange a USING coap_exchange b
+    WHERE a.peer = b.peer AND a.message_id = b.message_id AND a.id < b.id;
+DROP INDEX coap_exchange_by_key;
+CREATE UNIQUE INDEX coap_exchange_key ON coap_exchange (peer, message_id);
+CREATE TABLE config_epoch (id int PRIMARY KEY CHECK (id = 1), epoch bigint NOT NULL);
+INSERT INTO config_epoch VALUES (1, 0);
 "#;
 
 /// Brings the schema to the newest version and makes the rows every store needs (tenant id,

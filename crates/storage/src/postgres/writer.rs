@@ -3,18 +3,26 @@
 //! A batch runs in this order, each step a statement or a few:
 //! 1. partitions for months not seen before (own transaction, see `schema::create_partitions`);
 //! 2. `BEGIN`; the deletion lock, shared; `entity_epoch` (caches dropped if it moved);
-//! 3. advisory locks of the (entity name, key) pairs under `updateOnlyKeys`, in sorted order;
-//! 4. keys of the batch into `key_dictionary`, sorted (so two nodes never wait on each other's
+//! 3. advisory locks, in one sorted order: the (entity name, key) pairs under `updateOnlyKeys`,
+//!    and every name the batch may create (entities not cached, their profiles, customers and
+//!    groups), so batches creating the same new names on several nodes queue instead of
+//!    deadlocking;
+//! 4. the stored versions of the batch's converters: a record made with an older one is refused
+//!    as stale (the caller converts it again);
+//! 5. the CoAP exchanges' (peer, Message ID) claimed, sorted: a key another node (or an earlier
+//!    batch) committed makes the record a duplicate answered with the stored response;
+//! 6. keys of the batch into `key_dictionary`, sorted (so two nodes never wait on each other's
 //!    new keys in opposite orders), and the ids of every entity name not cached, in one query
 //!    per kind;
-//! 5. per record, in order: its remote place claimed, its entities resolved (a rejection writes
-//!    nothing and gives the place back), created where missing, its values compared for
-//!    `updateOnlyKeys` and collected;
-//! 6. the collected points, latest values, attributes and exchanges, one statement each, rows
-//!    sorted by key (a fixed lock order across nodes); `COMMIT`.
+//! 7. per record, in order: its remote place claimed, its entities resolved (a rejection writes
+//!    nothing and gives the place or exchange back), created where missing, its values compared
+//!    for `updateOnlyKeys` and collected;
+//! 8. the collected points, latest values and attributes, one statement each, rows sorted by key
+//!    (a fixed lock order across nodes); `COMMIT`.
 //!
-//! A deadlock or serialization failure (two nodes creating the same new names in opposite
-//! orders) rolls the batch back and runs it again, a few times; any other error fails the batch.
+//! A deadlock or serialization failure (which the fixed lock order should leave to
+//! rare cases) rolls the batch back and runs it again after a short random pause, a few times;
+//! any other error fails the batch.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -102,7 +110,6 @@ struct Batch {
     stored_latest: HashMap<(Uuid, i32), Option<(Millis, KvValue)>>,
     /// Client attributes written: (entity, key) → (last_update_ts, value).
     attributes: HashMap<(Uuid, i32), (Millis, KvValue)>,
-    exchanges: Vec<Exchange>,
 }
 
 fn table_of(kind: EntityKind) -> (&'static str, &'static str) {
@@ -111,14 +118,23 @@ fn table_of(kind: EntityKind) -> (&'static str, &'static str) {
 
 /// A stable 64-bit hash (FNV-1a) for advisory lock keys: the same on every node and build.
 fn lock_key(kind: EntityKind, name: &str, key: &str) -> i64 {
+    lock_key_of(&[kind.as_str().as_bytes(), b"\0", name.as_bytes(), b"\0", key.as_bytes()])
+}
+
+fn lock_key_of(parts: &[&[u8]]) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [kind.as_str().as_bytes(), b"\0", name.as_bytes(), b"\0", key.as_bytes()] {
-        for &b in part {
+    for part in parts {
+        for &b in part.iter() {
             hash ^= u64::from(b);
             hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
     hash as i64
+}
+
+/// The advisory lock key of a name a batch may create (see `try_commit`).
+fn name_lock(kind: &str, name: &str) -> i64 {
+    lock_key_of(&[b"name\0", kind.as_bytes(), b"\0", name.as_bytes()])
 }
 
 /// The statement for `sql` on this connection, prepared once.
@@ -204,6 +220,19 @@ impl PgUplinkWriter {
                 }
                 if !cache.names.entities(update.kind).contains_key(&update.name) {
                     unknown[usize::from(update.kind == EntityKind::Asset)].push(update.name.clone());
+                    // The batch may create this name and the profile, customer and group it
+                    // names: locked in the same sorted order on every node, so two batches
+                    // creating overlapping new names never wait on each other in a cycle.
+                    locks.push(name_lock(update.kind.as_str(), &update.name));
+                    if !cache.names.profiles(update.kind).contains_key(&update.entity_type) {
+                        locks.push(name_lock("profile", &update.entity_type));
+                    }
+                    if let Some(customer) = update.customer_name.as_deref().filter(|c| !cache.names.customers.contains_key(*c)) {
+                        locks.push(name_lock("customer", customer));
+                    }
+                    if let Some(group) = update.group_name.as_deref() {
+                        locks.push(name_lock("group", group));
+                    }
                 }
             }
         }
@@ -213,6 +242,12 @@ impl PgUplinkWriter {
             tx.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::int8[]) AS k", &[&locks])?;
         }
         let mut pending = Batch::default();
+        let current = converter_versions(&mut tx, statements, batch)?;
+        let stale: Vec<bool> = batch
+            .iter()
+            .map(|r| r.converter.is_some_and(|c| current.get(&c.id).is_none_or(|stored| *stored > c.version)))
+            .collect();
+        let replays = claim_exchanges(&mut tx, statements, batch, &stale)?;
         if !new_keys.is_empty() {
             new_keys.sort_unstable();
             new_keys.dedup();
@@ -238,8 +273,14 @@ impl PgUplinkWriter {
 
         let mut writer = BatchWriter { tx: &mut tx, statements, cache, pending: &mut pending };
         let mut results = Vec::with_capacity(batch.len());
-        for record in batch {
-            results.push(writer.record(record)?);
+        for ((record, stale), replay) in batch.iter().zip(stale).zip(replays) {
+            results.push(if stale {
+                Err(UplinkRejection::StaleConverter)
+            } else if let Some(response) = replay {
+                Ok(UplinkOutcome { duplicate: true, replay: Some(response), ..UplinkOutcome::default() })
+            } else {
+                writer.record(record)?
+            });
         }
         writer.flush()?;
         tx.commit()?;
@@ -285,7 +326,13 @@ impl BatchWriter<'_, '_> {
             }
             return Ok(written);
         }
-        self.write_record(record)
+        let written = self.write_record(record)?;
+        if let (Err(_), Some(exchange)) = (&written, &record.exchange) {
+            // Like a remote place: a rejected uplink's retransmission is judged again.
+            let release = self.prepared("DELETE FROM coap_exchange WHERE peer = $1 AND message_id = $2")?;
+            self.tx.execute(&release, &[&exchange.peer, &i32::from(exchange.message_id)])?;
+        }
+        Ok(written)
     }
 
     fn write_record(&mut self, record: &UplinkRecord) -> std::result::Result<std::result::Result<UplinkOutcome, UplinkRejection>, postgres::Error> {
@@ -346,9 +393,6 @@ impl BatchWriter<'_, '_> {
                 }
                 self.pending.attributes.insert((id, key_id), (record.received_ts, value.clone()));
             }
-        }
-        if let Some(exchange) = &record.exchange {
-            self.pending.exchanges.push(exchange.clone());
         }
         Ok(Ok(outcome))
     }
@@ -554,23 +598,110 @@ impl BatchWriter<'_, '_> {
             let (b, l, d, s, j) = &values;
             self.tx.execute(&upsert, &[&ids, &keys, &tss, b, l, d, s, j])?;
         }
-        let exchanges = std::mem::take(&mut self.pending.exchanges);
-        if !exchanges.is_empty() {
-            let tss: Vec<i64> = exchanges.iter().map(|e| e.ts).collect();
-            let peers: Vec<&str> = exchanges.iter().map(|e| e.peer.as_str()).collect();
-            let ids: Vec<i32> = exchanges.iter().map(|e| i32::from(e.message_id)).collect();
-            let responses: Vec<&[u8]> = exchanges.iter().map(|e| e.response.as_slice()).collect();
-            // In arrival order, so ids (the log's order) follow it.
-            let insert = self.prepared(
-                "INSERT INTO coap_exchange (ts, peer, message_id, response) \
-                 SELECT ts, peer, message_id, response \
-                 FROM unnest($1::int8[], $2::text[], $3::int4[], $4::bytea[]) WITH ORDINALITY AS e(ts, peer, message_id, response, n) \
-                 ORDER BY n",
-            )?;
-            self.tx.execute(&insert, &[&tss, &peers, &ids, &responses])?;
-        }
         Ok(())
     }
+}
+
+/// The stored version of every converter the batch's records were made with. Read after the
+/// batch took [`DELETION_LOCK`] shared, which every converter save takes exclusively: a save
+/// either committed before this read (its version is seen here, and older outputs are refused)
+/// or waits for this batch's `COMMIT` (so the batch commits before the save returns).
+fn converter_versions(
+    tx: &mut Transaction<'_>,
+    statements: &mut HashMap<String, Statement>,
+    batch: &[UplinkRecord],
+) -> std::result::Result<HashMap<Uuid, i64>, postgres::Error> {
+    let mut ids: Vec<Uuid> = batch.iter().filter_map(|r| r.converter.map(|c| c.id)).collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let select = statement(tx, statements, "SELECT id, version FROM converter WHERE id = ANY($1)")?;
+    Ok(tx.query(&select, &[&ids])?.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// Claims the (peer, Message ID) of every record's CoAP exchange before anything of the batch
+/// is written: one row per key while it is remembered (unique index), so a retransmission that
+/// reached another node — even at the same moment — finds the key taken once the first copy's
+/// transaction commits, and is answered with the response stored there. A key older than
+/// EXCHANGE_LIFETIME is a new exchange (Message IDs wrap) and is taken over. Keys are inserted
+/// sorted, a fixed lock order across nodes. Returns, per record, the stored response of a
+/// duplicate (`None` for a record claimed now or without an exchange).
+fn claim_exchanges(
+    tx: &mut Transaction<'_>,
+    statements: &mut HashMap<String, Statement>,
+    batch: &[UplinkRecord],
+    skip: &[bool],
+) -> std::result::Result<Vec<Option<Vec<u8>>>, postgres::Error> {
+    let mut replays: Vec<Option<Vec<u8>>> = vec![None; batch.len()];
+    let mut claims: Vec<(&Exchange, usize)> = batch
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !skip[*i])
+        .filter_map(|(i, r)| r.exchange.as_ref().map(|e| (e, i)))
+        .collect();
+    if claims.is_empty() {
+        return Ok(replays);
+    }
+    claims.sort_by(|(a, i), (b, j)| (a.peer.as_str(), a.message_id, i).cmp(&(b.peer.as_str(), b.message_id, j)));
+    // One node's deduplication cache keeps a key out of a second batch row, but should one come,
+    // its later copies repeat the first (one INSERT may not touch a row twice).
+    let mut first: Vec<(&Exchange, usize)> = Vec::with_capacity(claims.len());
+    let mut repeats: Vec<(usize, usize)> = Vec::new();
+    for (exchange, i) in claims {
+        match first.last() {
+            Some((e, f)) if e.peer == exchange.peer && e.message_id == exchange.message_id => repeats.push((i, *f)),
+            _ => first.push((exchange, i)),
+        }
+    }
+    let tss: Vec<i64> = first.iter().map(|(e, _)| e.ts).collect();
+    let peers: Vec<&str> = first.iter().map(|(e, _)| e.peer.as_str()).collect();
+    let ids: Vec<i32> = first.iter().map(|(e, _)| i32::from(e.message_id)).collect();
+    let responses: Vec<&[u8]> = first.iter().map(|(e, _)| e.response.as_slice()).collect();
+    let claim = statement(
+        tx,
+        statements,
+        "INSERT INTO coap_exchange (ts, peer, message_id, response) \
+         SELECT ts, peer, message_id, response \
+         FROM unnest($1::int8[], $2::text[], $3::int4[], $4::bytea[]) WITH ORDINALITY AS e(ts, peer, message_id, response, n) \
+         ORDER BY n \
+         ON CONFLICT (peer, message_id) DO UPDATE SET ts = excluded.ts, response = excluded.response \
+         WHERE coap_exchange.ts < excluded.ts - $5 \
+         RETURNING peer, message_id",
+    )?;
+    let claimed: HashSet<(String, i32)> =
+        tx.query(&claim, &[&tss, &peers, &ids, &responses, &EXCHANGE_LIFETIME_MS])?.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let taken: Vec<usize> = (0..first.len()).filter(|&k| !claimed.contains(&(peers[k].to_string(), ids[k]))).collect();
+    if !taken.is_empty() {
+        let taken_peers: Vec<&str> = taken.iter().map(|&k| peers[k]).collect();
+        let taken_ids: Vec<i32> = taken.iter().map(|&k| ids[k]).collect();
+        let select = statement(
+            tx,
+            statements,
+            "SELECT x.peer, x.message_id, x.response FROM coap_exchange x \
+             JOIN unnest($1::text[], $2::int4[]) AS k(peer, message_id) USING (peer, message_id)",
+        )?;
+        let stored: HashMap<(String, i32), Vec<u8>> =
+            tx.query(&select, &[&taken_peers, &taken_ids])?.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect();
+        for k in taken {
+            // Gone between the two statements (expired by upkeep): the uplink is then new, but
+            // this batch did not claim it; answering the first copy's 2.01 is still right, as
+            // that copy was stored.
+            let response = stored.get(&(peers[k].to_string(), ids[k])).cloned().unwrap_or_else(|| first[k].0.response.clone());
+            replays[first[k].1] = Some(response);
+        }
+    }
+    for (i, f) in repeats {
+        replays[i] = Some(replays[f].clone().unwrap_or_else(|| batch[f].exchange.as_ref().map(|e| e.response.clone()).unwrap_or_default()));
+    }
+    Ok(replays)
+}
+
+/// A pause of 1..=`most` milliseconds that differs between nodes and attempts.
+fn rand_millis(most: u64) -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    1 + u64::from(nanos ^ std::process::id().rotate_left(16)) % most.max(1)
 }
 
 fn retryable(e: &postgres::Error) -> bool {
@@ -614,7 +745,11 @@ impl PgUplinkWriter {
         loop {
             match self.try_commit(batch) {
                 Ok(results) => return Ok(results),
-                Err(e) if retryable(&e) && attempt < ATTEMPTS => attempt += 1,
+                Err(e) if retryable(&e) && attempt < ATTEMPTS => {
+                    // Apart, so the two batches do not meet again in the same order.
+                    std::thread::sleep(Duration::from_millis(rand_millis(5 * attempt as u64)));
+                    attempt += 1;
+                }
                 Err(e) => return Err(pg(e)),
             }
         }
