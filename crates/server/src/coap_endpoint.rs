@@ -166,6 +166,13 @@ impl Responder {
         self.answer(reply);
     }
 
+    /// Answers a retransmission whose first copy another node stored with the response stored
+    /// there, so the device gets the same bytes whichever node its copies reached.
+    pub fn replay(mut self, stored: Vec<u8>) {
+        self.created = stored.into();
+        self.answer(Reply::created());
+    }
+
     fn answer(&mut self, reply: Reply) {
         if !std::mem::replace(&mut self.answered, true) {
             self.endpoint.answer_uplink(&self.request, self.peer, reply, &self.created);

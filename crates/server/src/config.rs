@@ -109,6 +109,11 @@ const SETTINGS: &[Setting] = &[
         help: "kernel receive and send buffer of each CoAP socket (capped by net.core.rmem_max / wmem_max)",
     },
     Setting {
+        name: "COAP_REUSE_PORT",
+        default: "false",
+        help: "open the CoAP and DTLS sockets with SO_REUSEPORT, so several nodes on one machine share the ports (the kernel keeps each source address on one node)",
+    },
+    Setting {
         name: "COAP_MAX_BODY_BYTES",
         default: "65536",
         help: "largest uplink body, block-wise (RFC 7959) included; larger ones get 4.13 with Size1",
@@ -205,6 +210,8 @@ pub struct Config {
     pub max_in_flight: usize,
     pub max_body_bytes: usize,
     pub socket_buffer_bytes: usize,
+    /// `COAP_REUSE_PORT`: several nodes share the CoAP ports of one machine.
+    pub reuse_port: bool,
     /// `COAP_DEDUP_MAX_ENTRIES`, with 0 resolved to `serve`'s 500,000 (`coapgate remote`
     /// resolves it to its own, see `dedup_automatic`).
     pub dedup_max_entries: usize,
@@ -385,6 +392,7 @@ impl Config {
             max_in_flight: positive(v, "COAP_MAX_IN_FLIGHT")?,
             max_body_bytes: positive(v, "COAP_MAX_BODY_BYTES")?,
             socket_buffer_bytes: positive(v, "COAP_SOCKET_BUFFER_BYTES")?,
+            reuse_port: parse_bool(v, "COAP_REUSE_PORT")?,
             dedup_max_entries: if dedup_entries == 0 { 500_000 } else { dedup_entries },
             dedup_automatic: dedup_entries == 0,
             dedup_max_entries_per_peer: positive(v, "COAP_DEDUP_MAX_ENTRIES_PER_PEER")?,
@@ -593,6 +601,8 @@ pub struct DtlsSettings {
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
     pub socket_buffer_bytes: usize,
+    /// `COAP_REUSE_PORT`, for the DTLS socket too.
+    pub reuse_port: bool,
 }
 
 impl DtlsSettings {
@@ -612,6 +622,7 @@ impl DtlsSettings {
             handshake_timeout: Duration::from_millis(positive(v, "COAP_DTLS_HANDSHAKE_TIMEOUT_MS")? as u64),
             idle_timeout: Duration::from_secs(positive(v, "COAP_DTLS_SESSION_IDLE_TIMEOUT_SEC")? as u64),
             socket_buffer_bytes: positive(v, "COAP_SOCKET_BUFFER_BYTES")?,
+            reuse_port: parse_bool(v, "COAP_REUSE_PORT")?,
         })
     }
 }

@@ -54,8 +54,11 @@ impl DtlsTransport {
             ..ServerConfig::default()
         })
         .map_err(|e| anyhow::anyhow!("COAP_DTLS_CREDENTIALS_TYPE: the server credentials cannot be used for DTLS: {e}"))?;
-        let socket = UdpSocket::bind(&settings.bind)
-            .await
+        let socket = crate::udp_io::bind(&settings.bind, settings.reuse_port)
+            .and_then(|s| {
+                s.set_nonblocking(true)?;
+                UdpSocket::from_std(s)
+            })
             .with_context(|| format!("COAP_DTLS_BIND_ADDRESS/COAP_DTLS_BIND_PORT: cannot listen on udp {}", settings.bind))?;
         crate::serve::enlarge_socket_buffers(&socket, settings.socket_buffer_bytes);
         let stats = server.stats.clone();

@@ -28,6 +28,7 @@ mod bench;
 mod check;
 mod coap_endpoint;
 mod config;
+mod config_sync;
 mod console;
 mod decode;
 mod dtls_endpoint;

@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use coapgate_coap::message::Code;
 use coapgate_script::{DecodeJob, ScriptError};
-use coapgate_storage::model::{Exchange, Millis, UplinkRejection};
+use coapgate_storage::model::{ConverterVersion, Exchange, Millis, UplinkRejection};
 use coapgate_storage::now_millis;
 use serde_json::Value;
 
 use crate::coap_endpoint::{Reply, Responder};
+use crate::config_sync::ConfigSync;
 use crate::events::{DataType, EventSink};
 use crate::registry::Route;
 use crate::uplink::record_from_output;
@@ -29,7 +30,14 @@ pub struct Pipeline {
     pub events: Arc<EventSink>,
     /// Converter run time per uplink (compile included on a cache miss), in microseconds.
     pub script_micros: Arc<Histogram>,
+    /// For a store other nodes write too: where an uplink whose converter was saved elsewhere
+    /// while it was converted goes to be converted again. `None` where that cannot happen.
+    pub resync: Option<Arc<ConfigSync>>,
 }
+
+/// How often one uplink is converted again because its converter kept changing under it
+/// before it is answered 5.03 (the device sends it again later).
+const MAX_CONVERSIONS: u8 = 4;
 
 /// Buckets for [`Pipeline::script_micros`].
 pub const SCRIPT_MICROS_BUCKETS: &[u64] = &[10, 25, 50, 100, 250, 500, 1000, 5000, 25_000, 100_000, 500_000];
@@ -48,6 +56,8 @@ struct Uplink {
     exchange: Option<Exchange>,
     /// The converter's output once there is one.
     output: Option<Value>,
+    /// Conversions so far (more than one when the converter changed under it).
+    conversions: u8,
 }
 
 impl Pipeline {
@@ -61,33 +71,52 @@ impl Pipeline {
         reply: Responder,
         exchange: Option<Exchange>,
     ) -> DecodeJob {
-        let payload: Arc<[u8]> = payload.into();
-        let metadata = Arc::new(metadata);
-        let uplink = Uplink {
+        Uplink {
             exchange,
             output: None,
+            conversions: 0,
             received_ts: now_millis(),
             data_type: DataType::of_content_format(content_format),
-            payload: payload.clone(),
-            metadata: metadata.clone(),
+            payload: payload.into(),
+            metadata: Arc::new(metadata),
             pipeline: self.clone(),
             reply,
-            route: route.clone(),
-        };
-        DecodeJob {
-            script: route.script.clone(),
-            payload,
-            metadata,
-            source: None,
-            on_done: Box::new(move |result, elapsed| {
-                uplink.pipeline.script_micros.record(elapsed.as_micros() as u64);
-                uplink.decoded(result)
-            }),
+            route,
         }
+        .job()
     }
 }
 
 impl Uplink {
+    /// The script job that converts this uplink with its route's converter.
+    fn job(mut self) -> DecodeJob {
+        self.conversions += 1;
+        self.output = None;
+        DecodeJob {
+            script: self.route.script.clone(),
+            payload: self.payload.clone(),
+            metadata: self.metadata.clone(),
+            source: None,
+            on_done: Box::new(move |result, elapsed| {
+                self.pipeline.script_micros.record(elapsed.as_micros() as u64);
+                self.decoded(result)
+            }),
+        }
+    }
+
+    /// Converts the uplink again with the converter as the registry has it after a reload:
+    /// another node saved it after this uplink was converted.
+    fn convert_again(mut self, sync: &ConfigSync) {
+        match sync.registry().lookup(&self.route.integration.routing_key) {
+            Some(route) => self.route = route,
+            None => return self.finish(Reply::new(Code::NOT_FOUND, "Not Found"), Some("the integration was removed".into())),
+        }
+        if let Err(refused) = sync.pool().try_submit(self.job()) {
+            let error = refused.to_script_error();
+            (refused.into_job().on_done)(Err(error), std::time::Duration::ZERO);
+        }
+    }
+
     fn decoded(mut self, result: Result<Value, ScriptError>) {
         let now = now_millis();
         let route = &self.route;
@@ -130,7 +159,8 @@ impl Uplink {
             return self.finish(Reply::created(), None);
         }
         let writer = self.pipeline.writer.clone();
-        record.exchange = self.exchange.take();
+        record.exchange = self.exchange.clone();
+        record.converter = Some(ConverterVersion { id: route.script.id, version: route.script.version as i64 });
         let job = WriteJob { record, done: Box::new(move |result| self.stored(result)) };
         if let Err(job) = writer.try_send(job) {
             (job.done)(WriteResult::QueueFull);
@@ -139,7 +169,18 @@ impl Uplink {
 
     fn stored(self, result: WriteResult) {
         match result {
+            // Another node stored its first copy: the device gets the response stored there.
+            WriteResult::Stored(outcome) if outcome.replay.is_some() => {
+                let stored = outcome.replay.unwrap_or_default();
+                self.reply.replay(stored);
+            }
             WriteResult::Stored(_) => self.finish(Reply::created(), None),
+            WriteResult::Rejected(UplinkRejection::StaleConverter) => match self.pipeline.resync.clone() {
+                Some(sync) if self.conversions < MAX_CONVERSIONS => {
+                    sync.clone().refresh_then(Box::new(move || self.convert_again(&sync)));
+                }
+                _ => self.finish(Reply::overloaded(), Some(UplinkRejection::StaleConverter.to_string())),
+            },
             // A remote's outbox at its limit is a full queue: come back later, nothing was kept.
             WriteResult::Rejected(UplinkRejection::OutboxFull) => {
                 self.finish(Reply::overloaded(), Some(UplinkRejection::OutboxFull.to_string()))

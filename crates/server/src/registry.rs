@@ -91,11 +91,19 @@ pub struct Registry {
     /// Bumped after every reload, so the links of remote integrations learn that a
     /// configuration may have changed (they compare versions themselves).
     changes: tokio::sync::watch::Sender<u64>,
+    /// Held through a whole reload (read, then install), so of two reloads at once (a REST
+    /// change, another node's notification) the one that read later installs later.
+    reloading: std::sync::Mutex<()>,
 }
 
 impl Default for Registry {
     fn default() -> Registry {
-        Registry { routes: RwLock::default(), psk: RwLock::default(), changes: tokio::sync::watch::Sender::new(0) }
+        Registry {
+            routes: RwLock::default(),
+            psk: RwLock::default(),
+            changes: tokio::sync::watch::Sender::new(0),
+            reloading: std::sync::Mutex::new(()),
+        }
     }
 }
 
@@ -124,6 +132,7 @@ impl Registry {
     /// Integrations that cannot run here (disabled, remote, or whose converter is gone) get no
     /// route, so their devices see 4.04.
     pub fn reload(&self, store: &dyn Store) -> coapgate_storage::Result<Vec<(uuid::Uuid, Lifecycle)>> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let mut running = Vec::new();
         let mut converters: HashMap<uuid::Uuid, Option<Converter>> = HashMap::new();
         for integration in store.all_integrations()? {

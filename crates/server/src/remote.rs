@@ -127,7 +127,9 @@ async fn remote(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("COAP_BIND_ADDRESS/COAP_BIND_PORT: cannot listen on udp {}", config.coap_bind))?;
     enlarge_socket_buffers(&coap_socket, config.socket_buffer_bytes);
     let script_micros = Arc::new(Histogram::new(SCRIPT_MICROS_BUCKETS));
-    let pipeline = Pipeline { writer, events: events.clone(), script_micros };
+    // The outbox never refuses a record as stale: the platform's configuration reaches this
+    // process only through the link, which installs it before the next uplink.
+    let pipeline = Pipeline { writer, events: events.clone(), script_micros, resync: None };
     let endpoint = CoapEndpoint::new(coap_socket, registry.clone(), pool.clone(), pipeline.clone(), endpoint_config(&config, outbox.clone()));
     let dtls_endpoint = match (&config.dtls, dtls_credentials) {
         (Some(dtls), Some(credentials)) => {

@@ -459,6 +459,7 @@ impl RemoteHub {
             entities,
             exchange: None,
             remote: Some(RemoteSeq { outbox: context.outbox, seq }),
+            converter: None,
         };
         counters.in_flight.fetch_add(1, Ordering::AcqRel);
         let acks = acks.clone();

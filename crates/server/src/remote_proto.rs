@@ -179,6 +179,7 @@ mod tests {
             entities: vec![device.clone(), asset.clone()],
             exchange: None,
             remote: None,
+            converter: None,
         };
         assert_eq!(decode_entities(&encode_record(&record)).unwrap(), vec![device, asset]);
         assert!(decode_entities(&[0xff, 0xff, 0xff]).is_err());

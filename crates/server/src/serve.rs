@@ -50,7 +50,7 @@ async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Res
     let jwt = Arc::new(blocking(|| Jwt::load(store.clone())).context("loading the token secret")?);
     // A blocking std socket, never registered with tokio: one thread receives on it in batches
     // and any thread sends (udp_io).
-    let coap_socket = std::net::UdpSocket::bind(&config.coap_bind)
+    let coap_socket = crate::udp_io::bind(&config.coap_bind, config.reuse_port)
         .with_context(|| format!("COAP_BIND_ADDRESS/COAP_BIND_PORT: cannot listen on udp {}", config.coap_bind))?;
     enlarge_socket_buffers(&coap_socket, config.socket_buffer_bytes);
     let coap_addr = coap_socket.local_addr()?;
@@ -71,7 +71,9 @@ async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Res
     );
     let endpoint_config = || endpoint_config(&config, store.clone());
     let script_micros = Arc::new(Histogram::new(SCRIPT_MICROS_BUCKETS));
-    let pipeline = Pipeline { writer: writer.clone(), events: events.clone(), script_micros: script_micros.clone() };
+    // Other nodes' configuration changes, and uplinks converted again after one.
+    let resync = Some(crate::config_sync::ConfigSync::start(store.clone(), registry.clone(), pool.clone())?);
+    let pipeline = Pipeline { writer: writer.clone(), events: events.clone(), script_micros: script_micros.clone(), resync };
     let endpoint = CoapEndpoint::new(coap_socket, registry.clone(), pool.clone(), pipeline.clone(), endpoint_config());
     // The DTLS endpoint: the same message layer and pipeline over the DTLS session table.
     let dtls_endpoint = match (&config.dtls, dtls_credentials) {

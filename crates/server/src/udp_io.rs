@@ -97,6 +97,22 @@ impl RecvBatch {
 }
 
 /// The sender's address as the kernel wrote it, for the two families a UDP socket can have.
+/// A UDP socket bound to `addr` (the first address it resolves to). With `reuse_port`, it is
+/// opened with SO_REUSEPORT, so the nodes of a cluster on one machine share the port: the kernel
+/// hashes each source address to one of the sockets, which keeps a device (and its DTLS session)
+/// on one node while the set of nodes stays the same.
+pub fn bind(addr: &str, reuse_port: bool) -> io::Result<UdpSocket> {
+    use std::net::ToSocketAddrs;
+    if !reuse_port {
+        return UdpSocket::bind(addr);
+    }
+    let addr = addr.to_socket_addrs()?.next().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {

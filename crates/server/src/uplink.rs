@@ -62,7 +62,7 @@ pub fn record_from_output(
         .into_iter()
         .map(|o| entity_update(o, received_ts))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(UplinkRecord { integration_id, allow_create_devices, received_ts, update_only_keys, entities, exchange: None, remote: None })
+    Ok(UplinkRecord { integration_id, allow_create_devices, received_ts, update_only_keys, entities, exchange: None, remote: None, converter: None })
 }
 
 fn entity_update(o: &Map<String, Value>, received_ts: Millis) -> Result<EntityUpdate, OutputError> {

@@ -1,0 +1,112 @@
+//! Keeps this node's routing table in step with configuration changes made on other nodes
+//! (several nodes on one PostgreSQL database), and converts again the uplinks such a change
+//! overtook.
+//!
+//! Two threads:
+//! - `config-watch` waits on the store's [`ConfigWatch`] (LISTEN/NOTIFY on PostgreSQL, with the
+//!   configuration epoch read at least every second: the fallback for a notification lost with
+//!   its connection) and reloads the registry whenever the epoch moved. The node that took the
+//!   REST call records the lifecycle events; the others only follow.
+//! - `config-refresh` serves [`ConfigSync::refresh_then`]: the writer refused a record because its
+//!   converter was saved (on any node) after the record was converted. Everything waiting gets
+//!   one reload, started after it asked, and is then converted again with the saved version.
+//!   The notification usually got there first; this path is what makes "no uplink is stored with
+//!   a converter older than one whose save returned" hold without waiting for it.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use coapgate_script::EnginePool;
+use coapgate_storage::{ConfigWatch, Store};
+
+use crate::registry::Registry;
+
+/// How long the watch waits for a notification before reading the epoch anyway.
+const POLL: Duration = Duration::from_secs(1);
+
+type Then = Box<dyn FnOnce() + Send>;
+
+pub struct ConfigSync {
+    registry: Arc<Registry>,
+    store: Arc<dyn Store>,
+    /// Where uplinks are converted again.
+    pool: Arc<EnginePool>,
+    waiting: Mutex<Vec<Then>>,
+    wake: Condvar,
+}
+
+impl ConfigSync {
+    /// Starts the refresh thread, and the watch thread when the store is shared with other nodes.
+    pub fn start(store: Arc<dyn Store>, registry: Arc<Registry>, pool: Arc<EnginePool>) -> anyhow::Result<Arc<ConfigSync>> {
+        let watch = store.config_watch()?;
+        let sync = Arc::new(ConfigSync { registry, store, pool, waiting: Mutex::new(Vec::new()), wake: Condvar::new() });
+        let refresher = sync.clone();
+        std::thread::Builder::new().name("config-refresh".into()).spawn(move || refresher.serve_refreshes())?;
+        if let Some(watch) = watch {
+            let watcher = sync.clone();
+            std::thread::Builder::new().name("config-watch".into()).spawn(move || watcher.follow(watch))?;
+        }
+        Ok(sync)
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn pool(&self) -> &EnginePool {
+        &self.pool
+    }
+
+    /// Runs `then` on the refresh thread after a reload of the routing table that started after
+    /// this call (whether or not it succeeded: `then` decides what a stale route means).
+    pub fn refresh_then(&self, then: Then) {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).push(then);
+        self.wake.notify_one();
+    }
+
+    fn serve_refreshes(&self) {
+        loop {
+            let batch = {
+                let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                while waiting.is_empty() {
+                    waiting = self.wake.wait(waiting).unwrap_or_else(|e| e.into_inner());
+                }
+                std::mem::take(&mut *waiting)
+            };
+            if let Err(e) = self.registry.reload(self.store.as_ref()) {
+                tracing::warn!("reloading the configuration for {} uplinks failed: {e}", batch.len());
+            }
+            for then in batch {
+                then();
+            }
+        }
+    }
+
+    fn follow(&self, mut watch: Box<dyn ConfigWatch>) {
+        let mut loaded: Option<i64> = None;
+        let mut failing = false;
+        loop {
+            match watch.wait(POLL) {
+                Ok(epoch) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("following other nodes' configuration changes again");
+                    }
+                    // The first epoch read reloads too: a change may have come between the
+                    // start-up load and this watch's first LISTEN.
+                    if loaded != Some(epoch) {
+                        match self.registry.reload(self.store.as_ref()) {
+                            Ok(_) => loaded = Some(epoch),
+                            Err(e) => tracing::warn!("reloading the configuration another node changed failed: {e}"),
+                        }
+                    }
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!("cannot follow other nodes' configuration changes: {e}; retrying every second");
+                    }
+                    std::thread::sleep(POLL);
+                }
+            }
+        }
+    }
+}

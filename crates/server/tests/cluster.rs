@@ -1,0 +1,379 @@
+//! Several `coapgate serve` nodes on one PostgreSQL database (a private cluster the tests start):
+//! a retransmission that reaches another node, the same message at two nodes at once, one new
+//! device name at three nodes at once, a converter saved on one node and used at once by the
+//! others, and three nodes sharing one CoAP port (SO_REUSEPORT) under CON load from 1,000
+//! devices while nodes are killed with SIGKILL and restarted.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use coapgate_coap::message::{Code, Message, MessageType, Token, option};
+use common::*;
+use serde_json::{Value, json};
+
+fn id_of(entity: &Value) -> String {
+    entity["id"]["id"].as_str().unwrap().to_string()
+}
+
+/// A node on `db`, with `env` (e.g. a shared CoAP port).
+fn node(db: &PgDatabase, env: &[(&str, &str)]) -> Server {
+    Server::start_on(db, temp_dir("cluster-node"), env)
+}
+
+/// The request `NAME,SEQ` with Message ID and token from `seq`.
+fn request(mtype: MessageType, path: &[String], name: &str, seq: u32) -> Message {
+    let mut m = Message::new(mtype, Code::POST, seq as u16);
+    m.token = Token::from_slice(&seq.to_be_bytes()).unwrap();
+    for s in path {
+        m.add_option(option::URI_PATH, s.as_bytes().to_vec());
+    }
+    m.payload = format!("{name},{seq}").into_bytes();
+    m
+}
+
+/// The next datagram `socket` receives, with its sender.
+fn receive(socket: &UdpSocket, timeout: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+    socket.set_read_timeout(Some(timeout)).unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = socket.recv_from(&mut buf).ok()?;
+    Some((buf[..n].to_vec(), from))
+}
+
+/// A device's copy sent to several nodes (at once, or one after the other) is stored once, and
+/// every node answers it with the same bytes: the first copy's response, stored with its data
+/// — for a NON too, whose response carries a Message ID of the node that first answered.
+#[test]
+fn a_message_at_two_nodes_is_stored_once_and_answered_alike() {
+    let db = PgCluster::database();
+    let (a, b) = (node(&db, &[]), node(&db, &[]));
+    let converter = a.create_converter("seq", SEQ_DECODER);
+    let integration = a.create_integration("twice", &converter, json!({}));
+    let path = endpoint_path(&integration);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut sent = 0;
+    for seq in 1..=200u32 {
+        let mtype = if seq % 4 == 0 { MessageType::NonConfirmable } else { MessageType::Confirmable };
+        let bytes = request(mtype, &path, "twice", seq).encode();
+        let at_once = seq % 2 == 0;
+        socket.send_to(&bytes, a.coap).unwrap();
+        let mut answers: HashMap<SocketAddr, Vec<u8>> = HashMap::new();
+        if at_once {
+            socket.send_to(&bytes, b.coap).unwrap();
+        } else {
+            let (answer, from) = receive(&socket, Duration::from_secs(10)).expect("an answer from the first node");
+            answers.insert(from, answer);
+            socket.send_to(&bytes, b.coap).unwrap();
+        }
+        while answers.len() < 2 {
+            let (answer, from) = receive(&socket, Duration::from_secs(10)).unwrap_or_else(|| panic!("seq {seq}: no answer from both nodes"));
+            answers.insert(from, answer);
+        }
+        let (first, second) = (&answers[&a.coap], &answers[&b.coap]);
+        let parsed = Message::parse(first).unwrap();
+        assert_eq!(parsed.code, Code::CREATED, "seq {seq}");
+        assert_eq!(first, second, "seq {seq} ({mtype:?}, at once: {at_once}): both nodes answer with the same bytes");
+        sent += 1;
+    }
+    let device = a.device("twice").expect("device created");
+    let stored = stored_seqs(&a, &id_of(&device));
+    assert_eq!(stored, (1..=sent).collect::<Vec<u32>>(), "every message stored exactly once");
+}
+
+/// Three nodes receive the first uplink of one new device name at the same moment: one device,
+/// three points.
+#[test]
+fn three_nodes_creating_one_device_make_one() {
+    let db = PgCluster::database();
+    let nodes: Vec<Server> = (0..3).map(|_| node(&db, &[])).collect();
+    let converter = nodes[0].create_converter("seq", SEQ_DECODER);
+    let integration = nodes[0].create_integration("race", &converter, json!({}));
+    let path = endpoint_path(&integration);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.coap).collect();
+    for round in 0..40u32 {
+        let name = format!("race-{round}");
+        let barrier = Arc::new(Barrier::new(3));
+        let senders: Vec<_> = addrs
+            .iter()
+            .enumerate()
+            .map(|(k, addr)| {
+                let (barrier, path, name, addr) = (barrier.clone(), path.clone(), name.clone(), *addr);
+                std::thread::spawn(move || {
+                    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    let m = request(MessageType::Confirmable, &path, &name, k as u32 + 1);
+                    barrier.wait();
+                    socket.send_to(&m.encode(), addr).unwrap();
+                    await_answer(&socket, &m, Duration::from_secs(10))
+                })
+            })
+            .collect();
+        for sender in senders {
+            assert_eq!(sender.join().unwrap(), Some(Code::CREATED), "{name}");
+        }
+        let page = nodes[1].api("GET", &format!("/api/tenant/devices?pageSize=10&page=0&textSearch={name}"), None);
+        let same: Vec<&Value> = page["data"].as_array().unwrap().iter().filter(|d| d["name"] == name.as_str()).collect();
+        assert_eq!(same.len(), 1, "{name}: one device for three simultaneous first uplinks: {page}");
+        assert_eq!(stored_seqs(&nodes[2], &id_of(same[0])), vec![1, 2, 3], "{name}");
+    }
+}
+
+/// A converter saved through one node is the converter of every uplink the other nodes answer
+/// after the save returned, 1,000 saves in a row, each followed at once by uplinks at both
+/// other nodes: no uplink is stored with an older version's output.
+#[test]
+fn a_converter_saved_on_one_node_is_used_at_once_by_the_others() {
+    let db = PgCluster::database();
+    let nodes: Vec<Server> = (0..3).map(|_| node(&db, &[])).collect();
+    let decoder = |version: u32| {
+        format!(
+            "var t = decodeToString(payload).split(','); \
+             return {{deviceName: 'conv', telemetry: {{ts: parseInt(t[1]), values: {{made: {version}, sent: parseInt(t[0])}}}}}};"
+        )
+    };
+    let mut converter = nodes[0].create_converter("versioned", &decoder(0));
+    let integration = nodes[0].create_integration("versioned", &converter, json!({}));
+    let path = endpoint_path(&integration);
+    let sockets = [UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap()];
+    let rounds = 1000u32;
+    let started = Instant::now();
+    for version in 1..=rounds {
+        converter["configuration"]["decoder"] = json!(decoder(version));
+        converter = nodes[0].api("POST", "/api/converter", Some(converter));
+        // Both other nodes at once, right after the save returned.
+        let requests: Vec<Message> = (0..2u32)
+            .map(|k| {
+                let seq = version * 2 + k;
+                let mut m = request(MessageType::Confirmable, &path, "unused", seq);
+                m.payload = format!("{version},{}", u64::from(seq) * 1000).into_bytes();
+                m
+            })
+            .collect();
+        for (k, m) in requests.iter().enumerate() {
+            sockets[k].send_to(&m.encode(), nodes[k + 1].coap).unwrap();
+        }
+        for (k, m) in requests.iter().enumerate() {
+            assert_eq!(await_answer(&sockets[k], m, Duration::from_secs(10)), Some(Code::CREATED), "version {version} at node {}", k + 1);
+        }
+    }
+    eprintln!("{rounds} saves, each followed by two uplinks at the other nodes, in {:?}", started.elapsed());
+    let device = nodes[1].device("conv").expect("device conv");
+    let base = format!("/api/plugins/telemetry/DEVICE/{}/values/timeseries?keys=made,sent&startTs=0&endTs=9999999999999&limit=100000&useStrictDataTypes=true", id_of(&device));
+    let history = nodes[2].api("GET", &base, None);
+    let points = |key: &str| -> BTreeMap<i64, u64> {
+        history[key].as_array().unwrap().iter().map(|p| (p["ts"].as_i64().unwrap(), p["value"].as_u64().unwrap())).collect()
+    };
+    let (made, sent) = (points("made"), points("sent"));
+    assert_eq!(sent.len(), 2 * rounds as usize, "every uplink stored once");
+    let old: Vec<_> = sent.iter().filter(|(ts, v)| made.get(ts) != Some(v)).collect();
+    assert!(old.is_empty(), "{} uplinks stored with an older converter, e.g. {:?}", old.len(), &old[..old.len().min(5)]);
+}
+
+/// One simulated device of the kill test: its own socket, one CON at a time, retransmitted
+/// every 500 ms until answered, whichever node answers.
+struct Device {
+    socket: mio::net::UdpSocket,
+    name: String,
+    next_seq: u32,
+    waiting: Option<Waiting>,
+    /// Sequence numbers answered 2.01.
+    acked: Vec<u32>,
+    /// Sequence numbers answered with anything else (must not be stored).
+    refused: Vec<u32>,
+    /// The piggybacked answer each acknowledged Message ID got first.
+    answers: HashMap<u16, Vec<u8>>,
+    /// Answers to a copy that differed from the first answer to that Message ID.
+    mismatches: Vec<String>,
+    retransmissions: u32,
+}
+
+struct Waiting {
+    message: Message,
+    bytes: Vec<u8>,
+    sent: Instant,
+    /// A copy of an answered request sent again, as if its ACK were lost.
+    copy: bool,
+}
+
+impl Device {
+    fn send(&mut self, target: SocketAddr, message: Message, copy: bool) {
+        let bytes = message.encode();
+        let _ = self.socket.send_to(&bytes, target);
+        self.waiting = Some(Waiting { message, bytes, sent: Instant::now(), copy });
+    }
+
+    /// Handles what arrived; returns whether the device is free for its next request.
+    fn receive(&mut self) -> bool {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = self.socket.recv_from(&mut buf) {
+            let Ok(answer) = Message::parse(&buf[..n]) else { continue };
+            let Some(waiting) = &self.waiting else { continue };
+            let piggybacked = answer.mtype == MessageType::Acknowledgement && answer.message_id == waiting.message.message_id;
+            if piggybacked && answer.code.is_empty() {
+                continue; // a separate response follows
+            }
+            let separate = !piggybacked && answer.token == waiting.message.token && !answer.code.is_empty();
+            if separate && answer.mtype == MessageType::Confirmable {
+                let ack = Message::new(MessageType::Acknowledgement, Code::EMPTY, answer.message_id);
+                let _ = self.socket.send_to(&ack.encode(), from);
+            }
+            if !(piggybacked || separate) {
+                continue;
+            }
+            let seq = waiting.message.message_id as u32;
+            let mid = waiting.message.message_id;
+            if waiting.copy {
+                if piggybacked && let Some(first) = self.answers.get(&mid) && first.as_slice() != &buf[..n] {
+                    self.mismatches.push(format!("{} seq {seq}: {:?} then {:?}", self.name, first, &buf[..n]));
+                }
+            } else if answer.code == Code::CREATED {
+                self.acked.push(seq);
+                if piggybacked {
+                    self.answers.insert(mid, buf[..n].to_vec());
+                }
+            } else {
+                self.refused.push(seq);
+            }
+            self.waiting = None;
+        }
+        self.waiting.is_none()
+    }
+}
+
+/// Three nodes share one CoAP port (SO_REUSEPORT) on one database; 1,000 devices send CONs
+/// while a random node is killed with SIGKILL and restarted, 20 times. Every uplink ends up
+/// answered, every 2.01 stored exactly once, nothing stored that was refused, and a copy of an
+/// answered request — which after a kill reaches another node — gets the bytes of the first
+/// answer.
+#[test]
+fn three_nodes_on_one_port_survive_20_kills_under_load() {
+    use mio::{Events, Interest, Poll, Token as PollToken};
+    let db = PgCluster::database();
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port_text = port.to_string();
+    let env = [("COAP_REUSE_PORT", "true"), ("COAP_BIND_PORT", port_text.as_str()), ("COAP_PIGGYBACK_TIMEOUT_MS", "2000")];
+    let mut nodes: Vec<Option<Server>> = (0..3).map(|_| Some(node(&db, &env))).collect();
+    let admin = nodes[0].as_ref().unwrap();
+    let converter = admin.create_converter("seq", SEQ_DECODER);
+    let integration = admin.create_integration("cluster", &converter, json!({}));
+    let path = endpoint_path(&integration);
+    let target: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+
+    let device_count = 1000;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drivers: Vec<_> = (0..2)
+        .map(|t| {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut poll = Poll::new().unwrap();
+                let mut devices: Vec<Device> = (0..device_count / 2)
+                    .map(|d| {
+                        let mut socket = mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+                        poll.registry().register(&mut socket, PollToken(d), Interest::READABLE).unwrap();
+                        Device {
+                            socket,
+                            name: format!("node-{t}-{d}"),
+                            next_seq: 1,
+                            waiting: None,
+                            acked: Vec::new(),
+                            refused: Vec::new(),
+                            answers: HashMap::new(),
+                            mismatches: Vec::new(),
+                            retransmissions: 0,
+                        }
+                    })
+                    .collect();
+                let mut events = Events::with_capacity(1024);
+                let mut rng: u64 = 0x9e37_79b9_7f4a_7c15 ^ t as u64;
+                let mut chance = move |one_in: u64| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng % one_in == 0
+                };
+                // After `stop`, only what is waiting is finished (retransmitted until answered).
+                let drain_until = |stopping: bool, devices: &[Device]| stopping && devices.iter().all(|d| d.waiting.is_none());
+                let mut last_scan = Instant::now();
+                loop {
+                    let stopping = stop.load(std::sync::atomic::Ordering::Relaxed);
+                    if drain_until(stopping, &devices) {
+                        break;
+                    }
+                    for device in devices.iter_mut() {
+                        if device.waiting.is_none() && !stopping {
+                            let seq = device.next_seq;
+                            device.next_seq += 1;
+                            let m = request(MessageType::Confirmable, &path, &device.name.clone(), seq);
+                            device.send(target, m, false);
+                        }
+                    }
+                    poll.poll(&mut events, Some(Duration::from_millis(50))).unwrap();
+                    for event in events.iter() {
+                        let device = &mut devices[event.token().0];
+                        let was_copy = device.waiting.as_ref().is_some_and(|w| w.copy);
+                        let free = device.receive();
+                        // Now and then the answer "got lost": the same request again.
+                        if free && !was_copy && !stopping && chance(20) && let Some(&seq) = device.acked.last() {
+                            let m = request(MessageType::Confirmable, &path, &device.name.clone(), seq);
+                            device.send(target, m, true);
+                        }
+                    }
+                    if last_scan.elapsed() >= Duration::from_millis(100) {
+                        last_scan = Instant::now();
+                        for device in devices.iter_mut() {
+                            if let Some(w) = &mut device.waiting
+                                && w.sent.elapsed() >= Duration::from_millis(500)
+                            {
+                                let _ = device.socket.send_to(&w.bytes, target);
+                                w.sent = Instant::now();
+                                device.retransmissions += 1;
+                            }
+                        }
+                    }
+                }
+                devices
+            })
+        })
+        .collect();
+
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut kills = 0;
+    while kills < 20 {
+        std::thread::sleep(Duration::from_millis(1500));
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let victim = (seed >> 33) as usize % 3;
+        let dir = nodes[victim].take().unwrap().kill();
+        kills += 1;
+        std::thread::sleep(Duration::from_millis(300));
+        nodes[victim] = Some(Server::start_on(&db, dir, &env));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let devices: Vec<Device> = drivers.into_iter().flat_map(|d| d.join().unwrap()).collect();
+
+    let reader = nodes[0].as_ref().unwrap();
+    let acked: usize = devices.iter().map(|d| d.acked.len()).sum();
+    let retransmissions: u32 = devices.iter().map(|d| d.retransmissions).sum();
+    let refused: usize = devices.iter().map(|d| d.refused.len()).sum();
+    eprintln!("{kills} kills: {acked} uplinks acknowledged, {refused} refused, {retransmissions} retransmissions");
+    assert!(acked >= 2 * device_count, "too little load to test anything: {acked}");
+    let mismatches: Vec<&String> = devices.iter().flat_map(|d| d.mismatches.iter()).collect();
+    assert!(mismatches.is_empty(), "copies answered with other bytes: {mismatches:?}");
+    let mut wrong = Vec::new();
+    for device in &devices {
+        let mut want = device.acked.clone();
+        want.sort_unstable();
+        want.dedup();
+        assert_eq!(want.len(), device.acked.len(), "{}: a sequence number acknowledged twice as new", device.name);
+        let stored = match reader.device(&device.name) {
+            Some(d) => stored_seqs(reader, &id_of(&d)),
+            None => Vec::new(),
+        };
+        if stored != want {
+            wrong.push(format!("{}: stored {:?}, acknowledged {:?}", device.name, stored, want));
+        }
+    }
+    assert!(wrong.is_empty(), "{} devices' stored uplinks differ from the acknowledged ones: {:?}", wrong.len(), &wrong[..wrong.len().min(5)]);
+}
