@@ -5,8 +5,10 @@
 //! Two threads:
 //! - `config-watch` waits on the store's [`ConfigWatch`] (LISTEN/NOTIFY on PostgreSQL, with the
 //!   configuration epoch read at least every second: the fallback for a notification lost with
-//!   its connection) and reloads the registry whenever the epoch moved. The node that took the
-//!   REST call records the lifecycle events; the others only follow.
+//!   its connection), reloads the registry whenever the epoch moved, and reports the epoch it
+//!   routes by (also a heartbeat). A REST change returns once every live node reported it
+//!   ([`Store::await_config_applied`], bounded by [`APPLY_WAIT`]). The node that took the REST
+//!   call records the lifecycle events; the others only follow.
 //! - `config-refresh` serves [`ConfigSync::refresh_then`]: the writer refused a record because its
 //!   converter was saved (on any node) after the record was converted. Everything waiting gets
 //!   one reload, started after it asked, and is then converted again with the saved version.
@@ -23,6 +25,9 @@ use crate::registry::Registry;
 
 /// How long the watch waits for a notification before reading the epoch anyway.
 const POLL: Duration = Duration::from_secs(1);
+/// The longest a REST change waits for the other nodes to apply it (a node killed a moment ago
+/// counts as live for three seconds).
+pub const APPLY_WAIT: Duration = Duration::from_secs(2);
 
 type Then = Box<dyn FnOnce() + Send>;
 
@@ -98,6 +103,12 @@ impl ConfigSync {
                             Ok(_) => loaded = Some(epoch),
                             Err(e) => tracing::warn!("reloading the configuration another node changed failed: {e}"),
                         }
+                    }
+                    // Also the heartbeat that keeps this node among those a change waits for.
+                    if let Some(epoch) = loaded
+                        && let Err(e) = watch.report(epoch)
+                    {
+                        tracing::debug!("reporting the applied configuration failed: {e}");
                     }
                 }
                 Err(e) => {

@@ -107,6 +107,7 @@ impl Uplink {
     /// Converts the uplink again with the converter as the registry has it after a reload:
     /// another node saved it after this uplink was converted.
     fn convert_again(mut self, sync: &ConfigSync) {
+        tracing::debug!("converting an uplink of {} again: its converter was saved meanwhile", self.route.integration.name);
         match sync.registry().lookup(&self.route.integration.routing_key) {
             Some(route) => self.route = route,
             None => return self.finish(Reply::new(Code::NOT_FOUND, "Not Found"), Some("the integration was removed".into())),

@@ -89,7 +89,13 @@ async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Res
         }
         _ => None,
     };
-    blocking(|| restore_exchanges(store.as_ref(), &config, dtls_endpoint.iter().chain([&endpoint])))?;
+    // On a store that claims exchanges itself (PostgreSQL: every node's, in the uplink's
+    // transaction), a retransmission the cache misses is still answered from the database; a
+    // refill would only load other nodes' exchanges, and grows with the cluster's rate (seconds
+    // per restart at 450,000).
+    if !store.claims_exchanges() {
+        blocking(|| restore_exchanges(store.as_ref(), &config, dtls_endpoint.iter().chain([&endpoint])))?;
+    }
     let http = TcpListener::bind(&config.http_bind)
         .await
         .with_context(|| format!("HTTP_BIND_ADDRESS/HTTP_BIND_PORT: cannot listen on tcp {}", config.http_bind))?;

@@ -187,10 +187,25 @@ pub trait Store: ExchangeLog + EventLog {
     /// removed them from its outbox and will never send them again.
     fn forget_remote_records(&self, integration_id: Uuid, outbox: Uuid, below: u64) -> Result<u64>;
 
+    /// Whether the uplink writer itself refuses a (peer, Message ID) committed within
+    /// EXCHANGE_LIFETIME, by whichever node, answering it with the stored response. Such a store
+    /// needs no refill of the deduplication caches at start-up: the cache only saves scripts.
+    fn claims_exchanges(&self) -> bool {
+        false
+    }
+
     /// For a store several nodes share: a watch that tells this node when any node changed the
     /// configuration (converters, integrations). `None` for a store only this process writes.
     fn config_watch(&self) -> Result<Option<Box<dyn ConfigWatch>>> {
         Ok(None)
+    }
+
+    /// For a store several nodes share: waits until every live node reports that it routes by
+    /// the current configuration, at most `within`; false when some node did not in time (it
+    /// has just died, or is stuck). A store only this process writes returns true at once.
+    fn await_config_applied(&self, within: std::time::Duration) -> Result<bool> {
+        let _ = within;
+        Ok(true)
     }
 
     /// Opens the writer for the uplink path. There is one per server: it owns its connection
@@ -205,6 +220,10 @@ pub trait ConfigWatch: Send {
     /// caller reloads when it differs from the epoch of its last reload. Reading the epoch each
     /// time is the fallback for a notification lost with a connection.
     fn wait(&mut self, timeout: std::time::Duration) -> Result<i64>;
+
+    /// Tells the other nodes that this one routes by the configuration of `epoch` and is alive
+    /// (called at least every second; see [`Store::await_config_applied`]).
+    fn report(&mut self, epoch: i64) -> Result<()>;
 }
 
 /// The uplink write path: many uplinks per durable transaction.

@@ -417,6 +417,11 @@ async fn reload_routes(state: &AppState) -> ApiResult<()> {
     let store = state.store.clone();
     let registry = state.registry.clone();
     let changes = blocking(move || registry.reload(store.as_ref())).await?;
+    // Other nodes on a shared database: the call returns once they route by it too.
+    let store = state.store.clone();
+    if !blocking(move || store.await_config_applied(crate::config_sync::APPLY_WAIT)).await? {
+        tracing::warn!("a node did not apply the configuration change within {:?}", crate::config_sync::APPLY_WAIT);
+    }
     for (integration, change) in changes {
         if change == Lifecycle::Stopped {
             state.events.flush_stats(Some(integration));

@@ -67,6 +67,9 @@ const POOL_IDLE: usize = 8;
 /// Held shared by every uplink batch and exclusively by every deletion of something the
 /// writers cache by name (see the module doc).
 pub(crate) const DELETION_LOCK: i64 = 0x636f_6170_6465_6c00; // "coapdel\0"
+/// A node that has not reported for this long is taken for dead: changes do not wait for it.
+/// Nodes report at least every second.
+const NODE_LIVENESS_MS: i64 = 3_000;
 /// The LISTEN/NOTIFY channel of configuration changes; the payload is the new epoch.
 const CONFIG_CHANNEL: &str = "coapgate_config";
 
@@ -997,8 +1000,32 @@ impl Store for PgStore {
         })
     }
 
+    fn claims_exchanges(&self) -> bool {
+        true
+    }
+
     fn config_watch(&self) -> Result<Option<Box<dyn ConfigWatch>>> {
-        Ok(Some(Box::new(PgConfigWatch { config: self.config.clone(), conn: None })))
+        Ok(Some(Box::new(PgConfigWatch { config: self.config.clone(), conn: None, node: Uuid::new_v4() })))
+    }
+
+    fn await_config_applied(&self, within: std::time::Duration) -> Result<bool> {
+        let deadline = std::time::Instant::now() + within;
+        self.with_conn(|c| {
+            let epoch: i64 = c.query_opt("SELECT epoch FROM config_epoch WHERE id = 1", &[])?.map_or(0, |r| r.get(0));
+            loop {
+                let live_since = crate::now_millis() - NODE_LIVENESS_MS;
+                let behind: i64 = c
+                    .query_opt("SELECT count(*) FROM cluster_node WHERE seen >= $1 AND applied_epoch < $2", &[&live_since, &epoch])?
+                    .map_or(0, |r| r.get(0));
+                if behind == 0 {
+                    return Ok(true);
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Ok(false);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
     }
 
     fn uplink_writer(&self) -> Result<Box<dyn UplinkWriter>> {
@@ -1010,6 +1037,8 @@ impl Store for PgStore {
 struct PgConfigWatch {
     config: PgConfig,
     conn: Option<Conn>,
+    /// This process's row in `cluster_node`.
+    node: Uuid,
 }
 
 impl ConfigWatch for PgConfigWatch {
@@ -1039,5 +1068,23 @@ impl ConfigWatch for PgConfigWatch {
                 Err(pg(e))
             }
         }
+    }
+
+    fn report(&mut self, epoch: i64) -> Result<()> {
+        let Some(conn) = self.conn.as_mut() else { return Ok(()) };
+        let now = crate::now_millis();
+        let result = conn
+            .client
+            .execute(
+                "INSERT INTO cluster_node (id, applied_epoch, seen) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET applied_epoch = excluded.applied_epoch, seen = excluded.seen",
+                &[&self.node, &epoch, &now],
+            )
+            // Rows of nodes gone for a day are of no use to anyone.
+            .and_then(|_| conn.client.execute("DELETE FROM cluster_node WHERE seen < $1", &[&(now - 86_400_000)]));
+        result.map(|_| ()).map_err(|e| {
+            self.conn = None;
+            pg(e)
+        })
     }
 }
