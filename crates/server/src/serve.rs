@@ -93,7 +93,7 @@ async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Res
     // transaction), a retransmission the cache misses is still answered from the database; a
     // refill would only load other nodes' exchanges, and grows with the cluster's rate (seconds
     // per restart at 450,000).
-    if !store.claims_exchanges() {
+    if !store.shared_by_nodes() {
         blocking(|| restore_exchanges(store.as_ref(), &config, dtls_endpoint.iter().chain([&endpoint])))?;
     }
     let http = TcpListener::bind(&config.http_bind)

@@ -411,3 +411,42 @@ fn three_nodes_on_one_port_survive_20_kills_under_load() {
     }
     assert!(wrong.is_empty(), "{} devices' stored uplinks differ from the acknowledged ones: {:?}", wrong.len(), &wrong[..wrong.len().min(5)]);
 }
+
+/// Behind an HTTP balancer a client's calls reach any node: a token from a login on one node is
+/// honoured by the others, logins at several nodes at once all survive, and a logout on one node
+/// ends the session on every node within a second.
+#[test]
+fn a_login_on_one_node_is_a_login_on_all() {
+    let db = PgCluster::database();
+    let nodes: Vec<Server> = (0..3).map(|_| node(&db, &[])).collect();
+    let login = |n: &Server| -> String {
+        let (status, body) = n.request("POST", "/api/auth/login", Some(json!({"username": ADMIN_USER, "password": ADMIN_PASSWORD})), None);
+        assert_eq!(status, 200, "{body}");
+        body["token"].as_str().unwrap().to_string()
+    };
+    // Three logins at once, one per node: none overwrites another.
+    let tokens: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = nodes.iter().map(|n| s.spawn(move || login(n))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let user = |n: &Server, token: &str| n.request("GET", "/api/auth/user", None, Some(token)).0;
+    for token in &tokens {
+        for n in &nodes {
+            let accepted = eventually(Duration::from_secs(3), || (user(n, token) == 200).then_some(()));
+            assert!(accepted.is_some(), "a token of a login on another node is honoured");
+        }
+    }
+    let (status, _) = nodes[0].request("POST", "/api/auth/logout", None, Some(&tokens[0]));
+    assert!((200..300).contains(&status));
+    let started = Instant::now();
+    for n in &nodes {
+        let ended = eventually(Duration::from_secs(5), || (user(n, &tokens[0]) == 401).then_some(()));
+        assert!(ended.is_some(), "a logout on one node ends the session on every node");
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "within the refresh bound: {:?}", started.elapsed());
+    for token in &tokens[1..] {
+        for n in &nodes {
+            assert_eq!(user(n, token), 200, "the other sessions live on");
+        }
+    }
+}

@@ -98,6 +98,14 @@ pub trait Store: ExchangeLog + EventLog {
     // Settings: small named values the server keeps across restarts (e.g. its token secret).
     fn setting(&self, name: &str) -> Result<Option<String>>;
     fn put_setting(&self, name: &str, value: &str) -> Result<()>;
+    /// Replaces a setting with what `change` makes of its current value, as one step for every
+    /// process sharing the store (on PostgreSQL, under the row's lock; a store only this process
+    /// writes needs no more than its callers serialising their updates). Returns the new value.
+    fn update_setting(&self, name: &str, change: &mut dyn FnMut(Option<String>) -> String) -> Result<String> {
+        let value = change(self.setting(name)?);
+        self.put_setting(name, &value)?;
+        Ok(value)
+    }
 
     fn user_count(&self) -> Result<u64>;
     fn insert_user(&self, user: &User) -> Result<()>;
@@ -187,10 +195,12 @@ pub trait Store: ExchangeLog + EventLog {
     /// removed them from its outbox and will never send them again.
     fn forget_remote_records(&self, integration_id: Uuid, outbox: Uuid, below: u64) -> Result<u64>;
 
-    /// Whether the uplink writer itself refuses a (peer, Message ID) committed within
-    /// EXCHANGE_LIFETIME, by whichever node, answering it with the stored response. Such a store
-    /// needs no refill of the deduplication caches at start-up: the cache only saves scripts.
-    fn claims_exchanges(&self) -> bool {
+    /// Whether several nodes may share this store (PostgreSQL). Then the uplink writer itself
+    /// refuses a (peer, Message ID) committed within EXCHANGE_LIFETIME by whichever node,
+    /// answering it with the stored response, so the deduplication caches need no refill at
+    /// start-up (they only save scripts); and what a node keeps in memory of the store (login
+    /// sessions, the routing table) must be refreshed from it.
+    fn shared_by_nodes(&self) -> bool {
         false
     }
 

@@ -358,7 +358,7 @@ pub async fn require_token(State(state): State<AppState>, mut request: Request, 
     if claims.scopes.iter().any(|s| s == REFRESH_SCOPE) {
         return Err(ApiError::unauthorized("Authentication failed", 10));
     }
-    if !state.jwt.sessions.is_live(claims.session_id, now_secs()) {
+    if !state.jwt.sessions.is_live(claims.session_id, now_secs()).await {
         return Err(ApiError::unauthorized("Session is no longer valid", 10));
     }
     let user = user_of(&state, &claims).await?;

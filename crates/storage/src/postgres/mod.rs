@@ -526,6 +526,19 @@ impl Store for PgStore {
         self.get_one("SELECT value FROM setting WHERE name = $1", &name, |r| r.get(0))
     }
 
+    fn update_setting(&self, name: &str, change: &mut dyn FnMut(Option<String>) -> String) -> Result<String> {
+        self.with_conn(|c| {
+            let mut tx = c.client.transaction().map_err(pg)?;
+            // The row exists before it is locked, so two nodes' first updates queue too.
+            tx.execute("INSERT INTO setting (name, value) VALUES ($1, '') ON CONFLICT (name) DO NOTHING", &[&name]).map_err(pg)?;
+            let current: String = tx.query_one("SELECT value FROM setting WHERE name = $1 FOR UPDATE", &[&name]).map_err(pg)?.get(0);
+            let value = change(Some(current).filter(|v| !v.is_empty()));
+            tx.execute("UPDATE setting SET value = $2 WHERE name = $1", &[&name, &value]).map_err(pg)?;
+            tx.commit().map_err(pg)?;
+            Ok(value)
+        })
+    }
+
     fn put_setting(&self, name: &str, value: &str) -> Result<()> {
         self.with_conn(|c| {
             c.execute(
@@ -1000,7 +1013,7 @@ impl Store for PgStore {
         })
     }
 
-    fn claims_exchanges(&self) -> bool {
+    fn shared_by_nodes(&self) -> bool {
         true
     }
 
