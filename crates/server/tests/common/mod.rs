@@ -87,9 +87,12 @@ impl Server {
         let (mut http, mut coap, mut dtls, mut rpc) = (None, None, None, None);
         let deadline = Instant::now() + Duration::from_secs(30);
         while http.is_none() || coap.is_none() {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("server did not print its banner; stdout: {:?}", stdout.lock().unwrap()));
+            let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+                // Not left running after the test fails.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("server did not print its banner; stdout: {:?}", stdout.lock().unwrap());
+            };
             if let Some(rest) = line.trim().strip_prefix("CoAP      udp://") {
                 coap = Some(rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap());
             }
