@@ -61,14 +61,14 @@ async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Res
         events.lifecycle(integration, change.name(), None);
     }
     let pool = Arc::new(start_script_pool(&config));
-    let (writer, _writer_thread) = writer::start(
-        blocking(|| store.uplink_writer()).context("opening the uplink writer")?,
-        WriterConfig {
-            queue_capacity: config.writer_queue_capacity,
-            max_batch: config.writer_max_batch,
-            batch_window: config.writer_batch_window,
-        },
-    );
+    let uplink_writer = blocking(|| store.uplink_writer()).context("opening the uplink writer")?;
+    let writer_config = WriterConfig {
+        queue_capacity: config.writer_queue_capacity,
+        max_batch: config.writer_max_batch,
+        batch_window: config.writer_batch_window,
+    };
+    // Blocking too: the writer sets its connection up for split durability.
+    let (writer, _writer_thread) = blocking(|| writer::start(uplink_writer, writer_config));
     let endpoint_config = || endpoint_config(&config, store.clone());
     let script_micros = Arc::new(Histogram::new(SCRIPT_MICROS_BUCKETS));
     // Other nodes' configuration changes, and uplinks converted again after one.

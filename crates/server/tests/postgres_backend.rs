@@ -182,6 +182,18 @@ fn run_outage_device(server: SocketAddr, path: Vec<String>, device: usize, stop:
 
 #[test]
 fn postgres_stopped_under_load_fails_uplinks_and_the_server_recovers() {
+    outage_under_load(PgCluster::stop_fast);
+}
+
+/// PostgreSQL crashing (`pg_ctl stop -m immediate`: no flush, no checkpoint) under load: commits
+/// the writer made with `synchronous_commit=off` but whose flush had not returned are lost, and
+/// none of them was acknowledged.
+#[test]
+fn postgres_crashing_under_load_loses_no_acknowledged_uplink() {
+    outage_under_load(PgCluster::crash);
+}
+
+fn outage_under_load(stop_postgres: fn(&PgCluster)) {
     // A cluster of its own: stopping it must not disturb the other tests.
     let cluster = Arc::new(PgCluster::start());
     let db = cluster.create_database();
@@ -198,7 +210,7 @@ fn postgres_stopped_under_load_fails_uplinks_and_the_server_recovers() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1000));
-    cluster.stop_fast();
+    stop_postgres(&cluster);
     std::thread::sleep(Duration::from_secs(3));
     cluster.restart();
     // Until every device got a 2.01 after a failure, or 60 s.

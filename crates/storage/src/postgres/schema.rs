@@ -113,7 +113,8 @@ CREATE INDEX event_by_time ON event (created_time);
 /// another node is found by the uniqueness constraint in the same transaction as the data
 /// (the writer's `claim_exchanges`); `config_epoch`, which every converter or integration
 /// change bumps, for nodes that missed a notification; `cluster_node`, where each node reports
-/// the epoch it routes by, so a change returns once every live node applied it.
+/// the epoch it routes by, so a change returns once every live node applied it; `wal_barrier`,
+/// what the writers' durability barriers write.
 const V2: &str = r#"
 DELETE FROM coap_exchange a USING coap_exchange b
     WHERE a.peer = b.peer AND a.message_id = b.message_id AND a.id < b.id;
@@ -123,6 +124,8 @@ CREATE TABLE config_epoch (id int PRIMARY KEY CHECK (id = 1), epoch bigint NOT N
 INSERT INTO config_epoch VALUES (1, 0);
 -- Every running node: the configuration epoch it routes by, and when it last said so.
 CREATE TABLE cluster_node (id uuid PRIMARY KEY, applied_epoch bigint NOT NULL, seen bigint NOT NULL);
+-- One row per uplink writer: its durability barrier updates it (see writer.rs, PgBarrier).
+CREATE TABLE wal_barrier (id uuid PRIMARY KEY, n bigint NOT NULL);
 "#;
 
 /// Brings the schema to the newest version and makes the rows every store needs (tenant id,

@@ -57,6 +57,9 @@ pub struct PgUplinkWriter {
     exchanges_behind: bool,
     /// The last call failed on a connection that no longer answers: reconnect before the next.
     broken: bool,
+    /// Durability is split off (`split_durability`): commits run with `synchronous_commit=off`
+    /// and a [`PgBarrier`] makes them durable.
+    split: bool,
 }
 
 /// Name → id maps, committed. Valid while `entity_epoch` equals `epoch` (see the module doc of
@@ -171,6 +174,7 @@ impl PgUplinkWriter {
             last_exchange_cleanup: Instant::now(),
             exchanges_behind: false,
             broken: false,
+            split: false,
         })
     }
 
@@ -179,6 +183,9 @@ impl PgUplinkWriter {
     fn reconnect_if_closed(&mut self) -> Result<()> {
         if self.broken || self.conn.client.is_closed() {
             self.conn = Conn::open(&self.config)?;
+            if self.split {
+                self.conn.client.batch_execute("SET synchronous_commit = off").map_err(pg)?;
+            }
             self.broken = false;
         }
         Ok(())
@@ -715,6 +722,17 @@ impl UplinkWriter for PgUplinkWriter {
         self.checked(result)
     }
 
+    /// Commits return once PostgreSQL has the transaction in its WAL buffers; the barrier
+    /// makes every one of them durable with a single flush. PostgreSQL's WAL is one sequence, so
+    /// a flush through the barrier's own commit record covers every commit before it — also
+    /// another node's commit that a batch here found (a duplicate is answered only after this
+    /// node's barrier, so after the first copy is durable).
+    fn split_durability(&mut self) -> Result<Option<Box<dyn crate::DurabilityBarrier>>> {
+        self.conn.client.batch_execute("SET synchronous_commit = off").map_err(pg)?;
+        self.split = true;
+        Ok(Some(Box::new(PgBarrier { config: self.config.clone(), conn: None, id: Uuid::new_v4() })))
+    }
+
     fn maintain(&mut self) -> Result<bool> {
         if !(self.exchanges_behind || self.last_exchange_cleanup.elapsed() >= EXCHANGE_CHECK) {
             return Ok(false);
@@ -765,5 +783,33 @@ impl PgUplinkWriter {
         let deleted = self.conn.client.execute(&statement, &[&before, &EXCHANGE_SLICE]).map_err(pg)?;
         self.exchanges_behind = deleted >= EXCHANGE_SLICE as u64;
         Ok(self.exchanges_behind)
+    }
+}
+
+/// Makes the writer's asynchronous commits durable: a transaction of its own that writes a row
+/// and commits with `synchronous_commit=on`, which returns only once the WAL is flushed through
+/// its commit record — through every commit that returned before. (It must write: PostgreSQL
+/// flushes at commit only for a transaction that wrote WAL; a bare `txid_current()` does not,
+/// which `postgres_crashing_under_load_loses_no_acknowledged_uplink` caught.)
+struct PgBarrier {
+    config: PgConfig,
+    conn: Option<Conn>,
+    /// This barrier's row in `wal_barrier`.
+    id: Uuid,
+}
+
+impl crate::DurabilityBarrier for PgBarrier {
+    fn sync(&mut self) -> Result<()> {
+        if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+            self.conn = Some(Conn::open(&self.config)?);
+        }
+        let conn = self.conn.as_mut().expect("opened above");
+        let result = conn
+            .prepared("INSERT INTO wal_barrier (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = wal_barrier.n + 1")
+            .and_then(|flush| conn.client.execute(&flush, &[&self.id]).map_err(pg));
+        if result.is_err() {
+            self.conn = None;
+        }
+        result.map(|_| ())
     }
 }

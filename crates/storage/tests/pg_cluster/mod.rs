@@ -215,6 +215,12 @@ impl PgCluster {
         self.run("pg_ctl", &["stop", "-m", "fast", "-w", "-t", "60", "-D", &self.data_dir().to_string_lossy()]);
     }
 
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`: every process quits at
+    /// once, WAL not yet written is lost, recovery runs at the next start).
+    pub fn crash(&self) {
+        self.run("pg_ctl", &["stop", "-m", "immediate", "-w", "-t", "60", "-D", &self.data_dir().to_string_lossy()]);
+    }
+
     /// Starts the stopped server again, on the same port.
     pub fn restart(&self) {
         let options = format!(
