@@ -101,7 +101,8 @@ impl ProgressLines {
         }
         self.last_line = now;
         let elapsed = now.duration_since(self.table_started).as_secs_f64();
-        let rate = if elapsed > 0.0 { format!("{:.0} rows/s", (p.copied - self.first_copied) as f64 / elapsed) } else { String::new() };
+        // A table copied in a moment has no meaningful rate.
+        let rate = if elapsed >= 0.5 { format!("{:.0} rows/s", (p.copied - self.first_copied) as f64 / elapsed) } else { String::new() };
         println!(
             "  {:<20} {:>12} / {:<12} {rate:>16}  [{:.0} s]{}",
             p.table,

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use coapgate_coap::message::Code;
@@ -112,5 +112,78 @@ fn a_seeded_sqlite_server_continues_on_postgres_after_migrate() {
         (latest["temperature"][0]["value"] == "26.5").then_some(latest)
     });
     assert!(latest.is_some(), "the new uplink's point");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// One uplink stores `POINTS_PER_UPLINK` timestamps of two keys for the device it names.
+const MANY_POINTS_DECODER: &str = "var name = decodeToString(payload); var t = []; \
+     for (var i = 0; i < 1500; i++) t.push({ts: 1735689600000 + i * 60000, values: {t: i / 4, n: i}}); \
+     return {deviceName: name, deviceType: 'meter', telemetry: t};";
+const POINTS_PER_UPLINK: i64 = 1500 * 2;
+
+#[test]
+fn a_migration_killed_at_any_moment_finishes_on_the_next_run() {
+    const DEVICES: i64 = 40;
+    const POINTS: i64 = DEVICES * POINTS_PER_UPLINK;
+    // The points of a server killed within the compactor's 10 s: all in ts_kv_recent.
+    let server = Server::start();
+    let converter = server.create_converter("many points", MANY_POINTS_DECODER);
+    let integration = server.create_integration("many points", &converter, json!({}));
+    let mut client = CoapClient::new(server.coap);
+    for d in 0..DEVICES {
+        assert_eq!(client.post(&endpoint_path(&integration), format!("dev-{d}").as_bytes()), Code::CREATED);
+    }
+    let dir = server.kill();
+    let db = PgCluster::database();
+    let data_dir = dir.to_string_lossy().into_owned();
+    let args = ["--data-dir", data_dir.as_str(), "--to", &db.url(), "--chunk-rows", "2000"];
+    let mut admin = postgres::Client::connect(&db.url(), postgres::NoTls).unwrap();
+    let copied_points = |admin: &mut postgres::Client| -> i64 {
+        admin
+            .query_opt("SELECT rows_copied FROM migration_progress WHERE table_name = 'ts_kv'", &[])
+            .ok()
+            .flatten()
+            .map_or(0, |r| r.get(0))
+    };
+    let (mut kills, mut killed_while_copying_points) = (0, 0);
+    let mut delay = Duration::from_millis(100);
+    let started = std::time::Instant::now();
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(300), "never finished: {kills} kills");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_coapgate"))
+            .arg("migrate")
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        let copied = copied_points(&mut admin);
+        if copied > 0 && copied < POINTS {
+            killed_while_copying_points += 1;
+        }
+        // Kills early and late in a run, again and again: every run but the first few starts
+        // copying at once, so most land in the middle of the points.
+        delay = Duration::from_millis(100 + 150 * (kills % 10));
+    }
+    assert!(kills >= 2 && killed_while_copying_points >= 1, "{kills} kills, {killed_while_copying_points} while copying points");
+    // The run after the last kill finished; one more only checks the counts again.
+    let out = migrate(&args, &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}{stdout}", text(&out.stderr));
+    assert!(stdout.contains("counts match") && stdout.contains("resumed: copied 0 rows"), "{stdout}");
+    let ts_kv = stdout.lines().find(|l| l.starts_with("ts_kv ")).unwrap();
+    assert_eq!(ts_kv.split_whitespace().skip(1).collect::<Vec<_>>(), [POINTS.to_string(), POINTS.to_string()], "{stdout}");
+    // Every point once, with its value: the primary key would have refused a second copy.
+    let sum: f64 = admin.query_one("SELECT sum(coalesce(dbl_v, long_v)) FROM ts_kv", &[]).unwrap().get(0);
+    let per_device: f64 = (0..1_500).map(|i| i as f64 / 4.0 + i as f64).sum();
+    assert_eq!(sum, DEVICES as f64 * per_device);
     let _ = std::fs::remove_dir_all(dir);
 }

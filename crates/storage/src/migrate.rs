@@ -404,6 +404,9 @@ const TABLES: &[Table] = &[
 /// Serial columns whose sequences must continue after the copied ids.
 const SEQUENCES: &[(&str, &str)] = &[("key_dictionary", "key_id"), ("event", "seq"), ("coap_exchange", "id")];
 
+/// Held by the run copying into a database (session-level advisory lock).
+const MIGRATE_LOCK: i64 = 0x636f_6170_6d76_0000; // "coapmv\0\0"
+
 /// The migration's own bookkeeping in the target. Not part of the versioned schema: only this
 /// tool reads it, and `serve` never needs it.
 const BOOKKEEPING: &str = "
@@ -567,7 +570,18 @@ pub fn migrate(
     // A chunk lost in a PostgreSQL crash is lost with its progress mark: no need to wait for
     // each commit's flush.
     client.batch_execute("SET synchronous_commit = off").map_err(pg)?;
+    // Creating a partition or bookkeeping table that exists is a NOTICE: not worth a log line.
+    client.batch_execute("SET client_min_messages = warning").map_err(pg)?;
     client.batch_execute(BOOKKEEPING).map_err(pg)?;
+    // Held for the session: a second run into the same database would copy the same chunks.
+    let alone: bool = client.query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATE_LOCK]).map_err(pg)?.get(0);
+    if !alone {
+        return Err(StorageError::Other(format!(
+            "another coapgate migrate is copying into postgres://{}/{}: let it finish",
+            target.address(),
+            target.dbname()
+        )));
+    }
     let resumed = claim_target(client, tenant_id, source, target)?;
     let mut marks: HashMap<String, Mark> = client
         .query("SELECT table_name, last_key, rows_copied, done FROM migration_progress", &[])
