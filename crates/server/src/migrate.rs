@@ -101,8 +101,9 @@ impl ProgressLines {
         }
         self.last_line = now;
         let elapsed = now.duration_since(self.table_started).as_secs_f64();
-        // A table copied in a moment has no meaningful rate.
-        let rate = if elapsed >= 0.5 { format!("{:.0} rows/s", (p.copied - self.first_copied) as f64 / elapsed) } else { String::new() };
+        // A few rows have no meaningful rate (the first table's time includes opening both sides).
+        let rows = p.copied - self.first_copied;
+        let rate = if rows >= 1000 && elapsed > 0.0 { format!("{:.0} rows/s", rows as f64 / elapsed) } else { String::new() };
         println!(
             "  {:<20} {:>12} / {:<12} {rate:>16}  [{:.0} s]{}",
             p.table,
