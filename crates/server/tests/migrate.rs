@@ -112,6 +112,15 @@ fn a_seeded_sqlite_server_continues_on_postgres_after_migrate() {
         (latest["temperature"][0]["value"] == "26.5").then_some(latest)
     });
     assert!(latest.is_some(), "the new uplink's point");
+
+    // Now the target holds a point the source does not: a new run says so and fails.
+    let after = migrate(&["--data-dir", &data_dir, "--to", &db.url()], &[]);
+    let stdout = text(&after.stdout);
+    assert!(!after.status.success(), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("ts_kv ") && l.ends_with("MISMATCH")), "{stdout}");
+    // (and its exchange, and the new server's lifecycle events, once recorded)
+    let stderr = text(&after.stderr);
+    assert!(stderr.contains("counts differ for ts_kv, ") && stderr.contains("coap_exchange"), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
