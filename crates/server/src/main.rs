@@ -19,6 +19,7 @@
 //! - [`console`]: the web console, embedded static files served at `/`.
 //! - [`decode`]: `coapgate decode`, the offline converter runner.
 //! - [`check`]: `coapgate check`, verifies a data directory.
+//! - [`migrate`]: `coapgate migrate`, a stopped server's SQLite data directory into PostgreSQL.
 //! - [`bench`]: `coapgate bench`, the CoAP load generator.
 //! - [`reset_password`]: `coapgate reset-password`, a user's password from the command line.
 //! - [`private_files`]: umask 077 and 0600 data files (secrets live in the databases).
@@ -37,6 +38,7 @@ mod events;
 mod histogram;
 mod http_server;
 mod metrics;
+mod migrate;
 mod pipeline;
 mod private_files;
 mod registry;
@@ -112,6 +114,10 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Copy a stopped server's SQLite data directory into PostgreSQL (every entity, point,
+    /// attribute, event and setting, with its ids), then compare the row counts of both; run
+    /// it again after an interruption and it continues where it stopped.
+    Migrate(migrate::MigrateArgs),
     /// Print a configuration file with every setting, its default and what it does.
     Config,
     /// Run a converter script on one payload, offline, with the server's engine.
@@ -158,6 +164,7 @@ fn main() -> std::process::ExitCode {
             print!("{}", config::commented_example());
             Ok(())
         }
+        Command::Migrate(args) => migrate::run(args),
         Command::Decode(args) => decode::run(args),
         Command::Bench(args) => bench::run(args),
         Command::ResetPassword(args) => reset_password::run(args),

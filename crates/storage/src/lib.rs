@@ -5,6 +5,7 @@
 //! - [`sqlite`]: the SQLite backend (bundled SQLite, WAL, one writer connection).
 //! - [`postgres`]: the PostgreSQL backend, for several nodes on one database (not yet selectable
 //!   in `serve`; see issue 15).
+//! - [`migrate`]: `coapgate migrate`, a SQLite data directory copied into PostgreSQL, resumable.
 //! - [`outbox`]: a remote integration's durable outbox (SQLite too): converted uplinks waiting
 //!   for the platform's acknowledgement, with their CoAP exchanges.
 //!
@@ -14,6 +15,7 @@
 //! `tests/backends.rs` runs one set of behaviours against each.
 
 mod listing;
+pub mod migrate;
 pub mod model;
 pub mod outbox;
 pub mod postgres;

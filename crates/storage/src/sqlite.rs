@@ -484,7 +484,7 @@ fn history_path(path: &Path) -> PathBuf {
 }
 
 /// A connection to the main database with the history database attached as `hist`.
-fn open_connection(path: &Path) -> Result<Connection> {
+pub(crate) fn open_connection(path: &Path) -> Result<Connection> {
     let conn = open_main_connection(path)?;
     let history = history_path(path);
     (|| -> Result<()> {
@@ -1500,6 +1500,15 @@ fn start_compactor(conn: Connection, moved: std::sync::Weak<AtomicI64>) -> Resul
         })
         .map_err(|e| StorageError::Other(format!("cannot start the compactor thread: {e}")))?;
     Ok(())
+}
+
+/// Moves every point still waiting in ts_kv_recent into the history database, chunk by chunk,
+/// as the compactor would (for `coapgate migrate`, which then reads the history alone); `conn`
+/// has `hist` attached. Returns how many points were moved.
+pub(crate) fn move_all_recent(conn: &Connection) -> Result<u64> {
+    let waiting: i64 = conn.query_row(&format!("SELECT count(*) FROM ts_kv_recent WHERE {UNMOVED}"), [], |r| r.get(0))?;
+    while move_recent(conn)?.1 {}
+    Ok(waiting as u64)
 }
 
 const WAITING: &str = "SELECT moved_upto, coalesce((SELECT max(rowid) FROM ts_kv_recent), 0) FROM hist.compaction";

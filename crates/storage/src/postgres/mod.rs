@@ -40,7 +40,7 @@
 //! indexes small. `ts_kv_latest` is maintained by the writer in the batch's transaction.
 
 mod config;
-mod schema;
+pub(crate) mod schema;
 mod writer;
 
 use std::collections::HashMap;
@@ -55,6 +55,7 @@ use crate::listing::*;
 use crate::model::*;
 use crate::{ConfigWatch, EventLog, ExchangeLog, Result, StorageError, Store, UplinkWriter};
 
+pub(crate) use config::error_text;
 pub use config::{PgConfig, redact as redact_url};
 pub use writer::PgUplinkWriter;
 
