@@ -684,6 +684,15 @@ fn open_source(source: &Path) -> Result<(rusqlite::Connection, crate::SqliteStor
     let [_, _, events] = crate::sqlite::data_files(source);
     conn.execute("ATTACH DATABASE ?1 AS ev", [events.to_string_lossy()])?;
     let moved = crate::sqlite::move_all_recent(&conn)?;
+    // PostgreSQL keeps one exchange per (peer, Message ID) (a unique index, which makes
+    // deduplication hold across nodes); SQLite's log can still hold an older exchange of a key
+    // reused after its lifetime that upkeep has not deleted yet. Only the newest ever answers a
+    // retransmission, so the older ones go, here as SQLite's upkeep would have removed them.
+    conn.execute(
+        "DELETE FROM main.coap_exchange_log WHERE rowid NOT IN \
+         (SELECT max(rowid) FROM main.coap_exchange_log GROUP BY peer, message_id)",
+        [],
+    )?;
     Ok((conn, store, moved))
 }
 

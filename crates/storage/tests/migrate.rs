@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use coapgate_storage::migrate::{MigrateOptions, MigrationReport, migrate};
 use coapgate_storage::model::*;
-use coapgate_storage::{EventLog, PgConfig, PgStore, SqliteStore, Store};
+use coapgate_storage::{ExchangeLog, EventLog, PgConfig, PgStore, SqliteStore, Store};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -45,6 +45,7 @@ fn record(entities: Vec<EntityUpdate>, received_ts: i64) -> UplinkRecord {
         entities,
         exchange: None,
         remote: None,
+        converter: None,
     }
 }
 
@@ -388,4 +389,28 @@ fn a_target_with_other_data_is_refused() {
     // No database at all at the source.
     let e = migrate(&one.0.join("nothing.db"), &target, &MigrateOptions::default(), &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("no coapgate database"), "{e}");
+}
+
+#[test]
+fn an_exchange_key_logged_twice_arrives_once_the_newest() {
+    // SQLite's log can hold an older exchange of a (peer, Message ID) reused after its lifetime
+    // until upkeep deletes it; PostgreSQL keeps one per key (a unique index).
+    let dir = TempDir::new();
+    let path = dir.0.join("coapgate.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        let mut writer = store.uplink_writer().unwrap();
+        for (ts, response) in [(1_000, 1u8), (300_000, 2), (300_001, 3)] {
+            let mut r = record(vec![device("X", None, None, vec![(ts, vec![("t", KvValue::Long(ts))])])], ts);
+            let message_id = if response == 3 { 8 } else { 7 };
+            r.exchange = Some(Exchange { peer: "10.0.0.9:5683".into(), message_id, ts, response: vec![response] });
+            writer.commit(&[r]).unwrap()[0].as_ref().unwrap();
+        }
+    }
+    let db = pg_cluster::PgCluster::database();
+    let report = migrate(&path, &PgConfig::from_url(&db.url()).unwrap(), &MigrateOptions::default(), &mut |_| {}).unwrap();
+    assert!(report.mismatches().is_empty(), "{:?}", report.counts);
+    let postgres = PgStore::connect(&db.url()).unwrap();
+    let exchanges: Vec<(u16, Vec<u8>)> = postgres.recent_exchanges(0, 10).unwrap().into_iter().map(|e| (e.message_id, e.response)).collect();
+    assert_eq!(exchanges, vec![(7, vec![2]), (8, vec![3])]);
 }
