@@ -204,8 +204,9 @@ impl PgUplinkWriter {
         let cache = &mut self.cache;
         let mut tx = client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&DELETION_LOCK])?;
-        // A statement of its own, after the lock: its snapshot sees every deletion committed.
-        let epoch: i64 = tx.query_one("SELECT epoch FROM entity_epoch WHERE id = 1", &[])?.get(0);
+        // A statement of its own, after the lock: its snapshot sees every deletion and every
+        // converter save committed. One round trip for the epoch and the converters' versions.
+        let (epoch, current) = epoch_and_versions(&mut tx, statements, batch)?;
         if cache.epoch != Some(epoch) {
             cache.names = Names::default();
             cache.epoch = Some(epoch);
@@ -249,7 +250,6 @@ impl PgUplinkWriter {
             tx.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::int8[]) AS k", &[&locks])?;
         }
         let mut pending = Batch::default();
-        let current = converter_versions(&mut tx, statements, batch)?;
         let stale: Vec<bool> = batch
             .iter()
             .map(|r| r.converter.is_some_and(|c| current.get(&c.id).is_none_or(|stored| *stored > c.version)))
@@ -609,23 +609,29 @@ impl BatchWriter<'_, '_> {
     }
 }
 
-/// The stored version of every converter the batch's records were made with. Read after the
-/// batch took [`DELETION_LOCK`] shared, which every converter save takes exclusively: a save
-/// either committed before this read (its version is seen here, and older outputs are refused)
-/// or waits for this batch's `COMMIT` (so the batch commits before the save returns).
-fn converter_versions(
+/// `entity_epoch`, and the stored version of every converter the batch's records were made
+/// with. Read after the batch took [`DELETION_LOCK`] shared, which every converter save takes
+/// exclusively: a save either committed before this read (its version is seen here, and older
+/// outputs are refused) or waits for this batch's `COMMIT` (so the batch commits before the
+/// save returns).
+fn epoch_and_versions(
     tx: &mut Transaction<'_>,
     statements: &mut HashMap<String, Statement>,
     batch: &[UplinkRecord],
-) -> std::result::Result<HashMap<Uuid, i64>, postgres::Error> {
+) -> std::result::Result<(i64, HashMap<Uuid, i64>), postgres::Error> {
     let mut ids: Vec<Uuid> = batch.iter().filter_map(|r| r.converter.map(|c| c.id)).collect();
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
     ids.sort_unstable();
     ids.dedup();
-    let select = statement(tx, statements, "SELECT id, version FROM converter WHERE id = ANY($1)")?;
-    Ok(tx.query(&select, &[&ids])?.iter().map(|row| (row.get(0), row.get(1))).collect())
+    let select = statement(
+        tx,
+        statements,
+        "SELECT (SELECT epoch FROM entity_epoch WHERE id = 1), c.id, c.version \
+         FROM (SELECT 1) AS one LEFT JOIN converter c ON c.id = ANY($1)",
+    )?;
+    let rows = tx.query(&select, &[&ids])?;
+    let epoch = rows.first().map_or(0, |r| r.get(0));
+    let versions = rows.iter().filter_map(|r| Some((r.get::<_, Option<Uuid>>(1)?, r.get::<_, Option<i64>>(2)?))).collect();
+    Ok((epoch, versions))
 }
 
 /// Claims the (peer, Message ID) of every record's CoAP exchange before anything of the batch
