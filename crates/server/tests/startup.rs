@@ -185,8 +185,8 @@ fn database_url_without_a_path_is_refused() {
 
 /// Starts `serve` without COAPGATE_ADMIN_PASSWORD in the environment and returns the process, the
 /// REST base URL and all of stdout up to and including the banner.
-fn start_without_password(data_dir: &Path) -> (Child, String, String) {
-    let mut cmd = serve_command(data_dir, &[], &[]);
+fn start_without_password(data_dir: &Path, env: &[(&str, &str)]) -> (Child, String, String) {
+    let mut cmd = serve_command(data_dir, env, &[]);
     cmd.env_remove("COAPGATE_ADMIN_PASSWORD").env_remove("COAPGATE_ADMIN_USERNAME").stderr(Stdio::null());
     let mut child = cmd.spawn().expect("starting coapgate");
     let (tx, rx) = mpsc::channel();
@@ -233,8 +233,14 @@ fn stop(mut child: Child) {
 
 #[test]
 fn generated_admin_password_is_printed_once_and_works() {
+    // The admin user is stored in the database: on PostgreSQL, a database per data directory
+    // (each handle keeps the test cluster up).
+    let (first_db, other_db) = (on_postgres().then(PgCluster::database), on_postgres().then(PgCluster::database));
+    let (first_url, other_url) = (first_db.as_ref().map(PgDatabase::url), other_db.as_ref().map(PgDatabase::url));
+    let first_env: Vec<(&str, &str)> = first_url.iter().map(|url| ("DATABASE_URL", url.as_str())).collect();
+    let other_env: Vec<(&str, &str)> = other_url.iter().map(|url| ("DATABASE_URL", url.as_str())).collect();
     let data_dir = temp_dir("startup-password");
-    let (child, http, banner) = start_without_password(&data_dir);
+    let (child, http, banner) = start_without_password(&data_dir, &first_env);
     let admin_line = banner
         .lines()
         .find(|l| l.contains(ADMIN_USER))
@@ -252,7 +258,7 @@ fn generated_admin_password_is_printed_once_and_works() {
     stop(child);
 
     // Second start on the same data: no password printed, the first one still works.
-    let (child, http, banner) = start_without_password(&data_dir);
+    let (child, http, banner) = start_without_password(&data_dir, &first_env);
     assert!(!banner.contains(&password), "the password was printed again:\n{banner}");
     assert!(!banner.contains("generated"), "a password was generated again:\n{banner}");
     assert_eq!(login(&http, ADMIN_USER, &password), 200, "the first password survives a restart");
@@ -260,7 +266,7 @@ fn generated_admin_password_is_printed_once_and_works() {
 
     // Another first start generates another password.
     let other_dir = temp_dir("startup-password-2");
-    let (child, _, other_banner) = start_without_password(&other_dir);
+    let (child, _, other_banner) = start_without_password(&other_dir, &other_env);
     assert!(!other_banner.contains(&password), "two data dirs got the same generated password");
     stop(child);
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -349,6 +355,9 @@ fn config_file_from_coapgate_config_is_accepted_by_serve() {
     let file = data_dir.join("coapgate.toml");
     std::fs::write(&file, &file_text).unwrap();
     let other_dir = temp_dir("startup-config-env");
+    // The printed file sets `database_url = ""` (SQLite in the data directory) and the file wins
+    // over the environment, so this server runs on SQLite also when the suite runs on
+    // PostgreSQL: the subject is the file, not the database.
     let server = Server::start_in(other_dir.clone(), &[], &["--config", file.to_str().unwrap()]);
     assert!(data_dir.join("coapgate.db").exists(), "the file's coapgate_data_dir was not used:\n{file_text}");
     // The file wins over the environment: its empty password means a generated one.
