@@ -275,3 +275,20 @@ fn reset_password_works_on_postgres_and_check_says_it_is_sqlite_only() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("not available for PostgreSQL yet"), "{stderr}");
 }
+
+/// Nodes started together on one new database: one creates the admin user, the others find it
+/// (none fails because another created it between its look and its insert), and it logs in on
+/// every node.
+#[test]
+fn servers_started_together_on_a_new_database_all_start() {
+    let db = PgCluster::database();
+    let servers: Vec<Server> = std::thread::scope(|scope| {
+        let starts: Vec<_> = (0..3).map(|_| scope.spawn(|| Server::start_on(&db, temp_dir("pg-together"), &[]))).collect();
+        starts.into_iter().map(|s| s.join().expect("a server failed to start")).collect()
+    });
+    for server in &servers {
+        let (status, body) =
+            server.request("POST", "/api/auth/login", Some(json!({"username": ADMIN_USER, "password": ADMIN_PASSWORD})), None);
+        assert_eq!(status, 200, "{body}");
+    }
+}
