@@ -145,14 +145,26 @@ fn configuration_errors_stop_startup_with_one_line() {
             vec!["COAPGATE_DATA_DIR", "DATABASE_URL", "--data-dir"],
         ),
     ];
+    // On PostgreSQL the cases run on a database of the test cluster: some fail only after the
+    // store is open (the ports), and must still fail cleanly. Not those that choose the database
+    // or the data directory: where SQLite's file goes is their subject, and on PostgreSQL the
+    // server keeps nothing in the data directory.
+    let database = on_postgres().then(PgCluster::database);
+    let url = database.as_ref().map(PgDatabase::url);
     // Run them two at a time: each is a process start, and the machine is shared.
     std::thread::scope(|scope| {
         for chunk in cases.chunks(cases.len().div_ceil(2)) {
-            let data_dir = &data_dir;
+            let (data_dir, url) = (&data_dir, &url);
             scope.spawn(move || {
                 for (what, env, args, needles) in chunk {
+                    let mut env = env.clone();
+                    let about_sqlite = env.iter().any(|(k, _)| matches!(*k, "DATABASE_URL" | "COAPGATE_DATA_DIR"))
+                        || args.contains(&"--data-dir");
+                    if let Some(url) = url.as_deref().filter(|_| !about_sqlite) {
+                        env.insert(0, ("DATABASE_URL", url));
+                    }
                     let started = Instant::now();
-                    let out = serve_must_fail(data_dir, env, args);
+                    let out = serve_must_fail(data_dir, &env, args);
                     let line = the_error_line(what, &out);
                     assert!(
                         needles.iter().any(|n| line.contains(n)),
