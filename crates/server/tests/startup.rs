@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use coapgate_coap::message::Code;
 use common::*;
 use serde_json::{Value, json};
 
@@ -283,6 +284,16 @@ fn generated_admin_password_is_printed_once_and_works() {
     stop(child);
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_dir_all(&other_dir);
+}
+
+/// SIGTERM (a service manager's stop) ends `serve` with exit status 0, whatever the store.
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let server = Server::start();
+    let integration = server.seed_integration();
+    assert_eq!(CoapClient::new(server.coap).post(&endpoint_path(&integration), SEED_PAYLOAD.as_bytes()), Code::CREATED);
+    let status = server.terminate().expect("the server still runs 10 s after SIGTERM");
+    assert!(status.success(), "serve ended with {status} on SIGTERM");
 }
 
 fn run(args: &[&str]) -> Output {

@@ -226,6 +226,14 @@ impl Server {
         self.child.id()
     }
 
+    /// Stops the process as a service manager does (SIGTERM) and returns how it exited; `None`
+    /// if it was still running after 10 s (then it is killed).
+    pub fn terminate(mut self) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid, which it keeps until we wait for it.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        eventually(Duration::from_secs(10), || self.child.try_wait().unwrap())
+    }
+
     /// Resident memory of the server process in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
