@@ -217,11 +217,6 @@ impl Server {
         DataDir { path, database: self.database.take() }
     }
 
-    /// `DATABASE_URL` of the server's PostgreSQL database, when the suite runs on PostgreSQL.
-    pub fn database_url(&self) -> Option<String> {
-        self.database.as_ref().map(PgDatabase::url)
-    }
-
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -499,6 +494,7 @@ pub fn run_python_flow(server: &Server, script: &str, coap_send_cmd: &str) {
 /// Runs `coapgate serve` on a fresh data directory, bound to 127.0.0.1, expecting it to refuse
 /// to start (bad settings, a policy it enforces); returns what it printed on stderr. Panics if
 /// it starts after all.
+///
 /// On PostgreSQL (`on_postgres`) it is given a fresh database unless `env` chooses one, so a
 /// refusal is tested on the backend the suite runs on.
 pub fn refused_start(env: &[(&str, &str)]) -> String {
