@@ -37,6 +37,9 @@ fn id_of(entity: &Value) -> String {
 
 #[test]
 fn a_seeded_sqlite_server_continues_on_postgres_after_migrate() {
+    if postgres_already("a_seeded_sqlite_server_continues_on_postgres_after_migrate") {
+        return;
+    }
     let server = Server::start();
     let integration = server.seed_integration();
     let endpoint = integration["configuration"]["clientConfiguration"]["coapEndpoint"].as_str().unwrap().to_string();
@@ -132,6 +135,9 @@ const POINTS_PER_UPLINK: i64 = 1500 * 2;
 
 #[test]
 fn a_migration_killed_at_any_moment_finishes_on_the_next_run() {
+    if postgres_already("a_migration_killed_at_any_moment_finishes_on_the_next_run") {
+        return;
+    }
     const DEVICES: i64 = 40;
     const POINTS: i64 = DEVICES * POINTS_PER_UPLINK;
     // The points of a server killed within the compactor's 10 s: all in ts_kv_recent.

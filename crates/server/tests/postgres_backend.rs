@@ -20,6 +20,9 @@ fn id_of(entity: &Value) -> String {
 
 #[test]
 fn seed_tutorial_with_coap_client_on_postgres() {
+    if postgres_already("seed_tutorial_with_coap_client_on_postgres") {
+        return;
+    }
     let (server, db) = Server::start_postgres(&[]);
     let banner = server.stdout_text();
     let expected = format!("postgres://127.0.0.1:{}/{}", db.cluster.port, db.name);
@@ -41,6 +44,9 @@ const TELEMETRY_DECODER: &str = r#"return {deviceName: "T",
 
 #[test]
 fn rest_flows_on_postgres() {
+    if postgres_already("rest_flows_on_postgres") {
+        return;
+    }
     let (server, _db) = Server::start_postgres(&[]);
     let converter = server.create_converter("telemetry", TELEMETRY_DECODER);
     let debug = json!({"debugSettings": {"failuresEnabled": true, "allEnabled": true, "allEnabledUntil": coapgate_storage::now_millis() + 300_000}});
@@ -98,6 +104,9 @@ fn rest_flows_on_postgres() {
 
 #[test]
 fn spring_datasource_settings_start_a_server_and_errors_hide_the_password() {
+    if postgres_already("spring_datasource_settings_start_a_server_and_errors_hide_the_password") {
+        return;
+    }
     let db = PgCluster::database();
     let jdbc = format!("jdbc:postgresql://127.0.0.1:{}/{}", db.cluster.port, db.name);
     let server = Server::start_in(
@@ -129,6 +138,9 @@ fn spring_datasource_settings_start_a_server_and_errors_hide_the_password() {
 
 #[test]
 fn acknowledged_uplinks_survive_kill_9_on_postgres() {
+    if postgres_already("acknowledged_uplinks_survive_kill_9_on_postgres") {
+        return;
+    }
     let db = PgCluster::database();
     acknowledged_uplinks_survive_kill_9(&|dir, env| Server::start_on(&db, dir, env), temp_dir("pg-crash"), Duration::from_millis(1500));
 }
@@ -182,6 +194,9 @@ fn run_outage_device(server: SocketAddr, path: Vec<String>, device: usize, stop:
 
 #[test]
 fn postgres_stopped_under_load_fails_uplinks_and_the_server_recovers() {
+    if postgres_already("postgres_stopped_under_load_fails_uplinks_and_the_server_recovers") {
+        return;
+    }
     outage_under_load(PgCluster::stop_fast);
 }
 
@@ -190,6 +205,9 @@ fn postgres_stopped_under_load_fails_uplinks_and_the_server_recovers() {
 /// none of them was acknowledged.
 #[test]
 fn postgres_crashing_under_load_loses_no_acknowledged_uplink() {
+    if postgres_already("postgres_crashing_under_load_loses_no_acknowledged_uplink") {
+        return;
+    }
     outage_under_load(PgCluster::crash);
 }
 
@@ -271,6 +289,9 @@ fn command_on(url: &str, args: &[&str], stdin: &str) -> std::process::Output {
 
 #[test]
 fn reset_password_works_on_postgres_and_check_says_it_is_sqlite_only() {
+    if postgres_already("reset_password_works_on_postgres_and_check_says_it_is_sqlite_only") {
+        return;
+    }
     let (server, db) = Server::start_postgres(&[]);
     let old_token = server.token();
     // The server keeps running: PostgreSQL is shared.
@@ -286,4 +307,24 @@ fn reset_password_works_on_postgres_and_check_says_it_is_sqlite_only() {
     let out = command_on(&db.url(), &["check"], "");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("not available for PostgreSQL yet"), "{stderr}");
+}
+
+/// Nodes started together on one new database: one creates the admin user, the others find it
+/// (none fails because another created it between its look and its insert), and it logs in on
+/// every node.
+#[test]
+fn servers_started_together_on_a_new_database_all_start() {
+    if postgres_already("servers_started_together_on_a_new_database_all_start") {
+        return;
+    }
+    let db = PgCluster::database();
+    let servers: Vec<Server> = std::thread::scope(|scope| {
+        let starts: Vec<_> = (0..3).map(|_| scope.spawn(|| Server::start_on(&db, temp_dir("pg-together"), &[]))).collect();
+        starts.into_iter().map(|s| s.join().expect("a server failed to start")).collect()
+    });
+    for server in &servers {
+        let (status, body) =
+            server.request("POST", "/api/auth/login", Some(json!({"username": ADMIN_USER, "password": ADMIN_PASSWORD})), None);
+        assert_eq!(status, 200, "{body}");
+    }
 }

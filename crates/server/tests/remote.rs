@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 const RPC_ENV: [(&str, &str); 2] = [("INTEGRATIONS_RPC_ENABLED", "true"), ("INTEGRATIONS_RPC_BIND_ADDRESS", "127.0.0.1")];
 
 /// A platform with its gRPC endpoint on `rpc_port` (0: any).
-fn platform_on(dir: std::path::PathBuf, rpc_port: u16, extra: &[(&str, &str)]) -> Server {
+fn platform_on(dir: impl Into<DataDir>, rpc_port: u16, extra: &[(&str, &str)]) -> Server {
     let port = rpc_port.to_string();
     let mut env: Vec<(&str, &str)> = RPC_ENV.to_vec();
     env.push(("INTEGRATIONS_RPC_PORT", &port));

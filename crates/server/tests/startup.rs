@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use coapgate_coap::message::Code;
 use common::*;
 use serde_json::{Value, json};
 
@@ -145,14 +146,26 @@ fn configuration_errors_stop_startup_with_one_line() {
             vec!["COAPGATE_DATA_DIR", "DATABASE_URL", "--data-dir"],
         ),
     ];
+    // On PostgreSQL the cases run on a database of the test cluster: some fail only after the
+    // store is open (the ports), and must still fail cleanly. Not those that choose the database
+    // or the data directory: where SQLite's file goes is their subject, and on PostgreSQL the
+    // server keeps nothing in the data directory.
+    let database = on_postgres().then(PgCluster::database);
+    let url = database.as_ref().map(PgDatabase::url);
     // Run them two at a time: each is a process start, and the machine is shared.
     std::thread::scope(|scope| {
         for chunk in cases.chunks(cases.len().div_ceil(2)) {
-            let data_dir = &data_dir;
+            let (data_dir, url) = (&data_dir, &url);
             scope.spawn(move || {
                 for (what, env, args, needles) in chunk {
+                    let mut env = env.clone();
+                    let about_sqlite = env.iter().any(|(k, _)| matches!(*k, "DATABASE_URL" | "COAPGATE_DATA_DIR"))
+                        || args.contains(&"--data-dir");
+                    if let Some(url) = url.as_deref().filter(|_| !about_sqlite) {
+                        env.insert(0, ("DATABASE_URL", url));
+                    }
                     let started = Instant::now();
-                    let out = serve_must_fail(data_dir, env, args);
+                    let out = serve_must_fail(data_dir, &env, args);
                     let line = the_error_line(what, &out);
                     assert!(
                         needles.iter().any(|n| line.contains(n)),
@@ -185,8 +198,8 @@ fn database_url_without_a_path_is_refused() {
 
 /// Starts `serve` without COAPGATE_ADMIN_PASSWORD in the environment and returns the process, the
 /// REST base URL and all of stdout up to and including the banner.
-fn start_without_password(data_dir: &Path) -> (Child, String, String) {
-    let mut cmd = serve_command(data_dir, &[], &[]);
+fn start_without_password(data_dir: &Path, env: &[(&str, &str)]) -> (Child, String, String) {
+    let mut cmd = serve_command(data_dir, env, &[]);
     cmd.env_remove("COAPGATE_ADMIN_PASSWORD").env_remove("COAPGATE_ADMIN_USERNAME").stderr(Stdio::null());
     let mut child = cmd.spawn().expect("starting coapgate");
     let (tx, rx) = mpsc::channel();
@@ -233,8 +246,14 @@ fn stop(mut child: Child) {
 
 #[test]
 fn generated_admin_password_is_printed_once_and_works() {
+    // The admin user is stored in the database: on PostgreSQL, a database per data directory
+    // (each handle keeps the test cluster up).
+    let (first_db, other_db) = (on_postgres().then(PgCluster::database), on_postgres().then(PgCluster::database));
+    let (first_url, other_url) = (first_db.as_ref().map(PgDatabase::url), other_db.as_ref().map(PgDatabase::url));
+    let first_env: Vec<(&str, &str)> = first_url.iter().map(|url| ("DATABASE_URL", url.as_str())).collect();
+    let other_env: Vec<(&str, &str)> = other_url.iter().map(|url| ("DATABASE_URL", url.as_str())).collect();
     let data_dir = temp_dir("startup-password");
-    let (child, http, banner) = start_without_password(&data_dir);
+    let (child, http, banner) = start_without_password(&data_dir, &first_env);
     let admin_line = banner
         .lines()
         .find(|l| l.contains(ADMIN_USER))
@@ -252,7 +271,7 @@ fn generated_admin_password_is_printed_once_and_works() {
     stop(child);
 
     // Second start on the same data: no password printed, the first one still works.
-    let (child, http, banner) = start_without_password(&data_dir);
+    let (child, http, banner) = start_without_password(&data_dir, &first_env);
     assert!(!banner.contains(&password), "the password was printed again:\n{banner}");
     assert!(!banner.contains("generated"), "a password was generated again:\n{banner}");
     assert_eq!(login(&http, ADMIN_USER, &password), 200, "the first password survives a restart");
@@ -260,11 +279,21 @@ fn generated_admin_password_is_printed_once_and_works() {
 
     // Another first start generates another password.
     let other_dir = temp_dir("startup-password-2");
-    let (child, _, other_banner) = start_without_password(&other_dir);
+    let (child, _, other_banner) = start_without_password(&other_dir, &other_env);
     assert!(!other_banner.contains(&password), "two data dirs got the same generated password");
     stop(child);
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_dir_all(&other_dir);
+}
+
+/// SIGTERM (a service manager's stop) ends `serve` with exit status 0, whatever the store.
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let server = Server::start();
+    let integration = server.seed_integration();
+    assert_eq!(CoapClient::new(server.coap).post(&endpoint_path(&integration), SEED_PAYLOAD.as_bytes()), Code::CREATED);
+    let status = server.terminate().expect("the server still runs 10 s after SIGTERM");
+    assert!(status.success(), "serve ended with {status} on SIGTERM");
 }
 
 fn run(args: &[&str]) -> Output {
@@ -349,6 +378,9 @@ fn config_file_from_coapgate_config_is_accepted_by_serve() {
     let file = data_dir.join("coapgate.toml");
     std::fs::write(&file, &file_text).unwrap();
     let other_dir = temp_dir("startup-config-env");
+    // The printed file sets `database_url = ""` (SQLite in the data directory) and the file wins
+    // over the environment, so this server runs on SQLite also when the suite runs on
+    // PostgreSQL: the subject is the file, not the database.
     let server = Server::start_in(other_dir.clone(), &[], &["--config", file.to_str().unwrap()]);
     assert!(data_dir.join("coapgate.db").exists(), "the file's coapgate_data_dir was not used:\n{file_text}");
     // The file wins over the environment: its empty password means a generated one.

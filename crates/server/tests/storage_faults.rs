@@ -1,6 +1,7 @@
 //! Storage faults as a clean state, never a crash or a silent loss (issue 13, findings 6 and 7):
 //! files that stop being writable under load, a damaged write-ahead log at start-up, a damaged
-//! history database, and `coapgate check`.
+//! history database, and `coapgate check`. All about SQLite's files, so skipped when the suite
+//! runs on PostgreSQL (`common::sqlite_only`).
 //!
 //! Tests run as root, which ignores file modes, so "read-only" is made with the immutable
 //! attribute (`chattr +i`): no write reaches the file through any descriptor, open or new, and
@@ -90,6 +91,9 @@ fn device(server: SocketAddr, path: Vec<String>, n: usize, stop: Arc<AtomicBool>
 /// writable, without a restart.
 #[test]
 fn read_only_files_under_load_answer_5xx_and_recover() {
+    if sqlite_only("read-only SQLite data files; PostgreSQL's outage is postgres_backend.rs's") {
+        return;
+    }
     let server = Server::start();
     let integration = server.seed_integration();
     let path = endpoint_path(&integration);
@@ -203,6 +207,9 @@ fn overwrite_wal(dir: &Path) {
 /// naming the file and what would be lost, and `--salvage` starts and reports the loss.
 #[test]
 fn damaged_wal_stops_startup_unless_salvaged() {
+    if sqlite_only("a damaged SQLite write-ahead log, --salvage and coapgate check") {
+        return;
+    }
     for (how, damage) in [("truncated", truncate_wal as fn(&Path)), ("overwritten", overwrite_wal)] {
         let dir = directory_with_wal(200);
         damage(&dir);
@@ -233,6 +240,9 @@ fn damaged_wal_stops_startup_unless_salvaged() {
 /// A log SQLite can replay completely (as a SIGKILL leaves it) is not damage.
 #[test]
 fn an_intact_wal_starts_without_a_word() {
+    if sqlite_only("an intact SQLite write-ahead log and coapgate check") {
+        return;
+    }
     let dir = directory_with_wal(50);
     let check = coapgate(&["check"], &dir);
     assert!(check.status.success(), "{}", text(&check));
@@ -244,6 +254,9 @@ fn an_intact_wal_starts_without_a_word() {
 /// Finding 7: a damaged history database was reported under the main database's name.
 #[test]
 fn a_damaged_history_database_is_named() {
+    if sqlite_only("a damaged SQLite history file and coapgate check") {
+        return;
+    }
     let dir = directory_with_wal(1);
     let history = dir.join("coapgate-history.db");
     std::fs::write(&history, "not a database ".repeat(300)).unwrap();
@@ -262,6 +275,9 @@ fn a_damaged_history_database_is_named() {
 /// `coapgate check` does not read files a running server holds: it says so and fails.
 #[test]
 fn check_refuses_a_directory_in_use() {
+    if sqlite_only("coapgate check reads SQLite files only") {
+        return;
+    }
     let server = Server::start();
     let check = coapgate(&["check"], &server.data_dir);
     assert!(!check.status.success());

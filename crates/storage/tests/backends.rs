@@ -92,6 +92,7 @@ backend_tests!(
     profiles_in_use_or_default_are_not_deleted,
     users_and_settings,
     tenant_id_survives_reopening,
+    a_store_can_be_dropped_on_a_thread_running_async_tasks,
 );
 
 fn all() -> PageQuery {
@@ -770,4 +771,15 @@ fn tenant_id_survives_reopening(backend: &dyn Backend) {
     let first = backend.open().tenant_id();
     assert!(!first.is_nil());
     assert_eq!(backend.open().tenant_id(), first);
+}
+
+/// The server's last handle of its store can go on a tokio worker thread (when `serve` stops, or
+/// fails to start after opening the store, e.g. for an admin password against the policy): the
+/// store must close there without panicking.
+fn a_store_can_be_dropped_on_a_thread_running_async_tasks(backend: &dyn Backend) {
+    let store = backend.open();
+    // A connection in the idle pool, as a server has after its first call.
+    assert!(store.device_by_name("nobody").unwrap().is_none());
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(async move { drop(store) });
 }

@@ -20,7 +20,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use coapgate_storage::Store;
+use coapgate_storage::{StorageError, Store};
 use coapgate_storage::model::User;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -222,8 +222,13 @@ pub fn ensure_admin_user(store: &dyn Store, username: &str, password: Option<&st
         first_name: None,
         last_name: None,
     };
-    store.insert_user(&user)?;
-    Ok(generated.then_some(password))
+    match store.insert_user(&user) {
+        Ok(()) => Ok(generated.then_some(password)),
+        // Another node starting on the same new database created the first user between the
+        // count and the insert (the hash above takes a while): that one is the admin.
+        Err(StorageError::Conflict(_)) if store.user_by_email(username)?.is_some() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A random 16-character password, for the first start and `coapgate reset-password`.

@@ -29,10 +29,85 @@ return result;"#;
 
 pub const SEED_PAYLOAD: &str = "SN-001,default,temperature,25.7,humidity,69";
 
+/// Whether the suite runs on PostgreSQL: `COAPGATE_TEST_DATABASE=postgres` (`.ci/run` runs the
+/// server's tests a second time so). Every server started without a `DATABASE_URL` of its own
+/// then gets a fresh database of the shared private test cluster instead of SQLite in its data
+/// directory.
+pub fn on_postgres() -> bool {
+    match std::env::var("COAPGATE_TEST_DATABASE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite" | "") | Err(_) => false,
+        Ok(other) => panic!("COAPGATE_TEST_DATABASE={other}: expected postgres or sqlite"),
+    }
+}
+
+/// For a test whose subject is SQLite itself (its files, `coapgate check`, salvage): true, after
+/// one line saying why, when the suite runs on PostgreSQL, where the test has nothing to test
+/// and returns at once.
+pub fn sqlite_only(reason: &str) -> bool {
+    if on_postgres() {
+        eprintln!("skipped on PostgreSQL: {reason}");
+    }
+    on_postgres()
+}
+
+/// For a test that starts its servers on PostgreSQL itself (several nodes, outages, migrate):
+/// true in the PostgreSQL pass of the suite, which would only run it a second time.
+pub fn postgres_already(test: &str) -> bool {
+    if on_postgres() {
+        eprintln!("skipped in the PostgreSQL pass: {test} runs on PostgreSQL in the first pass already");
+    }
+    on_postgres()
+}
+
+/// Whether `env` chooses the database itself (a test of the database settings).
+fn chooses_database(env: &[(&str, &str)]) -> bool {
+    env.iter().any(|(k, _)| matches!(*k, "DATABASE_URL" | "SPRING_DATASOURCE_URL"))
+}
+
+/// A data directory to start a server in, with the PostgreSQL database that goes with it when the
+/// suite runs on PostgreSQL. `Server::kill` returns one, so that the server restarted in it comes
+/// back on the same database, and the test cluster stays up in between (it stops when the last
+/// database handle is dropped).
+pub struct DataDir {
+    pub path: PathBuf,
+    database: Option<PgDatabase>,
+}
+
+impl DataDir {
+    /// `DATABASE_URL` of the database that goes with this directory, if any (for commands such as
+    /// `coapgate reset-password` run on a stopped server's data).
+    pub fn database_url(&self) -> Option<String> {
+        self.database.as_ref().map(PgDatabase::url)
+    }
+}
+
+impl From<PathBuf> for DataDir {
+    fn from(path: PathBuf) -> DataDir {
+        DataDir { path, database: None }
+    }
+}
+
+impl std::ops::Deref for DataDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::path::Path> for DataDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
 /// A running server. Killed and its data directory removed on drop.
 pub struct Server {
     child: Child,
     pub data_dir: PathBuf,
+    /// The server's PostgreSQL database when the suite runs on PostgreSQL; holds the shared test
+    /// cluster up while the server lives (dropped after the process is killed).
+    database: Option<PgDatabase>,
     pub http: String,
     pub coap: SocketAddr,
     /// The DTLS endpoint, when the server was started with `COAP_DTLS_ENABLED=true`.
@@ -60,7 +135,17 @@ impl Server {
         Server::start_in(temp_dir("server"), env, args)
     }
 
-    pub fn start_in(data_dir: PathBuf, env: &[(&str, &str)], args: &[&str]) -> Server {
+    /// Starts `coapgate serve` in `data_dir`. On PostgreSQL (`on_postgres`), unless `env` chooses
+    /// the database, the server runs on the database that goes with `data_dir` (a restart after
+    /// `kill`) or on a fresh one.
+    pub fn start_in(data_dir: impl Into<DataDir>, env: &[(&str, &str)], args: &[&str]) -> Server {
+        let DataDir { path: data_dir, database } = data_dir.into();
+        let database = match database {
+            Some(db) => Some(db),
+            None if on_postgres() && !chooses_database(env) => Some(PgCluster::database()),
+            None => None,
+        };
+        let url = database.as_ref().filter(|_| !chooses_database(env)).map(PgDatabase::url);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_coapgate"));
         cmd.arg("serve")
             .args(args)
@@ -78,15 +163,18 @@ impl Server {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if let Some(url) = &url {
+            cmd.env("DATABASE_URL", url);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("starting coapgate");
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let rx = capture_lines(vec![Box::new(child.stdout.take().unwrap())], &stdout);
-        let (mut http, mut coap, mut dtls, mut rpc) = (None, None, None, None);
+        let (mut http, mut coap, mut dtls, mut rpc, mut data) = (None, None, None, None, None);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while http.is_none() || coap.is_none() {
+        while http.is_none() || coap.is_none() || data.is_none() {
             let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
                 // Not left running after the test fails.
                 let _ = child.kill();
@@ -106,6 +194,16 @@ impl Server {
                 // http://ADDR/api, or https:// with SSL_ENABLED.
                 http = Some(rest.trim_end_matches("/api").to_string());
             }
+            // The banner's last line: "data      DIR (database DESCRIPTION)".
+            if let Some(rest) = line.trim().strip_prefix("data      ") {
+                data = Some(rest.to_string());
+            }
+        }
+        // A suite meant for PostgreSQL must not pass on SQLite unnoticed. (A --config file
+        // may choose the database itself.)
+        if url.is_some() && !args.contains(&"--config") {
+            let data = data.as_deref().unwrap_or_default();
+            assert!(data.contains("(database postgres://"), "the server is not on PostgreSQL: data {data}");
         }
         // Let the demo lines (printed with the banner) arrive.
         std::thread::sleep(Duration::from_millis(50));
@@ -118,20 +216,29 @@ impl Server {
                 }
             }
         }
-        Server { child, data_dir, http: http.unwrap(), coap: coap.unwrap(), dtls, rpc, stdout, token: Mutex::new(None) }
+        Server { child, data_dir, database, http: http.unwrap(), coap: coap.unwrap(), dtls, rpc, stdout, token: Mutex::new(None) }
     }
 
-    /// Stops the process (SIGKILL) and keeps the data directory for a restart.
-    pub fn kill(mut self) -> PathBuf {
+    /// Stops the process (SIGKILL) and keeps the data directory, with its database, for a
+    /// restart.
+    pub fn kill(mut self) -> DataDir {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let dir = std::mem::take(&mut self.data_dir);
-        std::mem::forget(self);
-        dir
+        // Emptied, so that drop keeps the directory.
+        let path = std::mem::take(&mut self.data_dir);
+        DataDir { path, database: self.database.take() }
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Stops the process as a service manager does (SIGTERM) and returns how it exited; `None`
+    /// if it was still running after 10 s (then it is killed).
+    pub fn terminate(mut self) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid, which it keeps until we wait for it.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        eventually(Duration::from_secs(10), || self.child.try_wait().unwrap())
     }
 
     /// Resident memory of the server process in KiB, from /proc.
@@ -318,12 +425,25 @@ impl CoapClient {
         }
     }
 
-    /// Sends and waits for the response with the same message id (ACK) or token (NON / separate).
+    /// Sends and waits for the response: the ACK (or RST) with the same message id, or the
+    /// response with the same token (NON, or separate). An empty ACK is skipped, since a
+    /// separate response follows (the server sends one when the answer takes longer than its
+    /// piggyback window, as a busy machine or a remote database can make it), and a separate CON
+    /// response is acknowledged, as a device does.
     pub fn exchange(&self, m: &Message) -> Message {
         self.send(m);
         loop {
             let r = self.receive().unwrap_or_else(|| panic!("no response to {m:?}"));
-            if r.message_id == m.message_id || (r.token == m.token && !r.code.is_empty()) {
+            if r.message_id == m.message_id && r.mtype != MessageType::Confirmable {
+                if r.mtype == MessageType::Acknowledgement && r.code.is_empty() {
+                    continue;
+                }
+                return r;
+            }
+            if r.token == m.token && !r.code.is_empty() {
+                if r.mtype == MessageType::Confirmable {
+                    self.send(&Message::empty_ack(r.message_id));
+                }
                 return r;
             }
         }
@@ -386,16 +506,24 @@ pub fn run_python_flow(server: &Server, script: &str, coap_send_cmd: &str) {
 /// Runs `coapgate serve` on a fresh data directory, bound to 127.0.0.1, expecting it to refuse
 /// to start (bad settings, a policy it enforces); returns what it printed on stderr. Panics if
 /// it starts after all.
+///
+/// On PostgreSQL (`on_postgres`) it is given a fresh database unless `env` chooses one, so a
+/// refusal is tested on the backend the suite runs on.
 pub fn refused_start(env: &[(&str, &str)]) -> String {
     let dir = temp_dir("refused");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coapgate"))
-        .arg("serve")
+    let database = (on_postgres() && !chooses_database(env)).then(PgCluster::database);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coapgate"));
+    cmd.arg("serve")
         .env("COAPGATE_DATA_DIR", &dir)
         .env("HTTP_BIND_ADDRESS", "127.0.0.1")
         .env("HTTP_BIND_PORT", "0")
         .env("COAP_BIND_ADDRESS", "127.0.0.1")
         .env("COAP_BIND_PORT", "0")
-        .env_remove("DATABASE_URL")
+        .env_remove("DATABASE_URL");
+    if let Some(db) = &database {
+        cmd.env("DATABASE_URL", db.url());
+    }
+    let mut child = cmd
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -460,8 +588,8 @@ impl Remote {
         let rx = capture_lines(vec![Box::new(child.stdout.take().unwrap()), Box::new(child.stderr.take().unwrap())], &output);
         let deadline = Instant::now() + Duration::from_secs(30);
         let want_dtls = env.iter().any(|(k, v)| *k == "COAP_DTLS_ENABLED" && *v == "true");
-        let (mut coap, mut dtls) = (None, None);
-        while coap.is_none() || (want_dtls && dtls.is_none()) {
+        let (mut coap, mut dtls, mut banner_done) = (None, None, false);
+        while coap.is_none() || (want_dtls && dtls.is_none()) || !banner_done {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| panic!("remote did not print its banner; output: {:?}", output.lock().unwrap()));
@@ -471,6 +599,8 @@ impl Remote {
             if let Some(rest) = line.trim().strip_prefix("DTLS      udp://") {
                 dtls = Some(rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap());
             }
+            // The banner's last line says which configuration the remote starts on.
+            banner_done |= line.trim().starts_with("running ") || line.trim().starts_with("waiting ");
         }
         Remote { child, data_dir, coap: coap.unwrap(), dtls, output }
     }
@@ -566,7 +696,7 @@ impl Server {
 
     /// Starts `coapgate serve` with `DATABASE_URL` pointing at `db`, with `data_dir` for its
     /// secrets and extra environment.
-    pub fn start_on(db: &PgDatabase, data_dir: PathBuf, env: &[(&str, &str)]) -> Server {
+    pub fn start_on(db: &PgDatabase, data_dir: impl Into<DataDir>, env: &[(&str, &str)]) -> Server {
         let url = db.url();
         let mut all = vec![("DATABASE_URL", url.as_str())];
         all.extend_from_slice(env);
@@ -656,7 +786,7 @@ fn run_crash_device(server: SocketAddr, path: Vec<String>, name: String, stop: A
 }
 
 /// Starts a server on a data directory with extra environment (SQLite or PostgreSQL).
-pub type StartServer<'a> = &'a dyn Fn(PathBuf, &[(&str, &str)]) -> Server;
+pub type StartServer<'a> = &'a dyn Fn(DataDir, &[(&str, &str)]) -> Server;
 
 /// Exactly once across a crash, on whatever storage `start(data_dir, env)` starts a server on:
 /// 16 devices send CONs for `load_for`, the server is killed with SIGKILL and restarted on the
@@ -665,7 +795,7 @@ pub type StartServer<'a> = &'a dyn Fn(PathBuf, &[(&str, &str)]) -> Server;
 /// in flight at the crash) are answered 2.01 without being stored twice.
 pub fn acknowledged_uplinks_survive_kill_9(start: StartServer<'_>, dir: PathBuf, load_for: Duration) {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let server = start(dir, &[]);
+    let server = start(dir.into(), &[]);
     let port = server.coap.port();
     let converter = server.create_converter("seq", SEQ_DECODER);
     let integration = server.create_integration("crash", &converter, json!({}));

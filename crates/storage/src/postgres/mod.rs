@@ -148,6 +148,19 @@ pub struct PgStore {
     pool: Mutex<Vec<Conn>>,
 }
 
+impl Drop for PgStore {
+    /// Closes the idle connections on a thread of their own: `postgres::Client` closes its
+    /// connection in `drop` with a `block_on` of its own runtime, which panics on a thread that
+    /// runs async tasks, and that is where the last handle of the store goes when `serve` stops,
+    /// or fails to start after opening the store.
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.pool.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if !idle.is_empty() {
+            let _ = std::thread::spawn(move || drop(idle)).join();
+        }
+    }
+}
+
 impl PgStore {
     /// Connects to `url` (`postgres://user:pass@host:port/db`, or `jdbc:postgresql://…` with
     /// `user=`/`password=` in its query), then creates or migrates the schema.
