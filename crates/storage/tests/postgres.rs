@@ -269,11 +269,7 @@ fn an_exchange_sent_to_every_node_at_once_is_stored_once_and_answered_alike() {
         }
     }
     let store = PgStore::connect(&db.url()).unwrap();
-    let id = store.device_by_name("peer").unwrap().unwrap().id;
-    let points = store
-        .timeseries_history(id, &HistoryQuery { keys: vec!["t".into()], start_ts: 0, end_ts: 1000, limit: 1000, descending: false })
-        .unwrap();
-    assert_eq!(points[0].1.len(), MESSAGES as usize, "one point per message");
+    assert_eq!(points_of(&store, "peer", "t").len(), MESSAGES as usize, "one point per message");
     // After EXCHANGE_LIFETIME the same Message ID is a new message.
     let mut later = record("peer", 5000, vec![("t", KvValue::Long(9))]);
     later.exchange = Some(Exchange { peer: "10.0.0.1:5683".into(), message_id: 0, ts: now_millis() + 248_000, response: vec![9] });
@@ -281,11 +277,9 @@ fn an_exchange_sent_to_every_node_at_once_is_stored_once_and_answered_alike() {
     assert!(!outcome.duplicate, "a Message ID reused after its lifetime is stored");
 }
 
-#[test]
-fn a_record_made_with_an_older_converter_is_refused_as_stale() {
-    let db = pg_cluster::PgCluster::database();
-    let store = PgStore::connect(&db.url()).unwrap();
-    let converter = Converter {
+/// A converter (the writer only looks at its id and version).
+fn converter_at(version: i64) -> Converter {
+    Converter {
         id: Uuid::new_v4(),
         created_time: 1,
         name: "c".into(),
@@ -294,8 +288,22 @@ fn a_record_made_with_an_older_converter_is_refused_as_stale() {
         debug_settings: serde_json::json!({}),
         configuration: serde_json::json!({}),
         additional_info: serde_json::json!({}),
-        version: 3,
-    };
+        version,
+    }
+}
+
+/// The points of `key` a device stored, oldest first.
+fn points_of(store: &PgStore, device: &str, key: &str) -> Vec<TsValue> {
+    let id = store.device_by_name(device).unwrap().unwrap().id;
+    let query = HistoryQuery { keys: vec![key.into()], start_ts: 0, end_ts: i64::MAX, limit: 100_000, descending: false };
+    store.timeseries_history(id, &query).unwrap().remove(0).1
+}
+
+#[test]
+fn a_record_made_with_an_older_converter_is_refused_as_stale() {
+    let db = pg_cluster::PgCluster::database();
+    let store = PgStore::connect(&db.url()).unwrap();
+    let converter = converter_at(3);
     store.save_converter(&converter).unwrap();
     let mut writer = store.uplink_writer().unwrap();
     let made_with = |version: i64, ts: i64| {
@@ -309,11 +317,7 @@ fn a_record_made_with_an_older_converter_is_refused_as_stale() {
     store.delete_converter(converter.id).unwrap();
     let results = writer.commit(&[made_with(3, 4)]).unwrap();
     assert_eq!(results[0], Err(UplinkRejection::StaleConverter), "its converter was deleted");
-    let id = store.device_by_name("conv").unwrap().unwrap().id;
-    let points = store
-        .timeseries_history(id, &HistoryQuery { keys: vec!["t".into()], start_ts: 0, end_ts: 1000, limit: 1000, descending: false })
-        .unwrap();
-    assert_eq!(points[0].1.len(), 2);
+    assert_eq!(points_of(&store, "conv", "t").len(), 2);
 }
 
 #[test]
@@ -326,17 +330,7 @@ fn a_configuration_change_wakes_every_watch() {
     let saver = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(300));
         let started = std::time::Instant::now();
-        let mut c = Converter {
-            id: Uuid::new_v4(),
-            created_time: 1,
-            name: "c".into(),
-            converter_type: "UPLINK".into(),
-            integration_type: None,
-            debug_settings: serde_json::json!({}),
-            configuration: serde_json::json!({}),
-            additional_info: serde_json::json!({}),
-            version: 1,
-        };
+        let mut c = converter_at(1);
         other.save_converter(&c).unwrap();
         c.version = 2;
         other.save_converter(&c).unwrap();
