@@ -158,6 +158,11 @@ const SETTINGS: &[Setting] = &[
     Setting { name: "WRITER_QUEUE_CAPACITY", default: "20000", help: "decoded uplinks waiting for the database writer" },
     Setting { name: "WRITER_MAX_BATCH", default: "2000", help: "most uplinks committed in one transaction" },
     Setting {
+        name: "WRITER_THREADS",
+        default: "0",
+        help: "uplink writers committing side by side, each with its own connection; 0: 1 on SQLite (one writer at a time), 2 on PostgreSQL",
+    },
+    Setting {
         name: "WRITER_BATCH_WINDOW_MS",
         default: "0",
         help: "how long the writer waits for more uplinks before committing a partial batch",
@@ -235,6 +240,8 @@ pub struct Config {
     pub tbel_memory_bytes: usize,
     pub writer_queue_capacity: usize,
     pub writer_max_batch: usize,
+    /// `WRITER_THREADS`; 0 leaves it to the store (`Store::parallel_writers`).
+    pub writer_threads: usize,
     pub writer_batch_window: Duration,
     /// The gRPC endpoint for remote integrations; `Some` exactly when `INTEGRATIONS_RPC_ENABLED`.
     pub rpc: Option<RpcServerSettings>,
@@ -414,6 +421,7 @@ impl Config {
             tbel_memory_bytes: positive(v, "TBEL_MAX_MEMORY_MB")? * 1024 * 1024,
             writer_queue_capacity: positive(v, "WRITER_QUEUE_CAPACITY")?,
             writer_max_batch: positive(v, "WRITER_MAX_BATCH")?,
+            writer_threads: parse(v, "WRITER_THREADS")?,
             writer_batch_window: Duration::from_millis(parse(v, "WRITER_BATCH_WINDOW_MS")?),
             rpc: if parse_bool(v, "INTEGRATIONS_RPC_ENABLED")? {
                 let port: u16 = parse(v, "INTEGRATIONS_RPC_PORT")?;

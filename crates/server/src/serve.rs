@@ -61,14 +61,20 @@ async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Res
         events.lifecycle(integration, change.name(), None);
     }
     let pool = Arc::new(start_script_pool(&config));
-    let uplink_writer = blocking(|| store.uplink_writer()).context("opening the uplink writer")?;
+    // SQLite has one writer at a time, whatever the setting.
+    let writers = match (config.writer_threads, store.parallel_writers()) {
+        (_, 1) | (0, _) => store.parallel_writers().max(1),
+        (n, _) => n,
+    };
+    let uplink_writers = blocking(|| (0..writers).map(|_| store.uplink_writer()).collect::<Result<Vec<_>, _>>())
+        .context("opening the uplink writer")?;
     let writer_config = WriterConfig {
         queue_capacity: config.writer_queue_capacity,
         max_batch: config.writer_max_batch,
         batch_window: config.writer_batch_window,
     };
     // Blocking too: the writer sets its connection up for split durability.
-    let (writer, _writer_thread) = blocking(|| writer::start(uplink_writer, writer_config));
+    let (writer, _writer_thread) = blocking(|| writer::start_many(uplink_writers, writer_config));
     let endpoint_config = || endpoint_config(&config, store.clone());
     let script_micros = Arc::new(Histogram::new(SCRIPT_MICROS_BUCKETS));
     // Other nodes' configuration changes, and uplinks converted again after one.

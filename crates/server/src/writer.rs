@@ -113,6 +113,7 @@ impl WriterHandle {
     }
 }
 
+#[derive(Clone)]
 pub struct WriterConfig {
     pub queue_capacity: usize,
     pub max_batch: usize,
@@ -122,13 +123,27 @@ pub struct WriterConfig {
 /// Starts the writer thread (and its sync thread, when the storage splits durability). It runs
 /// until every [`WriterHandle`] is dropped, then commits and acknowledges what is queued and
 /// exits; the returned join handle lets shutdown wait for that.
-pub fn start(mut writer: Box<dyn UplinkWriter>, config: WriterConfig) -> (WriterHandle, std::thread::JoinHandle<()>) {
+pub fn start(writer: Box<dyn UplinkWriter>, config: WriterConfig) -> (WriterHandle, std::thread::JoinHandle<()>) {
+    start_many(vec![writer], config)
+}
+
+/// [`start`] with several writers taking batches from one queue, each on its own thread and
+/// connection, for a database that commits transactions in parallel (PostgreSQL: while one
+/// batch waits for the server, another is written). Their commits share one sync thread: one
+/// barrier covers every commit that returned before it started, whichever writer made it.
+pub fn start_many(mut writers: Vec<Box<dyn UplinkWriter>>, config: WriterConfig) -> (WriterHandle, std::thread::JoinHandle<()>) {
     let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
     let stats = Arc::new(WriterStats::default());
-    let barrier = writer.split_durability().unwrap_or_else(|e| {
-        tracing::warn!("storage cannot flush separately, every commit will sync itself: {e}");
-        None
+    let mut barriers = writers.iter_mut().map(|writer| {
+        writer.split_durability().unwrap_or_else(|e| {
+            tracing::warn!("storage cannot flush separately, every commit will sync itself: {e}");
+            None
+        })
     });
+    // Durability is split for all writers or for none (the first one's barrier serves all).
+    let barrier = barriers.next().flatten();
+    let others_split = barriers.map(|b| b.is_some()).collect::<Vec<_>>();
+    let barrier = barrier.filter(|_| others_split.iter().all(|split| *split));
     let sync = barrier.map(|barrier| {
         let (sync_tx, sync_rx) = crossbeam_channel::bounded(SYNC_QUEUE_BATCHES);
         let sync_stats = stats.clone();
@@ -138,13 +153,25 @@ pub fn start(mut writer: Box<dyn UplinkWriter>, config: WriterConfig) -> (Writer
             .expect("spawning the sync thread");
         (sync_tx, join)
     });
-    let thread_stats = stats.clone();
+    let (sync_tx, sync_join) = sync.unzip();
+    let threads: Vec<std::thread::JoinHandle<()>> = writers
+        .into_iter()
+        .map(|writer| {
+            let (rx, config, stats, sync_tx) = (rx.clone(), config.clone(), stats.clone(), sync_tx.clone());
+            std::thread::Builder::new()
+                .name("uplink-writer".into())
+                .spawn(move || run(writer, rx, config, &stats, sync_tx))
+                .expect("spawning the writer thread")
+        })
+        .collect();
+    drop(sync_tx);
     let join = std::thread::Builder::new()
-        .name("uplink-writer".into())
+        .name("uplink-writers".into())
         .spawn(move || {
-            let (sync_tx, sync_join) = sync.unzip();
-            run(writer, rx, config, &thread_stats, sync_tx);
-            // `run` dropped the sync queue's sender: the sync thread flushes what is left and ends.
+            for thread in threads {
+                let _ = thread.join();
+            }
+            // Every writer dropped its sync sender: the sync thread flushes what is left and ends.
             if let Some(join) = sync_join {
                 let _ = join.join();
             }

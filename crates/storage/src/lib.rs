@@ -220,8 +220,15 @@ pub trait Store: ExchangeLog + EventLog {
         Ok(true)
     }
 
-    /// Opens the writer for the uplink path. There is one per server: it owns its connection
-    /// and caches, and is driven from a single thread.
+    /// How many uplink writers the server should run side by side, each on its own thread:
+    /// 1 for a database with one writer at a time (SQLite); more where transactions commit in
+    /// parallel and the writes of one batch wait for the server (PostgreSQL).
+    fn parallel_writers(&self) -> usize {
+        1
+    }
+
+    /// Opens a writer for the uplink path. It owns its connection and caches, and is driven
+    /// from a single thread; the server opens [`Store::parallel_writers`] of them.
     fn uplink_writer(&self) -> Result<Box<dyn UplinkWriter>>;
 }
 

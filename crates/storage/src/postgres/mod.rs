@@ -1031,6 +1031,14 @@ impl Store for PgStore {
         true
     }
 
+    /// Two: while one batch's statements wait for the server, the next is written (measured
+    /// on the seed uplink, BENCHMARKS.md). Batches of one device may then commit out of
+    /// arrival order, as on two nodes: latest values and attributes keep the newest timestamp,
+    /// and `updateOnlyKeys` compares under its locks.
+    fn parallel_writers(&self) -> usize {
+        2
+    }
+
     fn config_watch(&self) -> Result<Option<Box<dyn ConfigWatch>>> {
         Ok(Some(Box::new(PgConfigWatch { config: self.config.clone(), conn: None, node: Uuid::new_v4() })))
     }

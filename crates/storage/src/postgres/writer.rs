@@ -577,7 +577,8 @@ impl BatchWriter<'_, '_> {
                 push_value(&mut values, value);
             }
             // An older point arriving late never replaces the latest value; a rewrite of the
-            // latest timestamp does.
+            // latest timestamp does. (Attributes below likewise keep the newest uplink's: two
+            // writers, or two nodes, may commit one device's uplinks out of arrival order.)
             let upsert = self.prepared(&format!(
                 "INSERT INTO ts_kv_latest (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
                  SELECT * FROM unnest($1::uuid[], $2::int4[], $3::int8[], {value_types}) \
@@ -600,7 +601,8 @@ impl BatchWriter<'_, '_> {
             let upsert = self.prepared(&format!(
                 "INSERT INTO attribute_kv (entity_id, key, last_update_ts, bool_v, long_v, dbl_v, str_v, json_v, scope) \
                  SELECT *, 'CLIENT_SCOPE' FROM unnest($1::uuid[], $2::int4[], $3::int8[], {value_types}) \
-                 ON CONFLICT (entity_id, scope, key) DO UPDATE SET last_update_ts = excluded.last_update_ts, {updates}"
+                 ON CONFLICT (entity_id, scope, key) DO UPDATE SET last_update_ts = excluded.last_update_ts, {updates} \
+                 WHERE excluded.last_update_ts >= attribute_kv.last_update_ts"
             ))?;
             let (b, l, d, s, j) = &values;
             self.tx.execute(&upsert, &[&ids, &keys, &tss, b, l, d, s, j])?;
