@@ -11,9 +11,13 @@
 //! pool is a `Mutex<Vec<_>>` of idle connections (a caller takes one, puts it back), the same
 //! shape as the SQLite backend's, and each pooled connection keeps its prepared statements.
 //!
-//! **Durability.** Every connection runs with `synchronous_commit=on`: a `COMMIT` that returned
-//! is durable (flushed by the server, and by its synchronous standbys if any), so the writer's
-//! `split_durability` stays `None`. A commit error, including a lost connection, fails the batch.
+//! **Durability.** Connections run with `synchronous_commit=on`: a `COMMIT` that returned is
+//! durable (flushed by the server, and by its synchronous standbys if any). The uplink writers
+//! split durability off (`UplinkWriter::split_durability`): they commit with
+//! `synchronous_commit=off`, and the server's sync thread calls a barrier (writer.rs, `PgBarrier`)
+//! whose synchronous one-row commit returns once the WAL — one sequence — is flushed through it,
+//! so through every commit that returned before, before any uplink of those is acknowledged. A
+//! commit or barrier error, including a lost connection, fails the batches it covers.
 //!
 //! **Several nodes.** Nothing here relies on an in-process cache for correctness:
 //! - names are unique in the schema, and entities, profiles, customers, groups and keys are
