@@ -335,7 +335,7 @@ fn three_nodes_on_one_port_survive_20_kills_under_load() {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
-                    rng % one_in == 0
+                    rng.is_multiple_of(one_in)
                 };
                 // After `stop`, only what is waiting is finished (retransmitted until answered).
                 let drain_until = |stopping: bool, devices: &[Device]| stopping && devices.iter().all(|d| d.waiting.is_none());
