@@ -114,7 +114,18 @@ pub struct RemoteHub {
     next_link: AtomicU64,
     /// The address the gRPC endpoint listens on, once started (the console shows its port).
     bound: std::sync::OnceLock<SocketAddr>,
+    /// Several nodes on one database: the status of remotes linked to other nodes, as those
+    /// nodes last published it (see [`RemoteHub::share_statuses`]), with when they did.
+    elsewhere: Mutex<HashMap<Uuid, (Millis, Value)>>,
 }
+
+/// The setting where nodes publish the status of the remotes linked to them:
+/// `{integration id: {"node", "at", "status"}}`.
+const SHARED_STATUS: &str = "remote_link_status";
+/// How often a node publishes its links' status and reads the others'.
+const SHARE_EVERY: Duration = Duration::from_secs(2);
+/// A published status older than this is taken as gone with its node.
+const SHARED_STATUS_TTL: Millis = 10_000;
 
 impl RemoteHub {
     pub fn new(store: Arc<dyn Store>, writer: WriterHandle, events: Arc<EventSink>, registry: Arc<Registry>) -> Arc<RemoteHub> {
@@ -127,7 +138,70 @@ impl RemoteHub {
             live: Mutex::default(),
             next_link: AtomicU64::new(1),
             bound: std::sync::OnceLock::new(),
+            elsewhere: Mutex::default(),
         })
+    }
+
+    /// The status the REST API shows for an integration: its link here if it is connected here,
+    /// else a connected link another node published within [`SHARED_STATUS_TTL`], else what this
+    /// node knows (a refusal, a last error, or nothing).
+    pub fn status_json(&self, integration: Uuid) -> Value {
+        let local = self.status(integration);
+        if local.as_ref().is_some_and(|s| s.connected) {
+            return local.unwrap_or_default().to_json();
+        }
+        let now = coapgate_storage::now_millis();
+        if let Some((_, status)) = self.elsewhere.lock().unwrap_or_else(|e| e.into_inner()).get(&integration).filter(|(at, _)| now - at < SHARED_STATUS_TTL) {
+            return status.clone();
+        }
+        local.unwrap_or_default().to_json()
+    }
+
+    /// On a database several nodes share, a remote links to one node while the REST API may be
+    /// asked on any: every [`SHARE_EVERY`], this node publishes the status of the links it holds
+    /// and reads the ones the other nodes published.
+    pub fn share_statuses(self: &Arc<Self>) {
+        if !self.store.shared_by_nodes() {
+            return;
+        }
+        let hub = self.clone();
+        let node = Uuid::new_v4().to_string();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SHARE_EVERY);
+            loop {
+                tick.tick().await;
+                let mine: Vec<(Uuid, Value)> =
+                    hub.lock_status().iter().filter(|(_, s)| s.connected).map(|(id, s)| (*id, s.to_json())).collect();
+                let (store, publisher) = (hub.store.clone(), node.clone());
+                let shared = tokio::task::spawn_blocking(move || {
+                    let node = publisher;
+                    let now = coapgate_storage::now_millis();
+                    store.update_setting(SHARED_STATUS, &mut |text| {
+                        let mut all: serde_json::Map<String, Value> =
+                            text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+                        all.retain(|_, e| e["node"] != node.as_str() && now - e["at"].as_i64().unwrap_or(0) < SHARED_STATUS_TTL);
+                        for (id, status) in &mine {
+                            all.insert(id.to_string(), json!({"node": node, "at": now, "status": status}));
+                        }
+                        Value::Object(all).to_string()
+                    })
+                })
+                .await;
+                match shared {
+                    Ok(Ok(text)) => {
+                        let all: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap_or_default();
+                        let others = all
+                            .iter()
+                            .filter(|(_, e)| e["node"] != node.as_str())
+                            .filter_map(|(id, e)| Some((Uuid::parse_str(id).ok()?, (e["at"].as_i64()?, e["status"].clone()))))
+                            .collect();
+                        *hub.elsewhere.lock().unwrap_or_else(|e| e.into_inner()) = others;
+                    }
+                    Ok(Err(e)) => tracing::debug!("sharing remote link status failed: {e}"),
+                    Err(e) => tracing::debug!("sharing remote link status failed: {e}"),
+                }
+            }
+        });
     }
 
     /// The address remotes connect to, once the endpoint is listening.

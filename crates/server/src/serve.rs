@@ -108,6 +108,7 @@ async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Res
 
     // Remote integrations' records go through the same writer as local uplinks.
     let remote = crate::remote_link::RemoteHub::new(store.clone(), writer.clone(), events.clone(), registry.clone());
+    remote.share_statuses();
     let rpc_addr = match &config.rpc {
         Some(settings) => Some(remote.start(settings).await?),
         None => None,

@@ -109,7 +109,10 @@ fn three_nodes_creating_one_device_make_one() {
                 let (barrier, path, name, addr) = (barrier.clone(), path.clone(), name.clone(), *addr);
                 std::thread::spawn(move || {
                     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-                    let m = request(MessageType::Confirmable, &path, &name, k as u32 + 1);
+                    // Message IDs unique across rounds: a later round's socket may get a port an
+                    // earlier one had, and the same (peer, Message ID) within 247 s is a
+                    // retransmission, rightly answered without being stored.
+                    let m = request(MessageType::Confirmable, &path, &name, round * 3 + k as u32 + 1);
                     barrier.wait();
                     socket.send_to(&m.encode(), addr).unwrap();
                     await_answer(&socket, &m, Duration::from_secs(10))
@@ -122,7 +125,7 @@ fn three_nodes_creating_one_device_make_one() {
         let page = nodes[1].api("GET", &format!("/api/tenant/devices?pageSize=10&page=0&textSearch={name}"), None);
         let same: Vec<&Value> = page["data"].as_array().unwrap().iter().filter(|d| d["name"] == name.as_str()).collect();
         assert_eq!(same.len(), 1, "{name}: one device for three simultaneous first uplinks: {page}");
-        assert_eq!(stored_seqs(&nodes[2], &id_of(same[0])), vec![1, 2, 3], "{name}");
+        assert_eq!(stored_seqs(&nodes[2], &id_of(same[0])), vec![round * 3 + 1, round * 3 + 2, round * 3 + 3], "{name}");
     }
 }
 
@@ -464,4 +467,27 @@ fn a_login_on_one_node_is_a_login_on_all() {
             assert_eq!(user(n, token), 200, "the other sessions live on");
         }
     }
+}
+
+/// A remote integration links to one node; the REST API of every node shows it connected.
+#[test]
+fn every_node_shows_a_remote_linked_to_another() {
+    if postgres_already("every_node_shows_a_remote_linked_to_another") {
+        return;
+    }
+    let db = PgCluster::database();
+    let rpc = [("INTEGRATIONS_RPC_ENABLED", "true"), ("INTEGRATIONS_RPC_BIND_ADDRESS", "127.0.0.1"), ("INTEGRATIONS_RPC_PORT", "0")];
+    let (a, b) = (node(&db, &rpc), node(&db, &rpc));
+    let converter = a.create_converter("seed", SEED_DECODER);
+    let integration = a.create_integration("remote", &converter, json!({"remote": true}));
+    let (key, secret) = (integration["routingKey"].as_str().unwrap(), integration["secret"].as_str().unwrap());
+    let remote = Remote::start_in(temp_dir("cluster-remote"), a.rpc.unwrap().port(), key, secret, &[]);
+    remote.wait_for("linked to the platform", Duration::from_secs(20));
+    let status = |n: &Server| n.api("GET", &format!("/api/integration/{}", id_of(&integration)), None)["remoteStatus"].clone();
+    let seen = eventually(Duration::from_secs(10), || Some(status(&b)).filter(|s| s["connected"] == true));
+    let seen = seen.unwrap_or_else(|| panic!("node B shows the remote linked to node A: {}", status(&b)));
+    assert_eq!(seen["serviceId"], status(&a)["serviceId"]);
+    drop(remote);
+    let gone = eventually(Duration::from_secs(30), || Some(status(&b)).filter(|s| s["connected"] == false));
+    assert!(gone.is_some(), "node B stops showing it once it is gone: {}", status(&b));
 }

@@ -401,7 +401,7 @@ fn complete_configuration(
 /// whether its remote is linked now, its service id, last seen, outbox backlog and rate.
 fn with_remote_status(state: &AppState, mut json: Value, i: &coapgate_storage::model::Integration) -> Value {
     if i.is_remote {
-        let status = state.remote.status(i.id).unwrap_or_default().to_json();
+        let status = state.remote.status_json(i.id);
         if let Value::Object(map) = &mut json {
             if map.contains_key("status") {
                 map.insert("status".into(), status.clone());
