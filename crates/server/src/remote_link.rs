@@ -168,12 +168,20 @@ impl RemoteHub {
         let node = Uuid::new_v4().to_string();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SHARE_EVERY);
+            // Whether the setting holds entries of this node (to take back when its links end).
+            let mut published = false;
             loop {
                 tick.tick().await;
                 let mine: Vec<(Uuid, Value)> =
                     hub.lock_status().iter().filter(|(_, s)| s.connected).map(|(id, s)| (*id, s.to_json())).collect();
                 let (store, publisher) = (hub.store.clone(), node.clone());
+                let write = published || !mine.is_empty();
+                published = !mine.is_empty();
                 let shared = tokio::task::spawn_blocking(move || {
+                    if !write {
+                        // Nothing to publish or take back: only read (no write every 2 s).
+                        return store.setting(SHARED_STATUS).map(Option::unwrap_or_default);
+                    }
                     let node = publisher;
                     let now = coapgate_storage::now_millis();
                     store.update_setting(SHARED_STATUS, &mut |text| {
