@@ -7,8 +7,9 @@
 //!   configuration epoch read at least every second: the fallback for a notification lost with
 //!   its connection), reloads the registry whenever the epoch moved, and reports the epoch it
 //!   routes by (also a heartbeat). A REST change returns once every live node reported it
-//!   ([`Store::await_config_applied`], bounded by [`APPLY_WAIT`]). The node that took the REST
-//!   call records the lifecycle events; the others only follow.
+//!   ([`Store::await_config_applied`], bounded by [`APPLY_WAIT`]). Each node records the
+//!   lifecycle events of its own routing table, whichever of its reloads (the REST call's or
+//!   this one) found the change.
 //! - `config-refresh` serves [`ConfigSync::refresh_then`]: the writer refused a record because its
 //!   converter was saved (on any node) after the record was converted. Everything waiting gets
 //!   one reload, started after it asked, and is then converted again with the saved version.
@@ -21,6 +22,7 @@ use std::time::Duration;
 use coapgate_script::EnginePool;
 use coapgate_storage::{ConfigWatch, Store};
 
+use crate::events::EventSink;
 use crate::registry::Registry;
 
 /// How long the watch waits for a notification before reading the epoch anyway.
@@ -36,15 +38,22 @@ pub struct ConfigSync {
     store: Arc<dyn Store>,
     /// Where uplinks are converted again.
     pool: Arc<EnginePool>,
+    /// The lifecycle events of the changes a reload here finds.
+    events: Arc<EventSink>,
     waiting: Mutex<Vec<Then>>,
     wake: Condvar,
 }
 
 impl ConfigSync {
     /// Starts the refresh thread, and the watch thread when the store is shared with other nodes.
-    pub fn start(store: Arc<dyn Store>, registry: Arc<Registry>, pool: Arc<EnginePool>) -> anyhow::Result<Arc<ConfigSync>> {
+    pub fn start(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        pool: Arc<EnginePool>,
+        events: Arc<EventSink>,
+    ) -> anyhow::Result<Arc<ConfigSync>> {
         let watch = store.config_watch()?;
-        let sync = Arc::new(ConfigSync { registry, store, pool, waiting: Mutex::new(Vec::new()), wake: Condvar::new() });
+        let sync = Arc::new(ConfigSync { registry, store, pool, events, waiting: Mutex::new(Vec::new()), wake: Condvar::new() });
         let refresher = sync.clone();
         std::thread::Builder::new().name("config-refresh".into()).spawn(move || refresher.serve_refreshes())?;
         if let Some(watch) = watch {
@@ -78,8 +87,9 @@ impl ConfigSync {
                 }
                 std::mem::take(&mut *waiting)
             };
-            if let Err(e) = self.registry.reload(self.store.as_ref()) {
-                tracing::warn!("reloading the configuration for {} uplinks failed: {e}", batch.len());
+            match self.registry.reload(self.store.as_ref()) {
+                Ok(changes) => self.events.record_lifecycle(&changes),
+                Err(e) => tracing::warn!("reloading the configuration for {} uplinks failed: {e}", batch.len()),
             }
             for then in batch {
                 then();
@@ -100,7 +110,10 @@ impl ConfigSync {
                     // start-up load and this watch's first LISTEN.
                     if loaded != Some(epoch) {
                         match self.registry.reload(self.store.as_ref()) {
-                            Ok(_) => loaded = Some(epoch),
+                            Ok(changes) => {
+                                self.events.record_lifecycle(&changes);
+                                loaded = Some(epoch);
+                            }
                             Err(e) => tracing::warn!("reloading the configuration another node changed failed: {e}"),
                         }
                     }

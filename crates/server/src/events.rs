@@ -263,6 +263,18 @@ impl EventSink {
     }
 
     /// A lifecycle event: `STARTED`, `UPDATED`, `STOPPED` or `FAILED`.
+    /// The lifecycle events of a reload of the routing table, whichever reload found the
+    /// changes (a REST call's, or the configuration watch's when it got there first): one
+    /// event per change per node.
+    pub fn record_lifecycle(&self, changes: &[(Uuid, crate::registry::Lifecycle)]) {
+        for (integration, change) in changes {
+            if *change == crate::registry::Lifecycle::Stopped {
+                self.flush_stats(Some(*integration));
+            }
+            self.lifecycle(*integration, change.name(), None);
+        }
+    }
+
     pub fn lifecycle(&self, integration: Uuid, event: &str, error: Option<&str>) {
         self.push(
             EntityKind::Integration,

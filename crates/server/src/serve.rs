@@ -78,7 +78,7 @@ async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Res
     let endpoint_config = || endpoint_config(&config, store.clone());
     let script_micros = Arc::new(Histogram::new(SCRIPT_MICROS_BUCKETS));
     // Other nodes' configuration changes, and uplinks converted again after one.
-    let resync = Some(crate::config_sync::ConfigSync::start(store.clone(), registry.clone(), pool.clone())?);
+    let resync = Some(crate::config_sync::ConfigSync::start(store.clone(), registry.clone(), pool.clone(), events.clone())?);
     let pipeline = Pipeline { writer: writer.clone(), events: events.clone(), script_micros: script_micros.clone(), resync };
     let endpoint = CoapEndpoint::new(coap_socket, registry.clone(), pool.clone(), pipeline.clone(), endpoint_config());
     // The DTLS endpoint: the same message layer and pipeline over the DTLS session table.

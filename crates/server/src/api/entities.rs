@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{ApiError, ApiResult, AppState, Query, blocking, json as tb, page_query, parse_body, parse_uuid};
 use crate::events::DebugSettings;
-use crate::registry::{Lifecycle, SecurityMode, endpoint_url};
+use crate::registry::{SecurityMode, endpoint_url};
 
 /// ThingsBoard's limit on a converter script body.
 const MAX_SCRIPT_CHARS: usize = 50_000;
@@ -422,12 +422,7 @@ async fn reload_routes(state: &AppState) -> ApiResult<()> {
     if !blocking(move || store.await_config_applied(crate::config_sync::APPLY_WAIT)).await? {
         tracing::warn!("a node did not apply the configuration change within {:?}", crate::config_sync::APPLY_WAIT);
     }
-    for (integration, change) in changes {
-        if change == Lifecycle::Stopped {
-            state.events.flush_stats(Some(integration));
-        }
-        state.events.lifecycle(integration, change.name(), None);
-    }
+    state.events.record_lifecycle(&changes);
     Ok(())
 }
 
