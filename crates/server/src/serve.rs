@@ -74,7 +74,17 @@ async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Res
         batch_window: config.writer_batch_window,
     };
     // Blocking too: the writer sets its connection up for split durability.
-    let (writer, _writer_thread) = blocking(|| writer::start_many(uplink_writers, writer_config));
+    let (writer, _writer_thread) = blocking(|| writer::start_many(uplink_writers, writer_config.clone()));
+    // Remote integrations' records must be stored in the remote's order, which writers side by
+    // side would not keep (a later batch can commit first): with more than one, the links get a
+    // single writer of their own. (A device's own uplinks need no such care: it sends the next
+    // only after the 2.01 of the last, which follows its commit.)
+    let remote_writer = if writers > 1 && config.rpc.is_some() {
+        let own = blocking(|| store.uplink_writer()).context("opening the remote integrations' writer")?;
+        blocking(|| writer::start(own, writer_config)).0
+    } else {
+        writer.clone()
+    };
     let endpoint_config = || endpoint_config(&config, store.clone());
     let script_micros = Arc::new(Histogram::new(SCRIPT_MICROS_BUCKETS));
     // Other nodes' configuration changes, and uplinks converted again after one.
@@ -106,8 +116,7 @@ async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Res
         .await
         .with_context(|| format!("HTTP_BIND_ADDRESS/HTTP_BIND_PORT: cannot listen on tcp {}", config.http_bind))?;
 
-    // Remote integrations' records go through the same writer as local uplinks.
-    let remote = crate::remote_link::RemoteHub::new(store.clone(), writer.clone(), events.clone(), registry.clone());
+    let remote = crate::remote_link::RemoteHub::new(store.clone(), remote_writer, events.clone(), registry.clone());
     remote.share_statuses();
     let rpc_addr = match &config.rpc {
         Some(settings) => Some(remote.start(settings).await?),
