@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use coapgate_coap::message::Code;
 use coapgate_script::{DecodeJob, ScriptError};
-use coapgate_storage::model::{ConverterVersion, Exchange, Millis, UplinkRejection};
+use coapgate_storage::model::{ConverterVersion, Exchange, Millis, UplinkOutcome, UplinkRejection};
 use coapgate_storage::now_millis;
 use serde_json::Value;
 
@@ -171,10 +171,7 @@ impl Uplink {
     fn stored(self, result: WriteResult) {
         match result {
             // Another node stored its first copy: the device gets the response stored there.
-            WriteResult::Stored(outcome) if outcome.replay.is_some() => {
-                let stored = outcome.replay.unwrap_or_default();
-                self.reply.replay(stored);
-            }
+            WriteResult::Stored(UplinkOutcome { replay: Some(stored), .. }) => self.reply.replay(stored),
             WriteResult::Stored(_) => self.finish(Reply::created(), None),
             WriteResult::Rejected(UplinkRejection::StaleConverter) => match self.pipeline.resync.clone() {
                 Some(sync) if self.conversions < MAX_CONVERSIONS => {

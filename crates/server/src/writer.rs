@@ -134,16 +134,18 @@ pub fn start(writer: Box<dyn UplinkWriter>, config: WriterConfig) -> (WriterHand
 pub fn start_many(mut writers: Vec<Box<dyn UplinkWriter>>, config: WriterConfig) -> (WriterHandle, std::thread::JoinHandle<()>) {
     let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
     let stats = Arc::new(WriterStats::default());
-    let mut barriers = writers.iter_mut().map(|writer| {
-        writer.split_durability().unwrap_or_else(|e| {
-            tracing::warn!("storage cannot flush separately, every commit will sync itself: {e}");
-            None
+    // Every writer is asked (splitting sets its connection up); the first barrier serves all:
+    // it covers every commit before it, and a writer that did not split commits durably anyway.
+    let barriers: Vec<_> = writers
+        .iter_mut()
+        .map(|writer| {
+            writer.split_durability().unwrap_or_else(|e| {
+                tracing::warn!("storage cannot flush separately, every commit will sync itself: {e}");
+                None
+            })
         })
-    });
-    // Durability is split for all writers or for none (the first one's barrier serves all).
-    let barrier = barriers.next().flatten();
-    let others_split = barriers.map(|b| b.is_some()).collect::<Vec<_>>();
-    let barrier = barrier.filter(|_| others_split.iter().all(|split| *split));
+        .collect();
+    let barrier = barriers.into_iter().flatten().next();
     let sync = barrier.map(|barrier| {
         let (sync_tx, sync_rx) = crossbeam_channel::bounded(SYNC_QUEUE_BATCHES);
         let sync_stats = stats.clone();

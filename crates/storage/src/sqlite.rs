@@ -2080,34 +2080,6 @@ mod tests {
         }
     }
 
-    /// A remote's record is stored once however often it is sent, in one batch or several, and
-    /// its place is forgotten only when the remote says it left its outbox.
-    #[test]
-    fn a_remote_record_is_stored_once() {
-        let (_dir, store) = temp_store();
-        let mut writer = store.uplink_writer().unwrap();
-        let outbox = Uuid::new_v4();
-        let sent = |seq: u64, ts: i64| {
-            let mut r = record("R-1", true, ts, vec![("t", KvValue::Long(ts))]);
-            r.remote = Some(RemoteSeq { outbox, seq });
-            r
-        };
-        let first = writer.commit(&[sent(1, 1000), sent(1, 1000), sent(2, 2000)]).unwrap();
-        let duplicates: Vec<bool> = first.iter().map(|r| r.as_ref().unwrap().duplicate).collect();
-        assert_eq!(duplicates, vec![false, true, false], "a copy in the same batch is a duplicate");
-        let again = writer.commit(&[sent(2, 2000)]).unwrap();
-        assert!(again[0].as_ref().unwrap().duplicate);
-        let mut other_outbox = sent(2, 3000);
-        other_outbox.remote = Some(RemoteSeq { outbox: Uuid::new_v4(), seq: 2 });
-        assert!(!writer.commit(&[other_outbox]).unwrap()[0].as_ref().unwrap().duplicate, "numbers are per outbox");
-        let device = store.device_by_name("R-1").unwrap().unwrap();
-        let query = HistoryQuery { keys: vec!["t".into()], start_ts: 0, end_ts: 10_000, limit: 100, descending: false };
-        let points = store.timeseries_history(device.id, &query).unwrap();
-        assert_eq!(points[0].1.len(), 3, "1000, 2000 and the other outbox's 3000: {points:?}");
-        assert_eq!(store.forget_remote_records(Uuid::nil(), outbox, 2).unwrap(), 1);
-        assert!(!writer.commit(&[sent(1, 1000)]).unwrap()[0].as_ref().unwrap().duplicate, "forgotten below 2");
-    }
-
     /// What the compactor thread does, now: move every waiting point, then let the writer
     /// delete the moved rows.
     fn compact(store: &SqliteStore, raw: &mut SqliteUplinkWriter) {

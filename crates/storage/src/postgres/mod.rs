@@ -208,11 +208,24 @@ impl PgStore {
     /// the uplink batches in flight (on every node) and bumps the epoch that makes writers drop
     /// their caches.
     fn deletion<T>(&self, f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.exclusively(f, |tx| {
+            tx.execute("UPDATE entity_epoch SET epoch = epoch + 1 WHERE id = 1", &[]).map_err(pg)?;
+            Ok(())
+        })
+    }
+
+    /// Runs `f`, then `after`, in one transaction holding [`DELETION_LOCK`] exclusively: uplink
+    /// batches in flight on every node commit first, and later ones see what this commits.
+    fn exclusively<T>(
+        &self,
+        f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T>,
+        after: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<()>,
+    ) -> Result<T> {
         self.with_conn(|c| {
             let mut tx = c.client.transaction().map_err(pg)?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DELETION_LOCK]).map_err(pg)?;
             let result = f(&mut tx)?;
-            tx.execute("UPDATE entity_epoch SET epoch = epoch + 1 WHERE id = 1", &[]).map_err(pg)?;
+            after(&mut tx)?;
             tx.commit().map_err(pg)?;
             Ok(result)
         })
@@ -224,15 +237,11 @@ impl PgStore {
     /// converter is then refused as stale and converted again). It bumps `config_epoch` and
     /// notifies every node's watch, which the server delivers at `COMMIT`.
     fn config_change<T>(&self, f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T>) -> Result<T> {
-        self.with_conn(|c| {
-            let mut tx = c.client.transaction().map_err(pg)?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DELETION_LOCK]).map_err(pg)?;
-            let result = f(&mut tx)?;
+        self.exclusively(f, |tx| {
             let epoch: i64 =
                 tx.query_one("UPDATE config_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch", &[]).map_err(pg)?.get(0);
             tx.execute("SELECT pg_notify($1, $2)", &[&CONFIG_CHANNEL, &epoch.to_string()]).map_err(pg)?;
-            tx.commit().map_err(pg)?;
-            Ok(result)
+            Ok(())
         })
     }
 
