@@ -26,15 +26,19 @@ export function assert(condition, message) {
   if (!condition) throw new Error(`assertion failed: ${message}`);
 }
 
-/** Starts Chromium with a fresh profile; returns {context, page, problems, close}. */
-export async function start() {
+/** A phone's viewport (the issue's 390×844) for `start(PHONE)`. */
+export const PHONE = { width: 390, height: 844 };
+
+/** Starts Chromium with a fresh profile (1440×900 unless a viewport is given); returns
+ * {context, page, problems, close}. */
+export async function start(viewport = { width: 1440, height: 900 }) {
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coapgate-chromium-'));
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
       '--disable-sync', '--no-first-run'],
-    viewport: { width: 1440, height: 900 },
+    viewport,
     deviceScaleFactor: 1,
     timezoneId: 'UTC',
     locale: 'en-US',
@@ -119,4 +123,12 @@ export async function run(name, body, { allowErrors = [] } = {}) {
 /** Clicks an entry of the sidebar. */
 export async function nav(page, name) {
   await page.locator('nav.sidebar').getByRole('link', { name, exact: true }).click();
+}
+
+/** Fails when the page scrolls sideways: everything must fit the viewport's width. */
+export async function assertNoSidewaysScroll(page, where) {
+  const { scrollWidth, innerWidth } = await page.evaluate(() => ({
+    scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
+  }));
+  assert(scrollWidth <= innerWidth, `${where}: the page scrolls sideways (scrollWidth ${scrollWidth} > innerWidth ${innerWidth})`);
 }

@@ -680,6 +680,8 @@ pub fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The console's browser tests (Chromium driven by playwright-core).
+pub mod browser;
 /// A private PostgreSQL cluster for servers on PostgreSQL (the storage crate's test harness).
 #[path = "../../../storage/tests/pg_cluster/mod.rs"]
 pub mod pg_cluster;
