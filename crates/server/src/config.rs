@@ -207,10 +207,15 @@ pub struct Config {
     pub ssl: Option<ServerCredentials>,
     pub coap_bind: String,
     pub coap_base_url: String,
+    /// Whether `COAP_BASE_URL` was set: the console then offers it as it is, and otherwise the
+    /// host the browser used with the CoAP port (this host's name may not resolve for devices).
+    pub coap_base_url_set: bool,
     pub dtls_enabled: bool,
     /// The DTLS endpoint's settings; `Some` exactly when `dtls_enabled`.
     pub dtls: Option<DtlsSettings>,
     pub coap_dtls_base_url: String,
+    /// Whether `COAP_DTLS_BASE_URL` was set (see `coap_base_url_set`).
+    pub coap_dtls_base_url_set: bool,
     pub piggyback_timeout: Duration,
     pub max_in_flight: usize,
     pub max_body_bytes: usize,
@@ -392,9 +397,11 @@ impl Config {
             ssl,
             coap_bind: format!("{}:{coap_port}", get("COAP_BIND_ADDRESS")),
             coap_base_url,
+            coap_base_url_set: !get("COAP_BASE_URL").is_empty(),
             dtls_enabled,
             dtls,
             coap_dtls_base_url,
+            coap_dtls_base_url_set: !get("COAP_DTLS_BASE_URL").is_empty(),
             piggyback_timeout: Duration::from_millis(parse(v, "COAP_PIGGYBACK_TIMEOUT_MS")?),
             max_in_flight: positive(v, "COAP_MAX_IN_FLIGHT")?,
             max_body_bytes: positive(v, "COAP_MAX_BODY_BYTES")?,
@@ -660,13 +667,18 @@ fn parse_bool(v: &BTreeMap<&'static str, String>, name: &str) -> anyhow::Result<
     }
 }
 
-fn default_base_url(scheme: &str, port: u16, default_port: u16) -> String {
+pub(crate) fn default_base_url(scheme: &str, port: u16, default_port: u16) -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_string());
     if port == default_port { format!("{scheme}://{host}") } else { format!("{scheme}://{host}:{port}") }
+}
+
+/// The port of an "addr:port" bind address (IPv6 addresses included), if it has one.
+pub(crate) fn port_of(bind: &str) -> Option<u16> {
+    bind.rsplit_once(':').and_then(|(_, port)| port.parse().ok())
 }
 
 /// A TOML file with every setting, its default, and a comment saying what it is for.

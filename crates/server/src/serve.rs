@@ -34,7 +34,7 @@ pub fn run(config: Config, demo: bool, options: StartOptions) -> anyhow::Result<
     runtime.block_on(serve(config, demo, options))
 }
 
-async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Result<()> {
+async fn serve(mut config: Config, demo: bool, options: StartOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     // The DTLS and HTTPS credentials first: a wrong key store password stops start-up before
     // anything is created on disk.
@@ -54,6 +54,11 @@ async fn serve(config: Config, demo: bool, options: StartOptions) -> anyhow::Res
         .with_context(|| format!("COAP_BIND_ADDRESS/COAP_BIND_PORT: cannot listen on udp {}", config.coap_bind))?;
     enlarge_socket_buffers(&coap_socket, config.socket_buffer_bytes);
     let coap_addr = coap_socket.local_addr()?;
+    // A default base URL made from COAP_BIND_PORT=0 names the port chosen now, so that the
+    // endpoint URLs the server derives reach it.
+    if !config.coap_base_url_set && crate::config::port_of(&config.coap_bind) == Some(0) {
+        config.coap_base_url = crate::config::default_base_url("coap", coap_addr.port(), 5683);
+    }
     let demo_command = if demo { Some(blocking(|| crate::demo::setup(store.as_ref(), &config, coap_addr))?) } else { None };
     let events = EventSink::start(store.clone(), config.events_ttl);
     let registry = Arc::new(Registry::default());

@@ -16,11 +16,37 @@ use serde_json::json;
 
 #[test]
 fn seed_tutorial_through_the_console() {
-    let server = Server::start();
+    let server = Server::start_with(&[("COAP_BASE_URL", "")], &[]);
     run_browser("seed_flow.mjs", &server, &[]);
     // What the person did in the browser is what the API holds.
     let device = server.device("SN-001").expect("SN-001 created by the uplink sent from the test");
     assert_eq!(server.history_len(&device, "temperature"), 5);
+}
+
+/// The same tutorial at 390×844: the menu folds away and no page scrolls sideways.
+#[test]
+fn seed_tutorial_on_a_phone() {
+    let server = Server::start_with(&[("COAP_BASE_URL", "")], &[]);
+    run_browser("seed_flow.mjs", &server, &[("VIEWPORT", "phone".into())]);
+    let device = server.device("SN-001").expect("SN-001 created by the uplink sent from the test");
+    assert_eq!(server.history_len(&device, "temperature"), 5);
+}
+
+/// The wizard's base URL is the server's view: `COAP_BASE_URL` when set (said so), else the
+/// browser's host with the CoAP port (the tutorial flows above check that one).
+#[test]
+fn wizard_offers_the_configured_base_url() {
+    // The harness gives every server COAP_BASE_URL=coap://127.0.0.1; this one has none.
+    let plain = Server::start_with(&[("COAP_BASE_URL", "")], &[]);
+    let settings = plain.api("GET", "/api/coapgate/coapSettings", None);
+    assert_eq!(settings["coap"], json!({"enabled": true, "port": plain.coap.port(), "baseUrl": null}), "{settings}");
+    assert_eq!(settings["dtls"]["enabled"], json!(false), "{settings}");
+    assert_eq!(plain.request("GET", "/api/coapgate/coapSettings", None, None).0, 401, "only for a logged-in user");
+    drop(plain);
+    let server = Server::start_with(&[("COAP_BASE_URL", "coap://sensors.example.net:6001/")], &[]);
+    let settings = server.api("GET", "/api/coapgate/coapSettings", None);
+    assert_eq!(settings["coap"]["baseUrl"], json!("coap://sensors.example.net:6001"), "{settings}");
+    run_browser("wizard_base_url.mjs", &server, &[("EXPECTED_BASE_URL", "coap://sensors.example.net:6001".into())]);
 }
 
 #[test]

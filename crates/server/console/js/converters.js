@@ -36,7 +36,9 @@ export function convertersPage(container) {
 
 /** Debug settings controls; returns `{el, value()}` in ThingsBoard's `debugSettings` shape. */
 export function debugSettingsControl(settings) {
-  const s = settings || { failuresEnabled: true, allEnabled: false };
+  // A new converter or integration records all messages for 15 minutes, as the tutorial
+  // expects: its first uplinks show up in Events without touching these settings.
+  const s = settings || { failuresEnabled: true, allEnabled: true, allEnabledUntil: Date.now() + FIFTEEN_MINUTES };
   const failures = checkbox('Failures', s.failuresEnabled !== false, { name: 'debugFailures' });
   const allActive = s.allEnabled && s.allEnabledUntil > Date.now();
   const all = checkbox('All messages (15 min)', allActive, { name: 'debugAll' });
@@ -46,7 +48,8 @@ export function debugSettingsControl(settings) {
     value: () => ({
       failuresEnabled: failures.input.checked,
       allEnabled: all.input.checked,
-      allEnabledUntil: all.input.checked ? (allActive ? s.allEnabledUntil : Date.now() + FIFTEEN_MINUTES) : 0,
+      // The 15 minutes of a new entity count from its saving, not from opening the form.
+      allEnabledUntil: all.input.checked ? (allActive && settings ? s.allEnabledUntil : Date.now() + FIFTEEN_MINUTES) : 0,
     }),
   };
 }

@@ -185,6 +185,17 @@ function confirmAction(title, text, okLabel) {
   });
 }
 
+/** `{coap: {enabled, port, baseUrl}, dtls: {...}}`: where the server's CoAP endpoints listen,
+ * and their base URLs when COAP_BASE_URL / COAP_DTLS_BASE_URL are set. */
+function coapSettings() {
+  return get('/api/coapgate/coapSettings');
+}
+
+/** The host name the browser used to reach the console, bracketed when it is IPv6. */
+function browserHost() {
+  return location.hostname.includes(':') ? `[${location.hostname}]` : location.hostname;
+}
+
 /** What the server derives: `<baseUrl>[/<path>]/i/<routingKey>`. */
 function endpointUrl(base, path, key) {
   let url = base.replace(/\/+$/, '');
@@ -293,18 +304,23 @@ function integrationSections(integration, { isNew, onRegenerate }) {
   let secret = i.secret || randomSecret();
   const security = h('select', { name: 'securityMode', 'aria-label': 'Security mode' },
     [['NO_SECURE', 'No secure'], ['DTLS', 'DTLS'], ['MIXED', 'Mixed']].map(([v, l]) => h('option', { value: v, selected: (client.securityMode || 'NO_SECURE') === v }, l)));
-  const host = location.hostname.includes(':') ? `[${location.hostname}]` : location.hostname;
-  const baseUrl = h('input', { type: 'text', name: 'baseUrl', value: client.baseUrl || `coap://${host}` });
+  // The base URLs start empty and are filled from the server's view (`coapSettings`) unless the
+  // person typed one first; a saved integration keeps what was saved.
+  const baseUrl = h('input', { type: 'text', name: 'baseUrl', value: client.baseUrl || '', placeholder: 'coap://host[:port]' });
   const path = h('input', { type: 'text', name: 'path', value: client.path || '', placeholder: 'optional' });
-  const dtlsBaseUrl = h('input', { type: 'text', name: 'dtlsBaseUrl', value: client.dtlsBaseUrl || `coaps://${host}` });
+  const dtlsBaseUrl = h('input', { type: 'text', name: 'dtlsBaseUrl', value: client.dtlsBaseUrl || '', placeholder: 'coaps://host[:port]' });
   const dtlsPath = h('input', { type: 'text', name: 'dtlsPath', value: client.dtlsPath || '', placeholder: 'optional' });
+  const baseSource = h('span', { class: 'hint', id: 'base-url-source' });
+  const dtlsBaseSource = h('span', { class: 'hint', id: 'dtls-base-url-source' });
   const endpoint = h('input', { type: 'text', name: 'coapEndpoint', readonly: true, id: 'coap-endpoint', class: 'mono' });
   const dtlsEndpoint = h('input', { type: 'text', name: 'dtlsCoapEndpoint', readonly: true, class: 'mono' });
   const copyButton = (input, label) => h('button', { type: 'button', class: 'secondary small copy', 'aria-label': `Copy ${label}`, onclick: () => copyText(input.value) }, 'Copy');
-  const plainBox = h('div', {}, h('div', { class: 'row' }, field('Base URL', baseUrl), field('Path', path)),
+  const plainBox = h('div', {}, h('div', { class: 'row' }, field('Base URL', baseUrl, baseSource), field('Path', path)),
     field('CoAP endpoint URL', h('div', { class: 'with-button' }, endpoint, copyButton(endpoint, 'endpoint URL'))));
-  const dtlsBox = h('div', {}, h('div', { class: 'row' }, field('DTLS Base URL', dtlsBaseUrl), field('Path', dtlsPath)),
+  const dtlsBox = h('div', {}, h('div', { class: 'row' }, field('DTLS Base URL', dtlsBaseUrl, dtlsBaseSource), field('Path', dtlsPath)),
     field('DTLS CoAP endpoint URL', h('div', { class: 'with-button' }, dtlsEndpoint, copyButton(dtlsEndpoint, 'DTLS endpoint URL'))));
+  const dtlsOff = h('p', { class: 'notice', id: 'dtls-off', hidden: true },
+    'DTLS and Mixed need the server\'s DTLS endpoint, which is off: start the server with COAP_DTLS_ENABLED=true (a remote integration runs its own).');
   const update = () => {
     endpoint.value = isNew || !client.coapEndpoint || baseUrl.value !== client.baseUrl || path.value !== (client.path || '')
       ? endpointUrl(baseUrl.value, path.value, routingKey) : client.coapEndpoint;
@@ -314,6 +330,37 @@ function integrationSections(integration, { isNew, onRegenerate }) {
   };
   for (const input of [security, baseUrl, path, dtlsBaseUrl, dtlsPath]) input.addEventListener('input', update);
   update();
+  let coap = null;
+  const applyCoapSettings = () => {
+    if (!coap) return;
+    const offerBase = (input, source, side, scheme, defaultPort, setting) => {
+      const hostUrl = `${scheme}://${browserHost()}${side.port && side.port !== defaultPort ? `:${side.port}` : ''}`;
+      const offered = side.baseUrl || hostUrl;
+      if (!input.value) input.value = offered;
+      if (input.value !== offered) {
+        fill(source, 'As saved with this integration. ', side.baseUrl
+          ? `The server's ${setting} is ${side.baseUrl}.` : `This browser's host with the server's port: ${hostUrl}.`);
+      } else if (side.baseUrl) {
+        fill(source, `From the server's ${setting}.`);
+      } else {
+        fill(source, `The host this browser used (${browserHost()}) with the server's port ${side.port}; `
+          + `devices that know the server by another name need it here (or ${setting} on the server).`);
+      }
+    };
+    offerBase(baseUrl, baseSource, coap.coap, 'coap', 5683, 'COAP_BASE_URL');
+    offerBase(dtlsBaseUrl, dtlsBaseSource, coap.dtls, 'coaps', 5684, 'COAP_DTLS_BASE_URL');
+    // DTLS and Mixed need this server's DTLS endpoint unless a remote runs the integration.
+    const unavailable = !coap.dtls.enabled && !remote.input.checked;
+    for (const option of security.options) {
+      if (option.value === 'NO_SECURE') continue;
+      option.disabled = unavailable;
+      option.textContent = `${option.value === 'DTLS' ? 'DTLS' : 'Mixed'}${unavailable ? ' (DTLS is off on this server)' : ''}`;
+    }
+    dtlsOff.hidden = !unavailable;
+    update();
+  };
+  coapSettings().then((settings) => { coap = settings; applyCoapSettings(); })
+    .catch((e) => fill(baseSource, h('span', { class: 'err-text' }, `The server's CoAP settings could not be read: ${e.message}`)));
   // Execute remotely: the integration key and secret, the secret hidden until asked for, and the
   // command that starts `coapgate remote` with them (its settings are environment variables).
   const remote = checkbox('Execute remotely', !!(i.remote || i.isRemote), { name: 'remote' });
@@ -374,10 +421,10 @@ function integrationSections(integration, { isNew, onRegenerate }) {
       h('button', { type: 'button', class: 'secondary small copy', 'aria-label': 'Copy secret', onclick: () => copyText(secret) }, 'Copy'),
       regenerate)),
     commandBox);
-  remote.input.addEventListener('change', () => { remoteBox.hidden = !remote.input.checked; });
+  remote.input.addEventListener('change', () => { remoteBox.hidden = !remote.input.checked; applyCoapSettings(); });
   remoteBox.hidden = !remote.input.checked;
   sections.connection = h('section', { class: 'step', 'data-step': 'connection' },
-    h('h2', {}, 'Connection'), field('Security mode', security), plainBox, dtlsBox,
+    h('h2', {}, 'Connection'), field('Security mode', security), dtlsOff, plainBox, dtlsBox,
     h('p', { class: 'hint' }, isNew ? 'The routing key in the URL is assigned now and kept when you add the integration.' : ''),
     remote.el, remoteBox);
 

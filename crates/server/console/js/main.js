@@ -71,16 +71,27 @@ function shell(p, main) {
       href: `#${href}`, class: p === href || p.startsWith(`${href}/`) ? 'active' : '',
       'aria-current': p.startsWith(href) ? 'page' : false,
     }, label))));
-  return h('div', { class: 'layout' },
-    h('nav', { class: 'sidebar', 'aria-label': 'Main' },
-      h('a', { class: 'brand', href: '#/integrations' }, h('img', { src: '/assets/favicon.svg', alt: '' }), h('span', {}, 'coapgate')),
-      links),
+  const brand = (cls) => h('a', { class: cls, href: '#/integrations' }, h('img', { src: '/assets/favicon.svg', alt: '' }), h('span', {}, 'coapgate'));
+  const sidebar = h('nav', { class: 'sidebar', id: 'sidebar', 'aria-label': 'Main' }, brand('brand'), links);
+  // On a phone the navigation folds away behind a Menu button in the top bar (CSS decides when);
+  // every page change draws the shell again, so the menu is closed on the new page.
+  const layout = h('div', { class: 'layout' });
+  const toggle = h('button', {
+    class: 'secondary small nav-toggle', id: 'nav-toggle', 'aria-controls': 'sidebar', 'aria-expanded': 'false',
+    onclick: () => {
+      const open = layout.classList.toggle('nav-open');
+      toggle.setAttribute('aria-expanded', String(open));
+    },
+  }, '☰ Menu');
+  layout.append(sidebar,
     h('div', { class: 'main' },
       h('header', { class: 'topbar' },
+        toggle, brand('brand topbar-brand'),
         h('span', { class: 'spacer' }),
         h('span', { class: 'user', title: user?.authority || '' }, user?.email || ''),
         h('button', { class: 'secondary small', id: 'logout', onclick: () => { logout(); user = null; location.hash = '#/login'; route(); } }, 'Log out')),
       main));
+  return layout;
 }
 
 setLoggedOutHandler(() => { user = null; route(); });

@@ -8,6 +8,7 @@
 mod assets;
 mod auth;
 mod customers;
+mod endpoint_settings;
 mod entities;
 mod events;
 mod groups;
@@ -59,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/auth/logout", post(auth::logout))
         .route("/api/auth/changePassword", post(auth::change_password))
         .route("/api/coapgate/remoteSettings", get(remote_settings::remote_settings))
+        .route("/api/coapgate/coapSettings", get(endpoint_settings::coap_settings))
         .route("/api/converter", post(entities::save_converter))
         .route("/api/converter/testUpLink", post(entities::test_uplink))
         .route("/api/converter/{id}", get(entities::get_converter).delete(entities::delete_converter))

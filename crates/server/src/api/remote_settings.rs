@@ -22,8 +22,8 @@ pub async fn remote_settings(State(state): State<AppState>) -> Json<Value> {
 }
 
 /// The port of an "addr:port" bind address (IPv6 addresses included); 0 when there is none.
-fn configured_port(bind: &str) -> u16 {
-    bind.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).unwrap_or(0)
+pub(super) fn configured_port(bind: &str) -> u16 {
+    crate::config::port_of(bind).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -104,8 +104,8 @@ export async function until(what, f, timeoutMs = 20000) {
 }
 
 /** Runs a test body with a browser, always closing it; exits non-zero on failure. */
-export async function run(name, body, { allowErrors = [] } = {}) {
-  const b = await start();
+export async function run(name, body, { allowErrors = [], viewport } = {}) {
+  const b = await start(viewport);
   try {
     await body(b);
     checkProblems(b.problems, { allowErrors });
@@ -120,8 +120,10 @@ export async function run(name, body, { allowErrors = [] } = {}) {
   }
 }
 
-/** Clicks an entry of the sidebar. */
+/** Clicks an entry of the sidebar, opening the phone layout's menu first when it is folded. */
 export async function nav(page, name) {
+  const toggle = page.locator('#nav-toggle');
+  if (await toggle.isVisible() && await toggle.getAttribute('aria-expanded') !== 'true') await toggle.click();
   await page.locator('nav.sidebar').getByRole('link', { name, exact: true }).click();
 }
 
