@@ -416,6 +416,9 @@ function integrationSections(integration, { isNew, onRegenerate }) {
     }
   } }, 'Regenerate secret');
   const remoteBox = h('div', { class: 'remote' },
+    h('p', { class: 'hint', id: 'remote-explained' },
+      'Executed remotely, the integration runs in coapgate remote near its devices: they send to the remote, '
+      + 'this server answers them 4.04, and the integration shows "Enabled, no remote" until a remote links.'),
     field('Integration key', h('div', { class: 'with-button' }, keyInput, copyButton(keyInput, 'integration key'))),
     field('Integration secret', h('div', { class: 'with-button' }, secretInput, showSecret,
       h('button', { type: 'button', class: 'secondary small copy', 'aria-label': 'Copy secret', onclick: () => copyText(secret) }, 'Copy'),
