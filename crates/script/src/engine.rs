@@ -90,6 +90,36 @@ impl Engine {
         }
     }
 
+    /// Compiles `script` as [`Engine::decode`] would before its first run, and runs nothing
+    /// of it (a JavaScript body that closes the wrapper early runs that code at compile time,
+    /// under the same time limit, exactly as a converter's first decode would). Nothing is
+    /// cached, so checking never evicts a converter's compiled script.
+    pub fn check(&mut self, script: &DecoderScript) -> Result<(), ScriptError> {
+        check_inputs(script, &[], &BTreeMap::new(), &self.limits)?;
+        match script.lang {
+            ScriptLang::Js => {
+                if self.js.is_none() {
+                    self.js = Some(JsEngine::new(&self.limits)?);
+                }
+                let js = self.js.as_mut().expect("JS engine was just created");
+                let result = js.check(&script.source);
+                if js.needs_rebuild()
+                    || matches!(result, Err(ScriptError::MemoryLimit { .. } | ScriptError::Internal(_)))
+                {
+                    self.discard_js();
+                }
+                result
+            }
+            ScriptLang::Tbel => coapgate_tbel::Script::compile_with_limit(
+                &script.source,
+                &["payload", "metadata"],
+                self.limits.max_script_chars,
+            )
+            .map(drop)
+            .map_err(|e| tbel_error(e, &self.limits)),
+        }
+    }
+
     /// Runs a JS script; also tells whether other scripts' contexts shared
     /// the runtime (and so its memory limit) during the run.
     fn decode_js(
@@ -188,6 +218,7 @@ fn tbel_error(e: coapgate_tbel::TbelError, limits: &Limits) -> ScriptError {
         ErrorKind::Compile => ScriptError::Compile {
             message,
             line: e.line,
+            column: e.column,
         },
         ErrorKind::Runtime | ErrorKind::StackOverflow | ErrorKind::NullSafeStop => ScriptError::Runtime {
             message,
@@ -241,6 +272,23 @@ fn check_inputs(
         });
     }
     Ok(())
+}
+
+/// Compiles a script once in a freshly built engine ([`Engine::check`]) on a thread of its
+/// own with the native stack a pool worker has, so the interpreter's stack limit holds
+/// whatever thread the caller is on. For "is this script valid?" questions (the console's
+/// editor); it costs an engine start-up per call, so callers bound how many run at once.
+pub fn check_once(script: &DecoderScript, limits: &Limits) -> Result<(), ScriptError> {
+    let stack = limits.max_stack_bytes + crate::pool::WORKER_STACK_HEADROOM;
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("script-check".into())
+            .stack_size(stack)
+            .spawn_scoped(scope, || Engine::new(limits.clone()).check(script))
+            .map_err(|e| ScriptError::Internal(format!("failed to start a script check: {e}")))?
+            .join()
+            .unwrap_or_else(|_| Err(ScriptError::Internal("panic while checking the script".into())))
+    })
 }
 
 /// Runs a script once in a freshly built engine.

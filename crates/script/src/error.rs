@@ -18,6 +18,10 @@ pub enum ScriptError {
         message: String,
         /// 1-based line in the user's script body, when the engine reported one.
         line: Option<u32>,
+        /// 1-based column on that line (in characters of the user's text), when known. Not
+        /// part of `Display`, which keeps the text ThingsBoard users know; editors use it to
+        /// place a marker.
+        column: Option<u32>,
     },
     /// The script threw (or the engine raised) an exception while running.
     #[error("{message}{}", at_line(*.line))]
@@ -94,6 +98,15 @@ impl ScriptError {
     pub fn line(&self) -> Option<u32> {
         match self {
             ScriptError::Compile { line, .. } | ScriptError::Runtime { line, .. } => *line,
+            _ => None,
+        }
+    }
+
+    /// The 1-based column on [`ScriptError::line`] this error points at, if known (compile
+    /// errors only).
+    pub fn column(&self) -> Option<u32> {
+        match self {
+            ScriptError::Compile { column, .. } => *column,
             _ => None,
         }
     }

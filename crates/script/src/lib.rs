@@ -11,7 +11,8 @@
 //! - [`limits`]: [`Limits`] on time, memory, stack and input/output sizes.
 //! - [`script`]: [`DecoderScript`] and [`ScriptLang`], engine-independent.
 //! - [`engine`]: [`Engine`], the single-threaded language dispatcher, and
-//!   [`decode_once`] for one-shot use (CLI, tests).
+//!   [`decode_once`] for one-shot use (CLI, tests), [`check_once`] to compile
+//!   without running (the console's editor).
 //! - [`js`]: [`JsEngine`], the QuickJS-based JavaScript engine with the
 //!   ThingsBoard helper globals (`decodeToString`, `decodeToJson`, `atob`,
 //!   `btoa`) and a compile cache.
@@ -39,7 +40,7 @@ mod block;
 mod cache;
 mod sched;
 
-pub use engine::{Engine, decode_once};
+pub use engine::{Engine, check_once, decode_once};
 pub use error::ScriptError;
 pub use js::JsEngine;
 pub use limits::Limits;

@@ -125,7 +125,7 @@ pub struct EnginePool {
 
 /// Extra native stack for worker threads beyond the engine's own limit, for
 /// the Rust frames around the interpreter.
-const WORKER_STACK_HEADROOM: usize = 2 * 1024 * 1024;
+pub(crate) const WORKER_STACK_HEADROOM: usize = 2 * 1024 * 1024;
 
 impl EnginePool {
     /// Starts `cfg.workers` threads named `script-0`, `script-1`, ...

@@ -51,6 +51,7 @@ static ASSETS: &[Asset] = &[
     asset!("js/events.js", JS),
     asset!("js/entities.js", JS),
     asset!("js/editor.js", JS),
+    asset!("js/forms.js", JS),
     asset!("tbel-mode.js", JS),
     asset!("vendor/codemirror-5.65.20/codemirror.js", JS),
     asset!("vendor/codemirror-5.65.20/codemirror.css", CSS),

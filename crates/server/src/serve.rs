@@ -269,14 +269,19 @@ pub(crate) fn start_script_pool(config: &Config) -> EnginePool {
     EnginePool::start(PoolConfig {
         workers: config.script_workers,
         queue_capacity: config.script_queue_capacity,
-        limits: Limits {
-            timeout: config.js_timeout,
-            memory_bytes: config.js_memory_bytes,
-            tbel_timeout: config.tbel_timeout,
-            tbel_memory_bytes: config.tbel_memory_bytes,
-            ..Limits::default()
-        },
+        limits: script_limits(config),
     })
+}
+
+/// The limits every converter script runs under (the pool's, and the console's script check).
+pub(crate) fn script_limits(config: &Config) -> Limits {
+    Limits {
+        timeout: config.js_timeout,
+        memory_bytes: config.js_memory_bytes,
+        tbel_timeout: config.tbel_timeout,
+        tbel_memory_bytes: config.tbel_memory_bytes,
+        ..Limits::default()
+    }
 }
 
 fn print_banner(

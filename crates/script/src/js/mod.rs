@@ -249,13 +249,24 @@ impl JsEngine {
                     None => Err(ScriptError::Compile {
                         message: "script body does not form a single function".into(),
                         line: None,
+                        column: None,
                     }),
                 },
                 Err(e) => Err(self.classify(&ctx, e, true)),
             }
         });
         self.disarm();
-        result
+        result.map_err(|e| in_user_text(e, body))
+    }
+
+    /// Compiles a script body in a context of its own, as [`JsEngine::decode`] would on a
+    /// cache miss, without running it or keeping it: "is this converter's script valid?".
+    pub fn check(&mut self, body: &str) -> Result<(), ScriptError> {
+        let context = self.new_context()?;
+        let func = self.compile(&context, body)?;
+        // Dropped in `Compiled`'s field order: the function before its context.
+        drop(Compiled { func, context });
+        Ok(())
     }
 
     /// Calls a compiled decoder and returns the JSON text of its result
@@ -409,7 +420,8 @@ impl JsEngine {
             _ => info.message,
         };
         if compiling && info.name.as_deref() == Some("SyntaxError") {
-            ScriptError::Compile { message, line }
+            let column = info.stack.as_deref().and_then(user_column);
+            ScriptError::Compile { message, line, column }
         } else {
             ScriptError::Runtime {
                 message,
@@ -544,6 +556,40 @@ fn user_line(stack: &str) -> Option<u32> {
     })
 }
 
+/// The column of the innermost user frame in a QuickJS stack trace
+/// (`decoder.js:3:12` → 12), in the wrapped source.
+fn user_column(stack: &str) -> Option<u32> {
+    let needle = format!("{SCRIPT_FILE}:");
+    stack.lines().find_map(|frame| {
+        let rest = &frame[frame.find(&needle)? + needle.len()..];
+        let rest = &rest[rest.find(':')? + 1..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    })
+}
+
+/// Maps a compile error's position in the wrapped source onto the user's body: line 1 shares
+/// its line with [`WRAPPER_PREFIX`], so its columns are shifted by the prefix; an error the
+/// engine finds only at the wrapper's closing line (an unclosed brace or string) belongs to
+/// the end of the user's last line.
+fn in_user_text(err: ScriptError, body: &str) -> ScriptError {
+    let ScriptError::Compile { message, line: Some(line), column } = err else {
+        return err;
+    };
+    let last = body.split('\n').count();
+    let last_u32 = u32::try_from(last).unwrap_or(u32::MAX);
+    let (line, column) = if line > last_u32 {
+        let end = body.split('\n').next_back().map_or(0, |l| l.chars().count());
+        (last_u32, u32::try_from(end + 1).ok())
+    } else if line == 1 {
+        let prefix = u32::try_from(WRAPPER_PREFIX.chars().count()).unwrap_or(0);
+        (1, column.map(|c| c.saturating_sub(prefix).max(1)))
+    } else {
+        (line, column)
+    };
+    ScriptError::Compile { message, line: Some(line), column }
+}
+
 /// Checks the result size and parses the engine's JSON text, which keeps
 /// integers as integers (69) and fractions as floats (25.7).
 pub(crate) fn parse_result(
@@ -571,7 +617,20 @@ pub(crate) fn parse_result(
 
 #[cfg(test)]
 mod tests {
-    use super::user_line;
+    use super::{in_user_text, user_column, user_line};
+    use crate::ScriptError;
+
+    #[test]
+    fn compile_positions_are_the_users() {
+        assert_eq!(user_column("    at decoder.js:3:12\n"), Some(12));
+        let at = |line, column| ScriptError::Compile { message: "SyntaxError".into(), line: Some(line), column: Some(column) };
+        let pos = |e: ScriptError| (e.line(), e.column());
+        // Line 1 follows the 38-character wrapper prefix.
+        assert_eq!(pos(in_user_text(at(1, 47), "var a = ;")), (Some(1), Some(9)));
+        assert_eq!(pos(in_user_text(at(2, 7), "var a;\nvar b = ;")), (Some(2), Some(7)));
+        // The wrapper's closing line is past the user's text: the end of the last line.
+        assert_eq!(pos(in_user_text(at(3, 1), "if (a) {\n  return 1;")), (Some(2), Some(12)));
+    }
 
     #[test]
     fn extracts_first_user_frame() {

@@ -6,6 +6,7 @@ import { get, post, del, page } from './api.js';
 import { pagedTable } from './table.js';
 import { codeEditor, DEFAULT_DECODER } from './editor.js';
 import { eventsPanel } from './events.js';
+import { markInvalid, requireFilled, confirmInPage, guardUnsaved } from './forms.js';
 
 const FIFTEEN_MINUTES = 15 * 60 * 1000;
 
@@ -54,7 +55,23 @@ export function debugSettingsControl(settings) {
   };
 }
 
-/** The decoder form (name, language, editor, debug); used here and in the integration wizard. */
+/**
+ * Asks the server whether a script compiles, through the same compile step as a converter's
+ * first uplink (the console cannot compile: its Content-Security-Policy forbids `eval`).
+ * Resolves `{ok, error?, line?, column?}`; line and column are the user's, 1-based.
+ */
+export function checkScript(scriptLang, script) {
+  return post('/api/coapgate/converter/checkScript', { scriptLang, script });
+}
+
+/**
+ * The decoder form (name, language, editor, debug); used here and in the integration wizard.
+ * Returns `{el, nameInput, ready, value(), snapshot(), check()}`: `ready` resolves once the
+ * editor exists; `snapshot()` is a text that changes whenever an edit does (for an unsaved-
+ * changes guard); `check()` checks the script and marks its problem in the editor and under
+ * it, resolving `{ok, error?, line?, column?}` (`{ok: true, unchecked: true}` when the server
+ * could not be asked).
+ */
 export function converterForm(converter, { compact = false } = {}) {
   const c = converter || { name: '', type: 'UPLINK', integrationType: 'COAP', configuration: { scriptLang: 'JS' } };
   const lang = c.configuration?.scriptLang || 'JS';
@@ -62,38 +79,105 @@ export function converterForm(converter, { compact = false } = {}) {
     JS: c.configuration?.decoder ?? DEFAULT_DECODER.JS,
     TBEL: c.configuration?.tbelDecoder ?? DEFAULT_DECODER.TBEL,
   };
-  const name = h('input', { type: 'text', name: 'converterName', required: true, value: c.name, placeholder: 'CoAP Uplink Converter' });
+  const name = h('input', { type: 'text', name: 'converterName', required: true, 'aria-required': 'true', value: c.name, placeholder: 'e.g. CoAP Uplink Converter' });
   const type = h('select', { name: 'converterType', disabled: true }, h('option', { value: 'UPLINK' }, 'Uplink'));
   const integrationType = h('select', { name: 'integrationType' }, h('option', { value: 'COAP' }, 'CoAP'));
   const langSelect = h('select', { name: 'scriptLang', 'aria-label': 'Script language' },
     h('option', { value: 'TBEL', selected: lang === 'TBEL' }, 'TBEL'),
     h('option', { value: 'JS', selected: lang === 'JS' }, 'JavaScript'));
   const editorBox = h('div', { class: 'editor-box', id: 'decoder-editor' });
+  // What the last check found: shown under the editor, next to the line marker in it.
+  const problem = h('div', { class: 'script-check', id: 'script-check', 'aria-live': 'polite' });
   const debug = debugSettingsControl(c.debugSettings);
   const description = h('input', { type: 'text', name: 'description', value: c.additionalInfo?.description || '' });
   const testButton = h('button', { type: 'button', class: 'secondary', id: 'test-decoder' }, 'Test payload decoder');
+  const checkButton = h('button', { type: 'button', class: 'secondary', id: 'check-script' }, 'Check script');
   let editor = null;
   let current = lang;
+  let readyResolve;
+  const ready = new Promise((resolve) => { readyResolve = resolve; });
   const el = h('div', { class: 'converter-form' },
     h('div', { class: 'row' }, field('Name', name), compact ? null : field('Converter type', type), field('Integration type', integrationType)),
     h('div', { class: 'row' }, h('div', { class: 'grow' }, h('span', { class: 'label' }, 'Main decoding configuration')), field('Language', langSelect)),
     editorBox,
-    h('div', { class: 'row' }, testButton),
+    problem,
+    h('div', { class: 'row' }, testButton, checkButton),
     compact ? null : debug.el,
     compact ? null : field('Description', description));
+
+  // Checks answer in order of asking; an answer to an older text is dropped.
+  let asked = 0;
+  let shown = false; // a problem is on display
+  let recheck = null;
+  const showResult = (r, { quiet }) => {
+    shown = !r.ok;
+    if (r.ok) {
+      editor.clearProblem();
+      if (quiet) fill(problem);
+      else fill(problem, h('span', { class: 'script-ok' }, 'The script compiles.'));
+      problem.classList.remove('has-problem');
+      return;
+    }
+    const where = r.line ? `Line ${r.line}${r.column ? `, column ${r.column}` : ''}` : null;
+    const message = (r.error || 'The script does not compile').replace(/ at line \d+$/, '');
+    editor.markProblem({ line: r.line, column: r.column, message });
+    problem.classList.add('has-problem');
+    fill(problem,
+      where ? h('button', { type: 'button', class: 'problem-at', onclick: () => editor.goTo(r.line, r.column || 1) }, `${where}:`) : null,
+      h('span', { class: 'problem-text' }, message));
+  };
+  async function check({ quiet = false } = {}) {
+    await ready;
+    const n = ++asked;
+    let r;
+    try {
+      r = await checkScript(current, editor.value());
+    } catch (e) {
+      // A refused script (too large) is a problem of the script; anything else (the server
+      // unreachable) leaves the script unjudged.
+      r = e.status === 413 || e.status === 400 ? { ok: false, error: e.message } : { ok: true, unchecked: true };
+    }
+    if (n === asked && !r.unchecked) showResult(r, { quiet });
+    return r;
+  }
+
   // CodeMirror measures its container, so it is created once the form is in the page.
-  queueMicrotask(() => { editor = codeEditor(editorBox, { value: sources[lang], lang }); });
+  queueMicrotask(() => {
+    editor = codeEditor(editorBox, { value: sources[lang], lang });
+    // While a problem is shown, the text is checked again shortly after each edit, so the
+    // marker goes as soon as the problem is fixed.
+    editor.onChange(() => {
+      if (!shown) return;
+      clearTimeout(recheck);
+      recheck = setTimeout(() => check({ quiet: true }), 700);
+    });
+    readyResolve();
+  });
   langSelect.addEventListener('change', () => {
     sources[current] = editor.value();
     current = langSelect.value;
     editor.setLang(current);
     editor.setValue(sources[current]);
+    editor.clearProblem();
+    fill(problem);
+    problem.classList.remove('has-problem');
+    shown = false;
+    asked++;
   });
+  checkButton.addEventListener('click', () => check());
   testButton.addEventListener('click', () => testDialog({
     lang: langSelect.value, decoder: editor.value(), converterId: c.id?.id, onApply: (src) => editor.setValue(src),
   }));
   return {
     el,
+    nameInput: name,
+    ready,
+    check,
+    snapshot() {
+      if (!editor) return null;
+      return JSON.stringify([name.value, integrationType.value, current, { ...sources, [current]: editor.value() },
+        [...debug.el.querySelectorAll('input')].map((i) => i.checked), description.value]);
+    },
     value() {
       sources[current] = editor.value();
       return {
@@ -137,13 +221,24 @@ export function payloadToBase64(kind, text) {
   return btoa(bin);
 }
 
+/** Placeholders of the test payload by content type: examples, worded so that they cannot be
+ * taken for a value already there. */
+const PAYLOAD_EXAMPLES = {
+  TEXT: 'e.g. SN-001,default,temperature,25.7,humidity,69',
+  JSON: 'e.g. {"deviceName": "SN-001", "temperature": 25.7}',
+  HEX: 'e.g. 53 4e 2d 30 30 31',
+  BASE64: 'e.g. U04tMDAx',
+};
+
 /** "Test payload decoder": payload and metadata in, the script's output or error out. */
 async function testDialog({ lang, decoder, converterId, onApply }) {
   const d = dialog('Test decoder function', { wide: true });
   const kind = h('select', { name: 'payloadType', 'aria-label': 'Payload content type' },
     h('option', { value: 'TEXT' }, 'Text'), h('option', { value: 'JSON' }, 'JSON'),
     h('option', { value: 'HEX' }, 'Binary (hex)'), h('option', { value: 'BASE64' }, 'Binary (Base64)'));
-  const payload = h('textarea', { name: 'payload', rows: 5, class: 'mono', placeholder: 'SN-001,default,temperature,25.7,humidity,69' });
+  const payload = h('textarea', { name: 'payload', rows: 5, class: 'mono', placeholder: PAYLOAD_EXAMPLES.TEXT });
+  const source = h('span', { class: 'hint', id: 'payload-source' });
+  kind.addEventListener('change', () => { payload.placeholder = PAYLOAD_EXAMPLES[kind.value]; });
   let metadata = { integrationName: 'Test integration', 'Option:uri': '/i/test', 'Option:content-format': '0' };
   const metaBox = h('div');
   const editorBox = h('div', { class: 'editor-box small' });
@@ -157,7 +252,7 @@ async function testDialog({ lang, decoder, converterId, onApply }) {
     h('div', { class: 'test-grid' },
       h('div', {},
         h('div', { class: 'row' }, field('Payload content type', kind)),
-        field('Payload', payload),
+        field('Payload', payload, source),
         h('div', { class: 'label' }, 'Metadata'), metaBox),
       h('div', {}, h('div', { class: 'label' }, 'Decoder'), editorBox)),
     h('div', { class: 'row' }, runButton, apply),
@@ -168,8 +263,10 @@ async function testDialog({ lang, decoder, converterId, onApply }) {
     get(`/api/converter/${converterId}/debugIn`).then((last) => {
       if (!last || payload.value) return;
       const type = last.inContentType === 'BINARY' ? 'BASE64' : last.inContentType || 'TEXT';
-      kind.value = type;
+      kind.value = PAYLOAD_EXAMPLES[type] ? type : 'TEXT';
+      payload.placeholder = PAYLOAD_EXAMPLES[kind.value];
       payload.value = last.inContent || '';
+      fill(source, 'From the converter\'s last uplink.');
       if (last.inMetadata && Object.keys(last.inMetadata).length) {
         metadata = last.inMetadata;
         meta = keyValueRows(metadata);
@@ -199,6 +296,8 @@ async function testDialog({ lang, decoder, converterId, onApply }) {
 /** A converter's page: details (editor) and events. `id` null means a new converter. */
 export function converterPage(container, id, tab) {
   let disposeTabs = null;
+  let disposeGuard = null;
+  let gone = false;
   const head = h('div', { class: 'page-head' }, h('a', { href: '#/converters', class: 'back' }, '‹ Data converters'));
   fill(container, head, h('p', { class: 'hint' }, 'Loading…'));
   (async () => {
@@ -206,33 +305,73 @@ export function converterPage(container, id, tab) {
     if (id) {
       try { converter = await get(`/api/converter/${id}`); } catch (e) { fill(container, head, h('div', { class: 'error' }, e.message)); return; }
     }
-    const details = (panel) => {
-      const form = converterForm(converter);
+    if (gone) return;
+    const title = h('h1', {}, converter ? converter.name : 'Add data converter');
+    // The details are built once and kept while the Events tab is shown, so switching tabs
+    // never loses an edit; `saved` is the form's snapshot as last saved (or loaded).
+    let detailsEl = null;
+    let form = null;
+    let saved = null;
+    const isDirty = () => form !== null && saved !== null && form.snapshot() !== saved;
+    disposeGuard = guardUnsaved(isDirty, {
+      title: 'Leave without saving?',
+      text: 'This converter has changes that are not saved. Leave the page and lose them?',
+    });
+    const buildDetails = () => {
+      form = converterForm(converter);
       const save = h('button', { class: 'primary', id: 'save-converter' }, converter ? 'Save' : 'Add');
       const error = h('div', { class: 'error', role: 'alert' });
+      form.ready.then(() => {
+        saved = form.snapshot();
+        // A saved script that does not compile is flagged as soon as it is shown.
+        if (converter) form.check({ quiet: true });
+      });
       save.addEventListener('click', async () => {
         error.textContent = '';
+        if (!requireFilled([[form.nameInput, 'Name is required']])) return;
         const body = form.value();
-        if (!body.name) { error.textContent = 'Name is required'; return; }
+        const snapshot = form.snapshot();
         save.disabled = true;
+        // Saved whether or not the script compiles, as ThingsBoard saves it; the check only
+        // flags the problem.
+        const checked = form.check({ quiet: true });
         try {
-          const saved = await post('/api/converter', body);
-          toast(converter ? 'Converter saved' : 'Converter added');
-          if (!converter) location.hash = `#/converters/${saved.id.id}`;
-          else converter = saved;
+          const result = await post('/api/converter', body);
+          saved = snapshot;
+          const compiles = (await checked).ok;
+          const what = converter ? 'Converter saved' : 'Converter added';
+          toast(compiles ? what : `${what}, but its script does not compile`, compiles ? 'info' : 'error');
+          if (!converter) {
+            location.hash = `#/converters/${result.id.id}`;
+          } else {
+            converter = result;
+            fill(title, result.name);
+          }
         } catch (e) {
-          error.textContent = e.message;
+          if (e.status === 400 && /\bname\b/i.test(e.message)) markInvalid(form.nameInput, e.message);
+          else error.textContent = e.message;
         } finally {
           save.disabled = false;
         }
       });
-      const remove = converter ? h('button', { class: 'danger', onclick: async () => {
-        if (!confirm(`Delete converter ${converter.name}?`)) return;
-        try { await del(`/api/converter/${id}`); location.hash = '#/converters'; } catch (e) { error.textContent = e.message; }
+      const remove = converter ? h('button', { class: 'danger', id: 'delete-converter', onclick: async () => {
+        const sure = await confirmInPage('Delete converter?', `Delete the converter "${converter.name}"? This cannot be undone.`, 'Delete', { danger: true });
+        if (!sure) return;
+        try {
+          await del(`/api/converter/${id}`);
+          disposeGuard();
+          location.hash = '#/converters';
+        } catch (e) { error.textContent = e.message; }
       } }, 'Delete') : null;
-      fill(panel, form.el, error, h('div', { class: 'actions' }, save, remove));
+      return h('div', {}, form.el, error, h('div', { class: 'actions' }, save, remove));
     };
-    const title = h('h1', {}, converter ? converter.name : 'Add data converter');
+    const details = (panel) => {
+      const first = detailsEl === null;
+      detailsEl ??= buildDetails();
+      panel.append(detailsEl);
+      // CodeMirror cannot measure while detached: refresh it when the tab comes back.
+      if (!first) detailsEl.querySelectorAll('.CodeMirror').forEach((cm) => cm.CodeMirror.refresh());
+    };
     if (!converter) {
       const panel = h('div', { class: 'card' });
       fill(container, head, title, panel);
@@ -246,5 +385,9 @@ export function converterPage(container, id, tab) {
     disposeTabs = t.dispose;
     fill(container, head, title, t);
   })();
-  return () => disposeTabs?.();
+  return () => {
+    gone = true;
+    disposeGuard?.();
+    disposeTabs?.();
+  };
 }

@@ -16,6 +16,7 @@ mod json;
 mod login_limits;
 mod password;
 mod remote_settings;
+mod script_check;
 mod sessions;
 mod telemetry;
 
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/auth/changePassword", post(auth::change_password))
         .route("/api/coapgate/remoteSettings", get(remote_settings::remote_settings))
         .route("/api/coapgate/coapSettings", get(endpoint_settings::coap_settings))
+        .route("/api/coapgate/converter/checkScript", post(script_check::check_script))
         .route("/api/converter", post(entities::save_converter))
         .route("/api/converter/testUpLink", post(entities::test_uplink))
         .route("/api/converter/{id}", get(entities::get_converter).delete(entities::delete_converter))
