@@ -192,7 +192,7 @@ async function phonePart() {
     assert(fit.sw <= fit.cw, `nothing in the dialog scrolls sideways: ${JSON.stringify(fit)}`);
     await page.keyboard.press('Escape');
     // The question about unsaved edits fits too.
-    await page.locator('nav.sidebar').getByRole('link', { name: 'Devices', exact: true }).click();
+    await nav(page, 'Devices');
     const ask = page.getByRole('alertdialog', { name: 'Leave without saving?' });
     await ask.waitFor();
     const box = await ask.boundingBox();
