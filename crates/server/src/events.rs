@@ -120,6 +120,90 @@ pub fn cut(text: &str) -> String {
 struct Counters {
     processed: AtomicU64,
     errors: AtomicU64,
+    /// Counted in a `STATS` event that is queued but not yet stored: the live counts add them,
+    /// so an uplink never disappears from the counts between a flush and its insert.
+    pending_processed: AtomicU64,
+    pending_errors: AtomicU64,
+}
+
+/// An integration's messages of the last 24 hours: stored `STATS` events plus what this node
+/// counted and has not stored yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct MessageCounts {
+    pub processed: u64,
+    pub errors: u64,
+}
+
+/// How long a sum of stored `STATS` events is reused. This node's own flushes invalidate it at
+/// once; other nodes' flushes (every [`STATS_EVERY`]) show within this time.
+const STORED_COUNTS_TTL: Duration = Duration::from_secs(5);
+/// The window of the live counts.
+pub const COUNTS_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Events dropped per entity, by minute, in this node's memory: how many the per-entity rate
+/// cap refused and how many found the queue full. Bounded: [`DROP_MINUTES`] minutes per entity
+/// (the oldest go first) and [`DROP_ENTITIES`] entities (the one whose last drop is oldest goes
+/// first), a few hundred kilobytes at most.
+#[derive(Default)]
+struct DropBook {
+    entities: HashMap<Uuid, std::collections::VecDeque<DropMinute>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DropMinute {
+    /// Minutes since the epoch.
+    minute: i64,
+    rate_limited: u64,
+    queue_full: u64,
+}
+
+const DROP_MINUTES: usize = 24 * 60;
+const DROP_ENTITIES: usize = 256;
+
+/// What [`EventSink::dropped_between`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DropReport {
+    pub rate_limited: u64,
+    pub queue_full: u64,
+    /// The oldest minute still remembered for this entity (ms), if any.
+    pub remembered_since: Option<Millis>,
+}
+
+impl DropBook {
+    fn add(&mut self, entity: Uuid, now: Millis, queue_full: bool) {
+        let minute = now.div_euclid(60_000);
+        if !self.entities.contains_key(&entity) && self.entities.len() >= DROP_ENTITIES {
+            let oldest = self.entities.iter().min_by_key(|(_, m)| m.back().map_or(i64::MIN, |b| b.minute)).map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
+                self.entities.remove(&oldest);
+            }
+        }
+        let minutes = self.entities.entry(entity).or_default();
+        if minutes.back().is_none_or(|b| b.minute != minute) {
+            if minutes.len() >= DROP_MINUTES {
+                minutes.pop_front();
+            }
+            minutes.push_back(DropMinute { minute, rate_limited: 0, queue_full: 0 });
+        }
+        let slot = minutes.back_mut().expect("pushed above");
+        if queue_full {
+            slot.queue_full += 1;
+        } else {
+            slot.rate_limited += 1;
+        }
+    }
+
+    /// Drops in the minutes that overlap `[start, end]`.
+    fn between(&self, entity: Uuid, start: Millis, end: Millis) -> DropReport {
+        let Some(minutes) = self.entities.get(&entity) else { return DropReport::default() };
+        let mut report = DropReport { remembered_since: minutes.front().map(|m| m.minute * 60_000), ..DropReport::default() };
+        for m in minutes.iter().filter(|m| m.minute * 60_000 + 59_999 >= start && m.minute * 60_000 <= end) {
+            report.rate_limited += m.rate_limited;
+            report.queue_full += m.queue_full;
+        }
+        report
+    }
 }
 
 /// The handle every producer of events holds.
@@ -129,6 +213,13 @@ pub struct EventSink {
     stats: Mutex<HashMap<Uuid, Arc<Counters>>>,
     /// Per entity: the second (since the epoch) being counted and how many events it recorded.
     rate: Mutex<HashMap<Uuid, (i64, u32)>>,
+    /// Per entity and minute, the events dropped (rate cap or full queue).
+    drops: Mutex<DropBook>,
+    /// Per integration: the sum of its stored `STATS` events of the last 24 hours and when it
+    /// was read.
+    /// `(read_at, sum, stored_at)`: `stored_at` is when this node last stored a `STATS` event of
+    /// the integration; a sum read before that is stale.
+    stored_counts: Mutex<HashMap<Uuid, (Option<Instant>, MessageCounts, Option<Instant>)>>,
     pub dropped: AtomicU64,
     pub rate_limited: AtomicU64,
     pub recorded: AtomicU64,
@@ -149,6 +240,8 @@ impl EventSink {
             server,
             stats: Mutex::new(HashMap::new()),
             rate: Mutex::new(HashMap::new()),
+            drops: Mutex::new(DropBook::default()),
+            stored_counts: Mutex::new(HashMap::new()),
             dropped: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             recorded: AtomicU64::new(0),
@@ -201,12 +294,95 @@ impl EventSink {
     /// events (lifecycle and statistics events are rare and always kept).
     fn enqueue(&self, event: Event) {
         let rate_capped = matches!(event.event_type.as_str(), "DEBUG_INTEGRATION" | "DEBUG_CONVERTER" | "ERROR");
-        if rate_capped && !self.within_rate(event.entity_id, coapgate_storage::now_millis()) {
+        let now = coapgate_storage::now_millis();
+        if rate_capped && !self.within_rate(event.entity_id, now) {
             self.rate_limited.fetch_add(1, Ordering::Relaxed);
+            self.drops.lock().unwrap_or_else(|e| e.into_inner()).add(event.entity_id, now, false);
             return;
         }
-        if self.tx.try_send(event).is_err() {
+        let entity = event.entity_id;
+        if let Err(refused) = self.tx.try_send(event) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.drops.lock().unwrap_or_else(|e| e.into_inner()).add(entity, now, true);
+            // A lost STATS event's counts are gone; they must not stay pending for ever.
+            self.stats_stored(&refused.into_inner());
+        }
+    }
+
+    /// The events of `entity` this node dropped in the minutes overlapping `[start, end]`.
+    /// Per node by design: drops happen when a node is overloaded, and writing them to the
+    /// shared database would add load exactly then.
+    pub fn dropped_between(&self, entity: Uuid, start: Millis, end: Millis) -> DropReport {
+        self.drops.lock().unwrap_or_else(|e| e.into_inner()).between(entity, start, end)
+    }
+
+    /// The per-entity rate cap (events per second).
+    pub fn rate_cap(&self) -> u32 {
+        MAX_EVENTS_PER_ENTITY_PER_SECOND
+    }
+
+    /// The name events of this node carry as their `server`.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// An integration's messages of the last 24 hours, current to the last uplink this node
+    /// finished: stored `STATS` events (the sum is reused for [`STORED_COUNTS_TTL`], and read
+    /// again as soon as this node stores one) plus the counters not stored yet.
+    pub fn message_counts(&self, store: &dyn coapgate_storage::Store, integration: Uuid) -> coapgate_storage::Result<MessageCounts> {
+        let cached = self
+            .stored_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&integration)
+            .filter(|(read_at, _, stored_at)| match read_at {
+                Some(read_at) => read_at.elapsed() < STORED_COUNTS_TTL && stored_at.is_none_or(|s| s < *read_at),
+                None => false,
+            })
+            .map(|(_, c, _)| *c);
+        let stored = match cached {
+            Some(c) => c,
+            None => {
+                // Read before the counters below: a flush in between is then counted as pending
+                // or, once stored, invalidates this sum; never counted twice for long.
+                let read_at = Instant::now();
+                let since = coapgate_storage::now_millis() - COUNTS_WINDOW.as_millis() as Millis;
+                let c = stored_stats_sum(store, integration, since)?;
+                let mut cache = self.stored_counts.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() > 10_000 {
+                    cache.retain(|_, (read_at, _, _)| read_at.is_some_and(|r| r.elapsed() < STORED_COUNTS_TTL));
+                }
+                let entry = cache.entry(integration).or_insert((None, c, None));
+                entry.0 = Some(read_at);
+                entry.1 = c;
+                c
+            }
+        };
+        let live = self.stats.lock().unwrap_or_else(|e| e.into_inner()).get(&integration).cloned();
+        let (processed, errors) = live.map_or((0, 0), |c| {
+            (
+                c.processed.load(Ordering::Relaxed) + c.pending_processed.load(Ordering::Relaxed),
+                c.errors.load(Ordering::Relaxed) + c.pending_errors.load(Ordering::Relaxed),
+            )
+        });
+        Ok(MessageCounts { processed: stored.processed + processed, errors: stored.errors + errors })
+    }
+
+    /// A `STATS` event left the queue (stored, or lost): its counts are no longer pending, and
+    /// the integration's stored sum is read again next time.
+    fn stats_stored(&self, event: &Event) {
+        if event.event_type != "STATS" {
+            return;
+        }
+        let processed = event.body.get("messagesProcessed").and_then(Value::as_u64).unwrap_or(0);
+        let errors = event.body.get("errorsOccurred").and_then(Value::as_u64).unwrap_or(0);
+        if let Some(c) = self.stats.lock().unwrap_or_else(|e| e.into_inner()).get(&event.entity_id) {
+            let _ = c.pending_processed.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(processed)));
+            let _ = c.pending_errors.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(errors)));
+        }
+        let mut cache = self.stored_counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = cache.get_mut(&event.entity_id) {
+            entry.2 = Some(Instant::now());
         }
     }
 
@@ -305,8 +481,14 @@ impl EventSink {
             stats.iter().filter(|(id, _)| only.is_none_or(|o| o == **id)).map(|(id, c)| (*id, c.clone())).collect()
         };
         for (id, c) in counters {
-            let processed = c.processed.swap(0, Ordering::Relaxed);
-            let errors = c.errors.swap(0, Ordering::Relaxed);
+            // Pending first, then taken from the live counters: a reader in between counts an
+            // uplink twice for an instant rather than not at all.
+            let processed = c.processed.load(Ordering::Relaxed);
+            let errors = c.errors.load(Ordering::Relaxed);
+            c.pending_processed.fetch_add(processed, Ordering::Relaxed);
+            c.pending_errors.fetch_add(errors, Ordering::Relaxed);
+            c.processed.fetch_sub(processed, Ordering::Relaxed);
+            c.errors.fetch_sub(errors, Ordering::Relaxed);
             if processed > 0 || only.is_some() {
                 self.push(
                     EntityKind::Integration,
@@ -332,6 +514,30 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "coapgate".into())
 }
 
+/// The sum of an integration's stored `STATS` events created at or after `since`.
+fn stored_stats_sum(store: &dyn coapgate_storage::Store, integration: Uuid, since: Millis) -> coapgate_storage::Result<MessageCounts> {
+    let mut counts = MessageCounts::default();
+    let mut page = 0;
+    loop {
+        let query = coapgate_storage::model::EventQuery {
+            entity_id: integration,
+            event_type: "STATS".into(),
+            start_time: Some(since),
+            page: coapgate_storage::model::PageQuery { page_size: 10_000, page, sort_descending: true, ..Default::default() },
+            ..Default::default()
+        };
+        let found = store.events(&query)?;
+        for e in &found.data {
+            counts.processed += e.body.get("messagesProcessed").and_then(Value::as_u64).unwrap_or(0);
+            counts.errors += e.body.get("errorsOccurred").and_then(Value::as_u64).unwrap_or(0);
+        }
+        if !found.has_next || page >= 100 {
+            return Ok(counts);
+        }
+        page += 1;
+    }
+}
+
 /// How often integrations' statistics are recorded.
 pub const STATS_EVERY: Duration = Duration::from_secs(60);
 
@@ -353,7 +559,13 @@ fn record_loop(store: Arc<dyn EventLog>, rx: Receiver<Event>, ttl: Duration, sin
             }
         }
         if !batch.is_empty() {
-            match store.insert_events(&batch) {
+            let result = store.insert_events(&batch);
+            if let Some(s) = sink.upgrade() {
+                for e in &batch {
+                    s.stats_stored(e);
+                }
+            }
+            match result {
                 Ok(()) => {
                     if let Some(s) = sink.upgrade() {
                         s.recorded.fetch_add(batch.len() as u64, Ordering::Relaxed);
