@@ -143,7 +143,7 @@ pub const COUNTS_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// Events dropped per entity, by minute, in this node's memory: how many the per-entity rate
 /// cap refused and how many found the queue full. Bounded: [`DROP_MINUTES`] minutes per entity
 /// (the oldest go first) and [`DROP_ENTITIES`] entities (the one whose last drop is oldest goes
-/// first), a few hundred kilobytes at most.
+/// first): at most about 5 MB (128 × 1440 × 24 bytes), in practice a few entries.
 #[derive(Default)]
 struct DropBook {
     entities: HashMap<Uuid, std::collections::VecDeque<DropMinute>>,
@@ -158,7 +158,24 @@ struct DropMinute {
 }
 
 const DROP_MINUTES: usize = 24 * 60;
-const DROP_ENTITIES: usize = 256;
+const DROP_ENTITIES: usize = 128;
+
+/// The sum of an integration's stored `STATS` events, as last read.
+#[derive(Debug, Clone, Copy, Default)]
+struct StoredCounts {
+    read_at: Option<Instant>,
+    counts: MessageCounts,
+    /// When this node last stored a `STATS` event of the integration: a sum read before that
+    /// misses it.
+    stored_at: Option<Instant>,
+}
+
+impl StoredCounts {
+    fn fresh(&self) -> Option<MessageCounts> {
+        let read_at = self.read_at?;
+        (read_at.elapsed() < STORED_COUNTS_TTL && self.stored_at.is_none_or(|s| s < read_at)).then_some(self.counts)
+    }
+}
 
 /// What [`EventSink::dropped_between`] reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -217,9 +234,7 @@ pub struct EventSink {
     drops: Mutex<DropBook>,
     /// Per integration: the sum of its stored `STATS` events of the last 24 hours and when it
     /// was read.
-    /// `(read_at, sum, stored_at)`: `stored_at` is when this node last stored a `STATS` event of
-    /// the integration; a sum read before that is stale.
-    stored_counts: Mutex<HashMap<Uuid, (Option<Instant>, MessageCounts, Option<Instant>)>>,
+    stored_counts: Mutex<HashMap<Uuid, StoredCounts>>,
     pub dropped: AtomicU64,
     pub rate_limited: AtomicU64,
     pub recorded: AtomicU64,
@@ -335,11 +350,7 @@ impl EventSink {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&integration)
-            .filter(|(read_at, _, stored_at)| match read_at {
-                Some(read_at) => read_at.elapsed() < STORED_COUNTS_TTL && stored_at.is_none_or(|s| s < *read_at),
-                None => false,
-            })
-            .map(|(_, c, _)| *c);
+            .and_then(StoredCounts::fresh);
         let stored = match cached {
             Some(c) => c,
             None => {
@@ -350,11 +361,11 @@ impl EventSink {
                 let c = stored_stats_sum(store, integration, since)?;
                 let mut cache = self.stored_counts.lock().unwrap_or_else(|e| e.into_inner());
                 if cache.len() > 10_000 {
-                    cache.retain(|_, (read_at, _, _)| read_at.is_some_and(|r| r.elapsed() < STORED_COUNTS_TTL));
+                    cache.retain(|_, entry| entry.fresh().is_some());
                 }
-                let entry = cache.entry(integration).or_insert((None, c, None));
-                entry.0 = Some(read_at);
-                entry.1 = c;
+                let entry = cache.entry(integration).or_default();
+                entry.read_at = Some(read_at);
+                entry.counts = c;
                 c
             }
         };
@@ -382,7 +393,7 @@ impl EventSink {
         }
         let mut cache = self.stored_counts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = cache.get_mut(&event.entity_id) {
-            entry.2 = Some(Instant::now());
+            entry.stored_at = Some(Instant::now());
         }
     }
 
@@ -634,6 +645,31 @@ mod tests {
         assert_eq!((v["failuresEnabled"].as_bool(), v["allEnabledUntil"].as_i64()), (Some(true), Some(cap)));
         let v = DebugSettings::normalized(Some(&json!({"failuresEnabled": true, "allEnabledUntil": now + 5})), false, now);
         assert_eq!(v["allEnabledUntil"], 0);
+    }
+
+    #[test]
+    fn drops_are_counted_by_entity_and_minute_within_bounds() {
+        let mut book = DropBook::default();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let t = 1_000 * 60_000;
+        book.add(a, t + 5, false);
+        book.add(a, t + 59_999, true);
+        book.add(a, t + 60_000, false);
+        book.add(b, t, false);
+        let r = book.between(a, t, t + 30_000);
+        assert_eq!((r.rate_limited, r.queue_full), (1, 1), "the whole first minute counts, not the next");
+        assert_eq!(book.between(a, 0, t + 120_000).rate_limited, 2);
+        assert_eq!(book.between(a, 0, t - 1), DropReport { remembered_since: Some(t), ..DropReport::default() });
+        assert_eq!(book.between(b, 0, i64::MAX).rate_limited, 1);
+        // Bounded in minutes per entity and in entities.
+        for m in 0..(DROP_MINUTES as i64 + 10) {
+            book.add(a, t + m * 60_000, false);
+        }
+        assert_eq!(book.entities[&a].len(), DROP_MINUTES);
+        for _ in 0..DROP_ENTITIES + 5 {
+            book.add(Uuid::new_v4(), t + 10 * 60_000_000, false);
+        }
+        assert_eq!(book.entities.len(), DROP_ENTITIES);
     }
 
     #[test]
