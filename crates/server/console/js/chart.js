@@ -49,11 +49,13 @@ export function drawTimeSeries(box, { keys, times, columns, startTs, endTs, heig
   const twoAxes = scales.includes('y2');
   const span = (endTs - startTs) / 1000;
   const names = (scale) => keys.filter((_, n) => scales[n] === scale).join(', ');
+  // A y axis as wide as its longest tick label (uPlot's fixed 50 px cuts "101,400").
+  const ySize = (u, values) => Math.max(40, 20 + 8 * Math.max(0, ...(values || []).map((v) => String(v).length)));
   const axes = [
     { values: (u, splits, axis, space, incr) => splits.map((s) => tickLabel(s, incr, span)) },
-    { scale: 'y', label: twoAxes ? names('y') : undefined },
+    { scale: 'y', size: ySize, label: twoAxes ? names('y') : undefined },
   ];
-  if (twoAxes) axes.push({ scale: 'y2', side: 1, grid: { show: false }, label: names('y2') });
+  if (twoAxes) axes.push({ scale: 'y2', side: 1, size: ySize, grid: { show: false }, label: names('y2') });
   box.replaceChildren();
   const plot = new uPlot({
     width: Math.max(320, box.clientWidth || 800),
