@@ -199,6 +199,12 @@ fn message_counters_follow_an_uplink_within_a_second() {
     let failing = server.create_integration("failing", &converter, json!({}));
     assert_eq!(client.post(&endpoint_path(&failing), b"x"), Code::BAD_REQUEST);
     until_counts(&server, &id_of(&failing), (1, 1), Duration::from_secs(1));
+    // The list's one request a second for all its rows says the same.
+    let both = server.api("GET", &format!("/api/coapgate/integrations/messages24h?ids={iid},{}", id_of(&failing)), None);
+    assert_eq!(both[&iid], json!({"processed": 2, "errors": 0}), "{both}");
+    assert_eq!(both[&id_of(&failing)], json!({"processed": 1, "errors": 1}), "{both}");
+    let (status, _) = server.request("GET", "/api/coapgate/integrations/messages24h?ids=nope", None, Some(&server.token()));
+    assert_eq!(status, 400);
 
     // Stopping the integration stores its counters as a STATS event: the counts stay the same
     // (not lost, not doubled) while the event is written and after.

@@ -196,25 +196,29 @@ function endpointUrl(base, path, key) {
 /** Messages processed and errors from the STATS events of the last 24 hours. */
 /**
  * Keeps a "Messages (24 h)" cell current: the server's live counts (stored STATS events plus
- * the counters not stored yet), shown from the list row at once and read again every second
- * while the cell is on the page and the tab is visible.
+ * the counters not stored yet), shown from the list row at once and read again every second,
+ * in one request for all the cells on the page, while they are on it and the tab is visible.
  */
 function messageCounts(id, cell, initial) {
   const show = (c) => fill(cell, `${c.processed} processed`, c.errors ? h('span', { class: 'err-text' }, ` · ${c.errors} errors`) : '');
-  if (initial) show(initial);
+  if (initial) show(initial); else fill(cell, '…');
+  const poll = messageCounts.poll ??= { cells: new Map(), timer: null };
+  poll.cells.set(cell, { id, show });
   const tick = async () => {
-    if (!cell.isConnected) return;
+    for (const c of poll.cells.keys()) if (!c.isConnected) poll.cells.delete(c);
+    if (!poll.cells.size) { poll.timer = null; return; }
     if (!document.hidden) {
+      const cells = [...poll.cells.entries()].slice(0, 100);
       try {
-        const i = await get(`/api/integration/${id}`);
-        if (i.messages24h) show(i.messages24h);
+        const counts = await get(`/api/coapgate/integrations/messages24h?ids=${[...new Set(cells.map(([, c]) => c.id))].join(',')}`);
+        for (const [, c] of cells) if (counts[c.id]) c.show(counts[c.id]);
       } catch {
-        fill(cell, '—');
+        for (const [el] of cells) fill(el, '—');
       }
     }
-    setTimeout(tick, 1000);
+    poll.timer = setTimeout(tick, 1000);
   };
-  setTimeout(tick, initial ? 1000 : 0);
+  poll.timer ??= setTimeout(tick, initial ? 1000 : 0);
 }
 
 async function setEnabled(id, enabled) {
