@@ -59,5 +59,8 @@ fn events_tab_errors_drops_counters_debug_banner_and_charts() {
     // What the button did is what the server holds.
     let saved = server.api("GET", &format!("/api/integration/{}", integration["id"]["id"].as_str().unwrap()), None);
     assert_eq!(saved["debugSettings"]["allEnabled"], true, "{saved}");
+    let saved = server.api("GET", &format!("/api/converter/{}", converter["id"]["id"].as_str().unwrap()), None);
+    assert_eq!(saved["debugSettings"]["allEnabled"], true, "{saved}");
+    assert_eq!(saved["configuration"]["decoder"], JSON_DECODER, "the rest of the converter is kept");
     assert!(server.device("CH-1").is_some());
 }

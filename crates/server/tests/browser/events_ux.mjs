@@ -51,6 +51,10 @@ await run('events_ux', async ({ page }) => {
   await page.goto(`${env.base}/#/converters/${process.env.CONVERTER_ID}/events`);
   await eventType(page, 'Error');
   await until('the converter failure in its Error view', async () => (await rows.count()) === 1);
+  // A converter has the banner and the button too.
+  await banner.filter({ hasText: 'failures only' }).waitFor();
+  await page.getByRole('button', { name: 'Record all messages for 15 min' }).click();
+  await banner.filter({ hasText: /^Debug: all messages until \d\d:\d\d/ }).waitFor();
 
   // 3. The banner's button records all messages; an OK uplink then appears.
   await page.goto(`${env.base}/#/integrations/${json}/events`);
