@@ -61,8 +61,9 @@ const COLUMNS = {
   ERROR: [
     { title: 'Event time', cell: (e) => fmtTime(e.createdTime) },
     { title: 'Method', cell: (e) => (e.type === 'ERROR' ? e.body.method || '' : (e.body.type || 'Uplink')) },
-    { title: 'In', cell: (e) => textCell('In', e.type === 'DEBUG_CONVERTER' ? e.body.in : e.body.message), class: 'wide' },
+    // The error first: on a phone the table scrolls sideways inside its frame.
     { title: 'Error', cell: (e) => textCell('Error', e.body.error), class: 'wide' },
+    { title: 'In', cell: (e) => textCell('In', e.type === 'DEBUG_CONVERTER' ? e.body.in : e.body.message), class: 'wide' },
   ],
 };
 

@@ -193,7 +193,6 @@ function endpointUrl(base, path, key) {
   return `${url}/i/${key}`;
 }
 
-/** Messages processed and errors from the STATS events of the last 24 hours. */
 /**
  * Keeps a "Messages (24 h)" cell current: the server's live counts (stored STATS events plus
  * the counters not stored yet), shown from the list row at once and read again every second,
