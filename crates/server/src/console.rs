@@ -49,6 +49,7 @@ static ASSETS: &[Asset] = &[
     asset!("js/converters.js", JS),
     asset!("js/integrations.js", JS),
     asset!("js/events.js", JS),
+    asset!("js/chart.js", JS),
     asset!("js/entities.js", JS),
     asset!("js/editor.js", JS),
     asset!("js/forms.js", JS),

@@ -120,6 +120,107 @@ pub fn cut(text: &str) -> String {
 struct Counters {
     processed: AtomicU64,
     errors: AtomicU64,
+    /// Counted in a `STATS` event that is queued but not yet stored: the live counts add them,
+    /// so an uplink never disappears from the counts between a flush and its insert.
+    pending_processed: AtomicU64,
+    pending_errors: AtomicU64,
+}
+
+/// An integration's messages of the last 24 hours: stored `STATS` events plus what this node
+/// counted and has not stored yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct MessageCounts {
+    pub processed: u64,
+    pub errors: u64,
+}
+
+/// How long a sum of stored `STATS` events is reused. This node's own flushes invalidate it at
+/// once; other nodes' flushes (every [`STATS_EVERY`]) show within this time.
+const STORED_COUNTS_TTL: Duration = Duration::from_secs(5);
+/// The window of the live counts.
+pub const COUNTS_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Events dropped per entity, by minute, in this node's memory: how many the per-entity rate
+/// cap refused and how many found the queue full. Bounded: [`DROP_MINUTES`] minutes per entity
+/// (the oldest go first) and [`DROP_ENTITIES`] entities (the one whose last drop is oldest goes
+/// first): at most about 5 MB (128 × 1440 × 24 bytes), in practice a few entries.
+#[derive(Default)]
+struct DropBook {
+    entities: HashMap<Uuid, std::collections::VecDeque<DropMinute>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DropMinute {
+    /// Minutes since the epoch.
+    minute: i64,
+    rate_limited: u64,
+    queue_full: u64,
+}
+
+const DROP_MINUTES: usize = 24 * 60;
+const DROP_ENTITIES: usize = 128;
+
+/// The sum of an integration's stored `STATS` events, as last read.
+#[derive(Debug, Clone, Copy, Default)]
+struct StoredCounts {
+    read_at: Option<Instant>,
+    counts: MessageCounts,
+    /// When this node last stored a `STATS` event of the integration: a sum read before that
+    /// misses it.
+    stored_at: Option<Instant>,
+}
+
+impl StoredCounts {
+    fn fresh(&self) -> Option<MessageCounts> {
+        let read_at = self.read_at?;
+        (read_at.elapsed() < STORED_COUNTS_TTL && self.stored_at.is_none_or(|s| s < read_at)).then_some(self.counts)
+    }
+}
+
+/// What [`EventSink::dropped_between`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DropReport {
+    pub rate_limited: u64,
+    pub queue_full: u64,
+    /// The oldest minute still remembered for this entity (ms), if any.
+    pub remembered_since: Option<Millis>,
+}
+
+impl DropBook {
+    fn add(&mut self, entity: Uuid, now: Millis, queue_full: bool) {
+        let minute = now.div_euclid(60_000);
+        if !self.entities.contains_key(&entity) && self.entities.len() >= DROP_ENTITIES {
+            let oldest = self.entities.iter().min_by_key(|(_, m)| m.back().map_or(i64::MIN, |b| b.minute)).map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
+                self.entities.remove(&oldest);
+            }
+        }
+        let minutes = self.entities.entry(entity).or_default();
+        if minutes.back().is_none_or(|b| b.minute != minute) {
+            if minutes.len() >= DROP_MINUTES {
+                minutes.pop_front();
+            }
+            minutes.push_back(DropMinute { minute, rate_limited: 0, queue_full: 0 });
+        }
+        let slot = minutes.back_mut().expect("pushed above");
+        if queue_full {
+            slot.queue_full += 1;
+        } else {
+            slot.rate_limited += 1;
+        }
+    }
+
+    /// Drops in the minutes that overlap `[start, end]`.
+    fn between(&self, entity: Uuid, start: Millis, end: Millis) -> DropReport {
+        let Some(minutes) = self.entities.get(&entity) else { return DropReport::default() };
+        let mut report = DropReport { remembered_since: minutes.front().map(|m| m.minute * 60_000), ..DropReport::default() };
+        for m in minutes.iter().filter(|m| m.minute * 60_000 + 59_999 >= start && m.minute * 60_000 <= end) {
+            report.rate_limited += m.rate_limited;
+            report.queue_full += m.queue_full;
+        }
+        report
+    }
 }
 
 /// The handle every producer of events holds.
@@ -129,6 +230,11 @@ pub struct EventSink {
     stats: Mutex<HashMap<Uuid, Arc<Counters>>>,
     /// Per entity: the second (since the epoch) being counted and how many events it recorded.
     rate: Mutex<HashMap<Uuid, (i64, u32)>>,
+    /// Per entity and minute, the events dropped (rate cap or full queue).
+    drops: Mutex<DropBook>,
+    /// Per integration: the sum of its stored `STATS` events of the last 24 hours and when it
+    /// was read.
+    stored_counts: Mutex<HashMap<Uuid, StoredCounts>>,
     pub dropped: AtomicU64,
     pub rate_limited: AtomicU64,
     pub recorded: AtomicU64,
@@ -149,6 +255,8 @@ impl EventSink {
             server,
             stats: Mutex::new(HashMap::new()),
             rate: Mutex::new(HashMap::new()),
+            drops: Mutex::new(DropBook::default()),
+            stored_counts: Mutex::new(HashMap::new()),
             dropped: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             recorded: AtomicU64::new(0),
@@ -201,12 +309,91 @@ impl EventSink {
     /// events (lifecycle and statistics events are rare and always kept).
     fn enqueue(&self, event: Event) {
         let rate_capped = matches!(event.event_type.as_str(), "DEBUG_INTEGRATION" | "DEBUG_CONVERTER" | "ERROR");
-        if rate_capped && !self.within_rate(event.entity_id, coapgate_storage::now_millis()) {
+        let now = coapgate_storage::now_millis();
+        if rate_capped && !self.within_rate(event.entity_id, now) {
             self.rate_limited.fetch_add(1, Ordering::Relaxed);
+            self.drops.lock().unwrap_or_else(|e| e.into_inner()).add(event.entity_id, now, false);
             return;
         }
-        if self.tx.try_send(event).is_err() {
+        let entity = event.entity_id;
+        if let Err(refused) = self.tx.try_send(event) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.drops.lock().unwrap_or_else(|e| e.into_inner()).add(entity, now, true);
+            // A lost STATS event's counts are gone; they must not stay pending for ever.
+            self.stats_stored(&refused.into_inner());
+        }
+    }
+
+    /// The events of `entity` this node dropped in the minutes overlapping `[start, end]`.
+    /// Per node by design: drops happen when a node is overloaded, and writing them to the
+    /// shared database would add load exactly then.
+    pub fn dropped_between(&self, entity: Uuid, start: Millis, end: Millis) -> DropReport {
+        self.drops.lock().unwrap_or_else(|e| e.into_inner()).between(entity, start, end)
+    }
+
+    /// The per-entity rate cap (events per second).
+    pub fn rate_cap(&self) -> u32 {
+        MAX_EVENTS_PER_ENTITY_PER_SECOND
+    }
+
+    /// The name events of this node carry as their `server`.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// An integration's messages of the last 24 hours, current to the last uplink this node
+    /// finished: stored `STATS` events (the sum is reused for [`STORED_COUNTS_TTL`], and read
+    /// again as soon as this node stores one) plus the counters not stored yet.
+    pub fn message_counts(&self, store: &dyn coapgate_storage::Store, integration: Uuid) -> coapgate_storage::Result<MessageCounts> {
+        let cached = self
+            .stored_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&integration)
+            .and_then(StoredCounts::fresh);
+        let stored = match cached {
+            Some(c) => c,
+            None => {
+                // Read before the counters below: a flush in between is then counted as pending
+                // or, once stored, invalidates this sum; never counted twice for long.
+                let read_at = Instant::now();
+                let since = coapgate_storage::now_millis() - COUNTS_WINDOW.as_millis() as Millis;
+                let c = stored_stats_sum(store, integration, since)?;
+                let mut cache = self.stored_counts.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() > 10_000 {
+                    cache.retain(|_, entry| entry.fresh().is_some());
+                }
+                let entry = cache.entry(integration).or_default();
+                entry.read_at = Some(read_at);
+                entry.counts = c;
+                c
+            }
+        };
+        let live = self.stats.lock().unwrap_or_else(|e| e.into_inner()).get(&integration).cloned();
+        let (processed, errors) = live.map_or((0, 0), |c| {
+            (
+                c.processed.load(Ordering::Relaxed) + c.pending_processed.load(Ordering::Relaxed),
+                c.errors.load(Ordering::Relaxed) + c.pending_errors.load(Ordering::Relaxed),
+            )
+        });
+        Ok(MessageCounts { processed: stored.processed + processed, errors: stored.errors + errors })
+    }
+
+    /// A `STATS` event left the queue (stored, or lost): its counts are no longer pending, and
+    /// the integration's stored sum is read again next time.
+    fn stats_stored(&self, event: &Event) {
+        if event.event_type != "STATS" {
+            return;
+        }
+        let processed = event.body.get("messagesProcessed").and_then(Value::as_u64).unwrap_or(0);
+        let errors = event.body.get("errorsOccurred").and_then(Value::as_u64).unwrap_or(0);
+        if let Some(c) = self.stats.lock().unwrap_or_else(|e| e.into_inner()).get(&event.entity_id) {
+            let _ = c.pending_processed.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(processed)));
+            let _ = c.pending_errors.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(errors)));
+        }
+        let mut cache = self.stored_counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = cache.get_mut(&event.entity_id) {
+            entry.stored_at = Some(Instant::now());
         }
     }
 
@@ -305,8 +492,14 @@ impl EventSink {
             stats.iter().filter(|(id, _)| only.is_none_or(|o| o == **id)).map(|(id, c)| (*id, c.clone())).collect()
         };
         for (id, c) in counters {
-            let processed = c.processed.swap(0, Ordering::Relaxed);
-            let errors = c.errors.swap(0, Ordering::Relaxed);
+            // Pending first, then taken from the live counters: a reader in between counts an
+            // uplink twice for an instant rather than not at all.
+            let processed = c.processed.load(Ordering::Relaxed);
+            let errors = c.errors.load(Ordering::Relaxed);
+            c.pending_processed.fetch_add(processed, Ordering::Relaxed);
+            c.pending_errors.fetch_add(errors, Ordering::Relaxed);
+            c.processed.fetch_sub(processed, Ordering::Relaxed);
+            c.errors.fetch_sub(errors, Ordering::Relaxed);
             if processed > 0 || only.is_some() {
                 self.push(
                     EntityKind::Integration,
@@ -332,6 +525,30 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "coapgate".into())
 }
 
+/// The sum of an integration's stored `STATS` events created at or after `since`.
+fn stored_stats_sum(store: &dyn coapgate_storage::Store, integration: Uuid, since: Millis) -> coapgate_storage::Result<MessageCounts> {
+    let mut counts = MessageCounts::default();
+    let mut page = 0;
+    loop {
+        let query = coapgate_storage::model::EventQuery {
+            entity_id: integration,
+            event_type: "STATS".into(),
+            start_time: Some(since),
+            page: coapgate_storage::model::PageQuery { page_size: 10_000, page, sort_descending: true, ..Default::default() },
+            ..Default::default()
+        };
+        let found = store.events(&query)?;
+        for e in &found.data {
+            counts.processed += e.body.get("messagesProcessed").and_then(Value::as_u64).unwrap_or(0);
+            counts.errors += e.body.get("errorsOccurred").and_then(Value::as_u64).unwrap_or(0);
+        }
+        if !found.has_next || page >= 100 {
+            return Ok(counts);
+        }
+        page += 1;
+    }
+}
+
 /// How often integrations' statistics are recorded.
 pub const STATS_EVERY: Duration = Duration::from_secs(60);
 
@@ -353,7 +570,13 @@ fn record_loop(store: Arc<dyn EventLog>, rx: Receiver<Event>, ttl: Duration, sin
             }
         }
         if !batch.is_empty() {
-            match store.insert_events(&batch) {
+            let result = store.insert_events(&batch);
+            if let Some(s) = sink.upgrade() {
+                for e in &batch {
+                    s.stats_stored(e);
+                }
+            }
+            match result {
                 Ok(()) => {
                     if let Some(s) = sink.upgrade() {
                         s.recorded.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -422,6 +645,31 @@ mod tests {
         assert_eq!((v["failuresEnabled"].as_bool(), v["allEnabledUntil"].as_i64()), (Some(true), Some(cap)));
         let v = DebugSettings::normalized(Some(&json!({"failuresEnabled": true, "allEnabledUntil": now + 5})), false, now);
         assert_eq!(v["allEnabledUntil"], 0);
+    }
+
+    #[test]
+    fn drops_are_counted_by_entity_and_minute_within_bounds() {
+        let mut book = DropBook::default();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let t = 1_000 * 60_000;
+        book.add(a, t + 5, false);
+        book.add(a, t + 59_999, true);
+        book.add(a, t + 60_000, false);
+        book.add(b, t, false);
+        let r = book.between(a, t, t + 30_000);
+        assert_eq!((r.rate_limited, r.queue_full), (1, 1), "the whole first minute counts, not the next");
+        assert_eq!(book.between(a, 0, t + 120_000).rate_limited, 2);
+        assert_eq!(book.between(a, 0, t - 1), DropReport { remembered_since: Some(t), ..DropReport::default() });
+        assert_eq!(book.between(b, 0, i64::MAX).rate_limited, 1);
+        // Bounded in minutes per entity and in entities.
+        for m in 0..(DROP_MINUTES as i64 + 10) {
+            book.add(a, t + m * 60_000, false);
+        }
+        assert_eq!(book.entities[&a].len(), DROP_MINUTES);
+        for _ in 0..DROP_ENTITIES + 5 {
+            book.add(Uuid::new_v4(), t + 10 * 60_000_000, false);
+        }
+        assert_eq!(book.entities.len(), DROP_ENTITIES);
     }
 
     #[test]

@@ -170,16 +170,10 @@ function telemetryPanel(panel, entityType, id) {
     });
     const points = series.reduce((n, col) => n + col.filter((v) => v !== null).length, 0);
     fill(chartStatus, `${points} points from ${fmtTime(startTs)} to ${fmtTime(endTs)}`);
+    // The drawing (time format, second axis) is chart.js's, shared by every chart.
+    const { drawTimeSeries } = await import('./chart.js');
     plot?.destroy();
-    chartBox.replaceChildren();
-    const colors = ['#1976d2', '#e65100', '#2e7d32', '#8e24aa', '#c62828', '#00838f'];
-    plot = new uPlot({
-      width: Math.max(320, chartBox.clientWidth || 800),
-      height: 300,
-      scales: { x: { time: true, min: startTs / 1000, max: endTs / 1000 } },
-      series: [{}, ...chosen.map((key, n) => ({ label: key, stroke: colors[n % colors.length], width: 2, points: { show: true, size: 5 }, spanGaps: true }))],
-      axes: [{}, {}],
-    }, [times.map((t) => t / 1000), ...series], chartBox);
+    plot = drawTimeSeries(chartBox, { keys: chosen, times, columns: series, startTs, endTs });
   }
 
   range.addEventListener('change', () => { customBox.hidden = range.value !== 'custom'; drawChart(); });

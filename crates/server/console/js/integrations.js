@@ -204,17 +204,31 @@ function endpointUrl(base, path, key) {
   return `${url}/i/${key}`;
 }
 
-/** Messages processed and errors from the STATS events of the last 24 hours. */
-async function messageCounts(id) {
-  const since = Date.now() - 24 * 3600 * 1000;
-  const data = await post(`/api/events/INTEGRATION/${id}?pageSize=1000&page=0&startTime=${since}`, { eventType: 'STATS' });
-  let processed = 0;
-  let errors = 0;
-  for (const e of data.data) {
-    processed += e.body.messagesProcessed || 0;
-    errors += e.body.errorsOccurred || 0;
-  }
-  return { processed, errors };
+/**
+ * Keeps a "Messages (24 h)" cell current: the server's live counts (stored STATS events plus
+ * the counters not stored yet), shown from the list row at once and read again every second,
+ * in one request for all the cells on the page, while they are on it and the tab is visible.
+ */
+function messageCounts(id, cell, initial) {
+  const show = (c) => fill(cell, `${c.processed} processed`, c.errors ? h('span', { class: 'err-text' }, ` · ${c.errors} errors`) : '');
+  if (initial) show(initial); else fill(cell, '…');
+  const poll = messageCounts.poll ??= { cells: new Map(), timer: null };
+  poll.cells.set(cell, { id, show });
+  const tick = async () => {
+    for (const c of poll.cells.keys()) if (!c.isConnected) poll.cells.delete(c);
+    if (!poll.cells.size) { poll.timer = null; return; }
+    if (!document.hidden) {
+      const cells = [...poll.cells.entries()].slice(0, 100);
+      try {
+        const counts = await get(`/api/coapgate/integrations/messages24h?ids=${[...new Set(cells.map(([, c]) => c.id))].join(',')}`);
+        for (const [, c] of cells) if (counts[c.id]) c.show(counts[c.id]);
+      } catch {
+        for (const [el] of cells) fill(el, '—');
+      }
+    }
+    poll.timer = setTimeout(tick, 1000);
+  };
+  poll.timer ??= setTimeout(tick, initial ? 1000 : 0);
 }
 
 async function setEnabled(id, enabled) {
@@ -237,8 +251,7 @@ export function integrationsPage(container) {
       } },
       { title: 'Messages (24 h)', cell: (i) => {
         const cell = h('span', { class: 'counts' }, '…');
-        messageCounts(i.id.id).then(({ processed, errors }) => fill(cell, `${processed} processed`, errors ? h('span', { class: 'err-text' }, ` · ${errors} errors`) : ''))
-          .catch(() => fill(cell, '—'));
+        messageCounts(i.id.id, cell, i.messages24h);
         return cell;
       } },
       { title: '', cell: (i) => h('button', { class: 'secondary small', onclick: async () => {

@@ -430,7 +430,9 @@ pub async fn get_integration(State(state): State<AppState>, Path(id): Path<Strin
     let id = parse_uuid(&id)?;
     let store = state.store.clone();
     let i = blocking(move || store.integration(id)).await?.ok_or_else(ApiError::item_not_found)?;
-    Ok(Json(with_remote_status(&state, tb::integration(&i, state.store.tenant_id()), &i)))
+    let json = with_remote_status(&state, tb::integration(&i, state.store.tenant_id()), &i);
+    let mut rows = super::events::with_message_counts(&state, vec![json]).await?;
+    Ok(Json(rows.remove(0)))
 }
 
 pub async fn get_integration_by_routing_key(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<Value>> {
@@ -452,7 +454,11 @@ pub async fn list_integration_infos(State(state): State<AppState>, QueryParams(q
     let store = state.store.clone();
     let page = blocking(move || store.integrations(&query)).await?;
     let tenant = state.store.tenant_id();
-    Ok(Json(tb::page(&page, |i| with_remote_status(&state, tb::integration_info(i, tenant), i))))
+    let mut json = tb::page(&page, |i| with_remote_status(&state, tb::integration_info(i, tenant), i));
+    if let Some(Value::Array(rows)) = json.get_mut("data") {
+        *rows = super::events::with_message_counts(&state, std::mem::take(rows)).await?;
+    }
+    Ok(Json(json))
 }
 
 pub async fn delete_integration(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {

@@ -148,3 +148,67 @@ pub async fn converter_debug_in(State(state): State<AppState>, Path(id): Path<St
         "inMetadata": metadata,
     })))
 }
+
+/// `GET /api/coapgate/events/{entityType}/{entityId}/dropped?startTime=&endTime=` (beyond
+/// ThingsBoard): how many events of the entity this node dropped in the period, by its per-entity
+/// rate cap or because the recording queue was full, counted by minute (a minute overlapping the
+/// period counts whole). Per node: each node counts what it dropped itself.
+pub async fn dropped(
+    State(state): State<AppState>,
+    Path((entity_type, entity_id)): Path<(String, String)>,
+    QueryParams(q): QueryParams<Query>,
+) -> ApiResult<Json<Value>> {
+    let kind = EntityKind::parse(&entity_type).ok_or_else(|| ApiError::bad_request(format!("Unsupported entity type '{entity_type}'")))?;
+    let id = parse_uuid(&entity_id)?;
+    let end = query_number(&q, "endTime")?.unwrap_or_else(coapgate_storage::now_millis);
+    let start = query_number(&q, "startTime")?.unwrap_or(0);
+    let report = state.events.dropped_between(id, start, end);
+    Ok(Json(json!({
+        "entityId": tb::entity_id(kind.as_str(), id),
+        "startTime": start,
+        "endTime": end,
+        "dropped": report.rate_limited + report.queue_full,
+        "rateLimited": report.rate_limited,
+        "queueFull": report.queue_full,
+        "rateCapPerSecond": state.events.rate_cap(),
+        "rememberedSince": report.remembered_since,
+        "node": state.events.server(),
+        "scope": "node",
+    })))
+}
+
+/// Adds `messages24h` (`{processed, errors}`, beyond ThingsBoard) to integration JSON rows: the
+/// stored `STATS` events of the last 24 hours plus this node's counts not stored yet, so the
+/// number is current within a second of an uplink this node handled.
+pub async fn with_message_counts(state: &AppState, mut rows: Vec<Value>) -> ApiResult<Vec<Value>> {
+    let ids: Vec<uuid::Uuid> =
+        rows.iter().map(|r| r["id"]["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_default()).collect();
+    let (store, events) = (state.store.clone(), state.events.clone());
+    let counts = blocking(move || ids.iter().map(|id| events.message_counts(store.as_ref(), *id)).collect::<Result<Vec<_>, _>>()).await?;
+    for (row, c) in rows.iter_mut().zip(counts) {
+        if let Value::Object(map) = row {
+            map.insert("messages24h".into(), json!({"processed": c.processed, "errors": c.errors}));
+        }
+    }
+    Ok(rows)
+}
+
+/// `GET /api/coapgate/integrations/messages24h?ids=ID,ID,…` (beyond ThingsBoard): the live
+/// `messages24h` of up to 100 integrations in one call, for a list that shows them every second.
+pub async fn messages_24h(State(state): State<AppState>, QueryParams(q): QueryParams<Query>) -> ApiResult<Json<Value>> {
+    let ids = q
+        .get("ids")
+        .map(|s| s.split(',').filter(|s| !s.is_empty()).map(parse_uuid).collect::<ApiResult<Vec<_>>>())
+        .transpose()?
+        .unwrap_or_default();
+    if ids.len() > 100 {
+        return Err(ApiError::bad_request("At most 100 ids"));
+    }
+    let rows = ids.iter().map(|id| json!({"id": {"id": id}})).collect();
+    let rows = with_message_counts(&state, rows).await?;
+    let mut out = Map::new();
+    for (id, row) in ids.iter().zip(rows) {
+        out.insert(id.to_string(), row["messages24h"].clone());
+    }
+    Ok(Json(Value::Object(out)))
+}

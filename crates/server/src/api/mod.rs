@@ -70,6 +70,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/converters", get(entities::list_converters))
         .route("/api/events/{entity_type}/{entity_id}/{event_type}", get(events::by_type))
         .route("/api/events/{entity_type}/{entity_id}", post(events::filtered))
+        .route("/api/coapgate/events/{entity_type}/{entity_id}/dropped", get(events::dropped))
+        .route("/api/coapgate/integrations/messages24h", get(events::messages_24h))
         .route("/api/integration", post(entities::save_integration))
         .route("/api/integration/{id}", get(entities::get_integration).delete(entities::delete_integration))
         .route("/api/integration/routingKey/{key}", get(entities::get_integration_by_routing_key))
