@@ -7,6 +7,7 @@ import { get, post, del, page } from './api.js';
 import { pagedTable } from './table.js';
 import { converterForm, debugSettingsControl } from './converters.js';
 import { eventsPanel } from './events.js';
+import { markInvalid, confirmInPage, guardUnsaved } from './forms.js';
 
 /** A random UUID v4 (crypto.randomUUID needs a secure context; getRandomValues does not). */
 function uuid4() {
@@ -173,18 +174,6 @@ function remoteCommand({ key, secret, host, settings, showSecret }) {
   return words.join(' ');
 }
 
-/** Asks before something that cannot be undone; resolves to true when confirmed. */
-function confirmAction(title, text, okLabel) {
-  return new Promise((resolve) => {
-    let answered = false;
-    const d = dialog(title, { onClose: () => { if (!answered) resolve(false); } });
-    const answer = (yes) => { answered = true; d.close(); resolve(yes); };
-    d.body.append(h('p', {}, text), h('div', { class: 'actions' },
-      h('button', { class: 'danger', id: 'confirm-ok', onclick: () => answer(true) }, okLabel),
-      h('button', { class: 'secondary', onclick: () => answer(false) }, 'Cancel')));
-  });
-}
-
 /** `{coap: {enabled, port, baseUrl}, dtls: {...}}`: where the server's CoAP endpoints listen,
  * and their base URLs when COAP_BASE_URL / COAP_DTLS_BASE_URL are set. */
 function coapSettings() {
@@ -263,6 +252,25 @@ export function integrationsPage(container) {
     toolbar: [h('a', { class: 'button primary', href: '#/integrations/new', id: 'add-integration' }, '+ Add integration')],
   });
   fill(container, h('div', { class: 'page-head' }, h('h1', {}, 'Integrations')), table.el);
+}
+
+/** A required field left empty: shown next to `input`, on the wizard step `step`. */
+class FieldError extends Error {
+  constructor(message, input, step) {
+    super(message);
+    this.input = input;
+    this.step = step;
+  }
+}
+
+/** Shows an error of saving next to its field when it has one, else in `line`. */
+function showSaveError(e, line, showStep) {
+  if (e instanceof FieldError) {
+    showStep?.(e.step);
+    markInvalid(e.input, e.message);
+  } else {
+    line.textContent = e.message;
+  }
 }
 
 /** The sections of an integration's settings; the wizard shows them one at a time. */
@@ -408,11 +416,11 @@ function integrationSections(integration, { isNew, onRegenerate }) {
     drawCommand();
   } }, 'Show');
   const regenerate = h('button', { type: 'button', class: 'secondary small', id: 'regenerate-secret', onclick: async () => {
-    const ok = await confirmAction('Regenerate secret',
+    const ok = await confirmInPage('Regenerate secret',
       onRegenerate
         ? 'A new secret is saved now. The remote linked with the old secret is disconnected and stays refused until it is restarted with the new secret.'
         : 'The integration gets a new secret when you add it.',
-      'Regenerate secret');
+      'Regenerate secret', { danger: true });
     if (!ok) return;
     const fresh = randomSecret();
     regenerate.disabled = true;
@@ -450,20 +458,21 @@ function integrationSections(integration, { isNew, onRegenerate }) {
   sections.advanced = h('section', { class: 'step', 'data-step': 'advanced' },
     h('h2', {}, 'Advanced settings'), field('Description', description), h('div', { class: 'label' }, 'Metadata'), metadata.el);
 
-  /** The integration to save; creates the inline converter first when asked to. */
+  /** The integration to save; creates the inline converter first when asked to. A missing
+   * field throws a `FieldError` naming the field and the wizard step that shows it. */
   async function value() {
-    if (!name.value.trim()) throw new Error('Name is required');
+    if (!name.value.trim()) throw new FieldError('Name is required', name, 'basic');
     let converterId = converterSelect.value;
     if (mode.value === 'new') {
       const c = newConverter.value();
-      if (!c.name) throw new Error('Converter name is required');
+      if (!c.name) throw new FieldError('Converter name is required', newConverter.nameInput, 'converter');
       const saved = await post('/api/converter', c);
       converterId = saved.id.id;
       mode.value = 'existing';
       converterSelect.append(h('option', { value: converterId, selected: true }, saved.name));
       switchMode('existing');
     }
-    if (!converterId) throw new Error('Choose an uplink data converter');
+    if (!converterId) throw new FieldError('Choose an uplink data converter', converterSelect, 'converter');
     const clientConfiguration = { ...client, securityMode: security.value };
     if (security.value !== 'DTLS') Object.assign(clientConfiguration, { baseUrl: baseUrl.value.trim(), path: path.value.trim() });
     if (security.value !== 'NO_SECURE') Object.assign(clientConfiguration, { dtlsBaseUrl: dtlsBaseUrl.value.trim(), dtlsPath: dtlsPath.value.trim() });
@@ -520,7 +529,7 @@ export function integrationWizard(container) {
   const stepper = h('ol', { class: 'stepper' }, titles.map((t, n) => h('li', { 'data-n': n }, t)));
   const body = h('div', { class: 'wizard-body' }, Object.values(form.sections));
   function show(n) {
-    if (n === 1 && !form.name.value.trim()) { error.textContent = 'Name is required'; return; }
+    if (n >= 1 && step === 0 && !form.name.value.trim()) { markInvalid(form.name, 'Name is required'); return; }
     error.textContent = '';
     step = Math.max(0, Math.min(3, n));
     steps.forEach((s, k) => { form.sections[s].hidden = k !== step; });
@@ -532,15 +541,20 @@ export function integrationWizard(container) {
     // CodeMirror editors that were hidden need a refresh to measure themselves.
     body.querySelectorAll('.CodeMirror').forEach((e) => e.CodeMirror?.refresh());
   }
+  // Whatever was typed in the wizard is asked about before it is lost.
+  let touched = false;
+  body.addEventListener('input', () => { touched = true; });
+  const disposeGuard = guardUnsaved(() => touched);
   add.addEventListener('click', async () => {
     error.textContent = '';
     add.disabled = true;
     try {
       const saved = await post('/api/integration', await form.value());
       toast('Integration added');
+      disposeGuard();
       location.hash = `#/integrations/${saved.id.id}`;
     } catch (e) {
-      error.textContent = e.message;
+      showSaveError(e, error, (s) => show(steps.indexOf(s)));
     } finally {
       add.disabled = false;
     }
@@ -550,10 +564,12 @@ export function integrationWizard(container) {
     h('h1', {}, 'Add integration'),
     h('div', { class: 'card wizard' }, stepper, body, error, h('div', { class: 'actions' }, back, h('span', { class: 'spacer' }), skip, next, add)));
   show(0);
+  return disposeGuard;
 }
 
 export function integrationPage(container, id, tab) {
   let dispose = null;
+  let disposeGuard = null;
   let left = false;
   let poll = null;
   const head = h('div', { class: 'page-head' }, h('a', { href: '#/integrations', class: 'back' }, '‹ Integrations'));
@@ -594,7 +610,16 @@ export function integrationPage(container, id, tab) {
       integration = await post('/api/integration', stored);
       drawStatus();
     };
+    // Edits in the details are asked about before a navigation loses them, and kept while the
+    // Events tab is looked at: the details are built once and shown again as they were.
+    let edited = false;
+    let detailsEl = null;
+    disposeGuard = guardUnsaved(() => edited);
     const details = (tabPanel) => {
+      if (detailsEl) {
+        fill(tabPanel, detailsEl);
+        return;
+      }
       const form = integrationSections(integration, { isNew: false, onRegenerate: saveSecret });
       const error = h('div', { class: 'error', role: 'alert' });
       const save = h('button', { class: 'primary', id: 'save-integration' }, 'Save');
@@ -603,20 +628,27 @@ export function integrationPage(container, id, tab) {
         save.disabled = true;
         try {
           integration = await post('/api/integration', await form.value());
+          edited = false;
           toast('Integration saved');
           drawStatus();
+          detailsEl = null;
           details(tabPanel);
         } catch (e) {
-          error.textContent = e.message;
+          showSaveError(e, error);
         } finally {
           save.disabled = false;
         }
       });
       const remove = h('button', { class: 'danger', onclick: async () => {
-        if (!confirm(`Delete integration ${integration.name}?`)) return;
-        try { await del(`/api/integration/${id}`); location.hash = '#/integrations'; } catch (e) { error.textContent = e.message; }
+        const sure = await confirmInPage('Delete integration?', `Delete the integration "${integration.name}"? Its devices keep their data; uplinks to its URL get 4.04.`, 'Delete', { danger: true });
+        if (!sure) return;
+        try { edited = false; await del(`/api/integration/${id}`); location.hash = '#/integrations'; } catch (e) { error.textContent = e.message; }
       } }, 'Delete');
-      fill(tabPanel, panel.el, savedEndpoint(integration), h('div', { class: 'card' }, Object.values(form.sections)), error, h('div', { class: 'actions' }, save, remove));
+      const card = h('div', { class: 'card' }, Object.values(form.sections));
+      card.addEventListener('input', () => { edited = true; });
+      detailsEl = h('div', { class: 'details' }, panel.el, savedEndpoint(integration), card, error, h('div', { class: 'actions' }, save, remove));
+      fill(tabPanel, detailsEl);
+      edited = false;
     };
     const t = tabs([
       { name: 'Details', render: details },
@@ -628,6 +660,7 @@ export function integrationPage(container, id, tab) {
   return () => {
     left = true;
     poll?.stop();
+    disposeGuard?.();
     dispose?.();
   };
 }

@@ -92,7 +92,7 @@ await run(OFF ? 'remote_off' : 'remote_status', async ({ page }) => {
 
   // Regenerate secret: asked first, then saved; the linked remote is disconnected.
   await page.locator('#regenerate-secret').click();
-  const confirm = page.getByRole('dialog', { name: 'Regenerate secret' });
+  const confirm = page.getByRole('alertdialog', { name: 'Regenerate secret' });
   await confirm.getByText('disconnected').waitFor();
   await confirm.getByRole('button', { name: 'Cancel' }).click();
   assert((await stored(page)).secret === SECRET, 'Cancel keeps the secret');
