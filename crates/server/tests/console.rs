@@ -49,6 +49,28 @@ fn wizard_offers_the_configured_base_url() {
     run_browser("wizard_base_url.mjs", &server, &[("EXPECTED_BASE_URL", "coap://sensors.example.net:6001".into())]);
 }
 
+/// Every page at 360 px, the narrowest phones: no page scrolls sideways, dialogs fit.
+#[test]
+fn every_page_fits_a_narrow_phone() {
+    let server = Server::start();
+    let (converter, integration) = seed_with_debug(&server);
+    let out = shell(&format!("echo -e '{SEED_PAYLOAD}' | coap-client-notls -m post {} -t text/plain -f-", endpoint(&integration)));
+    assert!(out.status.success(), "coap-client: {}", String::from_utf8_lossy(&out.stderr));
+    let device = eventually(Duration::from_secs(5), || server.device("SN-001")).expect("SN-001");
+    let customer = server.api("POST", "/api/customer", Some(json!({"title": "Narrow Customer"})));
+    let id = |v: &serde_json::Value| v["id"]["id"].as_str().unwrap().to_string();
+    run_browser(
+        "every_page_narrow.mjs",
+        &server,
+        &[
+            ("INTEGRATION_ID", id(&integration)),
+            ("CONVERTER_ID", id(&converter)),
+            ("DEVICE_ID", id(&device)),
+            ("CUSTOMER_ID", id(&customer)),
+        ],
+    );
+}
+
 #[test]
 fn device_data_is_shown_as_text() {
     let server = Server::start();
