@@ -3,11 +3,14 @@
 // device's page naming the customer by its title (never its id), a taken name refused next to
 // the field, the device list sorted (▲/▼ and aria-sort), paged by number, searched with no
 // result, a device deleted after an in-page confirmation; and at 390×844 the device list does
-// not scroll sideways. The Rust test made BULK devices through the API first.
+// not scroll sideways. The Rust test made BULK devices through the API first, and SN-001
+// through the seed tutorial's integration ("CoAP Integration").
 
 import { run, start, PHONE, login, nav, assert, until, checkProblems, assertNoSidewaysScroll, shot, env } from './lib.mjs';
 
 const BULK = Number(process.env.BULK || 0);
+/** Devices before the test adds one: the bulk ones and SN-001. */
+const EXISTING = BULK + 1;
 const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/;
 
 const rowNames = (page) => page.locator('#devices-table tbody td.name').allTextContents();
@@ -85,7 +88,7 @@ await run('entities', async ({ page }) => {
 
   // ---- the list: the customer column by title, sorting, page numbers, no results
   const info = page.locator('#devices-table .page-info');
-  const total = BULK + 1;
+  const total = EXISTING + 1;
   await until('every device counted', async () => (await info.getAttribute('data-total')) === String(total));
   const nameHeader = page.locator('#devices-table th.sortable', { hasText: /^Name/ });
   assert(await nameHeader.getAttribute('aria-sort') === 'none', 'unsorted by name at first');
@@ -119,7 +122,17 @@ await run('entities', async ({ page }) => {
   await page.getByRole('button', { name: 'Delete', exact: true }).click();
   await confirm.getByRole('button', { name: 'Delete device' }).click();
   await page.getByRole('heading', { name: 'Devices', exact: true }).waitFor();
-  await until('the device is gone', async () => (await info.getAttribute('data-total')) === String(BULK));
+  await until('the device is gone', async () => (await info.getAttribute('data-total')) === String(EXISTING));
+
+  // ---- a device an integration created names it, linked
+  await page.getByPlaceholder('Search devices').fill('SN-001');
+  await page.locator('#devices-table td.name', { hasText: 'SN-001' }).click();
+  await page.getByRole('heading', { name: 'SN-001' }).waitFor();
+  await page.getByRole('tab', { name: 'Details' }).click();
+  const byIntegration = details.getByRole('link', { name: 'CoAP Integration' });
+  await byIntegration.waitFor();
+  assert((await byIntegration.getAttribute('href')).startsWith('#/integrations/'), 'the integration is linked');
+  assert(!UUID.test(await details.locator('tr', { hasText: 'Created by integration' }).textContent()), 'named, not shown by id');
 // The taken name's 400 is the one failed request the browser reports.
 }, { allowErrors: [/status of 400 \(Bad Request\)/] });
 
