@@ -66,7 +66,7 @@ await run('entities', async ({ page }) => {
   const customerRow = await details.locator('tr', { hasText: 'Customer' }).textContent();
   assert(!UUID.test(customerRow), `the customer is named, not shown by id: ${customerRow}`);
   await details.locator('td', { hasText: 'on the north wall' }).waitFor();
-  await shot(page, 'device-assigned');
+  await shot(page, 'entities-device-assigned');
   // The customer's Devices tab lists it.
   await customerLink.click();
   await page.getByRole('tab', { name: 'Devices' }).click();
@@ -143,7 +143,7 @@ try {
   await login(page);
   await page.goto(`${env.base}/#/devices`);
   await until('the device rows', async () => (await rowNames(page)).length === 10);
-  await shot(page, 'devices-phone');
+  await shot(page, 'entities-devices-phone');
   await assertNoSidewaysScroll(page, 'device list at 390 px');
   const wrap = page.locator('#devices-table .table-wrap');
   const { scroll, client } = await wrap.evaluate((el) => ({ scroll: el.scrollWidth, client: el.clientWidth }));
