@@ -8,6 +8,7 @@
 import { h, fill, fmtTime, tabs, field, dialog, toast } from './dom.js';
 import { get, post, del, page } from './api.js';
 import { pagedTable } from './table.js';
+import { markInvalid, requireFilled, confirmInPage } from './forms.js';
 
 /** ThingsBoard's "no customer" id on entities the tenant owns. */
 const NULL_CUSTOMER = '13814000-1dd2-11b2-8080-808080808080';
@@ -110,15 +111,14 @@ export function entityPage(container, kind, id) {
     }
     const t = tabs(list, tabIndex ?? (kind === 'customers' ? 0 : 1));
     dispose = t.dispose;
-    const confirmBox = h('div', { class: 'confirm-box', hidden: true });
     const actions = h('div', { class: 'entity-actions' },
       h('button', { class: 'secondary small', onclick: () => editDialog(kind, entity, () => render(0)) }, 'Edit'),
       kind !== 'customers' ? assignButton(kind, entity, () => render(0)) : null,
-      h('button', { class: 'danger small', onclick: () => confirmDelete(confirmBox, kind, entity) }, 'Delete'));
+      h('button', { class: 'danger small', onclick: () => confirmDelete(kind, entity) }, 'Delete'));
     fill(container, head,
       h('div', { class: 'title-row entity-title' }, h('h1', { class: 'entity-name' }, name), actions),
       h('p', { class: 'hint' }, `${k.one}${entity.type ? ` · ${entity.type}` : ''}`),
-      confirmBox, t);
+      t);
   }
   render();
   return () => { alive = false; dispose?.(); };
@@ -176,28 +176,21 @@ function assignDialog(kind, entity, done) {
   search.focus();
 }
 
-/** An in-page confirmation (never `window.confirm`) before deleting. */
-function confirmDelete(box, kind, entity) {
+/** Asks in the page (never `window.confirm`), then deletes and goes back to the list. */
+async function confirmDelete(kind, entity) {
   const k = KINDS[kind];
+  const one = k.one.toLowerCase();
   const name = entity.name ?? entity.title;
   const what = kind === 'customers'
     ? 'Its devices and assets stay and go back to the tenant; its attributes and telemetry are deleted.'
     : 'Its telemetry and attributes are deleted with it.';
-  const error = h('div', { class: 'error', role: 'alert' });
-  const yes = h('button', { class: 'danger', onclick: async () => {
-    yes.disabled = true;
-    try {
-      await del(k.item(entity.id.id));
-      toast(`${k.one} "${name}" deleted`);
-      location.hash = `#/${kind}`;
-    } catch (e) { yes.disabled = false; fill(error, e.message); }
-  } }, `Delete ${k.one.toLowerCase()}`);
-  fill(box, h('p', { class: 'confirm-text' }, `Delete ${k.one.toLowerCase()} “${name}”? ${what} This cannot be undone.`),
-    error, h('div', { class: 'actions' }, yes, h('button', { class: 'secondary', onclick: () => { box.hidden = true; } }, 'Cancel')));
-  box.hidden = false;
-  box.setAttribute('role', 'alertdialog');
-  box.setAttribute('aria-label', `Delete ${k.one.toLowerCase()}`);
-  yes.focus();
+  const yes = await confirmInPage(`Delete ${one}`, `Delete ${one} “${name}”? ${what} This cannot be undone.`, `Delete ${one}`, { danger: true });
+  if (!yes) return;
+  try {
+    await del(k.item(entity.id.id));
+    toast(`${k.one} “${name}” deleted`);
+    location.hash = `#/${kind}`;
+  } catch (e) { toast(e.message, 'error'); }
 }
 
 /** Create (entity null) or edit dialog; `done(saved)` after a successful save. */
@@ -206,12 +199,9 @@ function editDialog(kind, entity, done) {
   const d = dialog(entity ? `Edit ${k.one.toLowerCase()}` : `Add ${k.one.toLowerCase()}`);
   const error = h('div', { class: 'error', role: 'alert' });
   const nameLabel = kind === 'customers' ? 'Title' : 'Name';
-  const nameInput = h('input', { type: 'text', name: 'name', required: true, 'aria-required': 'true', 'aria-describedby': 'entity-name-error',
+  const nameInput = h('input', { type: 'text', name: 'name', required: true, 'aria-required': 'true',
     value: entity ? (entity.name ?? entity.title) : '', autocomplete: 'off' });
-  const nameError = h('span', { class: 'field-error', id: 'entity-name-error', role: 'alert' });
-  const nameField = field(`${nameLabel} *`, nameInput);
-  nameField.append(nameError);
-  const fields = [nameField];
+  const fields = [field(`${nameLabel} *`, nameInput)];
   let profile, label, description;
   if (kind !== 'customers') {
     const listId = `${kind}-profiles`;
@@ -225,16 +215,11 @@ function editDialog(kind, entity, done) {
     fields.push(field(k.profileLabel, profile, 'A new name creates the profile'), options, field('Label', label), field('Description', description));
   }
   const save = h('button', { class: 'primary', type: 'submit' }, entity ? 'Save' : 'Add');
-  const showNameError = (text) => {
-    fill(nameError, text);
-    if (text) nameInput.setAttribute('aria-invalid', 'true'); else nameInput.removeAttribute('aria-invalid');
-  };
-  nameInput.addEventListener('input', () => { if (nameInput.value.trim()) showNameError(''); });
   const form = h('form', { novalidate: true, onsubmit: async (e) => {
     e.preventDefault();
     fill(error);
+    if (!requireFilled([[nameInput, `${nameLabel} is required`]])) return;
     const name = nameInput.value.trim();
-    if (!name) { showNameError(`${nameLabel} is required`); nameInput.focus(); return; }
     let body;
     if (kind === 'customers') {
       body = { ...(entity || {}), title: name };
@@ -254,7 +239,7 @@ function editDialog(kind, entity, done) {
     } catch (err) {
       save.disabled = false;
       // A taken name belongs next to the name.
-      if (err.status === 400 && /name|title/i.test(err.message)) showNameError(err.message);
+      if (err.status === 400 && /name|title/i.test(err.message)) markInvalid(nameInput, err.message);
       else fill(error, err.message);
     }
   } }, fields, error, h('div', { class: 'actions' }, save, h('button', { class: 'secondary', type: 'button', onclick: () => d.close() }, 'Cancel')));
@@ -415,17 +400,11 @@ function addAttributeDialog(entityType, id, initialScope, done) {
   const d = dialog('Add attribute');
   const scope = h('select', { name: 'attributeScope' },
     ['SERVER_SCOPE', 'SHARED_SCOPE'].map((s) => h('option', { value: s, selected: s === initialScope }, `${scopeName(s)} attribute`)));
-  const key = h('input', { type: 'text', name: 'key', autocomplete: 'off', 'aria-required': 'true', 'aria-describedby': 'attribute-key-error' });
-  const keyError = h('span', { class: 'field-error', id: 'attribute-key-error', role: 'alert' });
+  const key = h('input', { type: 'text', name: 'key', autocomplete: 'off', 'aria-required': 'true' });
   const type = h('select', { name: 'valueType' }, [['string', 'Text'], ['number', 'Number'], ['boolean', 'Boolean'], ['json', 'JSON']]
     .map(([v, l]) => h('option', { value: v }, l)));
-  const value = h('input', { type: 'text', name: 'value', autocomplete: 'off', 'aria-describedby': 'attribute-value-error' });
-  const valueError = h('span', { class: 'field-error', id: 'attribute-value-error', role: 'alert' });
+  const value = h('input', { type: 'text', name: 'value', autocomplete: 'off' });
   const error = h('div', { class: 'error', role: 'alert' });
-  const keyField = field('Key *', key);
-  keyField.append(keyError);
-  const valueField = field('Value', value);
-  valueField.append(valueError);
   const parse = () => {
     const text = value.value.trim();
     switch (type.value) {
@@ -437,19 +416,18 @@ function addAttributeDialog(entityType, id, initialScope, done) {
   };
   const form = h('form', { novalidate: true, onsubmit: async (e) => {
     e.preventDefault();
-    fill(keyError); fill(valueError); fill(error);
+    fill(error);
+    if (!requireFilled([[key, 'Key is required']])) return;
     const k = key.value.trim();
-    if (!k) { fill(keyError, 'Key is required'); key.setAttribute('aria-invalid', 'true'); key.focus(); return; }
-    key.removeAttribute('aria-invalid');
     let v;
-    try { v = parse(); } catch (err) { fill(valueError, err.message); value.focus(); return; }
+    try { v = parse(); } catch (err) { markInvalid(value, err.message); return; }
     try {
       await post(`/api/plugins/telemetry/${entityType}/${id}/attributes/${scope.value}`, { [k]: v });
       d.close();
       toast(`Attribute “${k}” saved`);
       done(scope.value);
     } catch (err) { fill(error, err.message); }
-  } }, field('Scope', scope), keyField, h('div', { class: 'row' }, field('Type', type), valueField), error,
+  } }, field('Scope', scope), field('Key *', key), h('div', { class: 'row' }, field('Type', type), field('Value', value)), error,
   h('div', { class: 'actions' }, h('button', { class: 'primary', type: 'submit' }, 'Add'),
     h('button', { class: 'secondary', type: 'button', onclick: () => d.close() }, 'Cancel')));
   d.body.append(form);
