@@ -121,8 +121,9 @@ fn text_field(o: &Map<String, Value>, field: &'static str) -> Result<Option<Stri
 /// Telemetry as storage takes it: values grouped by timestamp.
 type Points = Vec<(Millis, Vec<(String, KvValue)>)>;
 
-/// `telemetry` is a flat object (server time), `{ts, values}`, or an array of either.
-fn telemetry(t: &Value, received_ts: Millis) -> Result<Points, OutputError> {
+/// `telemetry` is a flat object (server time), `{ts, values}`, or an array of either; also the
+/// body of the REST API's time-series writes, which takes the same shapes.
+pub fn telemetry(t: &Value, received_ts: Millis) -> Result<Points, OutputError> {
     match t {
         Value::Array(items) => {
             let mut out = Vec::new();

@@ -174,6 +174,23 @@ pub trait Store: ExchangeLog + EventLog {
     /// Deletes the group and its memberships; the members themselves stay.
     fn delete_entity_group(&self, id: Uuid) -> Result<bool>;
 
+    /// Creates the device, or updates the one with its id: name, profile, label, description
+    /// and customer (`created_time` and the creating integration of an existing device are
+    /// kept). The profile is the one named `device_type`, created if missing; the returned
+    /// device carries its id. Names are unique (Conflict with ThingsBoard's message); an id that
+    /// does not exist is created with that id, as ThingsBoard does not: callers check first.
+    fn save_device(&self, device: &Device) -> Result<Device>;
+    /// As [`Store::save_device`], for assets and asset profiles.
+    fn save_asset(&self, asset: &Asset) -> Result<Asset>;
+    /// Creates or updates (by id) a customer; titles are unique (Conflict).
+    fn save_customer(&self, customer: &Customer) -> Result<()>;
+    /// Writes attributes of any entity in one durable transaction, replacing same-named keys of
+    /// the scope; `last_update_ts` is `ts`.
+    fn save_attributes(&self, entity_id: Uuid, scope: &str, ts: Millis, values: &[(String, KvValue)]) -> Result<()>;
+    /// Writes time-series points of any entity in one durable transaction; a point of an
+    /// existing (key, ts) replaces it, and the latest value follows the newest point.
+    fn save_timeseries(&self, entity_id: Uuid, points: &[(Millis, Vec<(String, KvValue)>)]) -> Result<()>;
+
     fn timeseries_keys(&self, entity_id: Uuid) -> Result<Vec<String>>;
     /// Latest value per key; all keys when `keys` is `None`.
     fn latest_timeseries(&self, entity_id: Uuid, keys: Option<&[String]>) -> Result<Vec<(String, TsValue)>>;

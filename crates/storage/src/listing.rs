@@ -2,6 +2,10 @@
 //! order the backends' row mappers read them, and the paged listings (ThingsBoard's sort
 //! properties per table). One copy, so the two backends cannot drift apart.
 
+use uuid::Uuid;
+
+use crate::model::{Asset, Device, Millis};
+
 /// A table as a paged list: what to select, where text search looks, and which ThingsBoard
 /// `sortProperty` names map to which columns (anything else sorts by creation time).
 pub(crate) struct Listing {
@@ -40,9 +44,49 @@ pub(crate) const CONVERTER_COLUMNS: &str =
     "id, created_time, name, type, integration_type, debug_settings, configuration, additional_info, version";
 pub(crate) const INTEGRATION_COLUMNS: &str = "id, created_time, name, type, enabled, allow_create, is_remote, debug_settings, \
      converter_id, downlink_converter_id, routing_key, secret, configuration, additional_info, version";
-pub(crate) const DEVICE_COLUMNS: &str = "id, created_time, name, type, device_profile_id, label, customer_id, integration_id";
+pub(crate) const DEVICE_COLUMNS: &str = "id, created_time, name, type, device_profile_id, label, customer_id, integration_id, description";
 pub(crate) const PROFILE_COLUMNS: &str = "id, created_time, name, is_default";
-pub(crate) const ASSET_COLUMNS: &str = "id, created_time, name, type, asset_profile_id, label, customer_id, integration_id";
+pub(crate) const ASSET_COLUMNS: &str = "id, created_time, name, type, asset_profile_id, label, customer_id, integration_id, description";
 pub(crate) const CUSTOMER_COLUMNS: &str = "id, created_time, title";
 pub(crate) const GROUP_COLUMNS: &str = "id, created_time, name, type, owner_id";
 pub(crate) const MEMBER_COLUMNS: &str = "id, created_time, name, type, label";
+
+/// The columns a device or an asset saved through the API writes.
+pub(crate) struct EntityFields<'a> {
+    pub id: Uuid,
+    pub created_time: Millis,
+    pub name: &'a str,
+    pub entity_type: &'a str,
+    pub label: Option<&'a str>,
+    pub customer_id: Option<Uuid>,
+    pub created_by_integration: Option<Uuid>,
+    pub description: Option<&'a str>,
+}
+
+impl<'a> EntityFields<'a> {
+    pub(crate) fn of_device(d: &'a Device) -> EntityFields<'a> {
+        EntityFields {
+            id: d.id,
+            created_time: d.created_time,
+            name: &d.name,
+            entity_type: &d.device_type,
+            label: d.label.as_deref(),
+            customer_id: d.customer_id,
+            created_by_integration: d.created_by_integration,
+            description: d.description.as_deref(),
+        }
+    }
+
+    pub(crate) fn of_asset(a: &'a Asset) -> EntityFields<'a> {
+        EntityFields {
+            id: a.id,
+            created_time: a.created_time,
+            name: &a.name,
+            entity_type: &a.asset_type,
+            label: a.label.as_deref(),
+            customer_id: a.customer_id,
+            created_by_integration: a.created_by_integration,
+            description: a.description.as_deref(),
+        }
+    }
+}

@@ -69,6 +69,8 @@ pub struct Device {
     pub customer_id: Option<Uuid>,
     /// The integration that created the device on its first uplink, if any.
     pub created_by_integration: Option<Uuid>,
+    /// ThingsBoard's `additionalInfo.description`, set through the REST API.
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -313,6 +315,8 @@ pub struct Asset {
     pub customer_id: Option<Uuid>,
     /// The integration that created the asset on its first uplink, if any.
     pub created_by_integration: Option<Uuid>,
+    /// ThingsBoard's `additionalInfo.description`, set through the REST API.
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

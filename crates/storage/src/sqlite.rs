@@ -270,6 +270,7 @@ impl SqliteStore {
         let conn = open_connection(path)?;
         conn.execute_batch(SCHEMA)?;
         migrate_history(&conn)?;
+        add_description_columns(&conn)?;
         let tenant_id = match conn
             .query_row("SELECT value FROM setting WHERE name = 'tenant_id'", [], |r| r.get::<_, String>(0))
             .optional()?
@@ -410,6 +411,59 @@ impl SqliteStore {
     fn get_one<T>(&self, sql: &str, arg: impl rusqlite::ToSql, map: impl FnOnce(&Row) -> rusqlite::Result<T>) -> Result<Option<T>> {
         self.with_conn(|c| Ok(c.query_row(sql, [arg], map).optional()?))
     }
+
+    /// Inserts or updates a device or asset row; the profile named `fields.entity_type` is
+    /// created if missing. Returns the profile's id.
+    fn save_entity(&self, kind: EntityKind, fields: &EntityFields<'_>) -> Result<Uuid> {
+        let (table, profile_table) = entity_tables(kind);
+        let what = if kind == EntityKind::Asset { "Asset" } else { "Device" };
+        let profile = self.with_conn(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let taken: Option<Uuid> = tx
+                .query_row(&format!("SELECT id FROM {table} WHERE name = ?1"), [fields.name], |r| r.get(0))
+                .optional()?;
+            if taken.is_some_and(|other| other != fields.id) {
+                return Err(StorageError::Conflict(format!("{what} with such name already exists!")));
+            }
+            let existing: Option<Uuid> =
+                tx.query_row(&format!("SELECT id FROM {profile_table} WHERE name = ?1"), [fields.entity_type], |r| r.get(0)).optional()?;
+            let profile = match existing {
+                Some(id) => id,
+                None => {
+                    let id = Uuid::new_v4();
+                    tx.execute(
+                        &format!("INSERT INTO {profile_table} (id, created_time, name, is_default) VALUES (?1, ?2, ?3, 0)"),
+                        params![id, now_millis(), fields.entity_type],
+                    )?;
+                    id
+                }
+            };
+            tx.execute(
+                &format!(
+                    "INSERT INTO {table} (id, created_time, name, type, {profile_table}_id, label, customer_id, integration_id, description) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+                     type = excluded.type, {profile_table}_id = excluded.{profile_table}_id, label = excluded.label, \
+                     customer_id = excluded.customer_id, description = excluded.description"
+                ),
+                params![
+                    fields.id,
+                    fields.created_time,
+                    fields.name,
+                    fields.entity_type,
+                    profile,
+                    fields.label,
+                    fields.customer_id,
+                    fields.created_by_integration,
+                    fields.description
+                ],
+            )?;
+            tx.commit()?;
+            Ok(profile)
+        })?;
+        // The writer caches entities by name: a rename must not leave the old name pointing here.
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(profile)
+    }
 }
 
 
@@ -511,6 +565,22 @@ fn open_main_connection(path: &Path) -> Result<Connection> {
     .map_err(in_file(path))
 }
 
+/// Data directories from before devices and assets had a description (set through the REST
+/// API) get the column; new ones too, since `SCHEMA` keeps the first version of each table.
+fn add_description_columns(conn: &Connection) -> Result<()> {
+    for table in ["device", "asset"] {
+        let has: bool = conn.query_row(
+            &format!("SELECT EXISTS (SELECT 1 FROM pragma_table_info('{table}') WHERE name = 'description')"),
+            [],
+            |r| r.get(0),
+        )?;
+        if !has {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN description TEXT"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Data directories from before the history database kept ts_kv and ts_kv_latest in the main
 /// file: their rows move over once (copy, then drop, so an interrupted run just repeats).
 fn migrate_history(conn: &Connection) -> Result<()> {
@@ -589,6 +659,7 @@ fn device_from_row(r: &Row) -> rusqlite::Result<Device> {
         label: r.get(5)?,
         customer_id: r.get(6)?,
         created_by_integration: r.get(7)?,
+        description: r.get(8)?,
     })
 }
 
@@ -609,6 +680,7 @@ fn asset_from_row(r: &Row) -> rusqlite::Result<Asset> {
         label: r.get(5)?,
         customer_id: r.get(6)?,
         created_by_integration: r.get(7)?,
+        description: r.get(8)?,
     })
 }
 
@@ -693,6 +765,12 @@ fn uuid_value(id: Uuid) -> SqlValue {
 /// The `type = ?` filter of device and asset lists, when a type is asked for.
 fn type_filter(entity_type: Option<&str>) -> Vec<(&'static str, SqlValue)> {
     entity_type.filter(|t| !t.is_empty()).map(|t| ("type = ?", SqlValue::from(t.to_string()))).into_iter().collect()
+}
+
+/// A key's dictionary id, added if new.
+fn dictionary_key(conn: &Connection, key: &str) -> Result<i64> {
+    conn.prepare_cached("INSERT OR IGNORE INTO key_dictionary (key) VALUES (?1)")?.execute([key])?;
+    Ok(conn.prepare_cached("SELECT key_id FROM key_dictionary WHERE key = ?1")?.query_row([key], |r| r.get(0))?)
 }
 
 /// Keys in `keys` that are known, with their dictionary ids; unknown keys have no data.
@@ -1130,6 +1208,77 @@ impl Store for SqliteStore {
         })?;
         self.generation.fetch_add(1, Ordering::SeqCst);
         Ok(deleted)
+    }
+
+    fn save_device(&self, device: &Device) -> Result<Device> {
+        let profile = self.save_entity(EntityKind::Device, &EntityFields::of_device(device))?;
+        Ok(Device { device_profile_id: profile, ..device.clone() })
+    }
+
+    fn save_asset(&self, asset: &Asset) -> Result<Asset> {
+        let profile = self.save_entity(EntityKind::Asset, &EntityFields::of_asset(asset))?;
+        Ok(Asset { asset_profile_id: profile, ..asset.clone() })
+    }
+
+    fn save_customer(&self, customer: &Customer) -> Result<()> {
+        self.with_conn(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let taken: Option<Uuid> =
+                tx.query_row("SELECT id FROM customer WHERE title = ?1", [&customer.title], |r| r.get(0)).optional()?;
+            if taken.is_some_and(|other| other != customer.id) {
+                return Err(StorageError::Conflict("Customer with such title already exists!".into()));
+            }
+            tx.execute(
+                "INSERT INTO customer (id, created_time, title) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (id) DO UPDATE SET title = excluded.title",
+                params![customer.id, customer.created_time, customer.title],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })?;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn save_attributes(&self, entity_id: Uuid, scope: &str, ts: Millis, values: &[(String, KvValue)]) -> Result<()> {
+        self.with_conn(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for (key, value) in values {
+                let key_id = dictionary_key(&tx, key)?;
+                let (b, l, d, s, j) = kv_columns(value);
+                tx.prepare_cached(
+                    "INSERT INTO attribute_kv (entity_id, scope, key, last_update_ts, bool_v, long_v, dbl_v, str_v, json_v) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (entity_id, scope, key) DO UPDATE SET \
+                     last_update_ts = excluded.last_update_ts, bool_v = excluded.bool_v, long_v = excluded.long_v, \
+                     dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v",
+                )?
+                .execute(params![entity_id, scope, key_id, ts, b, l, d, s, j])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn save_timeseries(&self, entity_id: Uuid, points: &[(Millis, Vec<(String, KvValue)>)]) -> Result<()> {
+        // Through ts_kv_recent like an uplink's points: the compactor moves them into the history
+        // database and folds the newest into the latest values. This connection commits with
+        // synchronous=FULL, so the points are durable when the call returns.
+        self.with_conn(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for (ts, values) in points {
+                for (key, value) in values {
+                    let key_id = dictionary_key(&tx, key)?;
+                    let (b, l, d, s, j) = kv_columns(value);
+                    tx.prepare_cached(
+                        "INSERT INTO ts_kv_recent (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )?
+                    .execute(params![entity_id, key_id, ts, b, l, d, s, j])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     fn timeseries_keys(&self, entity_id: Uuid) -> Result<Vec<String>> {

@@ -93,6 +93,8 @@ backend_tests!(
     users_and_settings,
     tenant_id_survives_reopening,
     a_store_can_be_dropped_on_a_thread_running_async_tasks,
+    devices_assets_and_customers_are_saved_with_unique_names,
+    attributes_and_time_series_are_written_for_any_entity,
 );
 
 fn all() -> PageQuery {
@@ -782,4 +784,127 @@ fn a_store_can_be_dropped_on_a_thread_running_async_tasks(backend: &dyn Backend)
     assert!(store.device_by_name("nobody").unwrap().is_none());
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     runtime.block_on(async move { drop(store) });
+}
+
+fn new_device(name: &str, device_type: &str) -> Device {
+    Device {
+        id: Uuid::new_v4(),
+        created_time: 1,
+        name: name.into(),
+        device_type: device_type.into(),
+        device_profile_id: Uuid::nil(),
+        label: None,
+        customer_id: None,
+        created_by_integration: None,
+        description: None,
+    }
+}
+
+fn devices_assets_and_customers_are_saved_with_unique_names(backend: &dyn Backend) {
+    let store = backend.open();
+    let mut writer = store.uplink_writer().unwrap();
+    let acme = Customer { id: Uuid::new_v4(), created_time: 5, title: "Acme".into() };
+    store.save_customer(&acme).unwrap();
+    let other = Customer { id: Uuid::new_v4(), created_time: 6, title: "Acme".into() };
+    assert!(matches!(store.save_customer(&other), Err(StorageError::Conflict(m)) if m == "Customer with such title already exists!"));
+    let renamed = Customer { title: "Acme Ltd".into(), ..acme.clone() };
+    store.save_customer(&renamed).unwrap();
+    assert_eq!(store.customer(acme.id).unwrap(), Some(renamed.clone()));
+    assert!(store.customer_by_title("Acme").unwrap().is_none());
+
+    let saved = store.save_device(&new_device("M-1", "meter")).unwrap();
+    let profile = store.device_profile(saved.device_profile_id).unwrap().expect("the profile named by the type was created");
+    assert_eq!(profile.name, "meter");
+    assert_eq!(store.device(saved.id).unwrap(), Some(saved.clone()));
+    assert!(matches!(
+        store.save_device(&new_device("M-1", "meter")),
+        Err(StorageError::Conflict(m)) if m == "Device with such name already exists!"
+    ));
+    // An update renames, assigns and describes; the creation time stays what the caller kept.
+    let edited = Device {
+        name: "M-2".into(),
+        label: Some("Hall".into()),
+        description: Some("the meter in the hall".into()),
+        customer_id: Some(acme.id),
+        ..saved.clone()
+    };
+    let edited = store.save_device(&edited).unwrap();
+    assert_eq!(edited.device_profile_id, saved.device_profile_id, "the same profile is found again");
+    assert_eq!(store.device(saved.id).unwrap(), Some(edited.clone()));
+    assert_eq!(store.customer_devices(acme.id, &all(), None).unwrap().data, vec![edited.clone()]);
+    // The uplink writer follows the rename: the new name is this device, the old one is new.
+    writer.commit(&[record("M-2", true, 10, vec![("t", KvValue::Long(1))])]).unwrap();
+    assert_eq!(store.device_by_name("M-2").unwrap().unwrap().id, saved.id);
+    writer.commit(&[record("M-1", true, 11, vec![("t", KvValue::Long(2))])]).unwrap();
+    assert_ne!(store.device_by_name("M-1").unwrap().unwrap().id, saved.id);
+    // Unassigned again.
+    store.save_device(&Device { customer_id: None, ..edited }).unwrap();
+    assert_eq!(store.customer_devices(acme.id, &all(), None).unwrap().total_elements, 0);
+
+    let asset = Asset {
+        id: Uuid::new_v4(),
+        created_time: 7,
+        name: "Site".into(),
+        asset_type: "building".into(),
+        asset_profile_id: Uuid::nil(),
+        label: None,
+        customer_id: Some(acme.id),
+        created_by_integration: None,
+        description: Some("HQ".into()),
+    };
+    let saved = store.save_asset(&asset).unwrap();
+    assert_eq!(store.asset_profile(saved.asset_profile_id).unwrap().unwrap().name, "building");
+    assert_eq!(store.asset(asset.id).unwrap(), Some(saved.clone()));
+    assert_eq!(store.customer_assets(acme.id, &all(), None).unwrap().data, vec![saved]);
+    let twin = Asset { id: Uuid::new_v4(), ..asset.clone() };
+    assert!(matches!(store.save_asset(&twin), Err(StorageError::Conflict(m)) if m == "Asset with such name already exists!"));
+    if backend.shared_by_nodes() {
+        // Another node sees the edits at once.
+        let other = backend.open();
+        assert_eq!(other.asset_by_name("Site").unwrap().map(|a| a.description), Some(Some("HQ".into())));
+    }
+}
+
+fn attributes_and_time_series_are_written_for_any_entity(backend: &dyn Backend) {
+    let store = backend.open();
+    let customer = Customer { id: Uuid::new_v4(), created_time: 1, title: "Owner".into() };
+    store.save_customer(&customer).unwrap();
+    let id = customer.id;
+    store
+        .save_attributes(id, "SERVER_SCOPE", 100, &[("plan".into(), KvValue::Str("gold".into())), ("seats".into(), KvValue::Long(3))])
+        .unwrap();
+    store.save_attributes(id, "SHARED_SCOPE", 101, &[("plan".into(), KvValue::Bool(true))]).unwrap();
+    store.save_attributes(id, "SERVER_SCOPE", 102, &[("seats".into(), KvValue::Long(4))]).unwrap();
+    let server: Vec<(String, i64, KvValue)> = store
+        .attributes(id, Some("SERVER_SCOPE"), None)
+        .unwrap()
+        .into_iter()
+        .map(|(_, a)| (a.key, a.last_update_ts, a.value))
+        .collect();
+    assert_eq!(server, vec![("plan".into(), 100, KvValue::Str("gold".into())), ("seats".into(), 102, KvValue::Long(4))]);
+    assert_eq!(store.attribute_keys(id, Some("SHARED_SCOPE")).unwrap(), vec!["plan".to_string()]);
+
+    let now = 1_760_000_000_000;
+    store
+        .save_timeseries(id, &[(now, vec![("revenue".into(), KvValue::Double(1.5))]), (now - 1000, vec![("revenue".into(), KvValue::Long(1))])])
+        .unwrap();
+    // A rewrite of an existing point replaces it.
+    store.save_timeseries(id, &[(now, vec![("revenue".into(), KvValue::Double(2.5)), ("note".into(), KvValue::Str("x".into()))])]).unwrap();
+    let latest = store.latest_timeseries(id, None).unwrap();
+    assert_eq!(
+        latest,
+        vec![
+            ("note".to_string(), TsValue { ts: now, value: KvValue::Str("x".into()) }),
+            ("revenue".to_string(), TsValue { ts: now, value: KvValue::Double(2.5) })
+        ]
+    );
+    let points = history(store.as_ref(), id, "revenue");
+    assert_eq!(points.first(), Some(&(now - 1000, KvValue::Long(1))));
+    assert_eq!(points.last(), Some(&(now, KvValue::Double(2.5))));
+    assert_eq!(store.timeseries_keys(id).unwrap(), vec!["note".to_string(), "revenue".to_string()]);
+    // Written durably: a store opened again reads them.
+    drop(store);
+    let store = backend.open();
+    assert_eq!(store.latest_timeseries(id, Some(&["revenue".to_string()])).unwrap().len(), 1);
+    assert_eq!(store.attributes(id, None, None).unwrap().len(), 3);
 }

@@ -1,12 +1,17 @@
 //! Assets and asset profiles. Integrations create both from converter output (`assetName`,
-//! `assetType`); the REST API lists, reads and deletes them.
+//! `assetType`); the REST API lists, reads, saves and deletes them.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::StatusCode;
+use coapgate_storage::StorageError;
+use coapgate_storage::model::Asset;
 use serde_json::Value;
+use uuid::Uuid;
 
-use super::{ApiError, ApiResult, AppState, Query, blocking, json as tb, page_query, parse_uuid};
+use super::entities::{EntityBody, opt_entity_id};
+use super::{ApiError, ApiResult, AppState, Query, blocking, json as tb, page_query, parse_body, parse_uuid};
 
 /// `GET /api/tenant/assets`: a page, or one asset when `assetName` is given (ThingsBoard serves
 /// both from this path).
@@ -68,4 +73,45 @@ pub async fn delete_asset_profile(State(state): State<AppState>, Path(id): Path<
         return Err(ApiError::item_not_found());
     }
     Ok(StatusCode::OK)
+}
+
+/// `POST /api/asset`: as `POST /api/device` (see `entities::save_device`), with asset profiles.
+pub async fn save_asset(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
+    let body = parse_body(&body)?;
+    let fields = EntityBody::parse(&body, "Asset")?;
+    let profile_id = opt_entity_id(&body, "assetProfileId")?;
+    let store = state.store.clone();
+    let saved = blocking(move || {
+        let existing = match fields.id {
+            Some(id) => Some(store.asset(id)?.ok_or(StorageError::NotFound)?),
+            None => None,
+        };
+        let by_profile = match profile_id {
+            Some(id) => Some(
+                store
+                    .asset_profile(id)?
+                    .ok_or_else(|| StorageError::Conflict(format!("Field 'assetProfileId': asset profile {id} does not exist")))?
+                    .name,
+            ),
+            None => None,
+        };
+        let asset_type = by_profile
+            .or(fields.entity_type.clone())
+            .or_else(|| existing.as_ref().map(|a| a.asset_type.clone()))
+            .unwrap_or_else(|| "default".into());
+        let customer_id = fields.customer_id(store.as_ref(), existing.as_ref().and_then(|a| a.customer_id))?;
+        store.save_asset(&Asset {
+            id: fields.id.unwrap_or_else(Uuid::new_v4),
+            created_time: existing.as_ref().map(|a| a.created_time).unwrap_or_else(coapgate_storage::now_millis),
+            name: fields.name,
+            asset_type,
+            asset_profile_id: Uuid::nil(),
+            label: fields.label,
+            customer_id,
+            created_by_integration: existing.as_ref().and_then(|a| a.created_by_integration),
+            description: fields.description,
+        })
+    })
+    .await?;
+    Ok(Json(tb::asset(&saved, state.store.tenant_id())))
 }

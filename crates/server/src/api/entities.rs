@@ -9,7 +9,8 @@ use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::StatusCode;
 use base64::Engine as _;
 use coapgate_script::{DecodeJob, ScriptLang};
-use coapgate_storage::model::{Converter, Integration};
+use coapgate_storage::model::{Converter, Device, Integration};
+use coapgate_storage::StorageError;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -20,7 +21,7 @@ use crate::registry::{SecurityMode, endpoint_url};
 /// ThingsBoard's limit on a converter script body.
 const MAX_SCRIPT_CHARS: usize = 50_000;
 
-fn opt_str<'a>(body: &'a Map<String, Value>, field: &str) -> ApiResult<Option<&'a str>> {
+pub(super) fn opt_str<'a>(body: &'a Map<String, Value>, field: &str) -> ApiResult<Option<&'a str>> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.as_str())),
@@ -28,7 +29,7 @@ fn opt_str<'a>(body: &'a Map<String, Value>, field: &str) -> ApiResult<Option<&'
     }
 }
 
-fn opt_bool(body: &Map<String, Value>, field: &str) -> ApiResult<Option<bool>> {
+pub(super) fn opt_bool(body: &Map<String, Value>, field: &str) -> ApiResult<Option<bool>> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -36,7 +37,7 @@ fn opt_bool(body: &Map<String, Value>, field: &str) -> ApiResult<Option<bool>> {
     }
 }
 
-fn opt_object(body: &Map<String, Value>, field: &str) -> ApiResult<Option<Map<String, Value>>> {
+pub(super) fn opt_object(body: &Map<String, Value>, field: &str) -> ApiResult<Option<Map<String, Value>>> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(o)) => Ok(Some(o.clone())),
@@ -45,7 +46,7 @@ fn opt_object(body: &Map<String, Value>, field: &str) -> ApiResult<Option<Map<St
 }
 
 /// The `id` of an `{entityType, id}` object field, if given.
-fn opt_entity_id(body: &Map<String, Value>, field: &str) -> ApiResult<Option<Uuid>> {
+pub(super) fn opt_entity_id(body: &Map<String, Value>, field: &str) -> ApiResult<Option<Uuid>> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(o)) => match o.get("id") {
@@ -530,4 +531,105 @@ pub async fn get_device_profile(State(state): State<AppState>, Path(id): Path<St
     let store = state.store.clone();
     let p = blocking(move || store.device_profile(id)).await?.ok_or_else(ApiError::item_not_found)?;
     Ok(Json(tb::device_profile(&p, state.store.tenant_id())))
+}
+
+/// What `POST /api/device` and `POST /api/asset` take from ThingsBoard's JSON. A save replaces
+/// the entity as ThingsBoard's does (its UI and clients send the whole object), except the
+/// customer: absent or null keeps the current one, so an edit never unassigns by omission.
+pub(super) struct EntityBody {
+    pub id: Option<Uuid>,
+    pub name: String,
+    pub entity_type: Option<String>,
+    pub label: Option<String>,
+    pub description: Option<String>,
+    /// `Some(None)`: ThingsBoard's null customer id, the tenant's own.
+    pub customer: Option<Option<Uuid>>,
+}
+
+impl EntityBody {
+    /// `what` is "Device" or "Asset", as ThingsBoard's messages name them.
+    pub fn parse(body: &Map<String, Value>, what: &str) -> ApiResult<EntityBody> {
+        let name = opt_str(body, "name")?
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| ApiError::bad_request(format!("{what} name should be specified!")))?
+            .to_string();
+        super::bounded_name("name", &name)?;
+        let entity_type = opt_str(body, "type")?.map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
+        if let Some(t) = &entity_type {
+            super::bounded_name("type", t)?;
+        }
+        let label = opt_str(body, "label")?.map(str::trim).filter(|l| !l.is_empty()).map(str::to_string);
+        if let Some(l) = &label {
+            super::bounded_name("label", l)?;
+        }
+        let description = match opt_object(body, "additionalInfo")? {
+            Some(info) => opt_str(&info, "description")
+                .map_err(|_| ApiError::bad_request("Field 'additionalInfo.description' must be a string"))?
+                .filter(|d| !d.trim().is_empty())
+                .map(str::to_string),
+            None => None,
+        };
+        let customer = match opt_entity_id(body, "customerId")? {
+            None => None,
+            Some(id) if id.to_string() == tb::NULL_CUSTOMER_ID => Some(None),
+            Some(id) => Some(Some(id)),
+        };
+        Ok(EntityBody { id: opt_entity_id(body, "id")?, name, entity_type, label, description, customer })
+    }
+
+    /// The customer the saved entity belongs to: the one named (which must exist), else `current`.
+    pub fn customer_id(&self, store: &dyn coapgate_storage::Store, current: Option<Uuid>) -> coapgate_storage::Result<Option<Uuid>> {
+        match self.customer {
+            None => Ok(current),
+            Some(None) => Ok(None),
+            Some(Some(id)) => match store.customer(id)? {
+                Some(_) => Ok(Some(id)),
+                None => Err(StorageError::Conflict(format!("Field 'customerId': customer {id} does not exist"))),
+            },
+        }
+    }
+}
+
+/// `POST /api/device`: creates a device, or updates the one `id` names (404 if none). The
+/// profile is `deviceProfileId`'s, else the one `type` names (created if missing), else the
+/// current one, else `default`. A name another device has is refused with ThingsBoard's 400.
+pub async fn save_device(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
+    let body = parse_body(&body)?;
+    let fields = EntityBody::parse(&body, "Device")?;
+    let profile_id = opt_entity_id(&body, "deviceProfileId")?;
+    let store = state.store.clone();
+    let saved = blocking(move || {
+        let existing = match fields.id {
+            Some(id) => Some(store.device(id)?.ok_or(StorageError::NotFound)?),
+            None => None,
+        };
+        let by_profile = match profile_id {
+            Some(id) => Some(
+                store
+                    .device_profile(id)?
+                    .ok_or_else(|| StorageError::Conflict(format!("Field 'deviceProfileId': device profile {id} does not exist")))?
+                    .name,
+            ),
+            None => None,
+        };
+        let device_type = by_profile
+            .or(fields.entity_type.clone())
+            .or_else(|| existing.as_ref().map(|d| d.device_type.clone()))
+            .unwrap_or_else(|| "default".into());
+        let customer_id = fields.customer_id(store.as_ref(), existing.as_ref().and_then(|d| d.customer_id))?;
+        store.save_device(&Device {
+            id: fields.id.unwrap_or_else(Uuid::new_v4),
+            created_time: existing.as_ref().map(|d| d.created_time).unwrap_or_else(coapgate_storage::now_millis),
+            name: fields.name,
+            device_type,
+            device_profile_id: Uuid::nil(),
+            label: fields.label,
+            customer_id,
+            created_by_integration: existing.as_ref().and_then(|d| d.created_by_integration),
+            description: fields.description,
+        })
+    })
+    .await?;
+    Ok(Json(tb::device(&saved, state.store.tenant_id())))
 }

@@ -94,6 +94,7 @@ pub fn device(d: &Device, tenant_id: Uuid) -> Value {
         "softwareId": null,
         "additionalInfo": {
             "createdByIntegration": d.created_by_integration.map(|id| entity_id("INTEGRATION", id)),
+            "description": d.description,
         },
         "version": 1,
     })
@@ -121,7 +122,7 @@ pub fn device_profile(p: &DeviceProfile, tenant_id: Uuid) -> Value {
 }
 
 /// `customerId` of a device or asset: the customer, or ThingsBoard's null customer id.
-fn customer_id(customer: Option<Uuid>) -> Value {
+pub fn customer_id(customer: Option<Uuid>) -> Value {
     let id = customer.map(|c| c.to_string()).unwrap_or_else(|| NULL_CUSTOMER_ID.to_string());
     json!({"entityType": "CUSTOMER", "id": id})
 }
@@ -171,6 +172,7 @@ pub fn asset(a: &Asset, tenant_id: Uuid) -> Value {
         "assetProfileId": entity_id("ASSET_PROFILE", a.asset_profile_id),
         "additionalInfo": {
             "createdByIntegration": a.created_by_integration.map(|id| entity_id("INTEGRATION", id)),
+            "description": a.description,
         },
         "version": 1,
     })

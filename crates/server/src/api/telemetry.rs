@@ -1,11 +1,14 @@
 //! ThingsBoard's telemetry controller: time-series keys, latest values, history with optional
-//! aggregation, and attributes.
+//! aggregation, and attributes; and writes of attributes (server and shared scope) and time
+//! series for any entity, customers included, each one durable commit before the answer.
 //!
 //! Values are strings unless `useStrictDataTypes=true`, exactly as ThingsBoard prints them, so
 //! dashboards and scripts written against ThingsBoard parse them the same way.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, Query as QueryParams, State};
+use axum::http::StatusCode;
 use coapgate_storage::model::{EntityKind, HistoryQuery, KvValue, TsValue};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -14,6 +17,9 @@ use super::{ApiError, ApiResult, AppState, Query, blocking, parse_uuid, query_bo
 
 /// Checks the entity exists (where coapgate stores that kind) and returns its id.
 async fn entity(state: &AppState, entity_type: &str, entity_id: &str) -> ApiResult<Uuid> {
+    if entity_type == "CUSTOMER" {
+        return Ok(super::customers::existing_customer(state, entity_id).await?.id);
+    }
     let kind = EntityKind::parse(entity_type)
         .ok_or_else(|| ApiError::bad_request(format!("Unsupported entity type '{entity_type}'")))?;
     let id = parse_uuid(entity_id)?;
@@ -199,6 +205,62 @@ async fn values_of(state: AppState, t: String, id: String, scope: Option<String>
         .map(|(_, a)| json!({"lastUpdateTs": a.last_update_ts, "key": a.key, "value": a.value.to_json()}))
         .collect();
     Ok(Json(Value::Array(list)))
+}
+
+/// `POST /api/plugins/telemetry/{entityType}/{entityId}/attributes/{scope}` (and ThingsBoard's
+/// older `…/{scope}` form): a JSON object of key → value, typed as converter output is.
+/// Devices report `CLIENT_SCOPE` themselves; the API writes the server and shared scopes.
+pub async fn save_attributes(
+    State(state): State<AppState>,
+    Path((t, id, scope)): Path<(String, String, String)>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    if scope != "SERVER_SCOPE" && scope != "SHARED_SCOPE" {
+        return Err(ApiError::bad_request(format!("Invalid attribute scope '{scope}': use SERVER_SCOPE or SHARED_SCOPE")));
+    }
+    let id = entity(&state, &t, &id).await?;
+    let body = super::parse_body(&body)?;
+    let values: Vec<(String, KvValue)> = body.iter().filter_map(|(k, v)| KvValue::from_json(v).map(|kv| (k.clone(), kv))).collect();
+    check_keys(values.iter().map(|(k, _)| k))?;
+    if values.is_empty() {
+        return Err(ApiError::bad_request("No attributes data found in request body!"));
+    }
+    let store = state.store.clone();
+    let ts = coapgate_storage::now_millis();
+    blocking(move || store.save_attributes(id, &scope, ts, &values)).await?;
+    Ok(StatusCode::OK)
+}
+
+/// `POST /api/plugins/telemetry/{entityType}/{entityId}/timeseries/{scope}`: ThingsBoard's
+/// telemetry body — `{key: value}` (server time), `{ts, values}`, or an array of those. The
+/// scope is ThingsBoard's `ANY`, whatever it says.
+pub async fn save_timeseries(
+    State(state): State<AppState>,
+    Path((t, id, _scope)): Path<(String, String, String)>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let id = entity(&state, &t, &id).await?;
+    let body: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}")))?;
+    let points = crate::uplink::telemetry(&body, coapgate_storage::now_millis())
+        .map_err(|e| ApiError::bad_request(format!("Invalid request body: {}", e.to_string().replace("'telemetry", "'body"))))?;
+    check_keys(points.iter().flat_map(|(_, values)| values.iter().map(|(k, _)| k)))?;
+    if points.iter().all(|(_, values)| values.is_empty()) {
+        return Err(ApiError::bad_request("No timeseries data found in request body!"));
+    }
+    let store = state.store.clone();
+    blocking(move || store.save_timeseries(id, &points)).await?;
+    Ok(StatusCode::OK)
+}
+
+/// Keys are names: non-empty and at most ThingsBoard's length.
+fn check_keys<'a>(keys: impl Iterator<Item = &'a String>) -> ApiResult<()> {
+    for key in keys {
+        if key.trim().is_empty() {
+            return Err(ApiError::bad_request("Key cannot be empty!"));
+        }
+        super::bounded_name("key", key)?;
+    }
+    Ok(())
 }
 
 fn check_scope(scope: String) -> ApiResult<String> {

@@ -312,6 +312,56 @@ impl PgStore {
         })
     }
 
+    /// Inserts or updates a device or asset row; the profile named `fields.entity_type` is
+    /// created if missing. Returns the profile's id. Runs as a deletion does: a rename must
+    /// make every node's writer drop the old name from its caches.
+    fn save_entity(&self, kind: EntityKind, fields: &EntityFields<'_>) -> Result<Uuid> {
+        let (table, profile_table, what) = match kind {
+            EntityKind::Asset => ("asset", "asset_profile", "Asset"),
+            _ => ("device", "device_profile", "Device"),
+        };
+        self.deletion(|tx| {
+            let taken: Option<Uuid> =
+                tx.query_opt(&format!("SELECT id FROM {table} WHERE name = $1"), &[&fields.name]).map_err(pg)?.map(|r| r.get(0));
+            if taken.is_some_and(|other| other != fields.id) {
+                return Err(StorageError::Conflict(format!("{what} with such name already exists!")));
+            }
+            tx.execute(
+                &format!("INSERT INTO {profile_table} (id, created_time, name, is_default) VALUES ($1, $2, $3, false) ON CONFLICT DO NOTHING"),
+                &[&Uuid::new_v4(), &crate::now_millis(), &fields.entity_type],
+            )
+            .map_err(pg)?;
+            let profile: Uuid = tx
+                .query_one(&format!("SELECT id FROM {profile_table} WHERE name = $1"), &[&fields.entity_type])
+                .map_err(pg)?
+                .get(0);
+            tx.execute(
+                &format!(
+                    "INSERT INTO {table} (id, created_time, name, type, {profile_table}_id, label, customer_id, integration_id, description) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+                     type = excluded.type, {profile_table}_id = excluded.{profile_table}_id, label = excluded.label, \
+                     customer_id = excluded.customer_id, description = excluded.description"
+                ),
+                &[
+                    &fields.id,
+                    &fields.created_time,
+                    &fields.name,
+                    &fields.entity_type,
+                    &profile,
+                    &fields.label,
+                    &fields.customer_id,
+                    &fields.created_by_integration,
+                    &fields.description,
+                ],
+            )
+            .map_err(|e| {
+                // Another node took the name between the check and the insert.
+                if is_unique_violation(&e) { StorageError::Conflict(format!("{what} with such name already exists!")) } else { pg(e) }
+            })?;
+            Ok(profile)
+        })
+    }
+
     /// Deletes a device or asset profile unless it is the default or still in use.
     fn delete_profile(&self, kind: EntityKind, id: Uuid) -> Result<bool> {
         let (table, users, what) = match kind {
@@ -405,6 +455,7 @@ fn device_from_row(r: &Row) -> Device {
         label: r.get(5),
         customer_id: r.get(6),
         created_by_integration: r.get(7),
+        description: r.get(8),
     }
 }
 
@@ -425,6 +476,7 @@ fn asset_from_row(r: &Row) -> Asset {
         label: r.get(5),
         customer_id: r.get(6),
         created_by_integration: r.get(7),
+        description: r.get(8),
     }
 }
 
@@ -473,6 +525,24 @@ pub(crate) fn kv_from_row(r: &Row, first: usize) -> KvValue {
         return KvValue::Str(v);
     }
     KvValue::Json(r.get::<_, Option<String>>(first + 4).unwrap_or_default())
+}
+
+/// A key's dictionary id, added if new (by whichever node first).
+fn dictionary_key(tx: &mut postgres::Transaction<'_>, key: &str) -> Result<i32> {
+    tx.execute("INSERT INTO key_dictionary (key) VALUES ($1) ON CONFLICT DO NOTHING", &[&key]).map_err(pg)?;
+    Ok(tx.query_one("SELECT key_id FROM key_dictionary WHERE key = $1", &[&key]).map_err(pg)?.get(0))
+}
+
+/// A typed value as the five value columns (one set, the others NULL).
+#[allow(clippy::type_complexity)]
+fn value_columns(v: &KvValue) -> (Option<bool>, Option<i64>, Option<f64>, Option<&str>, Option<&str>) {
+    match v {
+        KvValue::Bool(b) => (Some(*b), None, None, None, None),
+        KvValue::Long(l) => (None, Some(*l), None, None, None),
+        KvValue::Double(d) => (None, None, Some(*d), None, None),
+        KvValue::Str(s) => (None, None, None, Some(s), None),
+        KvValue::Json(s) => (None, None, None, None, Some(s)),
+    }
 }
 
 /// The `type = ?` filter of device and asset lists, when a type is asked for.
@@ -876,6 +946,87 @@ impl Store for PgStore {
             let n = tx.execute("DELETE FROM entity_group WHERE id = $1", &[&id]).map_err(pg)?;
             tx.execute("DELETE FROM entity_group_member WHERE group_id = $1", &[&id]).map_err(pg)?;
             Ok(n > 0)
+        })
+    }
+
+    fn save_device(&self, device: &Device) -> Result<Device> {
+        let profile = self.save_entity(EntityKind::Device, &EntityFields::of_device(device))?;
+        Ok(Device { device_profile_id: profile, ..device.clone() })
+    }
+
+    fn save_asset(&self, asset: &Asset) -> Result<Asset> {
+        let profile = self.save_entity(EntityKind::Asset, &EntityFields::of_asset(asset))?;
+        Ok(Asset { asset_profile_id: profile, ..asset.clone() })
+    }
+
+    fn save_customer(&self, customer: &Customer) -> Result<()> {
+        const TAKEN: &str = "Customer with such title already exists!";
+        self.deletion(|tx| {
+            let taken: Option<Uuid> =
+                tx.query_opt("SELECT id FROM customer WHERE title = $1", &[&customer.title]).map_err(pg)?.map(|r| r.get(0));
+            if taken.is_some_and(|other| other != customer.id) {
+                return Err(StorageError::Conflict(TAKEN.into()));
+            }
+            tx.execute(
+                "INSERT INTO customer (id, created_time, title) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET title = excluded.title",
+                &[&customer.id, &customer.created_time, &customer.title],
+            )
+            .map_err(|e| if is_unique_violation(&e) { StorageError::Conflict(TAKEN.into()) } else { pg(e) })?;
+            Ok(())
+        })
+    }
+
+    fn save_attributes(&self, entity_id: Uuid, scope: &str, ts: Millis, values: &[(String, KvValue)]) -> Result<()> {
+        self.with_conn(|c| {
+            let mut tx = c.client.transaction().map_err(pg)?;
+            for (key, value) in values {
+                let key_id = dictionary_key(&mut tx, key)?;
+                let (b, l, d, s, j) = value_columns(value);
+                tx.execute(
+                    "INSERT INTO attribute_kv (entity_id, scope, key, last_update_ts, bool_v, long_v, dbl_v, str_v, json_v) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (entity_id, scope, key) DO UPDATE SET \
+                     last_update_ts = excluded.last_update_ts, bool_v = excluded.bool_v, long_v = excluded.long_v, \
+                     dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v",
+                    &[&entity_id, &scope, &key_id, &ts, &b, &l, &d, &s, &j],
+                )
+                .map_err(pg)?;
+            }
+            tx.commit().map_err(pg)
+        })
+    }
+
+    fn save_timeseries(&self, entity_id: Uuid, points: &[(Millis, Vec<(String, KvValue)>)]) -> Result<()> {
+        let mut months: Vec<i64> = points.iter().filter_map(|(ts, _)| schema::partition_month(*ts)).collect();
+        months.sort_unstable();
+        months.dedup();
+        self.with_conn(|c| {
+            // Partitions first, in their own transaction, as the uplink writers make them.
+            schema::create_partitions(&mut c.client, &months)?;
+            let mut tx = c.client.transaction().map_err(pg)?;
+            for (ts, values) in points {
+                for (key, value) in values {
+                    let key_id = dictionary_key(&mut tx, key)?;
+                    let (b, l, d, s, j) = value_columns(value);
+                    let params: [&(dyn ToSql + Sync); 8] = [&entity_id, &key_id, ts, &b, &l, &d, &s, &j];
+                    tx.execute(
+                        "INSERT INTO ts_kv (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (entity_id, key, ts) DO UPDATE SET \
+                         bool_v = excluded.bool_v, long_v = excluded.long_v, dbl_v = excluded.dbl_v, \
+                         str_v = excluded.str_v, json_v = excluded.json_v",
+                        &params,
+                    )
+                    .map_err(pg)?;
+                    tx.execute(
+                        "INSERT INTO ts_kv_latest (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (entity_id, key) DO UPDATE SET ts = excluded.ts, \
+                         bool_v = excluded.bool_v, long_v = excluded.long_v, dbl_v = excluded.dbl_v, \
+                         str_v = excluded.str_v, json_v = excluded.json_v WHERE excluded.ts >= ts_kv_latest.ts",
+                        &params,
+                    )
+                    .map_err(pg)?;
+                }
+            }
+            tx.commit().map_err(pg)
         })
     }
 

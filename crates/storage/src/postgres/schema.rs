@@ -14,7 +14,7 @@ use crate::{Result, StorageError};
 const MIGRATION_LOCK: i64 = 0x636f_6170_6d69_6700; // "coapmig\0"
 
 /// `(version, SQL)`, in order. Never edit a step that has shipped: add one.
-pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
+pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 /// Text columns that lists sort by use the "C" collation: byte order, as SQLite's default
 /// BINARY collation sorts (the database's own locale could sort "alpha" before "Mid").
@@ -126,6 +126,13 @@ INSERT INTO config_epoch VALUES (1, 0);
 CREATE TABLE cluster_node (id uuid PRIMARY KEY, applied_epoch bigint NOT NULL, seen bigint NOT NULL);
 -- One row per uplink writer: its durability barrier updates it (see writer.rs, PgBarrier).
 CREATE TABLE wal_barrier (id uuid PRIMARY KEY, n bigint NOT NULL);
+"#;
+
+/// Devices and assets get a description (ThingsBoard's `additionalInfo.description`), set
+/// through the REST API.
+const V3: &str = r#"
+ALTER TABLE device ADD COLUMN description text;
+ALTER TABLE asset ADD COLUMN description text;
 "#;
 
 /// Brings the schema to the newest version and makes the rows every store needs (tenant id,
