@@ -58,8 +58,13 @@ fn a_seeded_sqlite_server_continues_on_postgres_after_migrate() {
     assert_eq!(status, 200, "{body}");
     let token = body["token"].as_str().unwrap().to_string();
     let get = |server: &Server, path: &str| {
-        let (status, body) = server.request("GET", path, None, Some(&token));
+        let (status, mut body) = server.request("GET", path, None, Some(&token));
         assert_eq!(status, 200, "GET {path}: {body}");
+        // The live message counters are partly this process's memory (counts not yet stored as
+        // a STATS event, lost with the SIGKILL below): not data that moves with the database.
+        if let Some(o) = body.as_object_mut() {
+            o.remove("messages24h");
+        }
         body
     };
     let device = get(&server, "/api/tenant/devices?deviceName=SN-001");
