@@ -5,12 +5,11 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::StatusCode;
-use coapgate_storage::StorageError;
 use coapgate_storage::model::Asset;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::entities::{EntityBody, opt_entity_id};
+use super::entities::{EntityBody, Stored, opt_entity_id};
 use super::{ApiError, ApiResult, AppState, Query, blocking, json as tb, page_query, parse_body, parse_uuid};
 
 /// `GET /api/tenant/assets`: a page, or one asset when `assetName` is given (ThingsBoard serves
@@ -82,33 +81,18 @@ pub async fn save_asset(State(state): State<AppState>, body: Bytes) -> ApiResult
     let profile_id = opt_entity_id(&body, "assetProfileId")?;
     let store = state.store.clone();
     let saved = blocking(move || {
-        let existing = match fields.id {
-            Some(id) => Some(store.asset(id)?.ok_or(StorageError::NotFound)?),
-            None => None,
-        };
-        let by_profile = match profile_id {
-            Some(id) => Some(
-                store
-                    .asset_profile(id)?
-                    .ok_or_else(|| StorageError::Conflict(format!("Field 'assetProfileId': asset profile {id} does not exist")))?
-                    .name,
-            ),
-            None => None,
-        };
-        let asset_type = by_profile
-            .or(fields.entity_type.clone())
-            .or_else(|| existing.as_ref().map(|a| a.asset_type.clone()))
-            .unwrap_or_else(|| "default".into());
-        let customer_id = fields.customer_id(store.as_ref(), existing.as_ref().and_then(|a| a.customer_id))?;
+        let stored = |id| Ok(store.asset(id)?.map(|a| Stored::of(a.created_time, a.asset_type, a.customer_id, a.created_by_integration)));
+        let profile = |id| Ok(store.asset_profile(id)?.map(|p| p.name));
+        let r = fields.resolve(store.as_ref(), stored, (profile_id, "assetProfileId", "asset profile", profile))?;
         store.save_asset(&Asset {
-            id: fields.id.unwrap_or_else(Uuid::new_v4),
-            created_time: existing.as_ref().map(|a| a.created_time).unwrap_or_else(coapgate_storage::now_millis),
+            id: r.id,
+            created_time: r.created_time,
             name: fields.name,
-            asset_type,
+            asset_type: r.entity_type,
             asset_profile_id: Uuid::nil(),
             label: fields.label,
-            customer_id,
-            created_by_integration: existing.as_ref().and_then(|a| a.created_by_integration),
+            customer_id: r.customer_id,
+            created_by_integration: r.created_by_integration,
             description: fields.description,
         })
     })

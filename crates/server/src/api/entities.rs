@@ -536,6 +536,23 @@ pub async fn get_device_profile(State(state): State<AppState>, Path(id): Path<St
 /// What `POST /api/device` and `POST /api/asset` take from ThingsBoard's JSON. A save replaces
 /// the entity as ThingsBoard's does (its UI and clients send the whole object), except the
 /// customer: absent or null keeps the current one, so an edit never unassigns by omission.
+/// The fields of a device or asset that a save through the API keeps or derives rather than
+/// takes from the body: what `EntityBody::resolve` looks up of the stored entity (`of`, whose
+/// id is unused) and what it returns (with the id to save under).
+pub(super) struct Stored {
+    pub id: Uuid,
+    pub created_time: i64,
+    pub entity_type: String,
+    pub customer_id: Option<Uuid>,
+    pub created_by_integration: Option<Uuid>,
+}
+
+impl Stored {
+    pub fn of(created_time: i64, entity_type: String, customer_id: Option<Uuid>, created_by_integration: Option<Uuid>) -> Stored {
+        Stored { id: Uuid::nil(), created_time, entity_type, customer_id, created_by_integration }
+    }
+}
+
 pub(super) struct EntityBody {
     pub id: Option<Uuid>,
     pub name: String,
@@ -578,6 +595,40 @@ impl EntityBody {
         Ok(EntityBody { id: opt_entity_id(body, "id")?, name, entity_type, label, description, customer })
     }
 
+    /// What a device or asset being saved keeps or derives: its id (new if none), creation time
+    /// and creating integration kept from the stored one (`stored`; NotFound for an unknown
+    /// id), the type from the profile id given (`profile`: id, field, what, name lookup), else
+    /// `type`, else the stored type, else `default`, and the customer (`customer_id`).
+    pub fn resolve(
+        &self,
+        store: &dyn coapgate_storage::Store,
+        stored: impl Fn(Uuid) -> coapgate_storage::Result<Option<Stored>>,
+        profile: (Option<Uuid>, &str, &str, impl Fn(Uuid) -> coapgate_storage::Result<Option<String>>),
+    ) -> coapgate_storage::Result<Stored> {
+        let existing = match self.id {
+            Some(id) => Some(stored(id)?.ok_or(StorageError::NotFound)?),
+            None => None,
+        };
+        let (profile_id, field, what, profile_name) = profile;
+        let by_profile = match profile_id {
+            Some(id) => Some(
+                profile_name(id)?.ok_or_else(|| StorageError::Conflict(format!("Field '{field}': {what} {id} does not exist")))?,
+            ),
+            None => None,
+        };
+        let entity_type = by_profile
+            .or(self.entity_type.clone())
+            .or_else(|| existing.as_ref().map(|e| e.entity_type.clone()))
+            .unwrap_or_else(|| "default".into());
+        Ok(Stored {
+            id: self.id.unwrap_or_else(Uuid::new_v4),
+            created_time: existing.as_ref().map(|e| e.created_time).unwrap_or_else(coapgate_storage::now_millis),
+            entity_type,
+            customer_id: self.customer_id(store, existing.as_ref().and_then(|e| e.customer_id))?,
+            created_by_integration: existing.as_ref().and_then(|e| e.created_by_integration),
+        })
+    }
+
     /// The customer the saved entity belongs to: the one named (which must exist), else `current`.
     pub fn customer_id(&self, store: &dyn coapgate_storage::Store, current: Option<Uuid>) -> coapgate_storage::Result<Option<Uuid>> {
         match self.customer {
@@ -600,33 +651,18 @@ pub async fn save_device(State(state): State<AppState>, body: Bytes) -> ApiResul
     let profile_id = opt_entity_id(&body, "deviceProfileId")?;
     let store = state.store.clone();
     let saved = blocking(move || {
-        let existing = match fields.id {
-            Some(id) => Some(store.device(id)?.ok_or(StorageError::NotFound)?),
-            None => None,
-        };
-        let by_profile = match profile_id {
-            Some(id) => Some(
-                store
-                    .device_profile(id)?
-                    .ok_or_else(|| StorageError::Conflict(format!("Field 'deviceProfileId': device profile {id} does not exist")))?
-                    .name,
-            ),
-            None => None,
-        };
-        let device_type = by_profile
-            .or(fields.entity_type.clone())
-            .or_else(|| existing.as_ref().map(|d| d.device_type.clone()))
-            .unwrap_or_else(|| "default".into());
-        let customer_id = fields.customer_id(store.as_ref(), existing.as_ref().and_then(|d| d.customer_id))?;
+        let stored = |id| Ok(store.device(id)?.map(|d| Stored::of(d.created_time, d.device_type, d.customer_id, d.created_by_integration)));
+        let profile = |id| Ok(store.device_profile(id)?.map(|p| p.name));
+        let r = fields.resolve(store.as_ref(), stored, (profile_id, "deviceProfileId", "device profile", profile))?;
         store.save_device(&Device {
-            id: fields.id.unwrap_or_else(Uuid::new_v4),
-            created_time: existing.as_ref().map(|d| d.created_time).unwrap_or_else(coapgate_storage::now_millis),
+            id: r.id,
+            created_time: r.created_time,
             name: fields.name,
-            device_type,
+            device_type: r.entity_type,
             device_profile_id: Uuid::nil(),
             label: fields.label,
-            customer_id,
-            created_by_integration: existing.as_ref().and_then(|d| d.created_by_integration),
+            customer_id: r.customer_id,
+            created_by_integration: r.created_by_integration,
             description: fields.description,
         })
     })
