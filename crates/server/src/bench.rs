@@ -6,6 +6,10 @@
 //! stops by itself after `--count` requests or `--duration`, and only ever sends to the `--url`
 //! it is given.
 //!
+//! A `coaps://` URL makes every device a DTLS client (`bench_dtls`): the run first completes a
+//! full handshake per device (at most `--in-flight` at once) and reports handshakes per second,
+//! then sends the uplinks over the established sessions.
+//!
 //! One thread runs an event loop over all device sockets (mio): the generator shares the
 //! machine with the server it measures, so every microsecond it spends per request is taken
 //! from the server. A task, a timer and a semaphore per request (the tokio version) cost about
@@ -22,13 +26,18 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll};
 use serde_json::json;
 
+use crate::bench_dtls::{ATTEMPT_TIMEOUT, DtlsAuth, DtlsLink, Input};
 use crate::registry::url_path_segments;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Endpoint URL, e.g. coap://127.0.0.1:5683/i/<routing key>.
+    /// Endpoint URL, e.g. coap://127.0.0.1:5683/i/<routing key>, or coaps://… for DTLS.
     #[arg(long)]
     url: String,
+    /// With a coaps:// URL: a pre-shared key, IDENTITY:KEY (the key as text, or hex after 0x);
+    /// without it, certificate handshakes (the server's certificate is not verified).
+    #[arg(long)]
+    psk: Option<String>,
     /// Simulated devices, each with its own UDP source port.
     #[arg(long, default_value_t = 1000)]
     devices: usize,
@@ -91,6 +100,23 @@ struct Device {
     socket: UdpSocket,
     message_id: u16,
     pending: Option<Pending>,
+    /// Its DTLS session, with a coaps:// URL.
+    dtls: Option<DtlsLink>,
+}
+
+/// What the handshakes of a DTLS run counted.
+#[derive(Default)]
+struct Handshakes {
+    completed: u64,
+    failed: u64,
+    /// Attempts started again after `ATTEMPT_TIMEOUT` without an answer, or after an alert.
+    retries: u64,
+    latencies_us: Vec<u32>,
+    /// When the last handshake completed.
+    done_at: Option<Duration>,
+    last_error: Option<String>,
+    /// Established sessions the server ended (an alert, or records it no longer accepts).
+    sessions_lost: u64,
 }
 
 struct Pending {
@@ -103,9 +129,16 @@ struct Pending {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let Some(rest) = args.url.strip_prefix("coap://") else { bail!("--url: must start with coap://") };
+    let (rest, default_port) = match (args.url.strip_prefix("coap://"), args.url.strip_prefix("coaps://")) {
+        (Some(rest), _) => (rest, 5683),
+        (_, Some(rest)) => (rest, 5684),
+        _ => bail!("--url: must start with coap:// or coaps://"),
+    };
+    if args.psk.is_some() && default_port == 5683 {
+        bail!("--psk: only with a coaps:// URL");
+    }
     let authority = rest.split('/').next().unwrap_or_default();
-    let authority = if authority.contains(':') { authority.to_string() } else { format!("{authority}:5683") };
+    let authority = if authority.contains(':') { authority.to_string() } else { format!("{authority}:{default_port}") };
     let target: SocketAddr = authority
         .to_socket_addrs()
         .with_context(|| format!("--url: cannot resolve {authority}"))?
@@ -120,8 +153,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut generator = Generator::new(args, target)?;
     let started = Instant::now();
     generator.run(started)?;
-    report(&generator.args, &generator.totals, started.elapsed());
+    report(&generator.args, &generator.totals, generator.dtls.as_ref().map(|d| &d.handshakes), started.elapsed());
     Ok(())
+}
+
+/// The DTLS side of a run: the client context, the devices waiting for their first handshake,
+/// the attempts' deadlines and what the handshakes counted.
+struct DtlsRun {
+    context: openssl::ssl::SslContext,
+    not_started: VecDeque<usize>,
+    handshaking: usize,
+    /// (deadline, device, attempt): when an attempt is started again.
+    deadlines: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    handshakes: Handshakes,
 }
 
 struct Generator {
@@ -136,6 +180,7 @@ struct Generator {
     next_seq: u64,
     totals: Totals,
     poll: Poll,
+    dtls: Option<DtlsRun>,
 }
 
 impl Generator {
@@ -149,11 +194,24 @@ impl Generator {
             // Room for a burst of answers; the kernel caps it at net.core.rmem_max.
             let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(256 * 1024);
             poll.registry().register(&mut socket, mio::Token(number), Interest::READABLE)?;
-            devices.push(Device { socket, message_id: rand::random(), pending: None });
+            devices.push(Device { socket, message_id: rand::random(), pending: None, dtls: None });
         }
+        // DTLS devices become idle (ready to send) once their handshake completes.
+        let dtls = if args.url.starts_with("coaps://") {
+            Some(DtlsRun {
+                context: DtlsAuth::parse(args.psk.as_deref())?.context()?,
+                not_started: (0..args.devices).collect(),
+                handshaking: 0,
+                deadlines: BinaryHeap::new(),
+                handshakes: Handshakes::default(),
+            })
+        } else {
+            None
+        };
         Ok(Generator {
             path: url_path_segments(&args.url),
-            idle: (0..args.devices).collect(),
+            idle: if dtls.is_some() { VecDeque::new() } else { (0..args.devices).collect() },
+            dtls,
             devices,
             deadlines: BinaryHeap::new(),
             in_flight: 0,
@@ -171,6 +229,7 @@ impl Generator {
         loop {
             let now = Instant::now();
             let sending = self.next_seq < self.args.count && now < stop_sending;
+            let handshaking = self.start_handshakes(now, sending)?;
             // With --rate, request n starts no earlier than n / rate seconds into the run.
             let budget = self.args.rate.map_or(u64::MAX, |r| ((now - started).as_secs_f64() * r) as u64 + 1);
             while sending
@@ -181,11 +240,17 @@ impl Generator {
                 let Some(device) = self.idle.pop_front() else { break };
                 self.send_new(device, now);
             }
-            if self.in_flight == 0 && !sending {
+            // Done when nothing is out, and either the sending time is over or no device can send
+            // any more (every DTLS handshake failed).
+            let nobody_left = self.idle.is_empty() && handshaking == 0;
+            if self.in_flight == 0 && handshaking == 0 && (!sending || nobody_left) {
                 return Ok(());
             }
             // Wake for the earliest deadline, and at the end of the sending time.
             let mut wake = self.deadlines.peek().map(|Reverse(d)| d.0).unwrap_or(now + Duration::from_secs(1));
+            if let Some(Reverse((at, _, _))) = self.dtls.as_ref().and_then(|d| d.deadlines.peek()) {
+                wake = wake.min(*at);
+            }
             if sending {
                 wake = wake.min(stop_sending);
                 if let Some(rate) = self.args.rate
@@ -204,6 +269,67 @@ impl Generator {
                 self.receive(event.token().0, &mut buf, started);
             }
             self.expire(Instant::now());
+            self.expire_handshakes(Instant::now())?;
+        }
+    }
+
+    /// Starts DTLS handshakes while fewer than `--in-flight` are under way (none after the
+    /// sending time); returns how many are under way.
+    fn start_handshakes(&mut self, now: Instant, sending: bool) -> anyhow::Result<usize> {
+        let Some(dtls) = self.dtls.as_mut() else { return Ok(0) };
+        while sending && dtls.handshaking < self.args.in_flight {
+            let Some(number) = dtls.not_started.pop_front() else { break };
+            let (link, out) = DtlsLink::start(&dtls.context, now)?;
+            let device = &mut self.devices[number];
+            for datagram in out {
+                let _ = device.socket.send(&datagram);
+            }
+            dtls.deadlines.push(Reverse((now + ATTEMPT_TIMEOUT, number, link.attempts)));
+            device.dtls = Some(link);
+            dtls.handshaking += 1;
+        }
+        Ok(dtls.handshaking)
+    }
+
+    /// Starts again the handshake attempts that got no answer in time; gives up on a device
+    /// after `--timeout`.
+    fn expire_handshakes(&mut self, now: Instant) -> anyhow::Result<()> {
+        let Some(dtls) = self.dtls.as_mut() else { return Ok(()) };
+        while let Some(&Reverse((deadline, number, attempt))) = dtls.deadlines.peek() {
+            if deadline > now {
+                return Ok(());
+            }
+            dtls.deadlines.pop();
+            let device = &mut self.devices[number];
+            let Some(link) = device.dtls.as_mut().filter(|l| !l.established() && l.attempts == attempt) else { continue };
+            if now.duration_since(link.first_started).as_secs_f64() >= self.args.timeout {
+                dtls.handshakes.failed += 1;
+                dtls.handshakes.last_error.get_or_insert_with(|| "no answer to the handshake".into());
+                dtls.handshaking -= 1;
+                device.dtls = None;
+                continue;
+            }
+            for datagram in link.restart(&dtls.context, now)? {
+                let _ = device.socket.send(&datagram);
+            }
+            dtls.handshakes.retries += 1;
+            dtls.deadlines.push(Reverse((now + ATTEMPT_TIMEOUT, number, link.attempts)));
+        }
+        Ok(())
+    }
+
+    /// Sends one CoAP message from a device: as it is, or sealed in its DTLS session.
+    fn transmit(&mut self, number: usize, bytes: &[u8]) {
+        let device = &mut self.devices[number];
+        match device.dtls.as_mut() {
+            None => {
+                let _ = device.socket.send(bytes);
+            }
+            Some(link) => {
+                for record in link.seal(bytes).unwrap_or_default() {
+                    let _ = device.socket.send(&record);
+                }
+            }
         }
     }
 
@@ -220,7 +346,8 @@ impl Generator {
             Duration::from_secs_f64(self.args.timeout)
         };
         let bytes = request.encode();
-        let _ = device.socket.send(&bytes);
+        self.transmit(number, &bytes);
+        let device = &mut self.devices[number];
         device.pending = Some(Pending { seq, token: request.token, bytes, sent_at: now, attempts: 0, wait });
         self.deadlines.push(Reverse((now + wait, number, seq, 0)));
         self.totals.sent += 1;
@@ -236,23 +363,72 @@ impl Generator {
                 // ICMP errors (e.g. port unreachable) surface here; the request times out.
                 Err(_) => continue,
             };
-            let Ok(response) = Message::parse(&buf[..n]) else { continue };
-            let device = &mut self.devices[number];
-            if response.mtype == MessageType::Confirmable {
-                // A separate response: acknowledge it as a device would.
-                let _ = device.socket.send(&Message::empty_ack(response.message_id).encode());
-            }
-            let matches = device.pending.as_ref().is_some_and(|p| p.token == response.token);
-            if !matches || response.code.is_empty() {
+            if self.devices[number].dtls.is_none() {
+                self.on_message(number, &buf[..n], started);
                 continue;
             }
-            let pending = device.pending.take().expect("checked above");
-            let micros = pending.sent_at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-            self.totals.latencies_us.push(micros);
-            *self.totals.codes.entry(response.code.to_string()).or_default() += 1;
-            self.totals.last_answer = Some(started.elapsed());
-            self.finish(number);
+            for message in self.dtls_input(number, &buf[..n], started) {
+                self.on_message(number, &message, started);
+            }
         }
+    }
+
+    /// A datagram of a DTLS device through its session: handshake progress, or the CoAP
+    /// messages it carried.
+    fn dtls_input(&mut self, number: usize, datagram: &[u8], started: Instant) -> Vec<Vec<u8>> {
+        let (Some(dtls), device) = (self.dtls.as_mut(), &mut self.devices[number]) else { return Vec::new() };
+        let Some(link) = device.dtls.as_mut() else { return Vec::new() };
+        let was_established = link.established();
+        let mut out = Vec::new();
+        let input = link.input(datagram, &mut out);
+        for record in out {
+            let _ = device.socket.send(&record);
+        }
+        match input {
+            Input::Nothing => Vec::new(),
+            Input::Data(messages) => messages,
+            Input::Established => {
+                let micros = link.attempt_started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                dtls.handshakes.latencies_us.push(micros);
+                dtls.handshakes.completed += 1;
+                dtls.handshakes.done_at = Some(started.elapsed());
+                dtls.handshaking -= 1;
+                self.idle.push_back(number);
+                Vec::new()
+            }
+            Input::Failed(error) if was_established => {
+                // The request in flight, if any, times out; the device sends no more.
+                dtls.handshakes.sessions_lost += 1;
+                dtls.handshakes.last_error = Some(error);
+                Vec::new()
+            }
+            Input::Failed(error) => {
+                // An alert during the handshake: the next attempt starts at its deadline.
+                dtls.handshakes.last_error = Some(error);
+                Vec::new()
+            }
+        }
+    }
+
+    /// One CoAP message received by a device: the answer to its request, or a separate
+    /// response to acknowledge.
+    fn on_message(&mut self, number: usize, bytes: &[u8], started: Instant) {
+        let Ok(response) = Message::parse(bytes) else { return };
+        if response.mtype == MessageType::Confirmable {
+            // A separate response: acknowledge it as a device would.
+            self.transmit(number, &Message::empty_ack(response.message_id).encode());
+        }
+        let device = &mut self.devices[number];
+        let matches = device.pending.as_ref().is_some_and(|p| p.token == response.token);
+        if !matches || response.code.is_empty() {
+            return;
+        }
+        let pending = device.pending.take().expect("checked above");
+        let micros = pending.sent_at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+        self.totals.latencies_us.push(micros);
+        *self.totals.codes.entry(response.code.to_string()).or_default() += 1;
+        self.totals.last_answer = Some(started.elapsed());
+        self.finish(number);
     }
 
     /// Retransmits (with --retransmit) or gives up on requests whose wait is over.
@@ -269,8 +445,9 @@ impl Generator {
             if retransmit && pending.attempts < coapgate_coap::params::MAX_RETRANSMIT {
                 pending.attempts += 1;
                 pending.wait *= 2;
-                let _ = device.socket.send(&pending.bytes);
-                self.deadlines.push(Reverse((now + pending.wait, number, seq, pending.attempts)));
+                let (bytes, attempts, wait) = (pending.bytes.clone(), pending.attempts, pending.wait);
+                self.transmit(number, &bytes);
+                self.deadlines.push(Reverse((now + wait, number, seq, attempts)));
                 self.totals.retransmissions += 1;
             } else {
                 device.pending = None;
@@ -310,7 +487,7 @@ fn request(args: &BenchArgs, path: &[String], number: usize, seq: u64, message_i
     m
 }
 
-fn report(args: &BenchArgs, totals: &Totals, elapsed: Duration) {
+fn report(args: &BenchArgs, totals: &Totals, handshakes: Option<&Handshakes>, elapsed: Duration) {
     let mut latencies = totals.latencies_us.clone();
     latencies.sort_unstable();
     let percentile = |p: f64| -> f64 {
@@ -321,6 +498,19 @@ fn report(args: &BenchArgs, totals: &Totals, elapsed: Duration) {
         f64::from(latencies[index]) / 1000.0
     };
     let answered = latencies.len() as u64;
+    let handshake_report = handshakes.map(|h| {
+        let mut l = h.latencies_us.clone();
+        l.sort_unstable();
+        let at = |p: f64| if l.is_empty() { 0.0 } else { f64::from(l[((l.len() as f64 - 1.0) * p).round() as usize]) / 1000.0 };
+        let seconds = h.done_at.map_or(0.0, |d| d.as_secs_f64());
+        json!({
+            "completed": h.completed, "failed": h.failed, "retries": h.retries, "sessions_lost": h.sessions_lost,
+            "seconds": seconds,
+            "per_s": if seconds > 0.0 { h.completed as f64 / seconds } else { 0.0 },
+            "latency_ms": {"p50": at(0.5), "p99": at(0.99), "max": at(1.0)},
+            "last_error": h.last_error,
+        })
+    });
     let seconds = totals.last_answer.unwrap_or(elapsed).as_secs_f64();
     let codes = &totals.codes;
     let report = json!({
@@ -341,6 +531,7 @@ fn report(args: &BenchArgs, totals: &Totals, elapsed: Duration) {
             "p50": percentile(0.50), "p90": percentile(0.90), "p99": percentile(0.99),
             "p999": percentile(0.999), "max": percentile(1.0),
         },
+        "dtls_handshakes": handshake_report,
     });
     if args.json {
         println!("{report}");
@@ -355,6 +546,20 @@ fn report(args: &BenchArgs, totals: &Totals, elapsed: Duration) {
         args.in_flight,
         report["throughput_per_s"].as_f64().unwrap_or(0.0)
     );
+    if let Some(h) = handshake_report {
+        println!(
+            "  DTLS handshakes: {} completed in {:.2} s ({:.0}/s), {} failed, {} retried, {} sessions lost; ms p50 {} p99 {}{}",
+            h["completed"],
+            h["seconds"].as_f64().unwrap_or(0.0),
+            h["per_s"].as_f64().unwrap_or(0.0),
+            h["failed"],
+            h["retries"],
+            h["sessions_lost"],
+            h["latency_ms"]["p50"],
+            h["latency_ms"]["p99"],
+            h["last_error"].as_str().map(|e| format!("; last error: {e}")).unwrap_or_default()
+        );
+    }
     println!("  codes:    {}", serde_json::to_string(codes).unwrap_or_default());
     println!("  timeouts: {}  retransmissions: {}", report["timeouts"], report["retransmissions"]);
     let l = &report["latency_ms"];

@@ -26,6 +26,7 @@
 
 mod api;
 mod bench;
+mod bench_dtls;
 mod check;
 mod coap_endpoint;
 mod config;

@@ -510,3 +510,42 @@ fn a_client_hello_flood_does_not_stop_legitimate_clients() {
     assert!(metric(&server, "coapgate_dtls_hello_verify_requests_total") >= 5_000);
     eprintln!("flood: {flood} ClientHellos; the legitimate client posted in {took:?}");
 }
+
+/// `coapgate bench` with a coaps:// URL: one full handshake per simulated device (PSK, then
+/// certificates), then every uplink over the established sessions, stored like any other.
+#[test]
+fn bench_runs_over_dtls_sessions_with_psk_and_certificates() {
+    let server = pem_server();
+    let integration = integration(&server, "Bench", "DTLS", json!([{"identity": "bench-id", "key": "0x62656e63686b6579"}]));
+    let url = coaps_url(&server, &integration);
+    let bench = |extra: &[&str], names: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_coapgate"))
+            .args(["bench", "--url", &url, "--devices", "12", "--in-flight", "4", "--count", "120", "--duration", "60", "--json"])
+            .args(["--payload", &format!("{names}-{{name}},default,t,{{seq}}"), "--retransmit"])
+            .args(extra)
+            .output()
+            .expect("coapgate bench");
+        assert!(out.status.success(), "bench: {}", String::from_utf8_lossy(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).expect("the JSON report");
+        let h = &report["dtls_handshakes"];
+        assert_eq!((h["completed"].as_u64(), h["failed"].as_u64()), (Some(12), Some(0)), "{report}");
+        assert!(h["per_s"].as_f64().unwrap() > 0.0, "{report}");
+        assert_eq!(report["codes"]["2.01"], json!(120), "every uplink answered 2.01 over DTLS: {report}");
+        assert_eq!(report["timeouts"], json!(0), "{report}");
+        report
+    };
+    bench(&["--psk", "bench-id:0x62656e63686b6579"], "psk");
+    bench(&[], "cert");
+    for device in ["psk-0", "psk-11", "cert-0", "cert-11"] {
+        assert!(stored(&server, device), "{device} stored from the bench's DTLS uplinks");
+    }
+    // A wrong key: every handshake fails, nothing is sent, and the report says so.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coapgate"))
+        .args(["bench", "--url", &url, "--devices", "2", "--count", "10", "--timeout", "3", "--json"])
+        .args(["--psk", "bench-id:wrong"])
+        .output()
+        .expect("coapgate bench");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the JSON report");
+    assert_eq!(report["dtls_handshakes"]["failed"], json!(2), "{report}");
+    assert_eq!(report["sent"], json!(0), "{report}");
+}
