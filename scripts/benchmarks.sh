@@ -31,6 +31,8 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$SERVER/status"; }
 echo "# seed uplink, CON POST, 1,000 devices"
 start_server
 for inflight in 64 128 256; do bench --devices 1000 --in-flight $inflight --count 1000000 --duration 10; done
+echo "# seed uplink, CON POST, few endpoints: 64 source ports (1,000 device names)"
+for inflight in 64 256; do bench --devices 64 --names 1000 --in-flight $inflight --count 1000000 --duration 10; done
 
 echo "# devices (distinct names) from 1 to 100,000; 1,000 sockets, 64 in flight"
 for names in 1 1000 10000 100000; do
@@ -40,10 +42,12 @@ for names in 1 1000 10000 100000; do
   echo "{\"names\": $names, \"rss_kib\": $(rss_kib)}"
 done
 
-echo "# libcoap's bare example server, same load generator (PUT /example_data, 1,000 devices, 64 and 256 in flight)"
+echo "# libcoap's bare example server, same load generator (PUT /example_data), one socket per device (1,000) and few endpoints (64)"
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=""
 coap-server-notls -A 127.0.0.1 -p $COAP_PORT > /dev/null 2>&1 &
 SERVER=$!
 sleep 0.5
 URL=coap://127.0.0.1:$COAP_PORT/example_data
-for inflight in 64 256; do bench --method put --devices 1000 --in-flight $inflight --count 1000000 --duration 10; done
+for devices in 1000 64; do
+  for inflight in 64 256; do bench --method put --devices $devices --in-flight $inflight --count 1000000 --duration 10; done
+done
