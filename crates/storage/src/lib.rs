@@ -5,6 +5,7 @@
 //! - [`sqlite`]: the SQLite backend (bundled SQLite, WAL, one writer connection).
 //! - [`postgres`]: the PostgreSQL backend, for several nodes on one database (not yet selectable
 //!   in `serve`; see issue 15).
+//! - [`entity_query`]: ThingsBoard's entity data queries, one SQL builder for both backends.
 //! - [`migrate`]: `coapgate migrate`, a SQLite data directory copied into PostgreSQL, resumable.
 //! - [`outbox`]: a remote integration's durable outbox (SQLite too): converted uplinks waiting
 //!   for the platform's acknowledgement, with their CoAP exchanges.
@@ -14,6 +15,7 @@
 //! uplinks per transaction (group commit). Both backends implement the same traits, and
 //! `tests/backends.rs` runs one set of behaviours against each.
 
+pub mod entity_query;
 mod listing;
 pub mod migrate;
 pub mod model;
@@ -204,6 +206,10 @@ pub trait Store: ExchangeLog + EventLog {
         scope: Option<&str>,
         keys: Option<&[String]>,
     ) -> Result<Vec<(String, AttributeValue)>>;
+
+    /// One page of the devices, assets or customers a ThingsBoard entity query matches, paged
+    /// and sorted by the database, with how many match in all.
+    fn query_entities(&self, query: &entity_query::EntityQuery) -> Result<Page<entity_query::EntityRow>>;
 
     /// A page of events, newest first unless the query says ascending.
     fn events(&self, query: &EventQuery) -> Result<Page<Event>>;

@@ -18,6 +18,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::entity_query::{self, Dialect, EntityQuery, EntityRow, Param};
 use crate::listing::*;
 use crate::model::*;
 use crate::{DurabilityBarrier, EventLog, ExchangeLog, Result, StorageError, Store, UplinkWriter, now_millis};
@@ -110,6 +111,25 @@ INSERT OR IGNORE INTO compaction (id, moved_upto) VALUES (1, 0);
 
 /// Rows of ts_kv_recent not yet in the history database (the rest are deleted lazily).
 const UNMOVED: &str = "rowid > (SELECT moved_upto FROM hist.compaction)";
+
+/// Entity queries on SQLite: a series' latest point is in `hist.ts_kv_latest` or, until moved,
+/// in `ts_kv_recent`; the newest (ts, then write order) wins, as in `latest_timeseries`.
+const SQLITE_DIALECT: Dialect = Dialect {
+    like: "LIKE ? ESCAPE '\\'",
+    placeholder: "?",
+    latest_points: |key| {
+        format!(
+            "SELECT entity_id, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ( \
+               SELECT u.*, row_number() OVER (PARTITION BY entity_id ORDER BY ts DESC, src DESC) AS rn FROM ( \
+                 SELECT entity_id, ts, 0 AS src, bool_v, long_v, dbl_v, str_v, json_v FROM hist.ts_kv_latest WHERE key = {key} \
+                 UNION ALL \
+                 SELECT entity_id, ts, rowid AS src, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent \
+                   WHERE {UNMOVED} AND key = {key}) u) l WHERE rn = 1"
+        )
+    },
+    number: "coalesce(v.long_v, v.dbl_v)",
+    text: "coalesce(v.str_v, v.json_v)",
+};
 
 /// The largest page any list returns, whatever the caller asks for.
 const MAX_PAGE_SIZE: u32 = 10_000;
@@ -1393,6 +1413,42 @@ impl Store for SqliteStore {
         })
     }
 
+
+    fn query_entities(&self, query: &EntityQuery) -> Result<Page<EntityRow>> {
+        let (built, size) = entity_query::build(&SQLITE_DIALECT, query, MAX_PAGE_SIZE);
+        let kind = query.filter.kind();
+        let bind = |params: &[Param]| -> Vec<SqlValue> {
+            params
+                .iter()
+                .map(|p| match p {
+                    Param::Text(t) => SqlValue::Text(t.clone()),
+                    Param::Uuid(id) => uuid_value(*id),
+                })
+                .collect()
+        };
+        self.with_conn(|c| {
+            // One read transaction, so the total and the page come from the same snapshot.
+            let tx = c.transaction()?;
+            let total: u64 = tx.query_row(&built.count_sql, params_from_iter(bind(&built.count_params)), |r| r.get(0))?;
+            let data = {
+                let mut stmt = tx.prepare_cached(&built.page_sql)?;
+                stmt.query_map(params_from_iter(bind(&built.page_params)), |r| {
+                    Ok(EntityRow {
+                        kind,
+                        id: r.get(0)?,
+                        created_time: r.get(1)?,
+                        name: r.get(2)?,
+                        entity_type: r.get(3)?,
+                        label: r.get(4)?,
+                        customer_id: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            tx.commit()?;
+            Ok(Page::new(data, total, &PageQuery { page_size: size, page: query.page, ..PageQuery::default() }))
+        })
+    }
 
     fn events(&self, query: &EventQuery) -> Result<Page<Event>> {
         let mut filters = vec!["entity_id = ?1".to_string(), "event_type = ?2".to_string()];
