@@ -196,6 +196,16 @@ pub trait Store: ExchangeLog + EventLog {
     fn timeseries_keys(&self, entity_id: Uuid) -> Result<Vec<String>>;
     /// Latest value per key; all keys when `keys` is `None`.
     fn latest_timeseries(&self, entity_id: Uuid, keys: Option<&[String]>) -> Result<Vec<(String, TsValue)>>;
+    /// Latest values of `keys` for several entities at once, as (entity, key, value): the values a
+    /// page of an entity query shows. A backend where each entity's read is an index lookup can
+    /// keep this loop; SQLite reads its not-yet-moved points in one pass instead of one per entity.
+    fn latest_timeseries_of(&self, entity_ids: &[Uuid], keys: &[String]) -> Result<Vec<(Uuid, String, TsValue)>> {
+        let mut out = Vec::new();
+        for id in entity_ids {
+            out.extend(self.latest_timeseries(*id, Some(keys))?.into_iter().map(|(k, v)| (*id, k, v)));
+        }
+        Ok(out)
+    }
     /// Raw history per key within `[start_ts, end_ts]`, at most `limit` points per key.
     fn timeseries_history(&self, entity_id: Uuid, query: &HistoryQuery) -> Result<Vec<(String, Vec<TsValue>)>>;
     fn attribute_keys(&self, entity_id: Uuid, scope: Option<&str>) -> Result<Vec<String>>;

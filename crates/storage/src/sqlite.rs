@@ -1353,6 +1353,50 @@ impl Store for SqliteStore {
         })
     }
 
+    fn latest_timeseries_of(&self, entity_ids: &[Uuid], keys: &[String]) -> Result<Vec<(Uuid, String, TsValue)>> {
+        if entity_ids.is_empty() || keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.with_conn(|c| {
+            let known = key_ids(c, keys)?;
+            if known.is_empty() {
+                return Ok(Vec::new());
+            }
+            // As `latest_timeseries`, for all the entities in one statement: ts_kv_recent has no
+            // index by entity, so one pass over its unmoved rows serves the whole page.
+            let entity_marks = vec!["?"; entity_ids.len()].join(", ");
+            let key_marks = vec!["?"; known.len()].join(", ");
+            let sql = format!(
+                "SELECT entity_id, key, ts, src, bool_v, long_v, dbl_v, str_v, json_v FROM ( \
+                   SELECT entity_id, key, ts, 0 AS src, bool_v, long_v, dbl_v, str_v, json_v FROM hist.ts_kv_latest \
+                     WHERE entity_id IN ({entity_marks}) AND key IN ({key_marks}) \
+                   UNION ALL \
+                   SELECT entity_id, key, ts, rowid, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent \
+                     WHERE {UNMOVED} AND entity_id IN ({entity_marks}) AND key IN ({key_marks}))"
+            );
+            let mut args: Vec<SqlValue> = Vec::new();
+            for _ in 0..2 {
+                args.extend(entity_ids.iter().map(|id| uuid_value(*id)));
+                args.extend(known.iter().map(|(_, id)| SqlValue::Integer(*id)));
+            }
+            let mut newest: HashMap<(Uuid, i64), ((Millis, i64), TsValue)> = HashMap::new();
+            let mut stmt = c.prepare(&sql)?;
+            let mut rows = stmt.query(params_from_iter(args))?;
+            while let Some(r) = rows.next()? {
+                let (entity, key, rank): (Uuid, i64, (Millis, i64)) = (r.get(0)?, r.get(1)?, (r.get(2)?, r.get(3)?));
+                let value = TsValue { ts: rank.0, value: kv_from_row(r, 4)? };
+                match newest.get(&(entity, key)) {
+                    Some((best, _)) if *best > rank => {}
+                    _ => {
+                        newest.insert((entity, key), (rank, value));
+                    }
+                }
+            }
+            let names: HashMap<i64, &String> = known.iter().map(|(name, id)| (*id, name)).collect();
+            Ok(newest.into_iter().map(|((entity, key), (_, value))| (entity, names[&key].clone(), value)).collect())
+        })
+    }
+
     fn timeseries_history(&self, entity_id: Uuid, query: &HistoryQuery) -> Result<Vec<(String, Vec<TsValue>)>> {
         self.with_conn(|c| {
             let order = if query.descending { "DESC" } else { "ASC" };

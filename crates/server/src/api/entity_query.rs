@@ -11,6 +11,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query as QueryParams, State};
 use coapgate_storage::Store;
+use coapgate_storage::model::TsValue;
 use coapgate_storage::entity_query::{EntityColumn, EntityFilter, EntityQuery, EntityRow, QueryKind, SortKey};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -265,7 +266,14 @@ fn ts_value(ts: i64, value: Option<String>) -> Value {
 
 /// The `latest` map of one entity: its entity fields, then its latest values, each key of the
 /// query present (a value the entity lacks is ThingsBoard's empty `{ts: 0, value: ""}`).
-fn latest_of(store: &dyn Store, row: &EntityRow, q: &DataQuery, now: i64) -> coapgate_storage::Result<Value> {
+/// `points` are the page's latest time-series values, read for all its entities at once.
+fn latest_of(
+    store: &dyn Store,
+    row: &EntityRow,
+    q: &DataQuery,
+    points: &[(Uuid, String, TsValue)],
+    now: i64,
+) -> coapgate_storage::Result<Value> {
     let tenant_id = store.tenant_id();
     let mut latest: Map<String, Value> = Map::new();
     let mut put = |key_type: &str, key: &str, value: Value| {
@@ -278,16 +286,13 @@ fn latest_of(store: &dyn Store, row: &EntityRow, q: &DataQuery, now: i64) -> coa
             put("ENTITY_FIELD", &field.key, ts_value(now, None));
         }
     }
-    let series: Vec<String> = q.latest_values.iter().filter(|k| k.key_type == "TIME_SERIES").map(|k| k.key.clone()).collect();
-    if !series.is_empty() {
-        let points = store.latest_timeseries(row.id, Some(&series))?;
-        for key in &series {
-            let value = match points.iter().find(|(k, _)| k == key) {
-                Some((_, p)) => ts_value(p.ts, Some(p.value.to_display_string())),
-                None => ts_value(0, Some(String::new())),
-            };
-            put("TIME_SERIES", key, value);
-        }
+    let series = q.latest_values.iter().filter(|k| k.key_type == "TIME_SERIES");
+    for key in series {
+        let value = match points.iter().find(|(id, k, _)| *id == row.id && *k == key.key) {
+            Some((_, _, p)) => ts_value(p.ts, Some(p.value.to_display_string())),
+            None => ts_value(0, Some(String::new())),
+        };
+        put("TIME_SERIES", &key.key, value);
     }
     let attribute_keys: Vec<String> =
         q.latest_values.iter().filter(|k| k.attribute_scope().is_some()).map(|k| k.key.clone()).collect();
@@ -316,13 +321,16 @@ pub async fn find(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<
     let page = blocking(move || {
         let page = store.query_entities(&q.query)?;
         let now = coapgate_storage::now_millis();
+        let series: Vec<String> = q.latest_values.iter().filter(|k| k.key_type == "TIME_SERIES").map(|k| k.key.clone()).collect();
+        let ids: Vec<Uuid> = page.data.iter().map(|row| row.id).collect();
+        let points = if series.is_empty() { Vec::new() } else { store.latest_timeseries_of(&ids, &series)? };
         let data = page
             .data
             .iter()
             .map(|row| {
                 Ok(json!({
                     "entityId": super::json::entity_id(row.kind.as_str(), row.id),
-                    "latest": latest_of(store.as_ref(), row, &q, now)?,
+                    "latest": latest_of(store.as_ref(), row, &q, &points, now)?,
                     "timeseries": {},
                 }))
             })
