@@ -266,11 +266,26 @@ fn queries_coapgate_cannot_answer_are_refused_with_thingsboard_errors() {
         ("dashboards", "count", json!({"entityFilter": {"type": "entityType", "entityType": "DASHBOARD"}}), "Unsupported entity type 'DASHBOARD'"),
         ("bad id", "find", json!({"entityFilter": {"type": "singleEntity", "singleEntity": {"entityType": "DEVICE", "id": "x"}}, "pageLink": page_link}), "Invalid UUID string: x"),
         (
-            "key filters",
+            "dynamic value",
             "count",
             json!({"entityFilter": devices, "keyFilters": [{"key": {"type": "TIME_SERIES", "key": "t"}, "valueType": "NUMERIC",
-                   "predicate": {"type": "NUMERIC", "operation": "GREATER", "value": {"defaultValue": 1}}}]}),
-            "Key filters ('keyFilters') are not supported",
+                   "predicate": {"type": "NUMERIC", "operation": "GREATER",
+                                 "value": {"defaultValue": 1, "dynamicValue": {"sourceType": "CURRENT_USER", "sourceAttribute": "limit"}}}}]}),
+            "Dynamic values in key filters are not supported",
+        ),
+        (
+            "numeric without a number",
+            "find",
+            json!({"entityFilter": devices, "pageLink": page_link, "keyFilters": [{"key": {"type": "TIME_SERIES", "key": "t"},
+                   "predicate": {"type": "NUMERIC", "operation": "GREATER", "value": {"defaultValue": "warm"}}}]}),
+            "a numeric predicate needs a number",
+        ),
+        (
+            "unknown operation",
+            "count",
+            json!({"entityFilter": devices, "keyFilters": [{"key": {"type": "ENTITY_FIELD", "key": "name"},
+                   "predicate": {"type": "STRING", "operation": "MATCHES", "value": {"defaultValue": "x"}}}]}),
+            "Unsupported string operation 'MATCHES'",
         ),
         ("alarm field", "find", json!({"entityFilter": devices, "pageLink": page_link, "latestValues": [{"type": "ALARM_FIELD", "key": "x"}]}), "Unsupported key type 'ALARM_FIELD'"),
         ("zero page size", "find", json!({"entityFilter": devices, "pageLink": {"pageSize": 0}}), "'pageSize' must be greater than 0"),
@@ -286,6 +301,90 @@ fn queries_coapgate_cannot_answer_are_refused_with_thingsboard_errors() {
     }
     let (status, _) = server.request("POST", "/api/entitiesQuery/count", Some(json!({"entityFilter": devices})), None);
     assert_eq!(status, 401, "a token is required");
+}
+
+/// A key filter as ThingsBoard's UI builds it.
+fn key_filter(key_type: &str, key: &str, predicate: Value) -> Value {
+    json!({"key": {"type": key_type, "key": key}, "valueType": predicate["type"], "predicate": predicate})
+}
+
+fn simple(kind: &str, operation: &str, value: Value) -> Value {
+    json!({"type": kind, "operation": operation, "value": {"defaultValue": value, "userValue": null, "dynamicValue": null}})
+}
+
+#[test]
+fn key_filters_compare_fields_and_latest_values() {
+    let f = fixture();
+    let (meter1, meter2) = (&f.ids["Meter 01"], &f.ids["Meter 02"]);
+    f.server.api("POST", &format!("/api/plugins/telemetry/DEVICE/{meter1}/timeseries/ANY"), Some(json!({"online": true})));
+    f.server.api("POST", &format!("/api/plugins/telemetry/DEVICE/{meter2}/timeseries/ANY"), Some(json!({"online": false})));
+    let devices = json!({"type": "entityType", "entityType": "DEVICE"});
+    let matching = |filters: Vec<Value>, operation: Option<&str>| {
+        let mut body = all_by_name(devices.clone());
+        body["keyFilters"] = json!(filters);
+        if let Some(op) = operation {
+            body["keyFiltersOperation"] = json!(op);
+        }
+        let names = f.names(body.clone());
+        let count = f.server.api("POST", "/api/entitiesQuery/count", Some(json!({"entityFilter": devices, "keyFilters": body["keyFilters"], "keyFiltersOperation": body.get("keyFiltersOperation")})));
+        assert_eq!(count, names.len(), "count and find agree for {filters:?}");
+        names
+    };
+    let one = |key_type: &str, key: &str, predicate: Value| matching(vec![key_filter(key_type, key, predicate)], None);
+
+    // Numbers: the latest point (not the older 99), the uplink's too; text values never match.
+    assert_eq!(one("TIME_SERIES", "temperature", simple("NUMERIC", "GREATER", json!(20))), ["Meter 01", "SN-001", "meter 03"]);
+    assert_eq!(one("TIME_SERIES", "temperature", simple("NUMERIC", "LESS_OR_EQUAL", json!("19"))), ["Meter 02", "Sensor A"]);
+    assert_eq!(one("TIME_SERIES", "temperature", simple("NUMERIC", "EQUAL", json!(30.25))), ["meter 03"]);
+    assert_eq!(one("TIME_SERIES", "temperature", simple("NUMERIC", "NOT_EQUAL", json!(99))).len(), 5);
+    assert_eq!(one("SERVER_ATTRIBUTE", "floor", simple("NUMERIC", "GREATER_OR_EQUAL", json!(3))), ["Meter 01", "Sensor A"]);
+    assert_eq!(one("SHARED_ATTRIBUTE", "floor", simple("NUMERIC", "GREATER_OR_EQUAL", json!(3))), Vec::<String>::new());
+    assert_eq!(one("ATTRIBUTE", "floor", simple("NUMERIC", "LESS", json!(2))), ["Meter 02"]);
+    assert_eq!(one("ENTITY_FIELD", "createdTime", simple("NUMERIC", "GREATER", json!(0))).len(), 7);
+
+    // Text: entity fields and values, with and without case.
+    let text = |op: &str, value: &str, ignore_case: bool| {
+        let mut p = simple("STRING", op, json!(value));
+        p["ignoreCase"] = json!(ignore_case);
+        p
+    };
+    assert_eq!(one("ENTITY_FIELD", "label", text("CONTAINS", "all", false)), ["Meter 01", "Sensor A"]);
+    assert_eq!(one("ENTITY_FIELD", "label", text("CONTAINS", "ALL", false)), Vec::<String>::new());
+    assert_eq!(one("ENTITY_FIELD", "label", text("STARTS_WITH", "h", true)), ["Meter 01", "Sensor A"]);
+    assert_eq!(one("ENTITY_FIELD", "label", text("ENDS_WITH", "ar", false)), ["Meter 04"]);
+    assert_eq!(one("ENTITY_FIELD", "label", text("ENDS_WITH", "a long suffix than any", false)), Vec::<String>::new());
+    assert_eq!(one("ENTITY_FIELD", "label", text("EQUAL", "roof", true)), ["meter 03"]);
+    assert_eq!(one("ENTITY_FIELD", "label", text("NOT_EQUAL", "Hall", false)), ["Meter 04", "meter 03"]);
+    assert_eq!(one("ENTITY_FIELD", "label", text("IN", "Roof, Cellar", false)), ["Meter 04", "meter 03"]);
+    assert_eq!(one("ENTITY_FIELD", "label", text("NOT_IN", "Roof,Cellar", false)), ["Meter 01", "Sensor A"]);
+    assert_eq!(one("ENTITY_FIELD", "name", text("NOT_CONTAINS", "eter", false)), ["SN-001", "Sensor A", "Sensor B"]);
+    assert_eq!(one("TIME_SERIES", "temperature", text("EQUAL", "broken", false)), ["Meter 04"]);
+    assert_eq!(one("SHARED_ATTRIBUTE", "mode", text("EQUAL", "eco", false)), ["Meter 01"]);
+
+    // Booleans.
+    assert_eq!(one("TIME_SERIES", "online", simple("BOOLEAN", "EQUAL", json!(true))), ["Meter 01"]);
+    assert_eq!(one("TIME_SERIES", "online", simple("BOOLEAN", "NOT_EQUAL", json!(true))), ["Meter 02"]);
+
+    // Complex predicates, several filters (all, or any with keyFiltersOperation).
+    let outside = json!({"type": "COMPLEX", "operation": "OR", "predicates": [
+        simple("NUMERIC", "LESS", json!(0)), simple("NUMERIC", "GREATER", json!(30)),
+    ]});
+    assert_eq!(one("TIME_SERIES", "temperature", outside), ["Sensor A", "meter 03"]);
+    let warm = key_filter("TIME_SERIES", "temperature", simple("NUMERIC", "GREATER", json!(20)));
+    let hall = key_filter("ENTITY_FIELD", "label", text("EQUAL", "Hall", false));
+    assert_eq!(matching(vec![warm.clone(), hall.clone()], None), ["Meter 01"]);
+    assert_eq!(matching(vec![warm, hall], Some("OR")), ["Meter 01", "SN-001", "Sensor A", "meter 03"]);
+
+    // With a page, a search and a sort by the filtered value.
+    let body = json!({
+        "entityFilter": {"type": "deviceType", "deviceTypes": ["meter", "default"]},
+        "pageLink": {"pageSize": 2, "page": 0, "textSearch": "e", "sortOrder": {"key": {"type": "TIME_SERIES", "key": "temperature"}, "direction": "ASC"}},
+        "entityFields": [{"type": "ENTITY_FIELD", "key": "name"}],
+        "keyFilters": [key_filter("TIME_SERIES", "temperature", simple("NUMERIC", "GREATER", json!(19)))],
+    });
+    let page = f.find(body.clone());
+    assert_eq!((page["totalElements"].as_u64(), page["hasNext"].as_bool()), (Some(2), Some(false)));
+    assert_eq!(f.names(body), ["Meter 01", "meter 03"]);
 }
 
 #[test]

@@ -111,6 +111,49 @@ pub enum SortKey {
     Attribute { scope: Option<String>, key: String },
 }
 
+/// A condition on one key's value: ThingsBoard's `KeyFilter` with a simple predicate, or a
+/// complex one of those. An entity without the value matches no comparison.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyFilter {
+    pub key: SortKey,
+    pub predicate: Predicate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumericOp {
+    Equal,
+    NotEqual,
+    Greater,
+    Less,
+    GreaterOrEqual,
+    LessOrEqual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextOp {
+    Equal,
+    NotEqual,
+    StartsWith,
+    EndsWith,
+    Contains,
+    NotContains,
+    /// The value is a comma-separated list.
+    In,
+    NotIn,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Predicate {
+    /// Compares numbers: integer and double values, and for `createdTime` the field.
+    Numeric(NumericOp, f64),
+    /// Compares text values (and name, type, label).
+    Text { op: TextOp, value: String, ignore_case: bool },
+    /// `EQUAL` (true) or `NOT_EQUAL` (false) to a boolean value.
+    Boolean { equal: bool, value: bool },
+    /// All (`and`) or any of the predicates.
+    Complex { and: bool, predicates: Vec<Predicate> },
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntityQuery {
     pub filter: EntityFilter,
@@ -121,6 +164,9 @@ pub struct EntityQuery {
     pub search_columns: Vec<EntityColumn>,
     /// Unsorted queries come newest first.
     pub sort: Option<(SortKey, bool)>,
+    pub key_filters: Vec<KeyFilter>,
+    /// Whether an entity must match any of `key_filters` rather than all.
+    pub key_filters_any: bool,
 }
 
 /// One matched entity with the fields every kind has.
@@ -143,6 +189,7 @@ pub(crate) const ROW_COLUMNS: &str = "e.id, e.created_time, e.name, e.type, e.la
 pub(crate) enum Param {
     Text(String),
     Uuid(Uuid),
+    Number(f64),
 }
 
 /// What differs between the backends' SQL.
@@ -155,10 +202,12 @@ pub(crate) struct Dialect {
     /// (entity_id, ts, bool_v, long_v, dbl_v, str_v, json_v); the subquery may appear more than
     /// once (its key is bound for each).
     pub latest_points: fn(&str) -> String,
-    /// A number from the `long_v`/`dbl_v` columns of alias `v`.
-    pub number: &'static str,
-    /// The text of alias `v`, compared byte-wise on both backends.
-    pub text: &'static str,
+    /// A number from the `long_v`/`dbl_v` columns of the alias given.
+    pub number: fn(&str) -> String,
+    /// The text of the alias given, compared byte-wise on both backends.
+    pub text: fn(&str) -> String,
+    /// The 1-based position of a text in another, 0 when absent (`instr` or `strpos`).
+    pub position: &'static str,
 }
 
 /// The SQL of one query: the count, the page, and their parameters (the page's first).
@@ -241,14 +290,139 @@ fn numbered(sql: &str, placeholder: &str) -> String {
 
 const KEY_ID: &str = "(SELECT key_id FROM key_dictionary WHERE key = ?)";
 
+/// One row per entity holding `key`'s latest value, as (entity_id, ts, bool_v, long_v, dbl_v,
+/// str_v, json_v); `None` for an entity field, which needs no join.
+fn value_source(dialect: &Dialect, key: &SortKey, params: &mut Vec<Param>) -> Option<String> {
+    Some(match key {
+        SortKey::Column(_) => return None,
+        SortKey::Timeseries(name) => {
+            let sql = (dialect.latest_points)(KEY_ID);
+            params.extend(sql.matches('?').map(|_| Param::Text(name.clone())));
+            sql
+        }
+        SortKey::Attribute { scope: Some(scope), key } => {
+            params.push(Param::Text(key.clone()));
+            params.push(Param::Text(scope.clone()));
+            format!(
+                "SELECT entity_id, last_update_ts AS ts, bool_v, long_v, dbl_v, str_v, json_v FROM attribute_kv \
+                 WHERE key = {KEY_ID} AND scope = ?"
+            )
+        }
+        // Any scope: the most recently written one.
+        SortKey::Attribute { scope: None, key } => {
+            params.push(Param::Text(key.clone()));
+            format!(
+                "SELECT entity_id, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ( \
+                   SELECT entity_id, last_update_ts AS ts, bool_v, long_v, dbl_v, str_v, json_v, \
+                     row_number() OVER (PARTITION BY entity_id ORDER BY last_update_ts DESC, scope) AS rn \
+                   FROM attribute_kv WHERE key = {KEY_ID}) a WHERE rn = 1"
+            )
+        }
+    })
+}
+
+/// The number, text and boolean expressions of a key: an entity field's column, or the joined
+/// value under `alias`.
+fn value_expressions(dialect: &Dialect, key: &SortKey, alias: &str) -> (String, String, String) {
+    match key {
+        SortKey::Column(EntityColumn::CreatedTime) => ("e.created_time".into(), "NULL".into(), "NULL".into()),
+        SortKey::Column(column) => ("NULL".into(), column.column().into(), "NULL".into()),
+        _ => ((dialect.number)(alias), (dialect.text)(alias), format!("{alias}.bool_v")),
+    }
+}
+
+fn predicate_sql(dialect: &Dialect, (number, text, boolean): &(String, String, String), predicate: &Predicate, params: &mut Vec<Param>) -> String {
+    match predicate {
+        Predicate::Numeric(op, value) => {
+            let op = match op {
+                NumericOp::Equal => "=",
+                NumericOp::NotEqual => "<>",
+                NumericOp::Greater => ">",
+                NumericOp::Less => "<",
+                NumericOp::GreaterOrEqual => ">=",
+                NumericOp::LessOrEqual => "<=",
+            };
+            params.push(Param::Number(*value));
+            format!("{number} {op} CAST(? AS double precision)")
+        }
+        Predicate::Boolean { equal, value } => {
+            // Literals, not parameters: SQLite stores booleans as 0/1, PostgreSQL as boolean,
+            // and both read TRUE and FALSE as theirs.
+            let literal = if *value { "TRUE" } else { "FALSE" };
+            format!("{boolean} {} {literal}", if *equal { "=" } else { "<>" })
+        }
+        Predicate::Text { op, value, ignore_case } => {
+            let (expr, mark) = if *ignore_case { (format!("lower({text})"), "lower(?)") } else { (text.clone(), "?") };
+            let mut bind = |v: &str| params.push(Param::Text(v.to_string()));
+            let position = dialect.position;
+            match op {
+                TextOp::Equal | TextOp::NotEqual => {
+                    bind(value);
+                    format!("{expr} {} {mark}", if *op == TextOp::Equal { "=" } else { "<>" })
+                }
+                TextOp::StartsWith => {
+                    bind(value);
+                    format!("{position}({expr}, {mark}) = 1")
+                }
+                TextOp::Contains | TextOp::NotContains => {
+                    bind(value);
+                    format!("{position}({expr}, {mark}) {} 0", if *op == TextOp::Contains { ">" } else { "=" })
+                }
+                TextOp::EndsWith => {
+                    for _ in 0..3 {
+                        bind(value);
+                    }
+                    format!("(length({expr}) >= length({mark}) AND substr({expr}, length({expr}) - length({mark}) + 1) = {mark})")
+                }
+                TextOp::In | TextOp::NotIn => {
+                    let items: Vec<&str> = value.split(',').map(str::trim).collect();
+                    for item in &items {
+                        bind(item);
+                    }
+                    let marks = vec![mark; items.len()].join(", ");
+                    format!("{expr} {} ({marks})", if *op == TextOp::In { "IN" } else { "NOT IN" })
+                }
+            }
+        }
+        Predicate::Complex { and, predicates } => {
+            if predicates.is_empty() {
+                return "1 = 1".into();
+            }
+            let values = (number.clone(), text.clone(), boolean.clone());
+            let parts: Vec<String> = predicates.iter().map(|p| predicate_sql(dialect, &values, p, params)).collect();
+            format!("({})", parts.join(if *and { " AND " } else { " OR " }))
+        }
+    }
+}
+
+/// `FROM` with the joins and `WHERE` every statement of a query shares, and their parameters;
+/// `first_join` (whose parameters the caller bound already) goes first.
+fn from_where(dialect: &Dialect, query: &EntityQuery, first_join: &str, params: &mut Vec<Param>) -> String {
+    let mut joins = first_join.to_string();
+    let mut conditions_of_keys = Vec::new();
+    let mut condition_params = Vec::new();
+    for (n, filter) in query.key_filters.iter().enumerate() {
+        let alias = format!("k{n}");
+        if let Some(values) = value_source(dialect, &filter.key, params) {
+            joins.push_str(&format!(" LEFT JOIN ({values}) {alias} ON {alias}.entity_id = e.id"));
+        }
+        let expressions = value_expressions(dialect, &filter.key, &alias);
+        conditions_of_keys.push(predicate_sql(dialect, &expressions, &filter.predicate, &mut condition_params));
+    }
+    let search = query.text_search.as_deref().filter(|s| !s.is_empty()).map(|s| (s, query.search_columns.as_slice()));
+    let mut where_clause = conditions(dialect, &query.filter, search, params);
+    if !conditions_of_keys.is_empty() {
+        let keys = format!("({})", conditions_of_keys.join(if query.key_filters_any { " OR " } else { " AND " }));
+        where_clause = if where_clause.is_empty() { format!("WHERE {keys}") } else { format!("{where_clause} AND {keys}") };
+        params.extend(condition_params);
+    }
+    format!("FROM {} {joins} {where_clause}", query.filter.kind().source())
+}
+
 /// The SQL for a query on `dialect`; `max_page_size` bounds the page as the lists do.
 pub(crate) fn build(dialect: &Dialect, query: &EntityQuery, max_page_size: u32) -> (BuiltQuery, u32) {
-    let source = query.filter.kind().source();
-    let search = query.text_search.as_deref().filter(|s| !s.is_empty()).map(|s| (s, query.search_columns.as_slice()));
-
     let mut count_params = Vec::new();
-    let where_clause = conditions(dialect, &query.filter, search, &mut count_params);
-    let count_sql = numbered(&format!("SELECT count(*) FROM {source} {where_clause}"), dialect.placeholder);
+    let count_sql = numbered(&format!("SELECT count(*) {}", from_where(dialect, query, "", &mut count_params)), dialect.placeholder);
 
     // A latest value to sort by is joined as one row per entity; entities without it sort
     // last in both directions, numbers before text, numbers by value.
@@ -261,32 +435,8 @@ pub(crate) fn build(dialect: &Dialect, query: &EntityQuery, max_page_size: u32) 
             (String::new(), format!("CASE WHEN {c} IS NULL THEN 1 ELSE 0 END, {c} {}, e.id", direction(*descending)))
         }
         Some((key, descending)) => {
-            let values = match key {
-                SortKey::Timeseries(name) => {
-                    let sql = (dialect.latest_points)(KEY_ID);
-                    page_params.extend(sql.matches('?').map(|_| Param::Text(name.clone())));
-                    sql
-                }
-                SortKey::Attribute { scope: Some(scope), key } => {
-                    page_params.push(Param::Text(key.clone()));
-                    page_params.push(Param::Text(scope.clone()));
-                    format!(
-                        "SELECT entity_id, last_update_ts AS ts, bool_v, long_v, dbl_v, str_v, json_v FROM attribute_kv \
-                         WHERE key = {KEY_ID} AND scope = ?"
-                    )
-                }
-                SortKey::Attribute { scope: None, key } => {
-                    page_params.push(Param::Text(key.clone()));
-                    format!(
-                        "SELECT entity_id, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ( \
-                           SELECT entity_id, last_update_ts AS ts, bool_v, long_v, dbl_v, str_v, json_v, \
-                             row_number() OVER (PARTITION BY entity_id ORDER BY last_update_ts DESC, scope) AS rn \
-                           FROM attribute_kv WHERE key = {KEY_ID}) a WHERE rn = 1"
-                    )
-                }
-                SortKey::Column(_) => unreachable!("handled above"),
-            };
-            let (number, text, dir) = (dialect.number, dialect.text, direction(*descending));
+            let values = value_source(dialect, key, &mut page_params).unwrap_or_default();
+            let (number, text, dir) = ((dialect.number)("v"), (dialect.text)("v"), direction(*descending));
             (
                 format!("LEFT JOIN ({values}) v ON v.entity_id = e.id"),
                 format!(
@@ -296,13 +446,10 @@ pub(crate) fn build(dialect: &Dialect, query: &EntityQuery, max_page_size: u32) 
             )
         }
     };
-    let where_clause = conditions(dialect, &query.filter, search, &mut page_params);
+    let rest = from_where(dialect, query, &join, &mut page_params);
     let size = query.page_size.clamp(1, max_page_size);
     let offset = u64::from(query.page) * u64::from(size);
-    let page_sql = numbered(
-        &format!("SELECT {ROW_COLUMNS} FROM {source} {join} {where_clause} ORDER BY {order} LIMIT {size} OFFSET {offset}"),
-        dialect.placeholder,
-    );
+    let page_sql = numbered(&format!("SELECT {ROW_COLUMNS} {rest} ORDER BY {order} LIMIT {size} OFFSET {offset}"), dialect.placeholder);
     (BuiltQuery { count_sql, count_params, page_sql, page_params }, size)
 }
 
@@ -315,8 +462,9 @@ mod tests {
             like: "LIKE ? ESCAPE '\\'",
             placeholder: "?",
             latest_points: |key| format!("SELECT * FROM latest WHERE key = {key}"),
-            number: "v.n",
-            text: "v.t",
+            number: |alias| format!("{alias}.n"),
+            text: |alias| format!("{alias}.t"),
+            position: "instr",
         }
     }
 
@@ -333,15 +481,27 @@ mod tests {
             text_search: Some("t".into()),
             search_columns: vec![EntityColumn::Name, EntityColumn::CreatedTime],
             sort: Some((SortKey::Timeseries("temp".into()), true)),
+            key_filters: vec![KeyFilter {
+                key: SortKey::Attribute { scope: Some("SERVER_SCOPE".into()), key: "floor".into() },
+                predicate: Predicate::Numeric(NumericOp::Greater, 2.0),
+            }],
+            key_filters_any: false,
         };
         let (built, size) = build(&dialect(), &query, 100);
         assert_eq!(size, 5);
-        assert_eq!(built.count_params.len(), 4);
-        assert_eq!(built.page_params.len(), 5);
+        // Count: the key filter's join (key, scope), the filter (2 types, prefix), the search,
+        // then the key filter's value.
+        assert_eq!(built.count_params.len(), 7);
+        assert!(matches!(&built.count_params[6], Param::Number(n) if *n == 2.0));
+        // Page: the sort's join first.
+        assert_eq!(built.page_params.len(), 8);
         assert!(matches!(&built.page_params[0], Param::Text(k) if k == "temp"));
-        assert!(matches!(&built.page_params[3], Param::Text(p) if p == "x\\_\\%%"));
-        assert!(built.page_sql.contains("?5") && !built.page_sql.contains("?6"));
+        assert!(matches!(&built.page_params[1], Param::Text(k) if k == "floor"));
+        assert!(matches!(&built.page_params[5], Param::Text(p) if p == "x\\_\\%%"));
+        assert!(built.page_sql.contains("?8") && !built.page_sql.contains("?9"));
+        let (sort_join, filter_join) = (built.page_sql.find(") v ON").unwrap(), built.page_sql.find(") k0 ON").unwrap());
+        assert!(sort_join < filter_join && filter_join < built.page_sql.find("WHERE e.type").unwrap());
         assert!(built.page_sql.ends_with("LIMIT 5 OFFSET 10"), "{}", built.page_sql);
-        assert!(built.count_sql.contains("?4") && !built.count_sql.contains("LEFT JOIN"));
+        assert!(built.count_sql.contains("?7") && !built.count_sql.contains(") v ON"));
     }
 }

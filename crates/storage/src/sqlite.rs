@@ -127,8 +127,9 @@ const SQLITE_DIALECT: Dialect = Dialect {
                    WHERE {UNMOVED} AND key = {key}) u) l WHERE rn = 1"
         )
     },
-    number: "coalesce(v.long_v, v.dbl_v)",
-    text: "coalesce(v.str_v, v.json_v)",
+    number: |alias| format!("coalesce({alias}.long_v, {alias}.dbl_v)"),
+    text: |alias| format!("coalesce({alias}.str_v, {alias}.json_v)"),
+    position: "instr",
 };
 
 /// The largest page any list returns, whatever the caller asks for.
@@ -1467,6 +1468,7 @@ impl Store for SqliteStore {
                 .map(|p| match p {
                     Param::Text(t) => SqlValue::Text(t.clone()),
                     Param::Uuid(id) => uuid_value(*id),
+                    Param::Number(n) => SqlValue::Real(*n),
                 })
                 .collect()
         };

@@ -3,16 +3,20 @@
 //!
 //! The query JSON (`EntityDataQuery`, `EntityCountQuery`) is parsed here into storage's
 //! [`EntityQuery`]; storage pages the matching entities on the database, and the latest values
-//! the query asks for are then read for the page's entities only. Anything of the query model
-//! coapgate cannot answer (other filter types, key filters, alarm fields) is refused with 400
-//! naming it, never ignored: a dashboard silently showing unfiltered entities would be worse.
+//! the query asks for are then read for the page's entities only. Key filters with simple
+//! predicates (numeric, string, boolean, and complex ones of those) are conditions of the same
+//! SQL. Anything of the query model coapgate cannot answer (other filter types, dynamic values,
+//! alarm fields) is refused with 400 naming it, never ignored: a dashboard silently showing
+//! unfiltered entities would be worse.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query as QueryParams, State};
 use coapgate_storage::Store;
 use coapgate_storage::model::TsValue;
-use coapgate_storage::entity_query::{EntityColumn, EntityFilter, EntityQuery, EntityRow, QueryKind, SortKey};
+use coapgate_storage::entity_query::{
+    EntityColumn, EntityFilter, EntityQuery, EntityRow, KeyFilter, NumericOp, Predicate, QueryKind, SortKey, TextOp,
+};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -131,15 +135,124 @@ fn entity_filter(query: &Map<String, Value>) -> ApiResult<EntityFilter> {
     })
 }
 
-/// Key filters would restrict the result; since coapgate does not evaluate them yet, a query
-/// with any is refused rather than answered as if they matched everything.
-fn refuse_key_filters(query: &Map<String, Value>) -> ApiResult<()> {
-    match query.get("keyFilters") {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::Array(filters)) if filters.is_empty() => Ok(()),
-        Some(Value::Array(_)) => Err(ApiError::bad_request("Key filters ('keyFilters') are not supported by coapgate yet")),
-        Some(_) => Err(ApiError::bad_request("Invalid query: 'keyFilters' must be a list")),
+/// The value a simple predicate compares with: the user's value when set, else the default.
+/// A dynamic value (taken from the current user's, customer's or tenant's attributes) is refused.
+fn predicate_value<'a>(p: &'a Map<String, Value>) -> ApiResult<&'a Value> {
+    let value = object(p.get("value").unwrap_or(&Value::Null), "key filter predicate's value")?;
+    if value.get("dynamicValue").and_then(Value::as_object).is_some_and(|d| d.get("sourceType").is_some_and(|t| !t.is_null())) {
+        return Err(ApiError::bad_request("Dynamic values in key filters are not supported by coapgate"));
     }
+    match value.get("userValue") {
+        Some(v) if !v.is_null() => Ok(v),
+        _ => Ok(value.get("defaultValue").unwrap_or(&Value::Null)),
+    }
+}
+
+fn predicate(value: &Value) -> ApiResult<Predicate> {
+    let p = object(value, "key filter predicate")?;
+    let operation = str_field(p, "operation", "key filter predicate")?.unwrap_or_default();
+    let unsupported = |kind: &str| ApiError::bad_request(format!("Unsupported {kind} operation '{operation}' in key filter"));
+    Ok(match str_field(p, "type", "key filter predicate")? {
+        Some("NUMERIC") => {
+            let op = match operation {
+                "EQUAL" => NumericOp::Equal,
+                "NOT_EQUAL" => NumericOp::NotEqual,
+                "GREATER" => NumericOp::Greater,
+                "LESS" => NumericOp::Less,
+                "GREATER_OR_EQUAL" => NumericOp::GreaterOrEqual,
+                "LESS_OR_EQUAL" => NumericOp::LessOrEqual,
+                _ => return Err(unsupported("numeric")),
+            };
+            let number = match predicate_value(p)? {
+                Value::Number(n) => n.as_f64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            }
+            .ok_or_else(|| ApiError::bad_request("Invalid key filter: a numeric predicate needs a number"))?;
+            Predicate::Numeric(op, number)
+        }
+        Some("STRING") => {
+            let op = match operation {
+                "EQUAL" => TextOp::Equal,
+                "NOT_EQUAL" => TextOp::NotEqual,
+                "STARTS_WITH" => TextOp::StartsWith,
+                "ENDS_WITH" => TextOp::EndsWith,
+                "CONTAINS" => TextOp::Contains,
+                "NOT_CONTAINS" => TextOp::NotContains,
+                "IN" => TextOp::In,
+                "NOT_IN" => TextOp::NotIn,
+                _ => return Err(unsupported("string")),
+            };
+            let text = match predicate_value(p)? {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            Predicate::Text { op, value: text, ignore_case: p.get("ignoreCase").and_then(Value::as_bool).unwrap_or(false) }
+        }
+        Some("BOOLEAN") => {
+            let equal = match operation {
+                "EQUAL" => true,
+                "NOT_EQUAL" => false,
+                _ => return Err(unsupported("boolean")),
+            };
+            let value = match predicate_value(p)? {
+                Value::Bool(b) => *b,
+                Value::String(s) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => s.eq_ignore_ascii_case("true"),
+                _ => return Err(ApiError::bad_request("Invalid key filter: a boolean predicate needs true or false")),
+            };
+            Predicate::Boolean { equal, value }
+        }
+        Some("COMPLEX") => {
+            let and = match operation {
+                "AND" => true,
+                "OR" => false,
+                _ => return Err(unsupported("complex")),
+            };
+            let predicates = match p.get("predicates") {
+                Some(Value::Array(items)) => items.iter().map(predicate).collect::<ApiResult<Vec<_>>>()?,
+                _ => return Err(ApiError::bad_request("Invalid key filter: a complex predicate needs 'predicates'")),
+            };
+            Predicate::Complex { and, predicates }
+        }
+        Some(other) => return Err(ApiError::bad_request(format!("Unsupported key filter predicate type '{other}'"))),
+        None => return Err(ApiError::bad_request("Invalid key filter predicate: 'type' is required")),
+    })
+}
+
+/// A key a filter or the sort order names, as storage reads it.
+fn stored_key(key: &SelectedKey) -> Option<SortKey> {
+    match key.key_type {
+        "ENTITY_FIELD" => entity_column(&key.key).map(SortKey::Column),
+        "TIME_SERIES" => Some(SortKey::Timeseries(key.key.clone())),
+        _ => Some(SortKey::Attribute { scope: key.attribute_scope().flatten().map(str::to_string), key: key.key.clone() }),
+    }
+}
+
+/// `keyFilters` with `keyFiltersOperation` (AND unless OR): whether any must match rather than all.
+fn key_filters(query: &Map<String, Value>) -> ApiResult<(Vec<KeyFilter>, bool)> {
+    let filters = match query.get("keyFilters") {
+        None | Some(Value::Null) => return Ok((Vec::new(), false)),
+        Some(Value::Array(filters)) => filters,
+        Some(_) => return Err(ApiError::bad_request("Invalid query: 'keyFilters' must be a list")),
+    };
+    let filters = filters
+        .iter()
+        .map(|f| {
+            let f = object(f, "key filter")?;
+            let key = entity_key(f.get("key").unwrap_or(&Value::Null), "key filter's key")?;
+            let key = stored_key(&key).ok_or_else(|| {
+                ApiError::bad_request(format!("Unsupported entity field '{}' in key filter: name, type, label and createdTime can be filtered", key.key))
+            })?;
+            Ok(KeyFilter { key, predicate: predicate(f.get("predicate").unwrap_or(&Value::Null))? })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let any = match str_field(query, "keyFiltersOperation", "query")? {
+        None | Some("AND") => false,
+        Some("OR") => true,
+        Some(other) => return Err(ApiError::bad_request(format!("Invalid query: 'keyFiltersOperation' must be AND or OR, not '{other}'"))),
+    };
+    Ok((filters, any))
 }
 
 fn entity_key(value: &Value, what: &str) -> ApiResult<SelectedKey> {
@@ -203,7 +316,7 @@ struct DataQuery {
 
 fn data_query(body: &Map<String, Value>) -> ApiResult<DataQuery> {
     let filter = entity_filter(body)?;
-    refuse_key_filters(body)?;
+    let (key_filters, key_filters_any) = key_filters(body)?;
     let entity_fields = key_list(body, "entityFields")?;
     let latest_values = key_list(body, "latestValues")?;
     let page_link = object(body.get("pageLink").ok_or_else(|| ApiError::bad_request("Page link is required"))?, "page link")?;
@@ -235,14 +348,9 @@ fn data_query(body: &Map<String, Value>) -> ApiResult<DataQuery> {
                 Some("DESC") => true,
                 Some(other) => return Err(ApiError::bad_request(format!("Invalid sort order: direction must be ASC or DESC, not '{other}'"))),
             };
-            let sort_key = match key.key_type {
-                // A field without a column (ThingsBoard would sort by its empty values) keeps
-                // the default order.
-                "ENTITY_FIELD" => entity_column(&key.key).map(SortKey::Column),
-                "TIME_SERIES" => Some(SortKey::Timeseries(key.key.clone())),
-                _ => Some(SortKey::Attribute { scope: key.attribute_scope().flatten().map(str::to_string), key: key.key.clone() }),
-            };
-            sort_key.map(|k| (k, descending))
+            // A field without a column (ThingsBoard would sort by its empty values) keeps the
+            // default order.
+            stored_key(&key).map(|k| (k, descending))
         }
     };
     let search_columns = entity_fields
@@ -251,7 +359,7 @@ fn data_query(body: &Map<String, Value>) -> ApiResult<DataQuery> {
         .filter_map(|k| entity_column(&k.key))
         .collect();
     Ok(DataQuery {
-        query: EntityQuery { filter, page_size, page, text_search, search_columns, sort },
+        query: EntityQuery { filter, page_size, page, text_search, search_columns, sort, key_filters, key_filters_any },
         entity_fields,
         latest_values,
     })
@@ -349,8 +457,17 @@ pub async fn find(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<
 pub async fn count(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
     let body = parse_body(&body)?;
     let filter = entity_filter(&body)?;
-    refuse_key_filters(&body)?;
-    let query = EntityQuery { filter, page_size: 1, page: 0, text_search: None, search_columns: Vec::new(), sort: None };
+    let (key_filters, key_filters_any) = key_filters(&body)?;
+    let query = EntityQuery {
+        filter,
+        page_size: 1,
+        page: 0,
+        text_search: None,
+        search_columns: Vec::new(),
+        sort: None,
+        key_filters,
+        key_filters_any,
+    };
     let store = state.store.clone();
     let page = blocking(move || store.query_entities(&query)).await?;
     Ok(Json(json!(page.total_elements)))

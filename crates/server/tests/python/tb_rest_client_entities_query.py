@@ -2,7 +2,8 @@
 """Entity data queries with the official ThingsBoard Python REST client (tb-rest-client==4.4), the calls
 widgets and entity aliases make: find_entity_data_by_query (a device-type filter, entity fields, a latest
 time series, sorted by it and paged), count_entities_by_query (entity type and entity name filters),
-find_entity_timeseries_and_attributes_keys_by_query, and a key filter refused with ThingsBoard's 400.
+find_entity_timeseries_and_attributes_keys_by_query, a numeric key filter, and an unsupported filter type
+refused with ThingsBoard's 400.
 Every response goes through the client's model deserialization.
 
 Runs against the fixture of tests/entities_query.rs: meters "Meter 01" (21.5), "Meter 02" (19),
@@ -36,7 +37,7 @@ def run_flow():
     from tb_rest_client.rest_client import RestClient
     from tb_rest_client.models import (DeviceTypeFilter, EntityCountQuery, EntityDataPageLink, EntityDataQuery,
                                        EntityDataSortOrder, EntityKey, EntityNameFilter, EntityTypeFilter,
-                                       KeyFilter)
+                                       KeyFilter, RelationsQueryFilter)
     from tb_rest_client.rest import ApiException
 
     with RestClient(env("BASE_URL")) as client:
@@ -74,12 +75,16 @@ def run_flow():
         check(keys.timeseries == ["temperature"] and keys.attribute == ["floor", "mode"], "keys %r" % keys)
 
         greater = {"type": "NUMERIC", "operation": "GREATER", "value": {"defaultValue": 20}}
+        warm = client.count_entities_by_query(EntityCountQuery(
+            entity_filter=meters, key_filters=[KeyFilter(key=temperature, value_type="NUMERIC", predicate=greater)]))
+        check(warm == 2, "meters warmer than 20: %r" % warm)
+
         try:
-            client.count_entities_by_query(EntityCountQuery(
-                entity_filter=meters, key_filters=[KeyFilter(key=temperature, value_type="NUMERIC", predicate=greater)]))
-            raise CheckFailed("a key filter was answered as if it matched everything")
+            client.count_entities_by_query(
+                EntityCountQuery(entity_filter=RelationsQueryFilter(type="relationsQuery", max_level=1)))
+            raise CheckFailed("a relations query was answered as if it matched everything")
         except ApiException as e:
-            check(e.status == 400, "key filter answered %s" % e.status)
+            check(e.status == 400, "relations query answered %s" % e.status)
     print("OK")
 
 

@@ -73,9 +73,11 @@ const PG_DIALECT: Dialect = Dialect {
     like: "ILIKE ?",
     placeholder: "$",
     latest_points: |key| format!("SELECT entity_id, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_latest WHERE key = {key}"),
-    number: "coalesce(v.long_v::float8, v.dbl_v)",
-    text: "coalesce(v.str_v, v.json_v) COLLATE \"C\"",
+    number: |alias| format!("coalesce({alias}.long_v::float8, {alias}.dbl_v)"),
+    text: |alias| format!("coalesce({alias}.str_v, {alias}.json_v) COLLATE \"C\""),
+    position: "strpos",
 };
+
 /// Prepared statements kept per connection.
 pub(crate) const MAX_STATEMENTS: usize = 256;
 /// Idle connections kept for reads and entity edits.
@@ -1138,6 +1140,7 @@ impl Store for PgStore {
                     match p {
                         Param::Text(t) => Box::new(t.clone()),
                         Param::Uuid(id) => Box::new(*id),
+                        Param::Number(n) => Box::new(*n),
                     }
                 })
                 .collect()
