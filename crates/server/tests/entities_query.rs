@@ -27,7 +27,8 @@ fn fixture() -> Fixture {
     let customer = server.api("POST", "/api/customer", Some(json!({"title": "Acme"})));
     let mut ids = std::collections::HashMap::new();
     // name, type, label, temperature (None: no series), floor attribute (SERVER_SCOPE)
-    let devices: [(&str, &str, Option<&str>, Option<Value>, Option<i64>); 6] = [
+    type Seeded<'a> = (&'a str, &'a str, Option<&'a str>, Option<Value>, Option<i64>);
+    let devices: [Seeded; 6] = [
         ("Meter 01", "meter", Some("Hall"), Some(json!(21.5)), Some(3)),
         ("Meter 02", "meter", None, Some(json!(19)), Some(1)),
         ("meter 03", "meter", Some("Roof"), Some(json!(30.25)), Some(2)),

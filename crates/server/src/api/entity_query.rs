@@ -13,10 +13,10 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query as QueryParams, State};
 use coapgate_storage::Store;
-use coapgate_storage::model::TsValue;
 use coapgate_storage::entity_query::{
     EntityColumn, EntityFilter, EntityQuery, EntityRow, KeyFilter, NumericOp, Predicate, QueryKind, SortKey, TextOp,
 };
+use coapgate_storage::model::TsValue;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -137,7 +137,7 @@ fn entity_filter(query: &Map<String, Value>) -> ApiResult<EntityFilter> {
 
 /// The value a simple predicate compares with: the user's value when set, else the default.
 /// A dynamic value (taken from the current user's, customer's or tenant's attributes) is refused.
-fn predicate_value<'a>(p: &'a Map<String, Value>) -> ApiResult<&'a Value> {
+fn predicate_value(p: &Map<String, Value>) -> ApiResult<&Value> {
     let value = object(p.get("value").unwrap_or(&Value::Null), "key filter predicate's value")?;
     if value.get("dynamicValue").and_then(Value::as_object).is_some_and(|d| d.get("sourceType").is_some_and(|t| !t.is_null())) {
         return Err(ApiError::bad_request("Dynamic values in key filters are not supported by coapgate"));
