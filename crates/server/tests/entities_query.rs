@@ -187,6 +187,20 @@ fn pages_are_sorted_searched_and_counted() {
     assert_eq!(f.find(search("ter 0"))["totalElements"], 4);
     assert_eq!(f.names(search("SENSOR")), ["Sensor A", "Sensor B"]);
     assert_eq!(f.find(search("%"))["totalElements"], 0, "LIKE wildcards are searched as text");
+
+    // The latest values a query selects are searched too (as text); unselected ones are not.
+    let search_values = |text: &str, latest: Value| {
+        let mut body = search(text);
+        body["pageLink"]["pageSize"] = json!(10);
+        body["latestValues"] = latest;
+        f.names(body)
+    };
+    let temperature_and_mode = json!([{"type": "TIME_SERIES", "key": "temperature"}, {"type": "SHARED_ATTRIBUTE", "key": "mode"}]);
+    assert_eq!(search_values("21.5", temperature_and_mode.clone()), ["Meter 01"]);
+    assert_eq!(search_values("BROK", temperature_and_mode.clone()), ["Meter 04"]);
+    assert_eq!(search_values("eco", temperature_and_mode.clone()), ["Meter 01"]);
+    assert_eq!(search_values("25.7", temperature_and_mode), ["SN-001"]);
+    assert_eq!(search_values("eco", json!([{"type": "TIME_SERIES", "key": "temperature"}])), Vec::<String>::new());
 }
 
 #[test]

@@ -159,9 +159,11 @@ pub struct EntityQuery {
     pub filter: EntityFilter,
     pub page_size: u32,
     pub page: u32,
-    /// Case-insensitive substring of any of `search_columns`.
+    /// Case-insensitive substring of any of `search_columns` or of the latest values of
+    /// `search_values` (as text), as ThingsBoard searches the fields and values a query selects.
     pub text_search: Option<String>,
     pub search_columns: Vec<EntityColumn>,
+    pub search_values: Vec<SortKey>,
     /// Unsorted queries come newest first.
     pub sort: Option<(SortKey, bool)>,
     pub key_filters: Vec<KeyFilter>,
@@ -208,6 +210,8 @@ pub(crate) struct Dialect {
     pub text: fn(&str) -> String,
     /// The 1-based position of a text in another, 0 when absent (`instr` or `strpos`).
     pub position: &'static str,
+    /// Any value of the alias given as text, for text search.
+    pub as_text: fn(&str) -> String,
 }
 
 /// The SQL of one query: the count, the page, and their parameters (the page's first).
@@ -224,7 +228,13 @@ fn like_pattern(text: &str, prefix_only: bool) -> String {
 }
 
 /// The WHERE clause of a filter (with the page's text search), with `?` marks for `params`.
-fn conditions(dialect: &Dialect, query_filter: &EntityFilter, search: Option<(&str, &[EntityColumn])>, params: &mut Vec<Param>) -> String {
+/// `search` is the text with the entity columns and the value expressions it may be found in.
+fn conditions(
+    dialect: &Dialect,
+    query_filter: &EntityFilter,
+    search: Option<(&str, &[EntityColumn], &[String])>,
+    params: &mut Vec<Param>,
+) -> String {
     let like = dialect.like;
     let mut parts: Vec<String> = Vec::new();
     match query_filter {
@@ -255,15 +265,15 @@ fn conditions(dialect: &Dialect, query_filter: &EntityFilter, search: Option<(&s
             }
         }
     }
-    if let Some((text, columns)) = search {
+    if let Some((text, columns, values)) = search {
         let columns: Vec<EntityColumn> =
             columns.iter().copied().filter(|c| *c != EntityColumn::CreatedTime).collect();
-        let columns = if columns.is_empty() { vec![EntityColumn::Name] } else { columns };
-        let any: Vec<String> = columns
-            .iter()
-            .map(|c| {
+        let columns = if columns.is_empty() && values.is_empty() { vec![EntityColumn::Name] } else { columns };
+        let expressions = columns.iter().map(|c| c.column().to_string()).chain(values.iter().cloned());
+        let any: Vec<String> = expressions
+            .map(|expr| {
                 params.push(Param::Text(like_pattern(text, false)));
-                format!("{} {like}", c.column())
+                format!("{expr} {like}")
             })
             .collect();
         parts.push(format!("({})", any.join(" OR ")));
@@ -409,7 +419,19 @@ fn from_where(dialect: &Dialect, query: &EntityQuery, first_join: &str, params: 
         let expressions = value_expressions(dialect, &filter.key, &alias);
         conditions_of_keys.push(predicate_sql(dialect, &expressions, &filter.predicate, &mut condition_params));
     }
-    let search = query.text_search.as_deref().filter(|s| !s.is_empty()).map(|s| (s, query.search_columns.as_slice()));
+    // Searched latest values are joined only while there is a text to search.
+    let text = query.text_search.as_deref().filter(|s| !s.is_empty());
+    let mut searched_values = Vec::new();
+    if text.is_some() {
+        for (n, key) in query.search_values.iter().enumerate() {
+            let alias = format!("s{n}");
+            if let Some(values) = value_source(dialect, key, params) {
+                joins.push_str(&format!(" LEFT JOIN ({values}) {alias} ON {alias}.entity_id = e.id"));
+                searched_values.push((dialect.as_text)(&alias));
+            }
+        }
+    }
+    let search = text.map(|s| (s, query.search_columns.as_slice(), searched_values.as_slice()));
     let mut where_clause = conditions(dialect, &query.filter, search, params);
     if !conditions_of_keys.is_empty() {
         let keys = format!("({})", conditions_of_keys.join(if query.key_filters_any { " OR " } else { " AND " }));
@@ -465,6 +487,7 @@ mod tests {
             number: |alias| format!("{alias}.n"),
             text: |alias| format!("{alias}.t"),
             position: "instr",
+            as_text: |alias| format!("{alias}.any"),
         }
     }
 
@@ -480,6 +503,7 @@ mod tests {
             page: 2,
             text_search: Some("t".into()),
             search_columns: vec![EntityColumn::Name, EntityColumn::CreatedTime],
+            search_values: Vec::new(),
             sort: Some((SortKey::Timeseries("temp".into()), true)),
             key_filters: vec![KeyFilter {
                 key: SortKey::Attribute { scope: Some("SERVER_SCOPE".into()), key: "floor".into() },

@@ -130,6 +130,12 @@ const SQLITE_DIALECT: Dialect = Dialect {
     number: |alias| format!("coalesce({alias}.long_v, {alias}.dbl_v)"),
     text: |alias| format!("coalesce({alias}.str_v, {alias}.json_v)"),
     position: "instr",
+    as_text: |a| {
+        format!(
+            "coalesce({a}.str_v, {a}.json_v, CAST({a}.long_v AS text), CAST({a}.dbl_v AS text), \
+             CASE {a}.bool_v WHEN 1 THEN 'true' WHEN 0 THEN 'false' END)"
+        )
+    },
 };
 
 /// The largest page any list returns, whatever the caller asks for.

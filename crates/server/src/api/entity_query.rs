@@ -358,8 +358,19 @@ fn data_query(body: &Map<String, Value>) -> ApiResult<DataQuery> {
         .filter(|k| k.key_type == "ENTITY_FIELD")
         .filter_map(|k| entity_column(&k.key))
         .collect();
+    let search_values = latest_values.iter().filter(|k| k.key_type != "ENTITY_FIELD").filter_map(stored_key).collect();
     Ok(DataQuery {
-        query: EntityQuery { filter, page_size, page, text_search, search_columns, sort, key_filters, key_filters_any },
+        query: EntityQuery {
+            filter,
+            page_size,
+            page,
+            text_search,
+            search_columns,
+            search_values,
+            sort,
+            key_filters,
+            key_filters_any,
+        },
         entity_fields,
         latest_values,
     })
@@ -464,6 +475,7 @@ pub async fn count(State(state): State<AppState>, body: Bytes) -> ApiResult<Json
         page: 0,
         text_search: None,
         search_columns: Vec::new(),
+        search_values: Vec::new(),
         sort: None,
         key_filters,
         key_filters_any,

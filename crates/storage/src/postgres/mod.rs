@@ -76,6 +76,7 @@ const PG_DIALECT: Dialect = Dialect {
     number: |alias| format!("coalesce({alias}.long_v::float8, {alias}.dbl_v)"),
     text: |alias| format!("coalesce({alias}.str_v, {alias}.json_v) COLLATE \"C\""),
     position: "strpos",
+    as_text: |a| format!("coalesce({a}.str_v, {a}.json_v, {a}.long_v::text, {a}.dbl_v::text, {a}.bool_v::text)"),
 };
 
 /// Prepared statements kept per connection.
