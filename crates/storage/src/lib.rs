@@ -5,6 +5,7 @@
 //! - [`sqlite`]: the SQLite backend (bundled SQLite, WAL, one writer connection).
 //! - [`postgres`]: the PostgreSQL backend, for several nodes on one database (not yet selectable
 //!   in `serve`; see issue 15).
+//! - [`entity_query`]: ThingsBoard's entity data queries, one SQL builder for both backends.
 //! - [`migrate`]: `coapgate migrate`, a SQLite data directory copied into PostgreSQL, resumable.
 //! - [`outbox`]: a remote integration's durable outbox (SQLite too): converted uplinks waiting
 //!   for the platform's acknowledgement, with their CoAP exchanges.
@@ -14,6 +15,7 @@
 //! uplinks per transaction (group commit). Both backends implement the same traits, and
 //! `tests/backends.rs` runs one set of behaviours against each.
 
+pub mod entity_query;
 mod listing;
 pub mod migrate;
 pub mod model;
@@ -194,6 +196,16 @@ pub trait Store: ExchangeLog + EventLog {
     fn timeseries_keys(&self, entity_id: Uuid) -> Result<Vec<String>>;
     /// Latest value per key; all keys when `keys` is `None`.
     fn latest_timeseries(&self, entity_id: Uuid, keys: Option<&[String]>) -> Result<Vec<(String, TsValue)>>;
+    /// Latest values of `keys` for several entities at once, as (entity, key, value): the values a
+    /// page of an entity query shows. A backend where each entity's read is an index lookup can
+    /// keep this loop; SQLite reads its not-yet-moved points in one pass instead of one per entity.
+    fn latest_timeseries_of(&self, entity_ids: &[Uuid], keys: &[String]) -> Result<Vec<(Uuid, String, TsValue)>> {
+        let mut out = Vec::new();
+        for id in entity_ids {
+            out.extend(self.latest_timeseries(*id, Some(keys))?.into_iter().map(|(k, v)| (*id, k, v)));
+        }
+        Ok(out)
+    }
     /// Raw history per key within `[start_ts, end_ts]`, at most `limit` points per key.
     fn timeseries_history(&self, entity_id: Uuid, query: &HistoryQuery) -> Result<Vec<(String, Vec<TsValue>)>>;
     fn attribute_keys(&self, entity_id: Uuid, scope: Option<&str>) -> Result<Vec<String>>;
@@ -204,6 +216,10 @@ pub trait Store: ExchangeLog + EventLog {
         scope: Option<&str>,
         keys: Option<&[String]>,
     ) -> Result<Vec<(String, AttributeValue)>>;
+
+    /// One page of the devices, assets or customers a ThingsBoard entity query matches, paged
+    /// and sorted by the database, with how many match in all.
+    fn query_entities(&self, query: &entity_query::EntityQuery) -> Result<Page<entity_query::EntityRow>>;
 
     /// A page of events, newest first unless the query says ascending.
     fn events(&self, query: &EventQuery) -> Result<Page<Event>>;

@@ -18,6 +18,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::entity_query::{self, Dialect, EntityQuery, EntityRow, Param};
 use crate::listing::*;
 use crate::model::*;
 use crate::{DurabilityBarrier, EventLog, ExchangeLog, Result, StorageError, Store, UplinkWriter, now_millis};
@@ -110,6 +111,32 @@ INSERT OR IGNORE INTO compaction (id, moved_upto) VALUES (1, 0);
 
 /// Rows of ts_kv_recent not yet in the history database (the rest are deleted lazily).
 const UNMOVED: &str = "rowid > (SELECT moved_upto FROM hist.compaction)";
+
+/// Entity queries on SQLite: a series' latest point is in `hist.ts_kv_latest` or, until moved,
+/// in `ts_kv_recent`; the newest (ts, then write order) wins, as in `latest_timeseries`.
+const SQLITE_DIALECT: Dialect = Dialect {
+    like: "LIKE ? ESCAPE '\\'",
+    placeholder: "?",
+    latest_points: |key| {
+        format!(
+            "SELECT entity_id, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ( \
+               SELECT u.*, row_number() OVER (PARTITION BY entity_id ORDER BY ts DESC, src DESC) AS rn FROM ( \
+                 SELECT entity_id, ts, 0 AS src, bool_v, long_v, dbl_v, str_v, json_v FROM hist.ts_kv_latest WHERE key = {key} \
+                 UNION ALL \
+                 SELECT entity_id, ts, rowid AS src, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent \
+                   WHERE {UNMOVED} AND key = {key}) u) l WHERE rn = 1"
+        )
+    },
+    number: |alias| format!("coalesce({alias}.long_v, {alias}.dbl_v)"),
+    text: |alias| format!("coalesce({alias}.str_v, {alias}.json_v)"),
+    position: "instr",
+    as_text: |a| {
+        format!(
+            "coalesce({a}.str_v, {a}.json_v, CAST({a}.long_v AS text), CAST({a}.dbl_v AS text), \
+             CASE {a}.bool_v WHEN 1 THEN 'true' WHEN 0 THEN 'false' END)"
+        )
+    },
+};
 
 /// The largest page any list returns, whatever the caller asks for.
 const MAX_PAGE_SIZE: u32 = 10_000;
@@ -1333,6 +1360,50 @@ impl Store for SqliteStore {
         })
     }
 
+    fn latest_timeseries_of(&self, entity_ids: &[Uuid], keys: &[String]) -> Result<Vec<(Uuid, String, TsValue)>> {
+        if entity_ids.is_empty() || keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.with_conn(|c| {
+            let known = key_ids(c, keys)?;
+            if known.is_empty() {
+                return Ok(Vec::new());
+            }
+            // As `latest_timeseries`, for all the entities in one statement: ts_kv_recent has no
+            // index by entity, so one pass over its unmoved rows serves the whole page.
+            let entity_marks = vec!["?"; entity_ids.len()].join(", ");
+            let key_marks = vec!["?"; known.len()].join(", ");
+            let sql = format!(
+                "SELECT entity_id, key, ts, src, bool_v, long_v, dbl_v, str_v, json_v FROM ( \
+                   SELECT entity_id, key, ts, 0 AS src, bool_v, long_v, dbl_v, str_v, json_v FROM hist.ts_kv_latest \
+                     WHERE entity_id IN ({entity_marks}) AND key IN ({key_marks}) \
+                   UNION ALL \
+                   SELECT entity_id, key, ts, rowid, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent \
+                     WHERE {UNMOVED} AND entity_id IN ({entity_marks}) AND key IN ({key_marks}))"
+            );
+            let mut args: Vec<SqlValue> = Vec::new();
+            for _ in 0..2 {
+                args.extend(entity_ids.iter().map(|id| uuid_value(*id)));
+                args.extend(known.iter().map(|(_, id)| SqlValue::Integer(*id)));
+            }
+            let mut newest: HashMap<(Uuid, i64), ((Millis, i64), TsValue)> = HashMap::new();
+            let mut stmt = c.prepare(&sql)?;
+            let mut rows = stmt.query(params_from_iter(args))?;
+            while let Some(r) = rows.next()? {
+                let (entity, key, rank): (Uuid, i64, (Millis, i64)) = (r.get(0)?, r.get(1)?, (r.get(2)?, r.get(3)?));
+                let value = TsValue { ts: rank.0, value: kv_from_row(r, 4)? };
+                match newest.get(&(entity, key)) {
+                    Some((best, _)) if *best > rank => {}
+                    _ => {
+                        newest.insert((entity, key), (rank, value));
+                    }
+                }
+            }
+            let names: HashMap<i64, &String> = known.iter().map(|(name, id)| (*id, name)).collect();
+            Ok(newest.into_iter().map(|((entity, key), (_, value))| (entity, names[&key].clone(), value)).collect())
+        })
+    }
+
     fn timeseries_history(&self, entity_id: Uuid, query: &HistoryQuery) -> Result<Vec<(String, Vec<TsValue>)>> {
         self.with_conn(|c| {
             let order = if query.descending { "DESC" } else { "ASC" };
@@ -1393,6 +1464,43 @@ impl Store for SqliteStore {
         })
     }
 
+
+    fn query_entities(&self, query: &EntityQuery) -> Result<Page<EntityRow>> {
+        let (built, size) = entity_query::build(&SQLITE_DIALECT, query, MAX_PAGE_SIZE);
+        let kind = query.filter.kind();
+        let bind = |params: &[Param]| -> Vec<SqlValue> {
+            params
+                .iter()
+                .map(|p| match p {
+                    Param::Text(t) => SqlValue::Text(t.clone()),
+                    Param::Uuid(id) => uuid_value(*id),
+                    Param::Number(n) => SqlValue::Real(*n),
+                })
+                .collect()
+        };
+        self.with_conn(|c| {
+            // One read transaction, so the total and the page come from the same snapshot.
+            let tx = c.transaction()?;
+            let total: u64 = tx.query_row(&built.count_sql, params_from_iter(bind(&built.count_params)), |r| r.get(0))?;
+            let data = {
+                let mut stmt = tx.prepare_cached(&built.page_sql)?;
+                stmt.query_map(params_from_iter(bind(&built.page_params)), |r| {
+                    Ok(EntityRow {
+                        kind,
+                        id: r.get(0)?,
+                        created_time: r.get(1)?,
+                        name: r.get(2)?,
+                        entity_type: r.get(3)?,
+                        label: r.get(4)?,
+                        customer_id: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            tx.commit()?;
+            Ok(Page::new(data, total, &PageQuery { page_size: size, page: query.page, ..PageQuery::default() }))
+        })
+    }
 
     fn events(&self, query: &EventQuery) -> Result<Page<Event>> {
         let mut filters = vec!["entity_id = ?1".to_string(), "event_type = ?2".to_string()];

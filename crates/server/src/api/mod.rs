@@ -10,6 +10,7 @@ mod auth;
 mod customers;
 mod endpoint_settings;
 mod entities;
+mod entity_query;
 mod events;
 mod groups;
 mod json;
@@ -111,6 +112,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/entityGroup/{p1}", get(groups::get_group).delete(groups::delete_group))
         .route("/api/entityGroup/{p1}/entities", get(groups::group_entities))
         .route("/api/entityGroup/{p1}/{p2}/{p3}/{p4}", get(groups::by_owner_type_and_name))
+        .route("/api/entitiesQuery/find", post(entity_query::find))
+        .route("/api/entitiesQuery/count", post(entity_query::count))
+        .route("/api/entitiesQuery/find/keys", post(entity_query::find_keys))
         .route("/api/plugins/telemetry/{entity_type}/{entity_id}/keys/timeseries", get(telemetry::timeseries_keys))
         .route("/api/plugins/telemetry/{entity_type}/{entity_id}/values/timeseries", get(telemetry::timeseries_values))
         .route(

@@ -55,6 +55,7 @@ use postgres::{Client, NoTls, Row, Statement};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::entity_query::{self, Dialect, EntityQuery, EntityRow, Param};
 use crate::listing::*;
 use crate::model::*;
 use crate::{ConfigWatch, EventLog, ExchangeLog, Result, StorageError, Store, UplinkWriter};
@@ -65,6 +66,19 @@ pub use writer::PgUplinkWriter;
 
 /// The largest page any list returns, whatever the caller asks for (as SQLite's).
 const MAX_PAGE_SIZE: u32 = 10_000;
+
+/// Entity queries on PostgreSQL: `ts_kv_latest` holds every series' latest point; text sorts
+/// byte-wise, as SQLite's and the entity columns' ("C") do.
+const PG_DIALECT: Dialect = Dialect {
+    like: "ILIKE ?",
+    placeholder: "$",
+    latest_points: |key| format!("SELECT entity_id, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_latest WHERE key = {key}"),
+    number: |alias| format!("coalesce({alias}.long_v::float8, {alias}.dbl_v)"),
+    text: |alias| format!("coalesce({alias}.str_v, {alias}.json_v) COLLATE \"C\""),
+    position: "strpos",
+    as_text: |a| format!("coalesce({a}.str_v, {a}.json_v, {a}.long_v::text, {a}.dbl_v::text, {a}.bool_v::text)"),
+};
+
 /// Prepared statements kept per connection.
 pub(crate) const MAX_STATEMENTS: usize = 256;
 /// Idle connections kept for reads and entity edits.
@@ -1114,6 +1128,47 @@ impl Store for PgStore {
         Ok(match keys {
             None => rows,
             Some(keys) => rows.into_iter().filter(|(_, a)| keys.contains(&a.key)).collect(),
+        })
+    }
+
+    fn query_entities(&self, query: &EntityQuery) -> Result<Page<EntityRow>> {
+        let (built, size) = entity_query::build(&PG_DIALECT, query, MAX_PAGE_SIZE);
+        let kind = query.filter.kind();
+        let bind = |params: &[Param]| -> Vec<Box<dyn ToSql + Sync>> {
+            params
+                .iter()
+                .map(|p| -> Box<dyn ToSql + Sync> {
+                    match p {
+                        Param::Text(t) => Box::new(t.clone()),
+                        Param::Uuid(id) => Box::new(*id),
+                        Param::Number(n) => Box::new(*n),
+                    }
+                })
+                .collect()
+        };
+        let (count_args, page_args) = (bind(&built.count_params), bind(&built.page_params));
+        self.with_conn(|c| {
+            // One snapshot for the total and the page.
+            let mut tx = c.client.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).read_only(true).start().map_err(pg)?;
+            let count_refs: Vec<&(dyn ToSql + Sync)> = count_args.iter().map(|a| a.as_ref()).collect();
+            let total: i64 = tx.query_one(&built.count_sql, &count_refs).map_err(pg)?.get(0);
+            let page_refs: Vec<&(dyn ToSql + Sync)> = page_args.iter().map(|a| a.as_ref()).collect();
+            let data = tx
+                .query(&built.page_sql, &page_refs)
+                .map_err(pg)?
+                .iter()
+                .map(|r| EntityRow {
+                    kind,
+                    id: r.get(0),
+                    created_time: r.get(1),
+                    name: r.get(2),
+                    entity_type: r.get(3),
+                    label: r.get(4),
+                    customer_id: r.get(5),
+                })
+                .collect();
+            tx.commit().map_err(pg)?;
+            Ok(Page::new(data, total as u64, &PageQuery { page_size: size, page: query.page, ..PageQuery::default() }))
         })
     }
 
