@@ -150,7 +150,7 @@ fn buckets_of(q: &Query, agg: &str) -> ApiResult<Option<Bucketing>> {
     };
     match calendar {
         None => {
-            let interval: i64 = query_number(&q, "interval")?.unwrap_or(0);
+            let interval: i64 = query_number(q, "interval")?.unwrap_or(0);
             if interval < 0 {
                 return Err(ApiError::bad_request("Parameter 'interval' must not be negative"));
             }
