@@ -83,6 +83,9 @@ fn history_follows_thingsboards_aggregation_rules() {
         vec![(1000, json!("1")), (3000, json!("5")), (5000, json!("9"))],
         "buckets [0,2000) [2000,4000) [4000,6000) at their middles, all of them whatever the limit"
     );
+    // The range's end is exclusive, as ThingsBoard's `ts >= startTs AND ts < endTs`.
+    let answer = server.api("GET", &format!("/api/plugins/telemetry/DEVICE/{id}/values/timeseries?keys=t&startTs=1000&endTs=3000&orderBy=ASC"), None);
+    assert_eq!(series(&answer, "t"), raw[..2].to_vec());
     // `key=` when `keys=` is absent.
     assert_eq!(series(&get("key=t&agg=NONE"), "t"), raw);
 

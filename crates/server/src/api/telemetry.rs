@@ -90,7 +90,8 @@ pub async fn timeseries_values(
     let query = HistoryQuery {
         keys,
         start_ts,
-        end_ts,
+        // ThingsBoard reads `startTs <= ts < endTs`; storage's range includes its end.
+        end_ts: end_ts.saturating_sub(1),
         // `limit` counts raw points (ThingsBoard applies it only with agg=NONE); aggregation needs
         // every raw point in range, capped so one request cannot read unbounded rows.
         limit: if buckets.is_some() { 1_000_000 } else { limit },
