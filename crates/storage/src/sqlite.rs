@@ -806,6 +806,15 @@ fn insert_credentials(conn: &Connection, c: &DeviceCredentials) -> Result<()> {
     Ok(())
 }
 
+/// Deletes an entity's telemetry and attributes (ThingsBoard deletes them with any entity).
+fn delete_entity_data(conn: &Connection, id: Uuid) -> Result<()> {
+    conn.execute("DELETE FROM hist.ts_kv WHERE entity_id = ?1", [id])?;
+    conn.execute("DELETE FROM ts_kv_recent WHERE entity_id = ?1", [id])?;
+    conn.execute("DELETE FROM hist.ts_kv_latest WHERE entity_id = ?1", [id])?;
+    conn.execute("DELETE FROM attribute_kv WHERE entity_id = ?1", [id])?;
+    Ok(())
+}
+
 /// The newest point of one series with `ts < before`, from the history file or, not moved yet,
 /// ts_kv_recent (the newer write wins for equal timestamps).
 fn latest_point(conn: &Connection, entity_id: Uuid, key_id: i64, before: Millis) -> Result<Option<TsValue>> {
@@ -1023,7 +1032,13 @@ impl Store for SqliteStore {
                     "The converter referenced by the integration cannot be deleted!".to_string(),
                 ));
             }
-            Ok(c.execute("DELETE FROM converter WHERE id = ?1", [id])? > 0)
+            let tx = c.transaction()?;
+            let deleted = tx.execute("DELETE FROM converter WHERE id = ?1", [id])? > 0;
+            if deleted {
+                delete_entity_data(&tx, id)?;
+            }
+            tx.commit()?;
+            Ok(deleted)
         })
     }
 
@@ -1099,8 +1114,14 @@ impl Store for SqliteStore {
     fn delete_integration(&self, id: Uuid) -> Result<bool> {
         self.with_conn(|c| {
             // Its remotes' record places go with it: nothing may be sent for it any more.
-            c.execute("DELETE FROM remote_record WHERE integration_id = ?1", [id])?;
-            Ok(c.execute("DELETE FROM integration WHERE id = ?1", [id])? > 0)
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM remote_record WHERE integration_id = ?1", [id])?;
+            let deleted = tx.execute("DELETE FROM integration WHERE id = ?1", [id])? > 0;
+            if deleted {
+                delete_entity_data(&tx, id)?;
+            }
+            tx.commit()?;
+            Ok(deleted)
         })
     }
 
@@ -1247,10 +1268,7 @@ impl Store for SqliteStore {
             let n = tx.execute("DELETE FROM customer WHERE id = ?1", [id])?;
             if n > 0 {
                 // The customer's own telemetry and attributes (written through the REST API).
-                tx.execute("DELETE FROM hist.ts_kv WHERE entity_id = ?1", [id])?;
-                tx.execute("DELETE FROM ts_kv_recent WHERE entity_id = ?1", [id])?;
-                tx.execute("DELETE FROM hist.ts_kv_latest WHERE entity_id = ?1", [id])?;
-                tx.execute("DELETE FROM attribute_kv WHERE entity_id = ?1", [id])?;
+                delete_entity_data(&tx, id)?;
                 tx.execute("UPDATE device SET customer_id = NULL WHERE customer_id = ?1", [id])?;
                 tx.execute("UPDATE asset SET customer_id = NULL WHERE customer_id = ?1", [id])?;
                 tx.execute(

@@ -97,7 +97,7 @@ backend_tests!(
     attributes_and_time_series_are_written_for_any_entity,
     attributes_are_deleted_by_scope_and_key,
     time_series_are_deleted_by_range_with_thingsboards_latest_rules,
-    deleting_a_customer_removes_its_own_data,
+    deleting_a_customer_integration_or_converter_removes_its_own_data,
     device_credentials_are_one_unique_token_per_device,
 );
 
@@ -959,7 +959,7 @@ fn time_series_are_deleted_by_range_with_thingsboards_latest_rules(backend: &dyn
     assert_eq!(history(store.as_ref(), id, "t"), vec![(1000, KvValue::Long(1))]);
 }
 
-fn deleting_a_customer_removes_its_own_data(backend: &dyn Backend) {
+fn deleting_a_customer_integration_or_converter_removes_its_own_data(backend: &dyn Backend) {
     let store = backend.open();
     let customer = Customer { id: Uuid::new_v4(), created_time: 1, title: "Leaving".into() };
     store.save_customer(&customer).unwrap();
@@ -971,6 +971,33 @@ fn deleting_a_customer_removes_its_own_data(backend: &dyn Backend) {
     assert!(store.latest_timeseries(id, None).unwrap().is_empty());
     assert!(history(store.as_ref(), id, "revenue").is_empty());
     assert!(store.timeseries_keys(id).unwrap().is_empty());
+
+    // So do integrations and converters, which the API lets users write data to as well.
+    let converter = Converter {
+        id: Uuid::new_v4(),
+        created_time: 1,
+        name: "c".into(),
+        converter_type: "UPLINK".into(),
+        integration_type: Some("COAP".into()),
+        debug_settings: json!({}),
+        configuration: json!({}),
+        additional_info: json!({}),
+        version: 1,
+    };
+    store.save_converter(&converter).unwrap();
+    let integration = integration("i", "rk-data", converter.id);
+    store.save_integration(&integration).unwrap();
+    for id in [integration.id, converter.id] {
+        store.save_attributes(id, "SERVER_SCOPE", 1, &[("note".into(), KvValue::Str("x".into()))]).unwrap();
+        store.save_timeseries(id, &[(1000, vec![("load".into(), KvValue::Long(5))])]).unwrap();
+    }
+    assert!(store.delete_integration(integration.id).unwrap());
+    assert!(store.delete_converter(converter.id).unwrap());
+    for id in [integration.id, converter.id] {
+        assert!(store.attributes(id, None, None).unwrap().is_empty());
+        assert!(store.latest_timeseries(id, None).unwrap().is_empty());
+        assert!(history(store.as_ref(), id, "load").is_empty());
+    }
 }
 
 fn device_credentials_are_one_unique_token_per_device(backend: &dyn Backend) {

@@ -508,6 +508,16 @@ fn member_from_row(kind: EntityKind) -> impl Fn(&Row) -> GroupMember {
     move |r| GroupMember { kind, id: r.get(0), created_time: r.get(1), name: r.get(2), entity_type: r.get(3), label: r.get(4) }
 }
 
+/// Deletes an entity's telemetry and attributes (ThingsBoard deletes them with any entity).
+fn delete_entity_data(tx: &mut postgres::Transaction<'_>, id: Uuid) -> Result<()> {
+    for sql in
+        ["DELETE FROM ts_kv WHERE entity_id = $1", "DELETE FROM ts_kv_latest WHERE entity_id = $1", "DELETE FROM attribute_kv WHERE entity_id = $1"]
+    {
+        tx.execute(sql, &[&id]).map_err(pg)?;
+    }
+    Ok(())
+}
+
 const CREDENTIALS_COLUMNS: &str = "id, created_time, device_id, credentials_type, credentials_id, credentials_value";
 
 fn credentials_from_row(r: &Row) -> DeviceCredentials {
@@ -748,7 +758,11 @@ impl Store for PgStore {
             if users > 0 {
                 return Err(StorageError::Conflict("The converter referenced by the integration cannot be deleted!".into()));
             }
-            Ok(tx.execute("DELETE FROM converter WHERE id = $1", &[&id]).map_err(pg)? > 0)
+            let deleted = tx.execute("DELETE FROM converter WHERE id = $1", &[&id]).map_err(pg)? > 0;
+            if deleted {
+                delete_entity_data(tx, id)?;
+            }
+            Ok(deleted)
         })
     }
 
@@ -820,7 +834,11 @@ impl Store for PgStore {
         self.config_change(|tx| {
             // Its remotes' record places go with it: nothing may be sent for it any more.
             tx.execute("DELETE FROM remote_record WHERE integration_id = $1", &[&id]).map_err(pg)?;
-            Ok(tx.execute("DELETE FROM integration WHERE id = $1", &[&id]).map_err(pg)? > 0)
+            let deleted = tx.execute("DELETE FROM integration WHERE id = $1", &[&id]).map_err(pg)? > 0;
+            if deleted {
+                delete_entity_data(tx, id)?;
+            }
+            Ok(deleted)
         })
     }
 
