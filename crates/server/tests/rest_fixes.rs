@@ -86,6 +86,9 @@ fn history_follows_thingsboards_aggregation_rules() {
     // The range's end is exclusive, as ThingsBoard's `ts >= startTs AND ts < endTs`.
     let answer = server.api("GET", &format!("/api/plugins/telemetry/DEVICE/{id}/values/timeseries?keys=t&startTs=1000&endTs=3000&orderBy=ASC"), None);
     assert_eq!(series(&answer, "t"), raw[..2].to_vec());
+    // Buckets come in time order whatever `orderBy` says (ThingsBoard orders raw reads only).
+    let answer = server.api("GET", &format!("/api/plugins/telemetry/DEVICE/{id}/values/timeseries?keys=t&startTs=0&endTs=6000&agg=SUM&interval=2000&orderBy=DESC"), None);
+    assert_eq!(series(&answer, "t"), buckets);
     // `key=` when `keys=` is absent.
     assert_eq!(series(&get("key=t&agg=NONE"), "t"), raw);
 

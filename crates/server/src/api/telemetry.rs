@@ -102,7 +102,9 @@ pub async fn timeseries_values(
     for (key, points) in history {
         let points = match &buckets {
             None => points,
-            Some(bucketing) => aggregate(&points, &agg, &bucketing.buckets(start_ts, end_ts), descending),
+            // Buckets come in time order whatever `orderBy` says: ThingsBoard's SQL DAO lists them
+            // as it walks the range and orders only raw reads.
+            Some(bucketing) => aggregate(&points, &agg, &bucketing.buckets(start_ts, end_ts)),
         };
         let list: Vec<Value> =
             points.iter().map(|p| json!({"ts": p.ts, "value": value_json(&p.value, strict)})).collect();
@@ -247,14 +249,14 @@ fn calendar_end(ts: i64, calendar: Calendar, zone: chrono_tz::Tz) -> i64 {
 
 /// One value per non-empty bucket `[from, to)`, at the bucket's middle as ThingsBoard reports
 /// aggregated points. Non-numeric values only count for COUNT.
-fn aggregate(points: &[TsValue], agg: &str, buckets: &Buckets, descending: bool) -> Vec<TsValue> {
+fn aggregate(points: &[TsValue], agg: &str, buckets: &Buckets) -> Vec<TsValue> {
     let mut grouped: std::collections::BTreeMap<(i64, i64), Vec<&KvValue>> = std::collections::BTreeMap::new();
     for p in points {
         if let Some(bucket) = buckets.of(p.ts) {
             grouped.entry(bucket).or_default().push(&p.value);
         }
     }
-    let mut out: Vec<TsValue> = grouped
+    grouped
         .into_iter()
         .filter_map(|((from, to), values)| {
             let ts = from + (to - from) / 2;
@@ -275,11 +277,7 @@ fn aggregate(points: &[TsValue], agg: &str, buckets: &Buckets, descending: bool)
             };
             Some(TsValue { ts, value })
         })
-        .collect();
-    if descending {
-        out.reverse();
-    }
-    out
+        .collect()
 }
 
 pub async fn attribute_keys(State(state): State<AppState>, Path((t, id)): Path<(String, String)>) -> ApiResult<Json<Value>> {
@@ -495,17 +493,16 @@ mod tests {
         let points = vec![p(0, KvValue::Long(1)), p(5, KvValue::Long(3)), p(10, KvValue::Double(2.5)), p(12, KvValue::Str("x".into()))];
         let buckets = Bucketing::Millis(10).buckets(0, 20);
         let check = |agg: &str, expected: Vec<TsValue>| {
-            assert_eq!(aggregate(&points, agg, &buckets, false), expected, "{agg}");
+            assert_eq!(aggregate(&points, agg, &buckets), expected, "{agg}");
         };
         check("AVG", vec![p(5, KvValue::Double(2.0)), p(15, KvValue::Double(2.5))]);
         check("SUM", vec![p(5, KvValue::Long(4)), p(15, KvValue::Double(2.5))]);
         check("MIN", vec![p(5, KvValue::Long(1)), p(15, KvValue::Double(2.5))]);
         check("MAX", vec![p(5, KvValue::Long(3)), p(15, KvValue::Double(2.5))]);
         check("COUNT", vec![p(5, KvValue::Long(2)), p(15, KvValue::Long(2))]);
-        assert_eq!(aggregate(&points, "COUNT", &buckets, true), vec![p(15, KvValue::Long(2)), p(5, KvValue::Long(2))]);
         // The end is exclusive and the last bucket is cut there: [10, 12) holds one point.
         let cut = Bucketing::Millis(10).buckets(0, 12);
-        assert_eq!(aggregate(&points, "COUNT", &cut, false), vec![p(5, KvValue::Long(2)), p(11, KvValue::Long(1))]);
+        assert_eq!(aggregate(&points, "COUNT", &cut), vec![p(5, KvValue::Long(2)), p(11, KvValue::Long(1))]);
     }
 
     #[test]
