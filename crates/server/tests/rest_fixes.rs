@@ -260,6 +260,12 @@ fn devices_have_access_token_credentials() {
     taken["deviceId"]["id"] = json!(b);
     let message = tb_error("taken", server.request("POST", "/api/device/credentials", Some(taken.clone()), Some(&token)), 400);
     assert_eq!(message, "Specified credentials are already registered!");
+    // A new device asking for a token another holds is refused and not kept.
+    let refused = server.request("POST", "/api/device?accessToken=my-token-1", Some(json!({"name": "Cred C"})), Some(&token));
+    assert_eq!(tb_error("taken at creation", refused, 400), "Specified credentials are already registered!");
+    assert_eq!(server.request("GET", "/api/tenant/devices?deviceName=Cred%20C", None, Some(&token)).0, 404);
+    let given = device_with_token(&server, "Cred D", "given-token");
+    assert_eq!(server.api("GET", &format!("/api/device/{given}/credentials"), None)["credentialsId"], "given-token");
     let mut x509 = edited.clone();
     x509["credentialsType"] = json!("X509_CERTIFICATE");
     tb_error("x509", server.request("POST", "/api/device/credentials", Some(x509), Some(&token)), 400);
@@ -298,6 +304,10 @@ fn deleting_a_customer_removes_its_data_and_keeps_its_devices() {
 fn tb_rest_client_reaches_the_fixed_and_new_calls() {
     let server = Server::start();
     run_python_flow(&server, "tb_rest_client_fixes.py", "true");
+}
+
+fn device_with_token(server: &Server, name: &str, token: &str) -> String {
+    id_of(&server.api("POST", &format!("/api/device?accessToken={token}"), Some(json!({"name": name}))))
 }
 
 fn uuid_v4() -> String {
