@@ -144,13 +144,24 @@ fn all_device_infos_carry_customer_titles() {
     let owned = device(&server, "Owned", "meter");
     device(&server, "Free", "sensor");
     server.api("POST", &format!("/api/customer/{}/device/{owned}", id_of(&customer)), None);
-    let page = server.api("GET", "/api/deviceInfos/all?pageSize=10&page=0&sortProperty=name&sortOrder=ASC", None);
+    // The tenant's own devices by default, its customers' too with includeCustomers=true.
+    let own = server.api("GET", "/api/deviceInfos/all?pageSize=10&page=0", None);
+    assert_eq!((own["totalElements"].clone(), own["data"][0]["name"].clone()), (json!(1), json!("Free")), "{own}");
+    let page = server.api("GET", "/api/deviceInfos/all?pageSize=10&page=0&sortProperty=name&sortOrder=ASC&includeCustomers=true", None);
     assert_eq!(page["totalElements"], 2, "{page}");
-    let rows: Vec<(Value, Value)> =
-        page["data"].as_array().unwrap().iter().map(|d| (d["name"].clone(), d["customerTitle"].clone())).collect();
-    assert_eq!(rows, vec![(json!("Free"), Value::Null), (json!("Owned"), json!("Acme"))]);
+    let rows: Vec<(Value, Value, Value)> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["name"].clone(), d["customerTitle"].clone(), d["ownerName"].clone()))
+        .collect();
+    assert_eq!(rows, vec![(json!("Free"), Value::Null, Value::Null), (json!("Owned"), json!("Acme"), json!("Acme"))]);
     let meter_profile = server.api("GET", "/api/deviceProfiles?pageSize=10&page=0&textSearch=meter", None)["data"][0]["id"]["id"].clone();
-    let page = server.api("GET", &format!("/api/deviceInfos/all?pageSize=10&page=0&deviceProfileId={}", meter_profile.as_str().unwrap()), None);
+    let page = server.api(
+        "GET",
+        &format!("/api/deviceInfos/all?pageSize=10&page=0&includeCustomers=true&deviceProfileId={}", meter_profile.as_str().unwrap()),
+        None,
+    );
     assert_eq!(page["data"][0]["name"], "Owned");
     assert_eq!(page["totalElements"], 1);
 }

@@ -137,6 +137,9 @@ pub trait Store: ExchangeLog + EventLog {
     fn device(&self, id: Uuid) -> Result<Option<Device>>;
     fn device_by_name(&self, name: &str) -> Result<Option<Device>>;
     fn devices(&self, query: &PageQuery, device_type: Option<&str>) -> Result<Page<Device>>;
+    /// The devices the tenant owns itself: assigned to no customer (ThingsBoard PE's "own"
+    /// devices of a tenant administrator).
+    fn unassigned_devices(&self, query: &PageQuery, device_type: Option<&str>) -> Result<Page<Device>>;
     /// The devices assigned to one customer.
     fn customer_devices(&self, customer_id: Uuid, query: &PageQuery, device_type: Option<&str>) -> Result<Page<Device>>;
     /// Deletes the device with its telemetry, attributes, credentials and group memberships.

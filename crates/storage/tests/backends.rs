@@ -99,6 +99,7 @@ backend_tests!(
     time_series_are_deleted_by_range_with_thingsboards_latest_rules,
     deleting_a_customer_integration_or_converter_removes_its_own_data,
     device_credentials_are_one_unique_token_per_device,
+    unassigned_devices_are_the_tenants_own,
 );
 
 fn all() -> PageQuery {
@@ -1032,4 +1033,19 @@ fn device_credentials_are_one_unique_token_per_device(backend: &dyn Backend) {
     drop(store);
     let store = backend.open();
     assert_eq!(store.device_credentials(b.id).unwrap().unwrap().credentials_id, "token-a2");
+}
+
+fn unassigned_devices_are_the_tenants_own(backend: &dyn Backend) {
+    let store = backend.open();
+    let customer = Customer { id: Uuid::new_v4(), created_time: 1, title: "Buyer".into() };
+    store.save_customer(&customer).unwrap();
+    store.save_device(&new_device("own-meter", "meter")).unwrap();
+    store.save_device(&new_device("own-sensor", "sensor")).unwrap();
+    store.save_device(&Device { customer_id: Some(customer.id), ..new_device("sold-meter", "meter") }).unwrap();
+    let names = |page: Page<Device>| page.data.into_iter().map(|d| d.name).collect::<Vec<_>>();
+    let by_name = PageQuery { page_size: 10, sort_property: Some("name".into()), ..Default::default() };
+    assert_eq!(names(store.unassigned_devices(&by_name, None).unwrap()), vec!["own-meter", "own-sensor"]);
+    assert_eq!(names(store.unassigned_devices(&by_name, Some("meter")).unwrap()), vec!["own-meter"]);
+    assert_eq!(store.unassigned_devices(&by_name, None).unwrap().total_elements, 2);
+    assert_eq!(store.devices(&by_name, None).unwrap().total_elements, 3);
 }

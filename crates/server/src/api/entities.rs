@@ -712,33 +712,54 @@ pub async fn device_types(State(state): State<AppState>) -> ApiResult<Json<Value
 
 /// `GET /api/deviceInfos/all` (ThingsBoard PE, `get_tenant_device_infos`): a page of
 /// `DeviceInfo`s — the device with its customer's title and profile name — optionally of one
-/// `deviceProfileId`.
+/// `deviceProfileId`: the tenant's own devices, and its customers' too with `includeCustomers=true`
+/// (the PE client's documented default is false).
 pub async fn all_device_infos(State(state): State<AppState>, QueryParams(q): QueryParams<Query>) -> ApiResult<Json<Value>> {
     let query = page_query(&q)?;
     let profile_id = q.get("deviceProfileId").filter(|p| !p.is_empty()).map(|p| parse_uuid(p)).transpose()?;
+    let include_customers = super::query_bool(&q, "includeCustomers")?.unwrap_or(false);
     let store = state.store.clone();
     let (page, titles) = blocking(move || {
         let device_type = match profile_id {
             Some(id) => Some(store.device_profile(id)?.ok_or(StorageError::NotFound)?.name),
             None => None,
         };
-        let page = store.devices(&query, device_type.as_deref())?;
+        let page = if include_customers {
+            store.devices(&query, device_type.as_deref())?
+        } else {
+            store.unassigned_devices(&query, device_type.as_deref())?
+        };
         let mut titles = std::collections::HashMap::new();
         for customer in page.data.iter().filter_map(|d| d.customer_id) {
             if let std::collections::hash_map::Entry::Vacant(slot) = titles.entry(customer) {
                 slot.insert(store.customer(customer)?.map(|c| c.title));
             }
         }
-        Ok((page, titles))
+        // PE's `groups`: the entity groups each device is in, as `EntityInfo`s.
+        let mut groups = std::collections::HashMap::new();
+        for d in &page.data {
+            let mut infos = Vec::new();
+            for group_id in store.groups_of_entity(d.id)? {
+                if let Some(g) = store.entity_group(group_id)? {
+                    infos.push(json!({"id": tb::entity_group_id(g.id), "name": g.name}));
+                }
+            }
+            groups.insert(d.id, infos);
+        }
+        Ok((page, (titles, groups)))
     })
     .await?;
+    let (titles, groups) = titles;
     let tenant = state.store.tenant_id();
     Ok(Json(tb::page(&page, |d| {
         let mut info = tb::device(d, tenant);
         let title = d.customer_id.and_then(|c| titles.get(&c).cloned().flatten());
         info["customerTitle"] = json!(title);
         info["customerIsPublic"] = json!(false);
+        // The owner's name: the customer's title (coapgate keeps no title for its one tenant).
         info["ownerName"] = json!(title);
+        info["groups"] = json!(groups.get(&d.id).cloned().unwrap_or_default());
+        // coapgate keeps no device activity state (ThingsBoard's `active` attribute).
         info["active"] = json!(false);
         info
     })))

@@ -12,7 +12,8 @@ get_device_credentials_by_device_id -> update_device_credentials (and a taken to
 save_entity_telemetry_with_ttl -> get_timeseries raw, with agg and no interval (raw points), with agg and an
 interval (buckets, limit ignored), with key= -> delete_entity_timeseries (range, then all) ->
 save_entity_attributes_v1 / save_device_attributes / save_entity_attributes_v2 with CLIENT_SCOPE refused ->
-delete_entity_attributes / delete_device_attributes -> get_tenant_device_infos.
+delete_entity_attributes / delete_device_attributes -> assign_device_to_customer -> get_tenant_device_infos
+(own devices by default, with its customers' with include_customers).
 Prints "OK" and exits 0 on success; on failure prints "FAIL: <reason>" to stderr and exits non-zero.
 """
 
@@ -109,9 +110,16 @@ def run_flow():
         check(client.get_attribute_keys_by_scope(device.id, "SERVER_SCOPE") == ["b"], "after delete")
         check(client.get_attribute_keys_by_scope(device.id, "SHARED_SCOPE") == [], "after device delete")
 
-        infos = client.get_tenant_device_infos(page_size=10, page=0, sort_property="name", sort_order="ASC")
-        names = [d.name for d in infos.data]
-        check(names == ["fix-dev-" + suffix, "fix-other-" + suffix], "device infos %r" % names)
+        from tb_rest_client.models import Customer
+        customer = client.save_customer(Customer(title="fix-customer-" + suffix))
+        client.assign_device_to_customer(customer.id, other.id)
+        own = client.get_tenant_device_infos(page_size=10, page=0, sort_property="name", sort_order="ASC")
+        check([d.name for d in own.data] == ["fix-dev-" + suffix], "own device infos %r" % own)
+        infos = client.get_tenant_device_infos(page_size=10, page=0, include_customers=True, sort_property="name",
+                                               sort_order="ASC")
+        rows = [(d.name, d.owner_name) for d in infos.data]
+        check(rows == [("fix-dev-" + suffix, None), ("fix-other-" + suffix, "fix-customer-" + suffix)],
+              "device infos %r" % rows)
     print("OK")
 
 

@@ -854,6 +854,12 @@ impl Store for PgStore {
         self.page(&DEVICES, query, type_filter(device_type), device_from_row)
     }
 
+    fn unassigned_devices(&self, query: &PageQuery, device_type: Option<&str>) -> Result<Page<Device>> {
+        let mut filters = type_filter(device_type);
+        filters.push(("customer_id IS NOT DISTINCT FROM ?", Box::new(None::<Uuid>)));
+        self.page(&DEVICES, query, filters, device_from_row)
+    }
+
     fn customer_devices(&self, customer_id: Uuid, query: &PageQuery, device_type: Option<&str>) -> Result<Page<Device>> {
         let mut filters = type_filter(device_type);
         filters.push(("customer_id = ?", Box::new(customer_id)));
