@@ -65,6 +65,9 @@ impl From<rusqlite::Error> for StorageError {
     }
 }
 
+/// ThingsBoard's message for an access token another device holds.
+pub(crate) const CREDENTIALS_TAKEN: &str = "Specified credentials are already registered!";
+
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// Everything the server reads and edits, apart from the uplink write path.
@@ -136,10 +139,21 @@ pub trait Store: ExchangeLog + EventLog {
     fn device(&self, id: Uuid) -> Result<Option<Device>>;
     fn device_by_name(&self, name: &str) -> Result<Option<Device>>;
     fn devices(&self, query: &PageQuery, device_type: Option<&str>) -> Result<Page<Device>>;
+    /// The devices the tenant owns itself: assigned to no customer (ThingsBoard PE's "own"
+    /// devices of a tenant administrator).
+    fn unassigned_devices(&self, query: &PageQuery, device_type: Option<&str>) -> Result<Page<Device>>;
     /// The devices assigned to one customer.
     fn customer_devices(&self, customer_id: Uuid, query: &PageQuery, device_type: Option<&str>) -> Result<Page<Device>>;
-    /// Deletes the device with its telemetry, attributes and group memberships.
+    /// Deletes the device with its telemetry, attributes, credentials and group memberships.
     fn delete_device(&self, id: Uuid) -> Result<bool>;
+    /// The device's credentials, if it has any yet.
+    fn device_credentials(&self, device_id: Uuid) -> Result<Option<DeviceCredentials>>;
+    /// Stores `credentials` unless the device has credentials already; returns the device's
+    /// credentials either way (race-safe: two callers end with the same).
+    fn ensure_device_credentials(&self, credentials: &DeviceCredentials) -> Result<DeviceCredentials>;
+    /// Replaces the device's credentials (its `id` and `created_time` are kept when it had some).
+    /// A credentials id another device holds is refused (Conflict, ThingsBoard's message).
+    fn save_device_credentials(&self, credentials: &DeviceCredentials) -> Result<DeviceCredentials>;
     fn device_profile(&self, id: Uuid) -> Result<Option<DeviceProfile>>;
     /// Refuses (Conflict) the default profile and profiles that devices still use.
     fn delete_device_profile(&self, id: Uuid) -> Result<bool>;
@@ -161,8 +175,9 @@ pub trait Store: ExchangeLog + EventLog {
     fn customer_by_title(&self, title: &str) -> Result<Option<Customer>>;
     /// Pages search and sort by title.
     fn customers(&self, query: &PageQuery) -> Result<Page<Customer>>;
-    /// Deletes the customer and the entity groups it owns. Its devices and assets are kept and
-    /// become the tenant's again (unassigned), so no data is lost with a customer.
+    /// Deletes the customer with its own telemetry and attributes and the entity groups it owns.
+    /// Its devices and assets are kept and become the tenant's again (unassigned), so no
+    /// device data is lost with a customer.
     fn delete_customer(&self, id: Uuid) -> Result<bool>;
 
     fn entity_group(&self, id: Uuid) -> Result<Option<EntityGroup>>;
@@ -192,6 +207,12 @@ pub trait Store: ExchangeLog + EventLog {
     /// Writes time-series points of any entity in one durable transaction; a point of an
     /// existing (key, ts) replaces it, and the latest value follows the newest point.
     fn save_timeseries(&self, entity_id: Uuid, points: &[(Millis, Vec<(String, KvValue)>)]) -> Result<()>;
+
+    /// Deletes attributes of one scope by key in one durable transaction; absent keys are no error.
+    fn delete_attributes(&self, entity_id: Uuid, scope: &str, keys: &[String]) -> Result<()>;
+    /// Deletes time-series points (and latest values) as [`TimeseriesDeletion`] says, in one
+    /// durable transaction.
+    fn delete_timeseries(&self, entity_id: Uuid, deletion: &TimeseriesDeletion) -> Result<()>;
 
     fn timeseries_keys(&self, entity_id: Uuid) -> Result<Vec<String>>;
     /// Latest value per key; all keys when `keys` is `None`.

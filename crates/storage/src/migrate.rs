@@ -312,6 +312,20 @@ const TABLES: &[Table] = &[
         replaces_defaults: false,
     },
     Table {
+        name: "device_credentials",
+        source: "main.device_credentials",
+        key: &["rowid"],
+        columns: &[
+            ("device_id", "device_id", Uuid),
+            ("id", "id", Uuid),
+            ("created_time", "created_time", Int8),
+            ("credentials_type", "credentials_type", Text),
+            ("credentials_id", "credentials_id", Text),
+            ("credentials_value", "credentials_value", Text),
+        ],
+        replaces_defaults: false,
+    },
+    Table {
         name: "entity_group",
         source: "main.entity_group",
         key: &["rowid"],

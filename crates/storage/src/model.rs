@@ -73,6 +73,22 @@ pub struct Device {
     pub description: Option<String>,
 }
 
+/// How a device authenticates to ThingsBoard's device transports (ThingsBoard's
+/// `DeviceCredentials`). coapgate keeps one per device, an `ACCESS_TOKEN`, so that provisioning
+/// scripts written for ThingsBoard find what they expect; its own devices reach it through
+/// integrations and are not authenticated by it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceCredentials {
+    pub id: Uuid,
+    pub created_time: Millis,
+    pub device_id: Uuid,
+    /// `ACCESS_TOKEN` (the only type coapgate accepts).
+    pub credentials_type: String,
+    /// The token itself; unique among all devices.
+    pub credentials_id: String,
+    pub credentials_value: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceProfile {
     pub id: Uuid,
@@ -172,13 +188,26 @@ impl KvValue {
     }
 }
 
-/// Java prints `25.0` for an integral double; ThingsBoard's API shows doubles that way.
-fn format_double(v: f64) -> String {
-    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e16 {
-        format!("{v:.1}")
-    } else {
-        v.to_string()
+/// Java's `Double.toString`, which ThingsBoard's API uses for doubles: plain decimal notation
+/// with at least one digit after the point for 10^-3 <= |v| < 10^7 (`25.0`, `0.001`), otherwise
+/// computerized scientific notation (`1.23456785E7`, `1.0E-4`); the digits are the shortest that
+/// read back as the same double, as Java 19+ prints them (Rust's formatting gives those too).
+pub fn format_double(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
     }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+    }
+    let magnitude = v.abs();
+    if magnitude == 0.0 || (1e-3..1e7).contains(&magnitude) {
+        let plain = v.to_string();
+        return if plain.contains('.') { plain } else { format!("{plain}.0") };
+    }
+    // `{:e}` is `d[.ddd]e[-]x` with the shortest digits; Java wants `d.ddd` and an upper-case E.
+    let scientific = format!("{v:e}");
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    if mantissa.contains('.') { format!("{mantissa}E{exponent}") } else { format!("{mantissa}.0E{exponent}") }
 }
 
 /// Apache Commons' `NumberUtils.isParsable`, which ThingsBoard uses to decide whether a string is
@@ -293,6 +322,19 @@ pub struct HistoryQuery {
     pub end_ts: Millis,
     pub limit: u32,
     pub descending: bool,
+}
+
+/// Which time-series points to delete (ThingsBoard's `DeleteTsKvQuery`): those of `keys` with
+/// `start_ts <= ts < end_ts`. The latest value of a key is deleted when its point was in the
+/// range and `delete_latest` holds; with `rewrite_latest` the newest point left before
+/// `start_ts` becomes the latest value instead.
+#[derive(Debug, Clone)]
+pub struct TimeseriesDeletion {
+    pub keys: Vec<String>,
+    pub start_ts: Millis,
+    pub end_ts: Millis,
+    pub delete_latest: bool,
+    pub rewrite_latest: bool,
 }
 
 /// A customer of the tenant; ThingsBoard's `Customer` (its `title` is the name).
@@ -546,6 +588,26 @@ mod tests {
         assert_eq!(KvValue::Double(25.0).to_display_string(), "25.0");
         assert_eq!(KvValue::Long(69).to_display_string(), "69");
         assert_eq!(KvValue::Bool(false).to_display_string(), "false");
+        // Java's Double.toString: scientific notation outside [1e-3, 1e7), shortest digits.
+        let cases = [
+            (12345678.5, "1.23456785E7"),
+            (1e7, "1.0E7"),
+            (9999999.0, "9999999.0"),
+            (0.001, "0.001"),
+            (0.0001, "1.0E-4"),
+            (-0.00012345, "-1.2345E-4"),
+            (1.5e300, "1.5E300"),
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (1e16, "1.0E16"),
+            (123456.789, "123456.789"),
+            (-2.5e-7, "-2.5E-7"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "Infinity"),
+        ];
+        for (v, java) in cases {
+            assert_eq!(format_double(v), java, "{v}");
+        }
     }
 
     #[test]

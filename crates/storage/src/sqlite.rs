@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::entity_query::{self, Dialect, EntityQuery, EntityRow, Param};
 use crate::listing::*;
 use crate::model::*;
-use crate::{DurabilityBarrier, EventLog, ExchangeLog, Result, StorageError, Store, UplinkWriter, now_millis};
+use crate::{CREDENTIALS_TAKEN, DurabilityBarrier, EventLog, ExchangeLog, Result, StorageError, Store, UplinkWriter, now_millis};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS setting (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS device (
     integration_id BLOB);
 CREATE INDEX IF NOT EXISTS device_created ON device (created_time);
 CREATE INDEX IF NOT EXISTS device_customer ON device (customer_id);
+-- One per device (ThingsBoard's DeviceCredentials); credentials_id is the access token.
+CREATE TABLE IF NOT EXISTS device_credentials (
+    device_id BLOB PRIMARY KEY, id BLOB NOT NULL, created_time INTEGER NOT NULL,
+    credentials_type TEXT NOT NULL, credentials_id TEXT NOT NULL UNIQUE, credentials_value TEXT);
 CREATE TABLE IF NOT EXISTS customer (
     id BLOB PRIMARY KEY, created_time INTEGER NOT NULL, title TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS asset_profile (
@@ -397,6 +401,7 @@ impl SqliteStore {
             tx.execute("DELETE FROM hist.ts_kv_latest WHERE entity_id = ?1", [id])?;
             tx.execute("DELETE FROM attribute_kv WHERE entity_id = ?1", [id])?;
             tx.execute("DELETE FROM entity_group_member WHERE entity_id = ?1", [id])?;
+            tx.execute("DELETE FROM device_credentials WHERE device_id = ?1", [id])?;
             tx.commit()?;
             Ok(n > 0)
         })?;
@@ -801,6 +806,62 @@ fn dictionary_key(conn: &Connection, key: &str) -> Result<i64> {
 }
 
 /// Keys in `keys` that are known, with their dictionary ids; unknown keys have no data.
+const CREDENTIALS_COLUMNS: &str = "id, created_time, device_id, credentials_type, credentials_id, credentials_value";
+
+fn credentials_from_row(r: &Row) -> rusqlite::Result<DeviceCredentials> {
+    Ok(DeviceCredentials {
+        id: r.get(0)?,
+        created_time: r.get(1)?,
+        device_id: r.get(2)?,
+        credentials_type: r.get(3)?,
+        credentials_id: r.get(4)?,
+        credentials_value: r.get(5)?,
+    })
+}
+
+fn insert_credentials(conn: &Connection, c: &DeviceCredentials) -> Result<()> {
+    conn.execute(
+        &format!("INSERT INTO device_credentials ({CREDENTIALS_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+        params![c.id, c.created_time, c.device_id, c.credentials_type, c.credentials_id, c.credentials_value],
+    )
+    .map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            StorageError::Conflict(CREDENTIALS_TAKEN.into())
+        }
+        other => other.into(),
+    })?;
+    Ok(())
+}
+
+/// Deletes an entity's telemetry and attributes (ThingsBoard deletes them with any entity).
+fn delete_entity_data(conn: &Connection, id: Uuid) -> Result<()> {
+    conn.execute("DELETE FROM hist.ts_kv WHERE entity_id = ?1", [id])?;
+    conn.execute("DELETE FROM ts_kv_recent WHERE entity_id = ?1", [id])?;
+    conn.execute("DELETE FROM hist.ts_kv_latest WHERE entity_id = ?1", [id])?;
+    conn.execute("DELETE FROM attribute_kv WHERE entity_id = ?1", [id])?;
+    Ok(())
+}
+
+/// The newest point of one series with `ts < before`, from the history file or, not moved yet,
+/// ts_kv_recent (the newer write wins for equal timestamps).
+fn latest_point(conn: &Connection, entity_id: Uuid, key_id: i64, before: Millis) -> Result<Option<TsValue>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT ts, bool_v, long_v, dbl_v, str_v, json_v FROM ( \
+               SELECT ts, bool_v, long_v, dbl_v, str_v, json_v, 0 AS src FROM hist.ts_kv_latest \
+                 WHERE entity_id = ?1 AND key = ?2 AND ts < ?3 \
+               UNION ALL \
+               SELECT ts, bool_v, long_v, dbl_v, str_v, json_v, 0 AS src FROM hist.ts_kv \
+                 WHERE entity_id = ?1 AND key = ?2 AND ts < ?3 \
+               UNION ALL \
+               SELECT ts, bool_v, long_v, dbl_v, str_v, json_v, rowid AS src FROM ts_kv_recent \
+                 WHERE {UNMOVED} AND entity_id = ?1 AND key = ?2 AND ts < ?3) \
+             ORDER BY ts DESC, src DESC LIMIT 1"
+        ))?
+        .query_row(params![entity_id, key_id, before], |r| Ok(TsValue { ts: r.get(0)?, value: kv_from_row(r, 1)? }))
+        .optional()?)
+}
+
 fn key_ids(conn: &Connection, keys: &[String]) -> Result<Vec<(String, i64)>> {
     let mut stmt = conn.prepare_cached("SELECT key_id FROM key_dictionary WHERE key = ?1")?;
     let mut out = Vec::new();
@@ -998,7 +1059,13 @@ impl Store for SqliteStore {
                     "The converter referenced by the integration cannot be deleted!".to_string(),
                 ));
             }
-            Ok(c.execute("DELETE FROM converter WHERE id = ?1", [id])? > 0)
+            let tx = c.transaction()?;
+            let deleted = tx.execute("DELETE FROM converter WHERE id = ?1", [id])? > 0;
+            if deleted {
+                delete_entity_data(&tx, id)?;
+            }
+            tx.commit()?;
+            Ok(deleted)
         })
     }
 
@@ -1074,8 +1141,14 @@ impl Store for SqliteStore {
     fn delete_integration(&self, id: Uuid) -> Result<bool> {
         self.with_conn(|c| {
             // Its remotes' record places go with it: nothing may be sent for it any more.
-            c.execute("DELETE FROM remote_record WHERE integration_id = ?1", [id])?;
-            Ok(c.execute("DELETE FROM integration WHERE id = ?1", [id])? > 0)
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM remote_record WHERE integration_id = ?1", [id])?;
+            let deleted = tx.execute("DELETE FROM integration WHERE id = ?1", [id])? > 0;
+            if deleted {
+                delete_entity_data(&tx, id)?;
+            }
+            tx.commit()?;
+            Ok(deleted)
         })
     }
 
@@ -1097,6 +1170,12 @@ impl Store for SqliteStore {
         self.page(&DEVICES, query, type_filter(device_type), device_from_row)
     }
 
+    fn unassigned_devices(&self, query: &PageQuery, device_type: Option<&str>) -> Result<Page<Device>> {
+        let mut filters = type_filter(device_type);
+        filters.push(("customer_id IS ?", SqlValue::Null));
+        self.page(&DEVICES, query, filters, device_from_row)
+    }
+
     fn customer_devices(&self, customer_id: Uuid, query: &PageQuery, device_type: Option<&str>) -> Result<Page<Device>> {
         let mut filters = type_filter(device_type);
         filters.push(("customer_id = ?", uuid_value(customer_id)));
@@ -1105,6 +1184,57 @@ impl Store for SqliteStore {
 
     fn delete_device(&self, id: Uuid) -> Result<bool> {
         self.delete_entity("device", id)
+    }
+
+    fn device_credentials(&self, device_id: Uuid) -> Result<Option<DeviceCredentials>> {
+        self.get_one(&format!("SELECT {CREDENTIALS_COLUMNS} FROM device_credentials WHERE device_id = ?1"), device_id, credentials_from_row)
+    }
+
+    fn ensure_device_credentials(&self, credentials: &DeviceCredentials) -> Result<DeviceCredentials> {
+        self.with_conn(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let existing = tx
+                .query_row(
+                    &format!("SELECT {CREDENTIALS_COLUMNS} FROM device_credentials WHERE device_id = ?1"),
+                    [credentials.device_id],
+                    credentials_from_row,
+                )
+                .optional()?;
+            let stored = match existing {
+                Some(existing) => existing,
+                None => {
+                    insert_credentials(&tx, credentials)?;
+                    credentials.clone()
+                }
+            };
+            tx.commit()?;
+            Ok(stored)
+        })
+    }
+
+    fn save_device_credentials(&self, credentials: &DeviceCredentials) -> Result<DeviceCredentials> {
+        self.with_conn(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let holder: Option<Uuid> = tx
+                .query_row("SELECT device_id FROM device_credentials WHERE credentials_id = ?1", [&credentials.credentials_id], |r| r.get(0))
+                .optional()?;
+            if holder.is_some_and(|d| d != credentials.device_id) {
+                return Err(StorageError::Conflict(CREDENTIALS_TAKEN.into()));
+            }
+            let kept: Option<(Uuid, Millis)> = tx
+                .query_row("SELECT id, created_time FROM device_credentials WHERE device_id = ?1", [credentials.device_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            let stored = match kept {
+                Some((id, created_time)) => DeviceCredentials { id, created_time, ..credentials.clone() },
+                None => credentials.clone(),
+            };
+            tx.execute("DELETE FROM device_credentials WHERE device_id = ?1", [credentials.device_id])?;
+            insert_credentials(&tx, &stored)?;
+            tx.commit()?;
+            Ok(stored)
+        })
     }
 
     fn device_profile(&self, id: Uuid) -> Result<Option<DeviceProfile>> {
@@ -1170,6 +1300,8 @@ impl Store for SqliteStore {
             let tx = c.transaction()?;
             let n = tx.execute("DELETE FROM customer WHERE id = ?1", [id])?;
             if n > 0 {
+                // The customer's own telemetry and attributes (written through the REST API).
+                delete_entity_data(&tx, id)?;
                 tx.execute("UPDATE device SET customer_id = NULL WHERE customer_id = ?1", [id])?;
                 tx.execute("UPDATE asset SET customer_id = NULL WHERE customer_id = ?1", [id])?;
                 tx.execute(
@@ -1306,6 +1438,70 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(())
         })
+    }
+
+    fn delete_attributes(&self, entity_id: Uuid, scope: &str, keys: &[String]) -> Result<()> {
+        self.with_conn(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for (_, key_id) in key_ids(&tx, keys)? {
+                tx.prepare_cached("DELETE FROM attribute_kv WHERE entity_id = ?1 AND scope = ?2 AND key = ?3")?
+                    .execute(params![entity_id, scope, key_id])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })?;
+        // The writers compare `updateOnlyKeys` values with what they cached: make them look again.
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn delete_timeseries(&self, entity_id: Uuid, deletion: &TimeseriesDeletion) -> Result<()> {
+        let TimeseriesDeletion { keys, start_ts, end_ts, delete_latest, rewrite_latest } = deletion;
+        self.with_conn(|c| {
+            // The main file's write lock, then at once the history file's (before reading it, so
+            // the read cannot be older than the write): the compactor takes the history lock
+            // before it reads what to move, so it never moves a row this transaction deleted.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute("UPDATE hist.compaction SET moved_upto = moved_upto", [])?;
+            for (_, key_id) in key_ids(&tx, keys)? {
+                let latest = latest_point(&tx, entity_id, key_id, i64::MAX)?;
+                // The series' points still waiting in ts_kv_recent move into the history file
+                // first (as the compactor would, the newer write winning), so its latest value
+                // has one place, which the rules below can then delete or rewrite exactly.
+                tx.prepare_cached(&format!(
+                    "INSERT OR REPLACE INTO hist.ts_kv (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
+                     SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent \
+                     WHERE {UNMOVED} AND entity_id = ?1 AND key = ?2 ORDER BY rowid"
+                ))?
+                .execute(params![entity_id, key_id])?;
+                tx.prepare_cached("DELETE FROM ts_kv_recent WHERE entity_id = ?1 AND key = ?2")?.execute(params![entity_id, key_id])?;
+                tx.prepare_cached("DELETE FROM hist.ts_kv WHERE entity_id = ?1 AND key = ?2 AND ts >= ?3 AND ts < ?4")?
+                    .execute(params![entity_id, key_id, start_ts, end_ts])?;
+                let Some(latest) = latest else { continue };
+                let in_range = latest.ts >= *start_ts && latest.ts < *end_ts;
+                let replacement = if !in_range || !delete_latest {
+                    Some(latest)
+                } else if *rewrite_latest {
+                    latest_point(&tx, entity_id, key_id, *start_ts)?
+                } else {
+                    None
+                };
+                tx.prepare_cached("DELETE FROM hist.ts_kv_latest WHERE entity_id = ?1 AND key = ?2")?
+                    .execute(params![entity_id, key_id])?;
+                if let Some(point) = replacement {
+                    let (b, l, d, s, j) = kv_columns(&point.value);
+                    tx.prepare_cached(
+                        "INSERT INTO hist.ts_kv_latest (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )?
+                    .execute(params![entity_id, key_id, point.ts, b, l, d, s, j])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })?;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     fn timeseries_keys(&self, entity_id: Uuid) -> Result<Vec<String>> {

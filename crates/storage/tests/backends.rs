@@ -95,6 +95,11 @@ backend_tests!(
     a_store_can_be_dropped_on_a_thread_running_async_tasks,
     devices_assets_and_customers_are_saved_with_unique_names,
     attributes_and_time_series_are_written_for_any_entity,
+    attributes_are_deleted_by_scope_and_key,
+    time_series_are_deleted_by_range_with_thingsboards_latest_rules,
+    deleting_a_customer_integration_or_converter_removes_its_own_data,
+    device_credentials_are_one_unique_token_per_device,
+    unassigned_devices_are_the_tenants_own,
 );
 
 fn all() -> PageQuery {
@@ -907,4 +912,140 @@ fn attributes_and_time_series_are_written_for_any_entity(backend: &dyn Backend) 
     let store = backend.open();
     assert_eq!(store.latest_timeseries(id, Some(&["revenue".to_string()])).unwrap().len(), 1);
     assert_eq!(store.attributes(id, None, None).unwrap().len(), 3);
+}
+
+fn attributes_are_deleted_by_scope_and_key(backend: &dyn Backend) {
+    let store = backend.open();
+    let id = Uuid::new_v4();
+    store.save_attributes(id, "SERVER_SCOPE", 1, &[("a".into(), KvValue::Long(1)), ("b".into(), KvValue::Long(2))]).unwrap();
+    store.save_attributes(id, "SHARED_SCOPE", 1, &[("a".into(), KvValue::Long(3))]).unwrap();
+    store.delete_attributes(id, "SERVER_SCOPE", &["a".into(), "never-written".into()]).unwrap();
+    let left: Vec<(String, String)> =
+        store.attributes(id, None, None).unwrap().into_iter().map(|(scope, a)| (scope, a.key)).collect();
+    assert_eq!(left, vec![("SERVER_SCOPE".into(), "b".into()), ("SHARED_SCOPE".into(), "a".into())]);
+}
+
+fn time_series_are_deleted_by_range_with_thingsboards_latest_rules(backend: &dyn Backend) {
+    let store = backend.open();
+    let id = Uuid::new_v4();
+    let write = |ts: i64, v: i64| store.save_timeseries(id, &[(ts, vec![("t".into(), KvValue::Long(v)), ("other".into(), KvValue::Long(v))])]).unwrap();
+    let delete = |start_ts, end_ts, delete_latest, rewrite_latest| {
+        let d = TimeseriesDeletion { keys: vec!["t".into()], start_ts, end_ts, delete_latest, rewrite_latest };
+        store.delete_timeseries(id, &d).unwrap();
+    };
+    let latest = || store.latest_timeseries(id, Some(&["t".to_string()])).unwrap().into_iter().map(|(_, p)| p.ts).next();
+    for (ts, v) in [(1000, 1), (2000, 2), (3000, 3)] {
+        write(ts, v);
+    }
+    // [2500, 3500) holds the newest point: the latest value goes, nothing replaces it.
+    delete(2500, 3500, true, false);
+    assert_eq!(history(store.as_ref(), id, "t"), vec![(1000, KvValue::Long(1)), (2000, KvValue::Long(2))]);
+    assert_eq!(latest(), None);
+    // The end is exclusive; with rewriteLatestIfDeleted the newest point before the range is the latest.
+    write(3000, 3);
+    delete(1500, 3000, true, true);
+    assert_eq!(history(store.as_ref(), id, "t"), vec![(1000, KvValue::Long(1)), (3000, KvValue::Long(3))]);
+    assert_eq!(latest(), Some(3000), "the latest point was not in the range");
+    delete(2000, 4000, true, true);
+    assert_eq!(latest(), Some(1000));
+    // deleteLatest=false keeps the latest value although its point is gone.
+    write(5000, 5);
+    delete(4000, 6000, false, false);
+    assert_eq!(history(store.as_ref(), id, "t"), vec![(1000, KvValue::Long(1))]);
+    assert_eq!(latest(), Some(5000));
+    // Other keys are untouched.
+    assert_eq!(history(store.as_ref(), id, "other").len(), 4);
+    drop(store);
+    let store = backend.open();
+    assert_eq!(history(store.as_ref(), id, "t"), vec![(1000, KvValue::Long(1))]);
+}
+
+fn deleting_a_customer_integration_or_converter_removes_its_own_data(backend: &dyn Backend) {
+    let store = backend.open();
+    let customer = Customer { id: Uuid::new_v4(), created_time: 1, title: "Leaving".into() };
+    store.save_customer(&customer).unwrap();
+    let id = customer.id;
+    store.save_attributes(id, "SERVER_SCOPE", 1, &[("plan".into(), KvValue::Str("gold".into()))]).unwrap();
+    store.save_timeseries(id, &[(1000, vec![("revenue".into(), KvValue::Long(5))])]).unwrap();
+    assert!(store.delete_customer(id).unwrap());
+    assert!(store.attributes(id, None, None).unwrap().is_empty());
+    assert!(store.latest_timeseries(id, None).unwrap().is_empty());
+    assert!(history(store.as_ref(), id, "revenue").is_empty());
+    assert!(store.timeseries_keys(id).unwrap().is_empty());
+
+    // So do integrations and converters, which the API lets users write data to as well.
+    let converter = Converter {
+        id: Uuid::new_v4(),
+        created_time: 1,
+        name: "c".into(),
+        converter_type: "UPLINK".into(),
+        integration_type: Some("COAP".into()),
+        debug_settings: json!({}),
+        configuration: json!({}),
+        additional_info: json!({}),
+        version: 1,
+    };
+    store.save_converter(&converter).unwrap();
+    let integration = integration("i", "rk-data", converter.id);
+    store.save_integration(&integration).unwrap();
+    for id in [integration.id, converter.id] {
+        store.save_attributes(id, "SERVER_SCOPE", 1, &[("note".into(), KvValue::Str("x".into()))]).unwrap();
+        store.save_timeseries(id, &[(1000, vec![("load".into(), KvValue::Long(5))])]).unwrap();
+    }
+    assert!(store.delete_integration(integration.id).unwrap());
+    assert!(store.delete_converter(converter.id).unwrap());
+    for id in [integration.id, converter.id] {
+        assert!(store.attributes(id, None, None).unwrap().is_empty());
+        assert!(store.latest_timeseries(id, None).unwrap().is_empty());
+        assert!(history(store.as_ref(), id, "load").is_empty());
+    }
+}
+
+fn device_credentials_are_one_unique_token_per_device(backend: &dyn Backend) {
+    let store = backend.open();
+    let a = store.save_device(&new_device("cred-a", "meter")).unwrap();
+    let b = store.save_device(&new_device("cred-b", "meter")).unwrap();
+    let token = |device_id: Uuid, token: &str| DeviceCredentials {
+        id: Uuid::new_v4(),
+        created_time: 5,
+        device_id,
+        credentials_type: "ACCESS_TOKEN".into(),
+        credentials_id: token.into(),
+        credentials_value: None,
+    };
+    assert_eq!(store.device_credentials(a.id).unwrap(), None);
+    let first = store.ensure_device_credentials(&token(a.id, "token-a")).unwrap();
+    // A second ensure keeps the first.
+    assert_eq!(store.ensure_device_credentials(&token(a.id, "token-other")).unwrap(), first);
+    assert_eq!(store.device_credentials(a.id).unwrap(), Some(first.clone()));
+    // Replacing keeps the credentials' id and created time; a token another device holds is refused.
+    let replaced = store.save_device_credentials(&token(a.id, "token-a2")).unwrap();
+    assert_eq!((replaced.id, replaced.created_time, replaced.credentials_id.as_str()), (first.id, first.created_time, "token-a2"));
+    match store.save_device_credentials(&token(b.id, "token-a2")) {
+        Err(StorageError::Conflict(message)) => assert_eq!(message, "Specified credentials are already registered!"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(matches!(store.ensure_device_credentials(&token(b.id, "token-a2")), Err(StorageError::Conflict(_))));
+    // Deleting the device frees its token.
+    assert!(store.delete_device(a.id).unwrap());
+    assert_eq!(store.device_credentials(a.id).unwrap(), None);
+    assert_eq!(store.save_device_credentials(&token(b.id, "token-a2")).unwrap().credentials_id, "token-a2");
+    drop(store);
+    let store = backend.open();
+    assert_eq!(store.device_credentials(b.id).unwrap().unwrap().credentials_id, "token-a2");
+}
+
+fn unassigned_devices_are_the_tenants_own(backend: &dyn Backend) {
+    let store = backend.open();
+    let customer = Customer { id: Uuid::new_v4(), created_time: 1, title: "Buyer".into() };
+    store.save_customer(&customer).unwrap();
+    store.save_device(&new_device("own-meter", "meter")).unwrap();
+    store.save_device(&new_device("own-sensor", "sensor")).unwrap();
+    store.save_device(&Device { customer_id: Some(customer.id), ..new_device("sold-meter", "meter") }).unwrap();
+    let names = |page: Page<Device>| page.data.into_iter().map(|d| d.name).collect::<Vec<_>>();
+    let by_name = PageQuery { page_size: 10, sort_property: Some("name".into()), ..Default::default() };
+    assert_eq!(names(store.unassigned_devices(&by_name, None).unwrap()), vec!["own-meter", "own-sensor"]);
+    assert_eq!(names(store.unassigned_devices(&by_name, Some("meter")).unwrap()), vec!["own-meter"]);
+    assert_eq!(store.unassigned_devices(&by_name, None).unwrap().total_elements, 2);
+    assert_eq!(store.devices(&by_name, None).unwrap().total_elements, 3);
 }

@@ -175,6 +175,18 @@ fn fill(path: &Path, devices: usize) {
     }
     events.push(event(converter.id, 6000, "LC_EVENT", json!({"event": "STARTED", "success": true})));
     store.insert_events(&events).unwrap();
+    // Access tokens: a migrated device keeps the one its users provisioned.
+    for (i, d) in store.devices(&all(), None).unwrap().data.iter().enumerate().take(3) {
+        let credentials = DeviceCredentials {
+            id: Uuid::new_v4(),
+            created_time: 7000 + i as i64,
+            device_id: d.id,
+            credentials_type: "ACCESS_TOKEN".into(),
+            credentials_id: format!("token-{i}"),
+            credentials_value: None,
+        };
+        store.ensure_device_credentials(&credentials).unwrap();
+    }
 }
 
 fn all() -> PageQuery {
@@ -222,6 +234,7 @@ fn snapshot(store: &dyn Store) -> Vec<String> {
     out.push(format!("assets {assets:?}"));
     for d in &devices.data {
         out.push(format!("device {:?} {:?}", store.device(d.id).unwrap(), store.device_by_name(&d.name).unwrap()));
+        out.push(format!("credentials {:?}", store.device_credentials(d.id).unwrap()));
         out.push(format!("profile {:?}", store.device_profile(d.device_profile_id).unwrap()));
     }
     for a in &assets.data {
@@ -284,7 +297,7 @@ fn assert_same(sqlite: &[String], postgres: &[String]) {
 fn assert_counts_match(report: &MigrationReport) {
     assert!(report.mismatches().is_empty(), "{:?}", report.counts);
     let count = |table: &str| report.counts.iter().find(|c| c.table == table).unwrap().target;
-    for table in ["setting", "app_user", "converter", "integration", "device", "asset", "customer", "entity_group", "entity_group_member", "attribute_kv", "ts_kv", "ts_kv_latest", "event", "remote_record", "coap_exchange"] {
+    for table in ["setting", "app_user", "converter", "integration", "device", "asset", "customer", "entity_group", "entity_group_member", "device_credentials", "attribute_kv", "ts_kv", "ts_kv_latest", "event", "remote_record", "coap_exchange"] {
         assert!(count(table) > 0, "{table} copied nothing: {:?}", report.counts);
     }
 }

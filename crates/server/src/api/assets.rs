@@ -99,3 +99,22 @@ pub async fn save_asset(State(state): State<AppState>, body: Bytes) -> ApiResult
     .await?;
     Ok(Json(tb::asset(&saved, state.store.tenant_id())))
 }
+
+/// `GET /api/asset/types`: ThingsBoard's `EntitySubtype` list — the asset profiles some asset
+/// uses, by name.
+pub async fn asset_types(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let store = state.store.clone();
+    let names = blocking(move || {
+        let all = coapgate_storage::model::PageQuery { page_size: 10_000, ..Default::default() };
+        let one = coapgate_storage::model::PageQuery { page_size: 1, ..Default::default() };
+        let mut names = Vec::new();
+        for profile in store.asset_profiles(&all)?.data {
+            if store.assets(&one, Some(&profile.name))?.total_elements > 0 {
+                names.push(profile.name);
+            }
+        }
+        Ok(names)
+    })
+    .await?;
+    Ok(Json(tb::entity_subtypes("ASSET", names, state.store.tenant_id())))
+}

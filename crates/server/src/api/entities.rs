@@ -9,7 +9,7 @@ use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::StatusCode;
 use base64::Engine as _;
 use coapgate_script::{DecodeJob, ScriptLang};
-use coapgate_storage::model::{Converter, Device, Integration};
+use coapgate_storage::model::{Converter, Device, Integration, PageQuery};
 use coapgate_storage::StorageError;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -645,16 +645,23 @@ impl EntityBody {
 /// `POST /api/device`: creates a device, or updates the one `id` names (404 if none). The
 /// profile is `deviceProfileId`'s, else the one `type` names (created if missing), else the
 /// current one, else `default`. A name another device has is refused with ThingsBoard's 400.
-pub async fn save_device(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
+///
+/// A new device gets an access token: `accessToken`'s, else a generated one (ThingsBoard's).
+pub async fn save_device(State(state): State<AppState>, QueryParams(q): QueryParams<Query>, body: Bytes) -> ApiResult<Json<Value>> {
     let body = parse_body(&body)?;
+    let access_token = q.get("accessToken").filter(|t| !t.is_empty()).cloned();
+    if let Some(token) = &access_token {
+        super::credentials::check_access_token(token)?;
+    }
     let fields = EntityBody::parse(&body, "Device")?;
     let profile_id = opt_entity_id(&body, "deviceProfileId")?;
     let store = state.store.clone();
     let saved = blocking(move || {
         let stored = |id| Ok(store.device(id)?.map(|d| Stored::of(d.created_time, d.device_type, d.customer_id, d.created_by_integration)));
         let profile = |id| Ok(store.device_profile(id)?.map(|p| p.name));
+        let created = fields.id.is_none();
         let r = fields.resolve(store.as_ref(), stored, (profile_id, "deviceProfileId", "device profile", profile))?;
-        store.save_device(&Device {
+        let saved = store.save_device(&Device {
             id: r.id,
             created_time: r.created_time,
             name: fields.name,
@@ -664,8 +671,96 @@ pub async fn save_device(State(state): State<AppState>, body: Bytes) -> ApiResul
             customer_id: r.customer_id,
             created_by_integration: r.created_by_integration,
             description: fields.description,
-        })
+        })?;
+        // ThingsBoard gives every new device an access token.
+        let mut credentials = super::credentials::new_access_token(saved.id);
+        if let Some(token) = access_token {
+            credentials.credentials_id = token;
+        }
+        if let Err(e) = store.ensure_device_credentials(&credentials) {
+            // A token another device holds: the new device is not kept, as ThingsBoard's one
+            // transaction would not keep it.
+            if created {
+                store.delete_device(saved.id)?;
+            }
+            return Err(e);
+        }
+        Ok(saved)
     })
     .await?;
     Ok(Json(tb::device(&saved, state.store.tenant_id())))
+}
+
+/// `GET /api/device/types`: ThingsBoard's `EntitySubtype` list — the device profiles some device
+/// uses, by name.
+pub async fn device_types(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let store = state.store.clone();
+    let names = blocking(move || {
+        let all = PageQuery { page_size: 10_000, ..PageQuery::default() };
+        let one = PageQuery { page_size: 1, ..PageQuery::default() };
+        let mut names = Vec::new();
+        for profile in store.device_profiles(&all)?.data {
+            if store.devices(&one, Some(&profile.name))?.total_elements > 0 {
+                names.push(profile.name);
+            }
+        }
+        Ok(names)
+    })
+    .await?;
+    Ok(Json(tb::entity_subtypes("DEVICE", names, state.store.tenant_id())))
+}
+
+/// `GET /api/deviceInfos/all` (ThingsBoard PE, `get_tenant_device_infos`): a page of
+/// `DeviceInfo`s — the device with its customer's title and profile name — optionally of one
+/// `deviceProfileId`: the tenant's own devices, and its customers' too with `includeCustomers=true`
+/// (the PE client's documented default is false).
+pub async fn all_device_infos(State(state): State<AppState>, QueryParams(q): QueryParams<Query>) -> ApiResult<Json<Value>> {
+    let query = page_query(&q)?;
+    let profile_id = q.get("deviceProfileId").filter(|p| !p.is_empty()).map(|p| parse_uuid(p)).transpose()?;
+    let include_customers = super::query_bool(&q, "includeCustomers")?.unwrap_or(false);
+    let store = state.store.clone();
+    let (page, titles) = blocking(move || {
+        let device_type = match profile_id {
+            Some(id) => Some(store.device_profile(id)?.ok_or(StorageError::NotFound)?.name),
+            None => None,
+        };
+        let page = if include_customers {
+            store.devices(&query, device_type.as_deref())?
+        } else {
+            store.unassigned_devices(&query, device_type.as_deref())?
+        };
+        let mut titles = std::collections::HashMap::new();
+        for customer in page.data.iter().filter_map(|d| d.customer_id) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = titles.entry(customer) {
+                slot.insert(store.customer(customer)?.map(|c| c.title));
+            }
+        }
+        // PE's `groups`: the entity groups each device is in, as `EntityInfo`s.
+        let mut groups = std::collections::HashMap::new();
+        for d in &page.data {
+            let mut infos = Vec::new();
+            for group_id in store.groups_of_entity(d.id)? {
+                if let Some(g) = store.entity_group(group_id)? {
+                    infos.push(json!({"id": tb::entity_group_id(g.id), "name": g.name}));
+                }
+            }
+            groups.insert(d.id, infos);
+        }
+        Ok((page, (titles, groups)))
+    })
+    .await?;
+    let (titles, groups) = titles;
+    let tenant = state.store.tenant_id();
+    Ok(Json(tb::page(&page, |d| {
+        let mut info = tb::device(d, tenant);
+        let title = d.customer_id.and_then(|c| titles.get(&c).cloned().flatten());
+        info["customerTitle"] = json!(title);
+        info["customerIsPublic"] = json!(false);
+        // The owner's name: the customer's title (coapgate keeps no title for its one tenant).
+        info["ownerName"] = json!(title);
+        info["groups"] = json!(groups.get(&d.id).cloned().unwrap_or_default());
+        // coapgate keeps no device activity state (ThingsBoard's `active` attribute).
+        info["active"] = json!(false);
+        info
+    })))
 }

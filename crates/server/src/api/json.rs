@@ -232,6 +232,18 @@ pub fn group_member(m: &GroupMember) -> Value {
     })
 }
 
+/// `List<EntitySubtype>`: `{tenantId, entityType, type}` per name, sorted by name.
+pub fn entity_subtypes(entity_type: &str, mut names: Vec<String>, tenant_id: Uuid) -> Value {
+    names.sort();
+    names.dedup();
+    Value::Array(
+        names
+            .into_iter()
+            .map(|name| json!({"tenantId": entity_id("TENANT", tenant_id), "entityType": entity_type, "type": name}))
+            .collect(),
+    )
+}
+
 /// `PageData<T>`.
 pub fn page<T>(p: &coapgate_storage::model::Page<T>, item: impl Fn(&T) -> Value) -> Value {
     json!({

@@ -7,6 +7,7 @@
 
 mod assets;
 mod auth;
+mod credentials;
 mod customers;
 mod endpoint_settings;
 mod entities;
@@ -82,6 +83,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/tenant/deviceInfos", get(entities::list_devices))
         .route("/api/tenant/device", get(entities::device_by_name))
         .route("/api/device", post(entities::save_device))
+        .route("/api/device/types", get(entities::device_types))
+        .route("/api/device/credentials", post(credentials::save_credentials))
+        .route("/api/device/{id}/credentials", get(credentials::get_credentials))
+        .route("/api/deviceInfos/all", get(entities::all_device_infos))
         .route("/api/device/{id}", get(entities::get_device).delete(entities::delete_device))
         .route("/api/deviceProfiles", get(entities::list_device_profiles))
         .route("/api/deviceProfileInfos", get(entities::list_device_profiles))
@@ -89,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/tenant/assets", get(assets::list_assets))
         .route("/api/tenant/asset", get(assets::asset_by_name))
         .route("/api/asset", post(assets::save_asset))
+        .route("/api/asset/types", get(assets::asset_types))
         .route("/api/asset/{id}", get(assets::get_asset).delete(assets::delete_asset))
         .route("/api/assetProfiles", get(assets::list_asset_profiles))
         .route("/api/assetProfileInfos", get(assets::list_asset_profiles))
@@ -133,6 +139,23 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/plugins/telemetry/{entity_type}/{entity_id}/attributes/{scope}", post(telemetry::save_attributes))
         .route("/api/plugins/telemetry/{entity_type}/{entity_id}/timeseries/{scope}", post(telemetry::save_timeseries))
+        .route(
+            "/api/plugins/telemetry/{entity_type}/{entity_id}/timeseries/{scope}/{ttl}",
+            post(telemetry::save_timeseries_with_ttl),
+        )
+        .route(
+            "/api/plugins/telemetry/{entity_type}/{entity_id}/timeseries/delete",
+            axum::routing::delete(telemetry::delete_timeseries),
+        )
+        .route(
+            "/api/plugins/telemetry/{entity_type}/{entity_id}/{scope}",
+            post(telemetry::save_attributes).delete(telemetry::delete_attributes),
+        )
+        // ThingsBoard's `/{deviceId}/{scope}`; the router wants one name per segment position.
+        .route(
+            "/api/plugins/telemetry/{entity_type}/{entity_id}",
+            post(telemetry::save_device_attributes).delete(telemetry::delete_device_attributes),
+        )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .route("/api/auth/login", post(auth::login))

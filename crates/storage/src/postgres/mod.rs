@@ -58,7 +58,7 @@ use uuid::Uuid;
 use crate::entity_query::{self, Dialect, EntityQuery, EntityRow, Param};
 use crate::listing::*;
 use crate::model::*;
-use crate::{ConfigWatch, EventLog, ExchangeLog, Result, StorageError, Store, UplinkWriter};
+use crate::{CREDENTIALS_TAKEN, ConfigWatch, EventLog, ExchangeLog, Result, StorageError, Store, UplinkWriter};
 
 pub(crate) use config::error_text;
 pub use config::{PgConfig, redact as redact_url};
@@ -319,6 +319,7 @@ impl PgStore {
                 "DELETE FROM ts_kv_latest WHERE entity_id = $1",
                 "DELETE FROM attribute_kv WHERE entity_id = $1",
                 "DELETE FROM entity_group_member WHERE entity_id = $1",
+                "DELETE FROM device_credentials WHERE device_id = $1",
             ] {
                 tx.execute(sql, &[&id]).map_err(pg)?;
             }
@@ -519,6 +520,38 @@ fn owner_from_column(id: Uuid) -> Owner {
 
 fn member_from_row(kind: EntityKind) -> impl Fn(&Row) -> GroupMember {
     move |r| GroupMember { kind, id: r.get(0), created_time: r.get(1), name: r.get(2), entity_type: r.get(3), label: r.get(4) }
+}
+
+/// Deletes an entity's telemetry and attributes (ThingsBoard deletes them with any entity).
+fn delete_entity_data(tx: &mut postgres::Transaction<'_>, id: Uuid) -> Result<()> {
+    for sql in
+        ["DELETE FROM ts_kv WHERE entity_id = $1", "DELETE FROM ts_kv_latest WHERE entity_id = $1", "DELETE FROM attribute_kv WHERE entity_id = $1"]
+    {
+        tx.execute(sql, &[&id]).map_err(pg)?;
+    }
+    Ok(())
+}
+
+const CREDENTIALS_COLUMNS: &str = "id, created_time, device_id, credentials_type, credentials_id, credentials_value";
+
+fn credentials_from_row(r: &Row) -> DeviceCredentials {
+    DeviceCredentials {
+        id: r.get(0),
+        created_time: r.get(1),
+        device_id: r.get(2),
+        credentials_type: r.get(3),
+        credentials_id: r.get(4),
+        credentials_value: r.get(5),
+    }
+}
+
+/// A token another device holds is the caller's mistake (400), anything else the database's.
+fn credentials_error(e: postgres::Error) -> StorageError {
+    if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) {
+        StorageError::Conflict(CREDENTIALS_TAKEN.into())
+    } else {
+        pg(e)
+    }
 }
 
 /// The value columns, in this order, in every table holding typed values.
@@ -739,7 +772,11 @@ impl Store for PgStore {
             if users > 0 {
                 return Err(StorageError::Conflict("The converter referenced by the integration cannot be deleted!".into()));
             }
-            Ok(tx.execute("DELETE FROM converter WHERE id = $1", &[&id]).map_err(pg)? > 0)
+            let deleted = tx.execute("DELETE FROM converter WHERE id = $1", &[&id]).map_err(pg)? > 0;
+            if deleted {
+                delete_entity_data(tx, id)?;
+            }
+            Ok(deleted)
         })
     }
 
@@ -811,7 +848,11 @@ impl Store for PgStore {
         self.config_change(|tx| {
             // Its remotes' record places go with it: nothing may be sent for it any more.
             tx.execute("DELETE FROM remote_record WHERE integration_id = $1", &[&id]).map_err(pg)?;
-            Ok(tx.execute("DELETE FROM integration WHERE id = $1", &[&id]).map_err(pg)? > 0)
+            let deleted = tx.execute("DELETE FROM integration WHERE id = $1", &[&id]).map_err(pg)? > 0;
+            if deleted {
+                delete_entity_data(tx, id)?;
+            }
+            Ok(deleted)
         })
     }
 
@@ -827,6 +868,12 @@ impl Store for PgStore {
         self.page(&DEVICES, query, type_filter(device_type), device_from_row)
     }
 
+    fn unassigned_devices(&self, query: &PageQuery, device_type: Option<&str>) -> Result<Page<Device>> {
+        let mut filters = type_filter(device_type);
+        filters.push(("customer_id IS NOT DISTINCT FROM ?", Box::new(None::<Uuid>)));
+        self.page(&DEVICES, query, filters, device_from_row)
+    }
+
     fn customer_devices(&self, customer_id: Uuid, query: &PageQuery, device_type: Option<&str>) -> Result<Page<Device>> {
         let mut filters = type_filter(device_type);
         filters.push(("customer_id = ?", Box::new(customer_id)));
@@ -839,6 +886,55 @@ impl Store for PgStore {
 
     fn device_profile(&self, id: Uuid) -> Result<Option<DeviceProfile>> {
         self.get_one(&format!("SELECT {PROFILE_COLUMNS} FROM device_profile WHERE id = $1"), &id, profile_from_row)
+    }
+
+    fn device_credentials(&self, device_id: Uuid) -> Result<Option<DeviceCredentials>> {
+        self.get_one(
+            &format!("SELECT {CREDENTIALS_COLUMNS} FROM device_credentials WHERE device_id = $1"),
+            &device_id,
+            credentials_from_row,
+        )
+    }
+
+    fn ensure_device_credentials(&self, credentials: &DeviceCredentials) -> Result<DeviceCredentials> {
+        let c = credentials;
+        self.with_conn(|conn| {
+            // Inserted by whichever caller comes first (on any node), then read back.
+            conn.client
+                .execute(
+                    &format!(
+                        "INSERT INTO device_credentials ({CREDENTIALS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
+                         ON CONFLICT (device_id) DO NOTHING"
+                    ),
+                    &[&c.id, &c.created_time, &c.device_id, &c.credentials_type, &c.credentials_id, &c.credentials_value],
+                )
+                .map_err(credentials_error)?;
+            Ok(credentials_from_row(
+                &conn
+                    .client
+                    .query_one(&format!("SELECT {CREDENTIALS_COLUMNS} FROM device_credentials WHERE device_id = $1"), &[&c.device_id])
+                    .map_err(pg)?,
+            ))
+        })
+    }
+
+    fn save_device_credentials(&self, credentials: &DeviceCredentials) -> Result<DeviceCredentials> {
+        let c = credentials;
+        self.with_conn(|conn| {
+            let row = conn
+                .client
+                .query_one(
+                    &format!(
+                        "INSERT INTO device_credentials ({CREDENTIALS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
+                         ON CONFLICT (device_id) DO UPDATE SET credentials_type = excluded.credentials_type, \
+                         credentials_id = excluded.credentials_id, credentials_value = excluded.credentials_value \
+                         RETURNING {CREDENTIALS_COLUMNS}"
+                    ),
+                    &[&c.id, &c.created_time, &c.device_id, &c.credentials_type, &c.credentials_id, &c.credentials_value],
+                )
+                .map_err(credentials_error)?;
+            Ok(credentials_from_row(&row))
+        })
     }
 
     fn delete_device_profile(&self, id: Uuid) -> Result<bool> {
@@ -900,6 +996,10 @@ impl Store for PgStore {
             let n = tx.execute("DELETE FROM customer WHERE id = $1", &[&id]).map_err(pg)?;
             if n > 0 {
                 for sql in [
+                    // The customer's own telemetry and attributes (written through the REST API).
+                    "DELETE FROM ts_kv WHERE entity_id = $1",
+                    "DELETE FROM ts_kv_latest WHERE entity_id = $1",
+                    "DELETE FROM attribute_kv WHERE entity_id = $1",
                     "UPDATE device SET customer_id = NULL WHERE customer_id = $1",
                     "UPDATE asset SET customer_id = NULL WHERE customer_id = $1",
                     "DELETE FROM entity_group_member WHERE group_id IN (SELECT id FROM entity_group WHERE owner_id = $1)",
@@ -1041,6 +1141,59 @@ impl Store for PgStore {
                 }
             }
             tx.commit().map_err(pg)
+        })
+    }
+
+    fn delete_attributes(&self, entity_id: Uuid, scope: &str, keys: &[String]) -> Result<()> {
+        // As a deletion: every node's writers drop what they cached for `updateOnlyKeys`.
+        self.deletion(|tx| {
+            tx.execute(
+                "DELETE FROM attribute_kv WHERE entity_id = $1 AND scope = $2 \
+                 AND key IN (SELECT key_id FROM key_dictionary WHERE key = ANY($3))",
+                &[&entity_id, &scope, &keys],
+            )
+            .map_err(pg)?;
+            Ok(())
+        })
+    }
+
+    fn delete_timeseries(&self, entity_id: Uuid, deletion: &TimeseriesDeletion) -> Result<()> {
+        let TimeseriesDeletion { keys, start_ts, end_ts, delete_latest, rewrite_latest } = deletion;
+        self.deletion(|tx| {
+            let key_ids: Vec<i32> = tx
+                .query("SELECT key_id FROM key_dictionary WHERE key = ANY($1)", &[&keys])
+                .map_err(pg)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for key_id in key_ids {
+                tx.execute(
+                    "DELETE FROM ts_kv WHERE entity_id = $1 AND key = $2 AND ts >= $3 AND ts < $4",
+                    &[&entity_id, &key_id, start_ts, end_ts],
+                )
+                .map_err(pg)?;
+                if !delete_latest {
+                    continue;
+                }
+                let removed = tx
+                    .execute(
+                        "DELETE FROM ts_kv_latest WHERE entity_id = $1 AND key = $2 AND ts >= $3 AND ts < $4",
+                        &[&entity_id, &key_id, start_ts, end_ts],
+                    )
+                    .map_err(pg)?;
+                if removed > 0 && *rewrite_latest {
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO ts_kv_latest (entity_id, key, ts, {VALUE_COLUMNS}) \
+                             SELECT entity_id, key, ts, {VALUE_COLUMNS} FROM ts_kv \
+                             WHERE entity_id = $1 AND key = $2 AND ts < $3 ORDER BY ts DESC LIMIT 1"
+                        ),
+                        &[&entity_id, &key_id, start_ts],
+                    )
+                    .map_err(pg)?;
+                }
+            }
+            Ok(())
         })
     }
 

@@ -14,7 +14,7 @@ use crate::{Result, StorageError};
 const MIGRATION_LOCK: i64 = 0x636f_6170_6d69_6700; // "coapmig\0"
 
 /// `(version, SQL)`, in order. Never edit a step that has shipped: add one.
-pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
+pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
 
 /// Text columns that lists sort by use the "C" collation: byte order, as SQLite's default
 /// BINARY collation sorts (the database's own locale could sort "alpha" before "Mid").
@@ -133,6 +133,13 @@ CREATE TABLE wal_barrier (id uuid PRIMARY KEY, n bigint NOT NULL);
 const V3: &str = r#"
 ALTER TABLE device ADD COLUMN description text;
 ALTER TABLE asset ADD COLUMN description text;
+"#;
+
+/// ThingsBoard's DeviceCredentials, one per device; credentials_id is the access token.
+const V4: &str = r#"
+CREATE TABLE device_credentials (
+    device_id uuid PRIMARY KEY, id uuid NOT NULL, created_time bigint NOT NULL,
+    credentials_type text NOT NULL, credentials_id text NOT NULL UNIQUE, credentials_value text);
 "#;
 
 /// Brings the schema to the newest version and makes the rows every store needs (tenant id,
