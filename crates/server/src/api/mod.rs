@@ -19,6 +19,7 @@ mod remote_settings;
 mod script_check;
 mod sessions;
 mod telemetry;
+mod ws;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Remote integrations' links and their status.
     pub remote: Arc<crate::remote_link::RemoteHub>,
+    /// WebSocket subscribers of committed changes; writes publish to it after their commit.
+    pub live: Arc<crate::live::Hub>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -133,6 +136,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/token", post(auth::refresh))
+        // The WebSocket API authenticates itself: a token in the URL or in its first message.
+        .route("/api/ws", get(ws::upgrade))
+        .route("/api/ws/plugins/telemetry", get(ws::upgrade))
         .route("/metrics", get(|State(state): State<AppState>| async move { state.metrics.render() + &state.jwt.render_metrics() }))
         .merge(protected)
         // The web console's page and files; any other path is the API's 404.
