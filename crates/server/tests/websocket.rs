@@ -303,3 +303,51 @@ fn a_client_that_never_reads_is_disconnected() {
     send(&mut fresh, json!({"tsSubCmds": [{"entityType": "DEVICE", "entityId": id, "keys": "temperature", "cmdId": 2}]}));
     assert_eq!(value_of(&expect_update(&mut fresh, "a fresh session's snapshot"), "temperature").as_deref(), Some("41"));
 }
+
+#[test]
+fn entity_data_for_a_single_entity() {
+    let server = Server::start();
+    let (endpoint, id) = seeded(&server);
+    let mut ws = connect(&server, &format!("/api/ws?token={}", server.token()));
+    send(
+        &mut ws,
+        json!({"cmds": [{"type": "ENTITY_DATA", "cmdId": 4,
+            "query": {
+                "entityFilter": {"type": "singleEntity", "singleEntity": {"entityType": "DEVICE", "id": id}},
+                "pageLink": {"page": 0, "pageSize": 1},
+                "entityFields": [{"type": "ENTITY_FIELD", "key": "name"}, {"type": "ENTITY_FIELD", "key": "type"}],
+                "latestValues": [{"type": "TIME_SERIES", "key": "temperature"}, {"type": "TIME_SERIES", "key": "pressure"}]},
+            "latestCmd": {"keys": [{"type": "TIME_SERIES", "key": "temperature"}, {"type": "SERVER_ATTRIBUTE", "key": "firmware"}]}}]}),
+    );
+    let page = expect_update(&mut ws, "the first page");
+    assert_eq!((page["cmdId"].clone(), page["cmdUpdateType"].clone(), page["errorCode"].clone()), (json!(4), json!("ENTITY_DATA"), json!(0)));
+    assert_eq!(page["data"]["totalElements"], 1, "{page}");
+    let entity = &page["data"]["data"][0];
+    assert_eq!(entity["entityId"], json!({"entityType": "DEVICE", "id": id}));
+    let latest = &entity["latest"];
+    assert_eq!(latest["ENTITY_FIELD"]["name"]["value"], "SN-001", "{page}");
+    assert_eq!(latest["ENTITY_FIELD"]["type"]["value"], "default");
+    assert_eq!(latest["TIME_SERIES"]["temperature"]["value"], "25.7");
+    assert_eq!(latest["TIME_SERIES"]["pressure"], json!({"ts": 0, "value": ""}), "a key without a value");
+    assert_eq!(latest["SERVER_ATTRIBUTE"]["firmware"], json!({"ts": 0, "value": ""}));
+
+    uplink(&server, &endpoint, "SN-001,default,temperature,33,humidity,50");
+    let update = expect_update(&mut ws, "the uplink");
+    assert_eq!((update["cmdId"].clone(), update["data"].clone()), (json!(4), Value::Null), "{update}");
+    let latest = &update["update"][0]["latest"];
+    assert_eq!(latest["TIME_SERIES"]["temperature"]["value"], "33", "{update}");
+    assert!(latest["TIME_SERIES"].get("humidity").is_none(), "a key nobody asked for: {update}");
+
+    server.api("POST", &format!("/api/plugins/telemetry/DEVICE/{id}/attributes/SERVER_SCOPE"), Some(json!({"firmware": "2.0"})));
+    let update = expect_update(&mut ws, "the attribute");
+    assert_eq!(update["update"][0]["latest"]["SERVER_ATTRIBUTE"]["firmware"]["value"], "2.0", "{update}");
+
+    send(&mut ws, json!({"cmds": [{"type": "ENTITY_DATA_UNSUBSCRIBE", "cmdId": 4}]}));
+    std::thread::sleep(Duration::from_millis(200));
+    uplink(&server, &endpoint, "SN-001,default,temperature,34,humidity,50");
+    assert_eq!(next(&mut ws, Duration::from_millis(500)), None, "unsubscribed");
+
+    send(&mut ws, json!({"entityDataCmds": [{"cmdId": 5, "query": {"entityFilter": {"type": "entityType", "entityType": "DEVICE"}}}]}));
+    let refused = expect_update(&mut ws, "an unsupported filter");
+    assert_eq!((refused["cmdId"].clone(), refused["errorCode"].clone()), (json!(5), json!(2)), "{refused}");
+}

@@ -7,6 +7,9 @@
 //! or one), one-shot history queries, and `unsubscribe`. Every answer is ThingsBoard's
 //! `TelemetrySubscriptionUpdate`: `{subscriptionId, errorCode, errorMsg, data: {key: [[ts,
 //! "value"], …]}, latestValues: {key: ts}}`, with `subscriptionId` the command's `cmdId`.
+//! `entityDataCmds` are served for the `singleEntity` filter only (entity fields and latest
+//! values, then `update`s), as ThingsBoard's `EntityDataUpdate`; `tsCmd`/`historyCmd` inside them,
+//! aggregation and counts, alarms and notifications are not.
 //!
 //! Authentication: `?token=<JWT>` in the URL (refused with the REST API's 401 before the
 //! upgrade), or an `authCmd` in the first message within [`AUTH_TIMEOUT`] (refused with close
@@ -98,6 +101,8 @@ pub async fn upgrade(
 enum Wants {
     Timeseries { keys: Option<Vec<String>> },
     Attributes { keys: Option<Vec<String>>, scope: Option<String> },
+    /// An `entityDataCmd` on one entity: its latest values of these (key type, key) pairs.
+    EntityData { entity_type: String, keys: Vec<(String, String)> },
 }
 
 #[derive(Debug)]
@@ -264,7 +269,13 @@ impl Session {
     /// Runs every command of one message, in ThingsBoard's order.
     async fn handle_commands(&mut self, message: &Value) -> Result<(), End> {
         let mut commands: Vec<(&str, &Value)> = Vec::new();
-        for (list, kind) in [("attrSubCmds", "ATTRIBUTES"), ("tsSubCmds", "TIMESERIES"), ("historyCmds", "TIMESERIES_HISTORY")] {
+        for (list, kind) in [
+            ("attrSubCmds", "ATTRIBUTES"),
+            ("tsSubCmds", "TIMESERIES"),
+            ("historyCmds", "TIMESERIES_HISTORY"),
+            ("entityDataCmds", "ENTITY_DATA"),
+            ("entityDataUnsubscribeCmds", "ENTITY_DATA_UNSUBSCRIBE"),
+        ] {
             if let Some(list) = message.get(list).and_then(Value::as_array) {
                 commands.extend(list.iter().map(|cmd| (kind, cmd)));
             }
@@ -276,7 +287,9 @@ impl Session {
             match kind {
                 "ATTRIBUTES" | "TIMESERIES" => self.subscribe(kind, cmd).await?,
                 "TIMESERIES_HISTORY" => self.history(cmd).await?,
-                // Entity data, alarms, notifications: not served here; ThingsBoard also ignores
+                "ENTITY_DATA" => self.entity_data(cmd).await?,
+                "ENTITY_DATA_UNSUBSCRIBE" => self.unsubscribe(number(cmd, "cmdId")),
+                // Counts, alarms, notifications: not served here; ThingsBoard also ignores
                 // a command it has no handler for.
                 _ => tracing::debug!("WebSocket command of type {kind:?} ignored"),
             }
@@ -378,6 +391,8 @@ async fn snapshot(state: AppState, entity: Uuid, wants: &Wants, cmd: &Value) -> 
                 }
                 Ok(points)
             }
+            // Entity data has its own snapshot (`entity_latest`).
+            Wants::EntityData { .. } => Ok(Points::new()),
         }
     }
 
@@ -388,6 +403,59 @@ async fn latest(state: AppState, entity: Uuid, keys: Option<Vec<String>>) -> Res
 }
 
 impl Session {
+
+    /// `entityDataCmds` (and `type` ENTITY_DATA) whose query's filter is `singleEntity`: one page
+    /// with the entity, its fields and latest values, then an `update` for every committed change
+    /// of the keys in `query.latestValues` and `latestCmd.keys`. A `latestCmd` alone adds keys to
+    /// the command's subscription. Other filters, `tsCmd` and `historyCmd` are not served.
+    async fn entity_data(&mut self, cmd: &Value) -> Result<(), End> {
+        let cmd_id = number(cmd, "cmdId");
+        if cmd_id < 0 {
+            return self.send(entity_error(cmd_id, BAD_REQUEST, "Cmd id is negative value!")).await;
+        }
+        let latest_cmd_keys = key_list(cmd.pointer("/latestCmd/keys"));
+        let Some(query) = cmd.get("query").filter(|q| q.is_object()) else {
+            // A later latestCmd for an existing subscription: more keys, their values now.
+            let Some(Subscription { entity, wants: Wants::EntityData { entity_type, keys } }) = self.subscriptions.get_mut(&cmd_id) else {
+                return self.send(entity_error(cmd_id, BAD_REQUEST, "Query is empty!")).await;
+            };
+            let added: Vec<_> = latest_cmd_keys.into_iter().filter(|k| !keys.contains(k)).collect();
+            keys.extend(added.iter().cloned());
+            let (entity, entity_type) = (*entity, entity_type.clone());
+            return match entity_latest(self.state.clone(), entity, &[], &added).await {
+                Ok(latest) => self.send(entity_update(cmd_id, &entity_type, entity, latest)).await,
+                Err(_) => self.send(entity_error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await,
+            };
+        };
+        let filter = query.get("entityFilter").cloned().unwrap_or(Value::Null);
+        let filter_type = text(&filter, "type");
+        if filter_type != "singleEntity" {
+            return self.send(entity_error(cmd_id, BAD_REQUEST, &format!("Entity filter type '{filter_type}' is not supported"))).await;
+        }
+        let (entity_type, entity_id) = (text(&filter["singleEntity"], "entityType"), text(&filter["singleEntity"], "id"));
+        let Some(entity) = find_entity(self.state.clone(), entity_type.clone(), entity_id).await else {
+            // ThingsBoard's answer to a filter that matches nothing: an empty page.
+            return self.send(entity_page(cmd_id, None)).await;
+        };
+        if !self.subscriptions.contains_key(&cmd_id) && self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+            return self.send(entity_error(cmd_id, BAD_REQUEST, "Max subscriptions per session reached!")).await;
+        }
+        let fields: Vec<String> = key_list(query.get("entityFields")).into_iter().map(|(_, key)| key).collect();
+        let mut keys = key_list(query.get("latestValues"));
+        keys.extend(latest_cmd_keys.into_iter().filter(|k| !keys.contains(k)).collect::<Vec<_>>());
+        self.unsubscribe(cmd_id);
+        self.state.live.watch(&self.inbox, entity);
+        *self.watching.entry(entity).or_default() += 1;
+        let latest = entity_latest(self.state.clone(), entity, &fields, &keys).await;
+        self.subscriptions.insert(cmd_id, Subscription { entity, wants: Wants::EntityData { entity_type: entity_type.clone(), keys } });
+        match latest {
+            Ok(latest) => self.send(entity_page(cmd_id, Some(entity_data(&entity_type, entity, latest)))).await,
+            Err(e) => {
+                tracing::warn!("WebSocket entity data query failed: {}", e.message);
+                self.send(entity_error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await
+            }
+        }
+    }
 
     /// `historyCmds` (and `type` TIMESERIES_HISTORY): one answer with the stored points.
     async fn history(&mut self, cmd: &Value) -> Result<(), End> {
@@ -431,6 +499,13 @@ impl Session {
         let mut updates = Vec::new();
         for (cmd_id, subscription) in &self.subscriptions {
             if subscription.entity != change.entity {
+                continue;
+            }
+            if let Wants::EntityData { entity_type, keys } = &subscription.wants {
+                let latest = changed_latest(keys, &change.data);
+                if !latest.is_empty() {
+                    updates.push(entity_update(*cmd_id, entity_type, change.entity, latest));
+                }
                 continue;
             }
             let points = match (&subscription.wants, &change.data) {
@@ -482,6 +557,141 @@ async fn find_entity(state: AppState, entity_type: String, entity_id: String) ->
         .await
         .ok()?;
         exists.then_some(id)
+}
+
+/// Latest values by ThingsBoard's `EntityKeyType` (`ENTITY_FIELD`, `TIME_SERIES`,
+/// `CLIENT_ATTRIBUTE`, …), then key: `{ts, value}`.
+type Latest = BTreeMap<String, Map<String, Value>>;
+
+/// `[{type, key}, …]` as (type, key) pairs.
+fn key_list(list: Option<&Value>) -> Vec<(String, String)> {
+    list.and_then(Value::as_array)
+        .map(|list| list.iter().map(|k| (text(k, "type"), text(k, "key"))).filter(|(_, key)| !key.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+fn ts_value(ts: Millis, value: String) -> Value {
+    json!({"ts": ts, "value": value})
+}
+
+/// The attribute scope an `EntityKeyType` names; `None` for any scope (`ATTRIBUTE`).
+fn attribute_scope(key_type: &str) -> Option<&'static str> {
+    match key_type {
+        "CLIENT_ATTRIBUTE" => Some("CLIENT_SCOPE"),
+        "SERVER_ATTRIBUTE" => Some("SERVER_SCOPE"),
+        "SHARED_ATTRIBUTE" => Some("SHARED_SCOPE"),
+        _ => None,
+    }
+}
+
+/// An entity's fields and the latest values of `keys`; a key without a value is `{ts: 0,
+/// value: ""}`, as ThingsBoard fills it.
+async fn entity_latest(state: AppState, entity: Uuid, fields: &[String], keys: &[(String, String)]) -> Result<Latest, ApiError> {
+    let mut latest = Latest::new();
+    if !fields.is_empty() {
+        let store = state.store.clone();
+        let record = blocking(move || {
+            Ok(match store.device(entity)? {
+                Some(d) => Some((d.name, d.device_type, d.label, d.created_time)),
+                None => store.asset(entity)?.map(|a| (a.name, a.asset_type, a.label, a.created_time)),
+            })
+        })
+        .await?;
+        let out = latest.entry("ENTITY_FIELD".into()).or_default();
+        for field in fields {
+            let value = match (&record, field.as_str()) {
+                (Some((name, _, _, _)), "name") => name.clone(),
+                (Some((_, kind, _, _)), "type") => kind.clone(),
+                (Some((_, _, label, _)), "label") => label.clone().unwrap_or_default(),
+                (Some((_, _, _, created)), "createdTime") => created.to_string(),
+                _ => String::new(),
+            };
+            out.insert(field.clone(), ts_value(0, value));
+        }
+    }
+    let ts_keys: Vec<String> = keys.iter().filter(|(t, _)| t == "TIME_SERIES").map(|(_, k)| k.clone()).collect();
+    if !ts_keys.is_empty() {
+        let store = state.store.clone();
+        let wanted = ts_keys.clone();
+        let values = blocking(move || store.latest_timeseries(entity, Some(&wanted))).await?;
+        let out = latest.entry("TIME_SERIES".into()).or_default();
+        for key in ts_keys {
+            let value = values.iter().find(|(k, _)| *k == key).map(|(_, p)| ts_value(p.ts, p.value.to_display_string()));
+            out.insert(key, value.unwrap_or_else(|| ts_value(0, String::new())));
+        }
+    }
+    let attribute_keys: Vec<(String, String)> = keys.iter().filter(|(t, _)| t.ends_with("ATTRIBUTE")).cloned().collect();
+    if !attribute_keys.is_empty() {
+        let store = state.store.clone();
+        let attributes = blocking(move || store.attributes(entity, None, None)).await?;
+        for (key_type, key) in attribute_keys {
+            let scope = attribute_scope(&key_type);
+            let value = attributes
+                .iter()
+                .filter(|(s, a)| a.key == key && scope.is_none_or(|scope| scope == s))
+                .max_by_key(|(_, a)| a.last_update_ts)
+                .map(|(_, a)| ts_value(a.last_update_ts, a.value.to_display_string()));
+            latest.entry(key_type).or_default().insert(key, value.unwrap_or_else(|| ts_value(0, String::new())));
+        }
+    }
+    Ok(latest)
+}
+
+/// What of a committed change an entity-data subscription shows: each wanted key's newest value.
+fn changed_latest(keys: &[(String, String)], data: &ChangeData) -> Latest {
+    let mut latest = Latest::new();
+    match data {
+        ChangeData::Timeseries(points) => {
+            for (ts, values) in points {
+                for (key, value) in values {
+                    if !keys.iter().any(|(t, k)| t == "TIME_SERIES" && k == key) {
+                        continue;
+                    }
+                    let out = latest.entry("TIME_SERIES".into()).or_default();
+                    if out.get(key).and_then(|v| v["ts"].as_i64()).is_none_or(|seen| seen <= *ts) {
+                        out.insert(key.clone(), ts_value(*ts, value.to_display_string()));
+                    }
+                }
+            }
+        }
+        ChangeData::Attributes { scope, ts, values } => {
+            for (key, value) in values {
+                for (key_type, _) in keys.iter().filter(|(t, k)| k == key && t.ends_with("ATTRIBUTE")) {
+                    if attribute_scope(key_type).is_none_or(|s| s == scope) {
+                        latest.entry(key_type.clone()).or_default().insert(key.clone(), ts_value(*ts, value.to_display_string()));
+                    }
+                }
+            }
+        }
+    }
+    latest
+}
+
+/// ThingsBoard's `EntityData`: `{entityId, latest, timeseries}`.
+fn entity_data(entity_type: &str, entity: Uuid, latest: Latest) -> Value {
+    json!({"entityId": {"entityType": entity_type, "id": entity}, "latest": latest, "timeseries": {}})
+}
+
+/// ThingsBoard's `EntityDataUpdate` with the first page (one entity, or none).
+fn entity_page(cmd_id: i64, data: Option<Value>) -> Value {
+    let total = usize::from(data.is_some());
+    json!({
+        "cmdId": cmd_id, "errorCode": 0, "errorMsg": null,
+        "data": {"data": data.into_iter().collect::<Vec<_>>(), "totalPages": total, "totalElements": total, "hasNext": false},
+        "update": null, "allowedEntities": MAX_SUBSCRIPTIONS, "cmdUpdateType": "ENTITY_DATA",
+    })
+}
+
+/// ThingsBoard's `EntityDataUpdate` with changed values (`update`, no page).
+fn entity_update(cmd_id: i64, entity_type: &str, entity: Uuid, latest: Latest) -> Value {
+    json!({
+        "cmdId": cmd_id, "errorCode": 0, "errorMsg": null, "data": null,
+        "update": [entity_data(entity_type, entity, latest)], "allowedEntities": MAX_SUBSCRIPTIONS, "cmdUpdateType": "ENTITY_DATA",
+    })
+}
+
+fn entity_error(cmd_id: i64, code: i32, message: &str) -> Value {
+    json!({"cmdId": cmd_id, "errorCode": code, "errorMsg": message, "data": null, "update": null, "cmdUpdateType": "ENTITY_DATA"})
 }
 
 /// Points per key, keys sorted as ThingsBoard's `TreeMap` sorts them.
