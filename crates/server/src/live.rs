@@ -84,6 +84,7 @@ pub struct Hub {
     watched: AtomicUsize,
     next_id: AtomicU64,
     queue_capacity: usize,
+    max_sessions: usize,
     sessions: Arc<Semaphore>,
     /// Sessions disconnected because they did not read their updates (for `/metrics`).
     pub slow_disconnects: AtomicU64,
@@ -100,6 +101,7 @@ impl Hub {
             watched: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             queue_capacity: queue_capacity.max(1),
+            max_sessions,
             sessions: Arc::new(Semaphore::new(max_sessions)),
             slow_disconnects: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
@@ -116,6 +118,23 @@ impl Hub {
 
     pub fn queue_capacity(&self) -> usize {
         self.queue_capacity
+    }
+
+    /// Prometheus lines for `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let open = self.max_sessions - self.sessions.available_permits();
+        let _ = writeln!(out, "# HELP coapgate_ws_sessions WebSocket sessions open.");
+        let _ = writeln!(out, "# TYPE coapgate_ws_sessions gauge");
+        let _ = writeln!(out, "coapgate_ws_sessions {open}");
+        let _ = writeln!(out, "# HELP coapgate_ws_changes_delivered_total Committed changes handed to WebSocket sessions.");
+        let _ = writeln!(out, "# TYPE coapgate_ws_changes_delivered_total counter");
+        let _ = writeln!(out, "coapgate_ws_changes_delivered_total {}", self.delivered.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP coapgate_ws_slow_disconnects_total WebSocket sessions closed because their client did not read its updates.");
+        let _ = writeln!(out, "# TYPE coapgate_ws_slow_disconnects_total counter");
+        let _ = writeln!(out, "coapgate_ws_slow_disconnects_total {}", self.slow_disconnects.load(Ordering::Relaxed));
+        out
     }
 
     /// Starts delivering `entity`'s changes to the session (once, however often it is asked).

@@ -297,6 +297,8 @@ fn a_client_that_never_reads_is_disconnected() {
     };
     eprintln!("slow client: {updates} of {writes} updates read, then {ended}");
     assert!(updates < writes, "every update was buffered for the slow client");
+    let metrics = ureq::get(&format!("{}/metrics", server.http)).call().unwrap().into_string().unwrap();
+    assert!(metrics.lines().any(|l| l == "coapgate_ws_slow_disconnects_total 1"), "{metrics}");
 
     // A new session works.
     let mut fresh = connect(&server, &format!("/api/ws?token={}", server.token()));

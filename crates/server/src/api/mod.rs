@@ -139,7 +139,7 @@ pub fn router(state: AppState) -> Router {
         // The WebSocket API authenticates itself: a token in the URL or in its first message.
         .route("/api/ws", get(ws::upgrade))
         .route("/api/ws/plugins/telemetry", get(ws::upgrade))
-        .route("/metrics", get(|State(state): State<AppState>| async move { state.metrics.render() + &state.jwt.render_metrics() }))
+        .route("/metrics", get(|State(state): State<AppState>| async move { state.metrics.render() + &state.jwt.render_metrics() + &state.live.render_metrics() }))
         .merge(protected)
         // The web console's page and files; any other path is the API's 404.
         .fallback(|method: axum::http::Method, uri: axum::http::Uri, headers: axum::http::HeaderMap| async move {
