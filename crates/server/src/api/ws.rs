@@ -367,43 +367,6 @@ impl Session {
         }
     }
 
-}
-
-/// The values a new subscription starts with.
-async fn snapshot(state: AppState, entity: Uuid, wants: &Wants, cmd: &Value) -> Result<Points, ApiError> {
-        let store = state.store.clone();
-        match wants {
-            Wants::Timeseries { keys } if number(cmd, "timeWindow") > 0 => {
-                let (Some(keys), start_ts) = (keys.clone(), number(cmd, "startTs")) else {
-                    // Without keys ThingsBoard subscribes to the latest values whatever the window.
-                    return latest(state, entity, None).await;
-                };
-                let query = HistoryQuery { keys, start_ts, end_ts: start_ts + number(cmd, "timeWindow"), limit: limit(cmd), descending: true };
-                Ok(history_points(blocking(move || store.timeseries_history(entity, &query)).await?))
-            }
-            Wants::Timeseries { keys } => latest(state, entity, keys.clone()).await,
-            Wants::Attributes { keys, scope } => {
-                let (keys, scope) = (keys.clone(), scope.clone());
-                let attributes = blocking(move || store.attributes(entity, scope.as_deref(), keys.as_deref())).await?;
-                let mut points = Points::new();
-                for (_, a) in attributes {
-                    points.entry(a.key).or_default().push((a.last_update_ts, a.value.to_display_string()));
-                }
-                Ok(points)
-            }
-            // Entity data has its own snapshot (`entity_latest`).
-            Wants::EntityData { .. } => Ok(Points::new()),
-        }
-    }
-
-async fn latest(state: AppState, entity: Uuid, keys: Option<Vec<String>>) -> Result<Points, ApiError> {
-        let store = state.store.clone();
-        let latest = blocking(move || store.latest_timeseries(entity, keys.as_deref())).await?;
-        Ok(latest.into_iter().map(|(key, p)| (key, vec![(p.ts, p.value.to_display_string())])).collect())
-}
-
-impl Session {
-
     /// `entityDataCmds` (and `type` ENTITY_DATA) whose query's filter is `singleEntity`: one page
     /// with the entity, its fields and latest values, then an `update` for every committed change
     /// of the keys in `query.latestValues` and `latestCmd.keys`. A `latestCmd` alone adds keys to
@@ -534,29 +497,62 @@ impl Session {
         }
         Ok(())
     }
-
 }
 
-/// The entity a command names, if it exists. (Free functions of the state rather than methods:
-/// a `&Session` held across an await would make the session's future not `Send`.)
-async fn find_entity(state: AppState, entity_type: String, entity_id: String) -> Option<Uuid> {
-        if entity_type == "CUSTOMER" {
-            return super::customers::existing_customer(&state, &entity_id).await.ok().map(|c| c.id);
+/// The values a new subscription starts with. (This and the functions below take the state,
+/// not the session: a `&Session` held across an await would make the session's future not
+/// `Send`, since the socket is not `Sync`.)
+async fn snapshot(state: AppState, entity: Uuid, wants: &Wants, cmd: &Value) -> Result<Points, ApiError> {
+    let store = state.store.clone();
+    match wants {
+        Wants::Timeseries { keys } if number(cmd, "timeWindow") > 0 => {
+            let (Some(keys), start_ts) = (keys.clone(), number(cmd, "startTs")) else {
+                // Without keys ThingsBoard subscribes to the latest values whatever the window.
+                return latest(state, entity, None).await;
+            };
+            let query = HistoryQuery { keys, start_ts, end_ts: start_ts + number(cmd, "timeWindow"), limit: limit(cmd), descending: true };
+            Ok(history_points(blocking(move || store.timeseries_history(entity, &query)).await?))
         }
-        let kind = EntityKind::parse(&entity_type)?;
-        let id = Uuid::parse_str(&entity_id).ok()?;
-        let store = state.store.clone();
-        let exists = blocking(move || {
-            Ok(match kind {
-                EntityKind::Device => store.device(id)?.is_some(),
-                EntityKind::Asset => store.asset(id)?.is_some(),
-                EntityKind::Integration => store.integration(id)?.is_some(),
-                EntityKind::Converter => store.converter(id)?.is_some(),
-            })
+        Wants::Timeseries { keys } => latest(state, entity, keys.clone()).await,
+        Wants::Attributes { keys, scope } => {
+            let (keys, scope) = (keys.clone(), scope.clone());
+            let attributes = blocking(move || store.attributes(entity, scope.as_deref(), keys.as_deref())).await?;
+            let mut points = Points::new();
+            for (_, a) in attributes {
+                points.entry(a.key).or_default().push((a.last_update_ts, a.value.to_display_string()));
+            }
+            Ok(points)
+        }
+        // Entity data has its own snapshot (`entity_latest`).
+        Wants::EntityData { .. } => Ok(Points::new()),
+    }
+}
+
+async fn latest(state: AppState, entity: Uuid, keys: Option<Vec<String>>) -> Result<Points, ApiError> {
+    let store = state.store.clone();
+    let latest = blocking(move || store.latest_timeseries(entity, keys.as_deref())).await?;
+    Ok(latest.into_iter().map(|(key, p)| (key, vec![(p.ts, p.value.to_display_string())])).collect())
+}
+
+/// The entity a command names, if it exists.
+async fn find_entity(state: AppState, entity_type: String, entity_id: String) -> Option<Uuid> {
+    if entity_type == "CUSTOMER" {
+        return super::customers::existing_customer(&state, &entity_id).await.ok().map(|c| c.id);
+    }
+    let kind = EntityKind::parse(&entity_type)?;
+    let id = Uuid::parse_str(&entity_id).ok()?;
+    let store = state.store.clone();
+    let exists = blocking(move || {
+        Ok(match kind {
+            EntityKind::Device => store.device(id)?.is_some(),
+            EntityKind::Asset => store.asset(id)?.is_some(),
+            EntityKind::Integration => store.integration(id)?.is_some(),
+            EntityKind::Converter => store.converter(id)?.is_some(),
         })
-        .await
-        .ok()?;
-        exists.then_some(id)
+    })
+    .await
+    .ok()?;
+    exists.then_some(id)
 }
 
 /// Latest values by ThingsBoard's `EntityKeyType` (`ENTITY_FIELD`, `TIME_SERIES`,
