@@ -156,6 +156,11 @@ const SETTINGS: &[Setting] = &[
     Setting { name: "TBEL_MAX_EXECUTION_TIME_MS", default: "500", help: "TBEL converter time limit per call" },
     Setting { name: "TBEL_MAX_MEMORY_MB", default: "8", help: "TBEL converter memory limit per call" },
     Setting { name: "WRITER_QUEUE_CAPACITY", default: "20000", help: "decoded uplinks waiting for the database writer" },
+    Setting {
+        name: "WS_MAX_QUEUE_MESSAGES_PER_SESSION",
+        default: "1000",
+        help: "committed changes waiting for one WebSocket session; a session that lets more pile up (its client does not read) is closed",
+    },
     Setting { name: "WRITER_MAX_BATCH", default: "2000", help: "most uplinks committed in one transaction" },
     Setting {
         name: "WRITER_THREADS",
@@ -245,6 +250,8 @@ pub struct Config {
     pub tbel_memory_bytes: usize,
     pub writer_queue_capacity: usize,
     pub writer_max_batch: usize,
+    /// `WS_MAX_QUEUE_MESSAGES_PER_SESSION`: the bound of each WebSocket session's inbox.
+    pub ws_queue_capacity: usize,
     /// `WRITER_THREADS`; 0 leaves it to the store (`Store::parallel_writers`).
     pub writer_threads: usize,
     pub writer_batch_window: Duration,
@@ -428,6 +435,7 @@ impl Config {
             tbel_memory_bytes: positive(v, "TBEL_MAX_MEMORY_MB")? * 1024 * 1024,
             writer_queue_capacity: positive(v, "WRITER_QUEUE_CAPACITY")?,
             writer_max_batch: positive(v, "WRITER_MAX_BATCH")?,
+            ws_queue_capacity: positive(v, "WS_MAX_QUEUE_MESSAGES_PER_SESSION")?,
             writer_threads: parse(v, "WRITER_THREADS")?,
             writer_batch_window: Duration::from_millis(parse(v, "WRITER_BATCH_WINDOW_MS")?),
             rpc: if parse_bool(v, "INTEGRATIONS_RPC_ENABLED")? {

@@ -245,7 +245,9 @@ impl Connection {
         // watchdog keeps the two apart.
         let connection = hyper::server::conn::http1::Builder::new()
             .header_read_timeout(None)
-            .serve_connection(TokioIo::new(io), service);
+            .serve_connection(TokioIo::new(io), service)
+            // The WebSocket API (`/api/ws`) takes the connection over after its 101 answer.
+            .with_upgrades();
         tokio::pin!(connection);
         tokio::select! {
             result = connection.as_mut() => {
@@ -442,6 +444,13 @@ impl AsyncWrite for Tracked {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// Most WebSocket sessions open at once: a quarter of the descriptor limit (at most 8,192).
+/// An upgraded connection leaves the HTTP connection cap (its hyper connection has ended), so
+/// the sessions have a cap of their own; with the HTTP cap's half, the databases keep a quarter.
+pub fn websocket_session_cap() -> usize {
+    (raise_descriptor_limit() / 4).clamp(16, AUTO_MAX_CONNECTIONS)
 }
 
 /// Raises the soft limit on open descriptors to the hard limit and returns it.

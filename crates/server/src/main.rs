@@ -14,6 +14,7 @@
 //! - [`metrics`]: `GET /metrics` in Prometheus format.
 //! - [`uplink`]: converter output → storage record, with ThingsBoard's validation messages.
 //! - [`writer`]: the group-commit writer thread.
+//! - [`live`]: committed changes handed to the WebSocket sessions watching their entities.
 //! - [`api`]: the REST API (ThingsBoard's paths and JSON).
 //! - [`http_server`]: the REST API's HTTP(S) server: accept loop, connection cap, timeouts, TLS.
 //! - [`console`]: the web console, embedded static files served at `/`.
@@ -37,6 +38,7 @@ mod dtls_endpoint;
 mod demo;
 mod events;
 mod histogram;
+mod live;
 mod http_server;
 mod metrics;
 mod migrate;

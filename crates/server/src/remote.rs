@@ -121,6 +121,7 @@ async fn remote(config: Config) -> anyhow::Result<()> {
             queue_capacity: config.writer_queue_capacity,
             max_batch: config.writer_max_batch,
             batch_window: config.writer_batch_window,
+            live: None,
         },
     );
     let coap_socket = std::net::UdpSocket::bind(&config.coap_bind)

@@ -73,10 +73,13 @@ async fn serve(mut config: Config, demo: bool, options: StartOptions) -> anyhow:
     };
     let uplink_writers = blocking(|| (0..writers).map(|_| store.uplink_writer()).collect::<Result<Vec<_>, _>>())
         .context("opening the uplink writer")?;
+    // WebSocket subscriptions: the writers publish what they made durable, the API serves it.
+    let live = Arc::new(crate::live::Hub::new(config.ws_queue_capacity, crate::http_server::websocket_session_cap()));
     let writer_config = WriterConfig {
         queue_capacity: config.writer_queue_capacity,
         max_batch: config.writer_max_batch,
         batch_window: config.writer_batch_window,
+        live: Some(live.clone()),
     };
     // Blocking too: the writer sets its connection up for split durability.
     let (writer, _writer_thread) = blocking(|| writer::start_many(uplink_writers, writer_config.clone()));
@@ -137,7 +140,7 @@ async fn serve(mut config: Config, demo: bool, options: StartOptions) -> anyhow:
     });
     let http_settings = config.http.clone();
     let config = Arc::new(config);
-    let app = api::router(AppState { store, registry, jwt, config: config.clone(), pool, events, metrics, remote });
+    let app = api::router(AppState { store, registry, jwt, config: config.clone(), pool, events, metrics, remote, live });
     let http = HttpServer::new(http, app, http_settings, tls);
 
     print_banner(&config, &endpoint, dtls_endpoint.as_deref(), &http, generated_password.as_deref(), demo_command.as_deref(), started);

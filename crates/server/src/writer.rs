@@ -18,6 +18,10 @@
 //! that piles up during a quiet spell (every exchange of a busy hour expires at once 247 s after
 //! it) is done in the quiet spell, not a slice per commit when traffic returns.
 //!
+//! Live updates (WebSocket subscriptions, [`crate::live`]) are published from the same place as
+//! the acknowledgements: after the flush (or the synchronous commit) that made the batch durable,
+//! never before, so a subscriber never sees a value a crash could take back.
+//!
 //! A storage fault (read-only files, I/O errors, a full disk) fails the batches it hits: their
 //! devices get 5.00 and nothing is acknowledged that is not durable. The writer keeps going and
 //! the next batch tries again, so service comes back by itself with the disk; the log gets one
@@ -33,6 +37,7 @@ use coapgate_storage::DurabilityBarrier;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::histogram::Histogram;
+use crate::live::{Change, ChangeData, Hub};
 
 /// What happened to one record.
 #[derive(Debug)]
@@ -76,8 +81,12 @@ const SYNC_QUEUE_BATCHES: usize = 8;
 /// How long the writer waits for an uplink before it runs upkeep on its own.
 pub const UPKEEP_IDLE_TICK: Duration = Duration::from_millis(100);
 
-/// A committed batch: each record's completion with what became of it.
-type Committed = Vec<(Completion, Result<UplinkOutcome, UplinkRejection>)>;
+/// A committed batch: each record's completion with what became of it, and the changes to
+/// publish once it is durable.
+struct Committed {
+    answers: Vec<(Completion, Result<UplinkOutcome, UplinkRejection>)>,
+    live: Option<(Arc<Hub>, Vec<Change>)>,
+}
 
 impl Default for WriterStats {
     fn default() -> WriterStats {
@@ -118,6 +127,9 @@ pub struct WriterConfig {
     pub queue_capacity: usize,
     pub max_batch: usize,
     pub batch_window: Duration,
+    /// Where committed changes are published for WebSocket subscribers; `None` where nobody
+    /// subscribes (a remote's outbox is not the platform's data).
+    pub live: Option<Arc<Hub>>,
 }
 
 /// Starts the writer thread (and its sync thread, when the storage splits durability). It runs
@@ -212,7 +224,7 @@ fn run(
                 },
             }
         }
-        if let Some(committed) = commit_batch(writer.as_mut(), &mut batch, stats, &mut faults) {
+        if let Some(committed) = commit_batch(writer.as_mut(), &mut batch, stats, &mut faults, config.live.as_ref()) {
             match &sync {
                 // Blocks while the sync thread is SYNC_QUEUE_BATCHES behind.
                 Some(sync) => {
@@ -300,7 +312,7 @@ fn run_sync(mut barrier: Box<dyn DurabilityBarrier>, rx: Receiver<Committed>, st
             Err(e) => {
                 // The data may be visible but is not known to be on disk: never acknowledge it.
                 stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-                faults.failed(ready.iter().map(Vec::len).sum(), &e);
+                faults.failed(ready.iter().map(|c| c.answers.len()).sum(), &e);
                 let message = e.to_string();
                 ready.into_iter().for_each(|c| fail_all(c, &message));
             }
@@ -308,19 +320,61 @@ fn run_sync(mut barrier: Box<dyn DurabilityBarrier>, rx: Receiver<Committed>, st
     }
 }
 
+/// Answers a durable batch, then publishes its changes (the devices' answers come first).
 fn acknowledge(committed: Committed) {
-    for (done, result) in committed {
+    for (done, result) in committed.answers {
         done(match result {
             Ok(outcome) => WriteResult::Stored(outcome),
             Err(rejection) => WriteResult::Rejected(rejection),
         });
     }
+    if let Some((hub, changes)) = committed.live {
+        hub.publish(changes);
+    }
 }
 
+/// A batch that is not durable: nothing of it is acknowledged or published.
 fn fail_all(committed: Committed, message: &str) {
-    for (done, _) in committed {
+    for (done, _) in committed.answers {
         done(WriteResult::Failed(message.to_string()));
     }
+}
+
+/// The changes a committed batch made to entities some session watches. A record stored as a
+/// duplicate changed nothing. With `updateOnlyKeys`, storage reports only how many values it
+/// skipped as unchanged, not which: such a record's listed keys are left out rather than
+/// published as if stored (a subscriber misses a changed value there, never sees a false one).
+fn live_changes(hub: &Hub, records: &[UplinkRecord], results: &[Result<UplinkOutcome, UplinkRejection>]) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for (record, result) in records.iter().zip(results) {
+        let Ok(outcome) = result else { continue };
+        if outcome.duplicate {
+            continue;
+        }
+        let skipped = |key: &str| outcome.unchanged_skipped > 0 && record.update_only_keys.iter().any(|k| k == key);
+        for (update, (_, entity)) in record.entities.iter().zip(&outcome.entities) {
+            if !hub.is_watched(*entity) {
+                continue;
+            }
+            let points: Vec<_> = update
+                .telemetry
+                .iter()
+                .map(|(ts, values)| (*ts, values.iter().filter(|(k, _)| !skipped(k)).cloned().collect::<Vec<_>>()))
+                .filter(|(_, values)| !values.is_empty())
+                .collect();
+            if !points.is_empty() {
+                changes.push(Change { entity: *entity, data: ChangeData::Timeseries(points) });
+            }
+            let attributes: Vec<_> = update.attributes.iter().filter(|(k, _)| !skipped(k)).cloned().collect();
+            if !attributes.is_empty() {
+                changes.push(Change {
+                    entity: *entity,
+                    data: ChangeData::Attributes { scope: "CLIENT_SCOPE".into(), ts: record.received_ts, values: attributes },
+                });
+            }
+        }
+    }
+    changes
 }
 
 /// Commits one batch; gives back the completions with their results, or — when the transaction
@@ -330,6 +384,7 @@ fn commit_batch(
     batch: &mut Vec<WriteJob>,
     stats: &WriterStats,
     faults: &mut FaultLog,
+    live: Option<&Arc<Hub>>,
 ) -> Option<Committed> {
     let (records, completions): (Vec<UplinkRecord>, Vec<Completion>) =
         batch.drain(..).map(|j| (j.record, j.done)).unzip();
@@ -342,7 +397,9 @@ fn commit_batch(
             faults.succeeded();
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats.records.fetch_add(records.len() as u64, Ordering::Relaxed);
-            Some(completions.into_iter().zip(results).collect())
+            // Built now, while the records are at hand; published only once durable.
+            let live = live.filter(|hub| hub.any_watched()).map(|hub| (hub.clone(), live_changes(hub, &records, &results)));
+            Some(Committed { answers: completions.into_iter().zip(results).collect(), live })
         }
         Err(e) => {
             stats.failed_commits.fetch_add(1, Ordering::Relaxed);
@@ -386,7 +443,7 @@ mod tests {
     #[test]
     fn upkeep_catches_up_while_no_uplinks_arrive() {
         let backlog = Arc::new(Mutex::new(1000));
-        let config = WriterConfig { queue_capacity: 16, max_batch: 16, batch_window: Duration::from_millis(1) };
+        let config = WriterConfig { queue_capacity: 16, max_batch: 16, batch_window: Duration::from_millis(1), live: None };
         let (handle, join) = start(Box::new(Backlog { backlog: backlog.clone() }), config);
         let deadline = Instant::now() + Duration::from_secs(5);
         while *backlog.lock().unwrap() > 0 && Instant::now() < deadline {

@@ -90,3 +90,34 @@ export function qs(params) {
 export function page(path, { page = 0, pageSize = 10, textSearch, sortProperty, sortOrder, ...rest } = {}) {
   return get(path + qs({ page, pageSize, textSearch, sortProperty, sortOrder, ...rest }));
 }
+
+/**
+ * Live latest values of an entity over ThingsBoard's WebSocket API (`/api/ws`, authenticated by
+ * the first message, as the token never goes into a URL that proxies log). `onData` gets
+ * ThingsBoard's update data `{key: [[ts, "value"], …]}`: first the stored latest values, then
+ * every value once it is stored. `onFail` is called once if the socket cannot be used (refused
+ * token, closed by the server, no WebSocket on the way); the caller then polls. Returns the
+ * function that ends the subscription.
+ */
+export function subscribeTimeseries(entityType, entityId, onData, onFail) {
+  let ended = false;
+  const fail = () => { if (!ended) { ended = true; onFail(); } };
+  let ws;
+  try {
+    ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/api/ws`);
+  } catch {
+    fail();
+    return () => {};
+  }
+  ws.onopen = () => ws.send(JSON.stringify({
+    authCmd: { cmdId: 0, token: sessionStorage.getItem(TOKEN) },
+    cmds: [{ type: 'TIMESERIES', cmdId: 1, entityType, entityId }],
+  }));
+  ws.onmessage = (event) => {
+    const update = JSON.parse(event.data);
+    if (update.errorCode) { fail(); ws.close(); return; }
+    if (update.data) onData(update.data);
+  };
+  ws.onclose = fail;
+  return () => { ended = true; ws.close(); };
+}

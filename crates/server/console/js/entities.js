@@ -6,7 +6,7 @@
 /* global uPlot */
 
 import { h, fill, fmtTime, tabs, field, dialog, toast } from './dom.js';
-import { get, post, del, page } from './api.js';
+import { get, post, del, page, subscribeTimeseries } from './api.js';
 import { pagedTable } from './table.js';
 import { markInvalid, requireFilled, confirmInPage } from './forms.js';
 
@@ -272,7 +272,10 @@ function customerEntities(panel, customerId, kind) {
   fill(panel, table.el);
 }
 
-/** Latest values (refreshed every 3 s) and a chart of the history over a chosen range. */
+/**
+ * Latest values, pushed over the WebSocket API as they are stored (polled every 3 s when the
+ * socket cannot be used), and a chart of the history over a chosen range, redrawn as values come.
+ */
 function telemetryPanel(panel, entityType, id) {
   const tbody = h('tbody');
   const latestTable = h('table', { class: 'data', id: 'latest-telemetry' },
@@ -292,15 +295,34 @@ function telemetryPanel(panel, entityType, id) {
   let keys = [];
   let plot = null;
 
+  /** key → its latest {ts, value}. */
+  const latest = new Map();
+
   async function loadLatest() {
-    const latest = await get(`/api/plugins/telemetry/${entityType}/${id}/values/timeseries`);
-    const rows = Object.entries(latest).sort(([a], [b]) => a.localeCompare(b)).map(([key, points]) => {
-      const p = points[0] || {};
-      return h('tr', { dataset: { key } }, h('td', {}, fmtTime(p.ts)), h('td', { class: 'key' }, key), h('td', { class: 'value' }, String(p.value ?? '')));
-    });
+    const values = await get(`/api/plugins/telemetry/${entityType}/${id}/values/timeseries`);
+    latest.clear();
+    for (const [key, points] of Object.entries(values)) latest.set(key, points[0] || {});
+    renderLatest();
+  }
+
+  /** A WebSocket update: `{key: [[ts, "value"], …]}`; the newest point of each key wins. */
+  function applyLive(data) {
+    for (const [key, points] of Object.entries(data)) {
+      for (const [ts, value] of points) {
+        if (!latest.has(key) || !(latest.get(key).ts > ts)) latest.set(key, { ts, value });
+      }
+    }
+    renderLatest();
+    if (range.value !== 'custom' && !chartPending) chartPending = setTimeout(() => { chartPending = null; drawChart(); }, 1000);
+  }
+  let chartPending = null;
+
+  function renderLatest() {
+    const rows = [...latest.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([key, p]) =>
+      h('tr', { dataset: { key } }, h('td', {}, fmtTime(p.ts)), h('td', { class: 'key' }, key), h('td', { class: 'value' }, String(p.value ?? ''))));
     if (!rows.length) rows.push(h('tr', {}, h('td', { colspan: 3, class: 'empty' }, 'No telemetry yet')));
     tbody.replaceChildren(...rows);
-    const newKeys = Object.keys(latest).sort();
+    const newKeys = [...latest.keys()].sort();
     if (newKeys.join('\n') !== keys.join('\n')) {
       keys = newKeys;
       if (!selected.size) newKeys.slice(0, 4).forEach((key) => selected.add(key));
@@ -362,8 +384,10 @@ function telemetryPanel(panel, entityType, id) {
         h('button', { class: 'secondary small', onclick: drawChart }, 'Refresh chart')),
       keysBox, chartStatus, chartBox));
   loadLatest().catch((e) => fill(tbody, h('tr', {}, h('td', { colspan: 3, class: 'error' }, e.message))));
-  const timer = setInterval(() => { if (!document.hidden) loadLatest().catch(() => {}); }, 3000);
-  return () => { clearInterval(timer); window.removeEventListener('resize', resize); plot?.destroy(); };
+  let timer = null;
+  const poll = () => { timer ??= setInterval(() => { if (!document.hidden) loadLatest().catch(() => {}); }, 3000); };
+  const unsubscribe = subscribeTimeseries(entityType, id, applyLive, poll);
+  return () => { unsubscribe(); clearInterval(timer); clearTimeout(chartPending); window.removeEventListener('resize', resize); plot?.destroy(); };
 }
 
 const SCOPES = ['CLIENT_SCOPE', 'SERVER_SCOPE', 'SHARED_SCOPE'];

@@ -359,6 +359,15 @@ pub async fn require_token(State(state): State<AppState>, mut request: Request, 
         .strip_prefix("Bearer ")
         .or_else(|| header.strip_prefix("bearer "))
         .ok_or_else(|| ApiError::unauthorized("Authentication failed", 10))?;
+    let (user, session_id) = authenticate(&state, token).await?;
+    request.extensions_mut().insert(AuthUser(user));
+    request.extensions_mut().insert(AuthSession(session_id));
+    Ok(next.run(request).await)
+}
+
+/// The user an access token stands for, and its login session; the REST API's header and the
+/// WebSocket API's `?token=` and `authCmd` all go through here.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<(User, Uuid), ApiError> {
     let claims = state.jwt.verify(token.trim())?;
     if claims.scopes.iter().any(|s| s == REFRESH_SCOPE) {
         return Err(ApiError::unauthorized("Authentication failed", 10));
@@ -366,10 +375,8 @@ pub async fn require_token(State(state): State<AppState>, mut request: Request, 
     if !state.jwt.sessions.is_live(claims.session_id, now_secs()).await {
         return Err(ApiError::unauthorized("Session is no longer valid", 10));
     }
-    let user = user_of(&state, &claims).await?;
-    request.extensions_mut().insert(AuthUser(user));
-    request.extensions_mut().insert(AuthSession(claims.session_id));
-    Ok(next.run(request).await)
+    let user = user_of(state, &claims).await?;
+    Ok((user, claims.session_id))
 }
 
 pub async fn current_user(

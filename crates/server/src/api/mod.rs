@@ -21,6 +21,7 @@ mod remote_settings;
 mod script_check;
 mod sessions;
 mod telemetry;
+mod ws;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Remote integrations' links and their status.
     pub remote: Arc<crate::remote_link::RemoteHub>,
+    /// WebSocket subscribers of committed changes; writes publish to it after their commit.
+    pub live: Arc<crate::live::Hub>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -160,7 +163,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/token", post(auth::refresh))
-        .route("/metrics", get(|State(state): State<AppState>| async move { state.metrics.render() + &state.jwt.render_metrics() }))
+        // The WebSocket API authenticates itself: a token in the URL or in its first message.
+        .route("/api/ws", get(ws::upgrade))
+        .route("/api/ws/plugins/telemetry", get(ws::upgrade))
+        .route("/metrics", get(|State(state): State<AppState>| async move { state.metrics.render() + &state.jwt.render_metrics() + &state.live.render_metrics() }))
         .merge(protected)
         // The web console's page and files; any other path is the API's 404.
         .fallback(|method: axum::http::Method, uri: axum::http::Uri, headers: axum::http::HeaderMap| async move {

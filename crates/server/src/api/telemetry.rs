@@ -349,7 +349,8 @@ pub async fn save_attributes(
     }
     let store = state.store.clone();
     let ts = coapgate_storage::now_millis();
-    blocking(move || store.save_attributes(id, &scope, ts, &values)).await?;
+    let (scope, values) = blocking(move || store.save_attributes(id, &scope, ts, &values).map(|()| (scope, values))).await?;
+    state.live.attributes_saved(id, scope, ts, values);
     Ok(StatusCode::OK)
 }
 
@@ -370,7 +371,8 @@ pub async fn save_timeseries(
         return Err(ApiError::bad_request("No timeseries data found in request body!"));
     }
     let store = state.store.clone();
-    blocking(move || store.save_timeseries(id, &points)).await?;
+    let points = blocking(move || store.save_timeseries(id, &points).map(|()| points)).await?;
+    state.live.timeseries_saved(id, points);
     Ok(StatusCode::OK)
 }
 

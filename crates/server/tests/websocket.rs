@@ -1,0 +1,355 @@
+//! ThingsBoard's WebSocket API with a real client (tungstenite): subscriptions fed by uplinks
+//! from `coap-client-notls` and by REST writes, history, authentication, and the bound that
+//! drops a client that does not read.
+
+mod common;
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
+
+fn ws_url(server: &Server, path: &str) -> String {
+    server.http.replacen("http://", "ws://", 1) + path
+}
+
+fn connect(server: &Server, path: &str) -> Ws {
+    let (ws, response) = tungstenite::connect(ws_url(server, path)).expect("WebSocket handshake");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+fn send(ws: &mut Ws, message: Value) {
+    ws.send(Message::text(message.to_string())).expect("sending a command");
+}
+
+/// The next JSON message within `timeout`, skipping pings; `None` when nothing came.
+fn next(ws: &mut Ws, timeout: Duration) -> Option<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        if let MaybeTlsStream::Plain(stream) = ws.get_mut() {
+            stream.set_read_timeout(Some(left)).unwrap();
+        }
+        match ws.read() {
+            Ok(Message::Text(text)) => return Some(serde_json::from_str(text.as_str()).expect("updates are JSON")),
+            Ok(Message::Close(frame)) => panic!("closed by the server: {frame:?}"),
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return None;
+            }
+            Err(e) => panic!("reading the WebSocket: {e}"),
+        }
+    }
+}
+
+fn expect_update(ws: &mut Ws, what: &str) -> Value {
+    next(ws, Duration::from_secs(10)).unwrap_or_else(|| panic!("no update: {what}"))
+}
+
+fn uplink(server: &Server, endpoint: &str, payload: &str) {
+    let out = shell(&format!("echo -n '{payload}' | coap-client-notls -m post {endpoint} -t text/plain -f-"));
+    assert!(out.status.success(), "coap-client failed: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = server;
+}
+
+/// A server with the seed integration and device SN-001 (created by a first uplink); returns
+/// the CoAP endpoint and the device's id.
+fn seeded(server: &Server) -> (String, String) {
+    let integration = server.seed_integration();
+    let endpoint = integration["configuration"]["clientConfiguration"]["coapEndpoint"].as_str().unwrap().to_string();
+    uplink(server, &endpoint, SEED_PAYLOAD);
+    let device = eventually(Duration::from_secs(5), || server.device("SN-001")).expect("SN-001 created");
+    (endpoint, device["id"]["id"].as_str().unwrap().to_string())
+}
+
+fn value_of(update: &Value, key: &str) -> Option<String> {
+    update["data"][key].as_array()?.last()?[1].as_str().map(String::from)
+}
+
+#[test]
+fn time_series_subscriptions_get_uplinks_once_stored() {
+    let server = Server::start();
+    let (endpoint, id) = seeded(&server);
+
+    // ThingsBoard's older wrapper, the token in the URL, all keys.
+    let mut all = connect(&server, &format!("/api/ws/plugins/telemetry?token={}", server.token()));
+    send(&mut all, json!({"tsSubCmds": [{"entityType": "DEVICE", "entityId": id, "scope": "LATEST_TELEMETRY", "cmdId": 10}]}));
+    let snapshot = expect_update(&mut all, "the snapshot of latest values");
+    assert_eq!(snapshot["subscriptionId"], 10);
+    assert_eq!(snapshot["errorCode"], 0);
+    assert_eq!(value_of(&snapshot, "temperature").as_deref(), Some("25.7"), "{snapshot}");
+    assert_eq!(value_of(&snapshot, "humidity").as_deref(), Some("69"), "{snapshot}");
+    let ts = snapshot["data"]["temperature"][0][0].as_i64().unwrap();
+    assert_eq!(snapshot["latestValues"]["temperature"], ts);
+
+    // The newer wrapper on /api/ws, authenticated by its first message, one key.
+    let mut one = connect(&server, "/api/ws");
+    send(
+        &mut one,
+        json!({"authCmd": {"cmdId": 0, "token": server.token()},
+               "cmds": [{"type": "TIMESERIES", "cmdId": 1, "entityType": "DEVICE", "entityId": id, "keys": "humidity"}]}),
+    );
+    let snapshot = expect_update(&mut one, "the snapshot of humidity");
+    assert_eq!(snapshot["data"].as_object().unwrap().keys().collect::<Vec<_>>(), ["humidity"], "{snapshot}");
+
+    let sent = Instant::now();
+    uplink(&server, &endpoint, "SN-001,default,temperature,30.5,humidity,70");
+    let acknowledged = sent.elapsed();
+    let update = expect_update(&mut all, "the uplink's values");
+    let received = sent.elapsed();
+    eprintln!("uplink acknowledged after {acknowledged:?}, its update arrived after {received:?} (both from the coap-client start)");
+    assert_eq!(update["subscriptionId"], 10);
+    assert_eq!(value_of(&update, "temperature").as_deref(), Some("30.5"), "{update}");
+    assert_eq!(value_of(&update, "humidity").as_deref(), Some("70"), "{update}");
+    let update = expect_update(&mut one, "humidity only");
+    assert_eq!(update["subscriptionId"], 1);
+    assert_eq!(update["data"].as_object().unwrap().keys().collect::<Vec<_>>(), ["humidity"], "{update}");
+    assert_eq!(value_of(&update, "humidity").as_deref(), Some("70"));
+
+    // A REST write of time series reaches the subscribers too.
+    server.api("POST", &format!("/api/plugins/telemetry/DEVICE/{id}/timeseries/ANY"), Some(json!({"temperature": 12})));
+    let update = expect_update(&mut all, "a REST write");
+    assert_eq!(value_of(&update, "temperature").as_deref(), Some("12"), "{update}");
+    assert_eq!(next(&mut one, Duration::from_millis(500)), None, "a key the subscription does not want");
+
+    // Unsubscribed: nothing more.
+    send(&mut all, json!({"tsSubCmds": [{"entityType": "DEVICE", "entityId": id, "cmdId": 10, "unsubscribe": true}]}));
+    std::thread::sleep(Duration::from_millis(200));
+    uplink(&server, &endpoint, "SN-001,default,temperature,31,humidity,71");
+    assert_eq!(value_of(&expect_update(&mut one, "still subscribed"), "humidity").as_deref(), Some("71"));
+    assert_eq!(next(&mut all, Duration::from_millis(500)), None, "an unsubscribed command gets no update");
+}
+
+#[test]
+fn attribute_subscriptions_get_rest_writes_of_their_scope() {
+    let server = Server::start();
+    let (_, id) = seeded(&server);
+    let mut ws = connect(&server, &format!("/api/ws?token={}", server.token()));
+    send(
+        &mut ws,
+        json!({"cmds": [
+            {"type": "ATTRIBUTES", "cmdId": 1, "entityType": "DEVICE", "entityId": id, "scope": "SERVER_SCOPE"},
+            {"type": "ATTRIBUTES", "cmdId": 2, "entityType": "DEVICE", "entityId": id, "scope": "SHARED_SCOPE", "keys": "mode"},
+        ]}),
+    );
+    for cmd in [1, 2] {
+        let snapshot = expect_update(&mut ws, "an empty snapshot");
+        assert_eq!(snapshot["subscriptionId"], cmd);
+        assert_eq!(snapshot["data"], json!({}), "{snapshot}");
+    }
+    server.api("POST", &format!("/api/plugins/telemetry/DEVICE/{id}/attributes/SERVER_SCOPE"), Some(json!({"firmware": "1.2", "limit": 5})));
+    let update = expect_update(&mut ws, "the server-scope write");
+    assert_eq!(update["subscriptionId"], 1, "{update}");
+    assert_eq!(value_of(&update, "firmware").as_deref(), Some("1.2"));
+    assert_eq!(value_of(&update, "limit").as_deref(), Some("5"));
+    assert_eq!(next(&mut ws, Duration::from_millis(500)), None, "the shared-scope subscription is not told");
+
+    server.api("POST", &format!("/api/plugins/telemetry/DEVICE/{id}/attributes/SHARED_SCOPE"), Some(json!({"mode": "eco", "other": 1})));
+    let update = expect_update(&mut ws, "the shared-scope write");
+    assert_eq!(update["subscriptionId"], 2, "{update}");
+    assert_eq!(update["data"].as_object().unwrap().keys().collect::<Vec<_>>(), ["mode"], "{update}");
+    assert_eq!(value_of(&update, "mode").as_deref(), Some("eco"));
+
+    // A new subscription starts with what is stored.
+    send(&mut ws, json!({"attrSubCmds": [{"entityType": "DEVICE", "entityId": id, "cmdId": 3}]}));
+    let snapshot = expect_update(&mut ws, "the snapshot of all scopes");
+    assert_eq!(snapshot["subscriptionId"], 3);
+    for (key, value) in [("firmware", "1.2"), ("limit", "5"), ("mode", "eco"), ("other", "1")] {
+        assert_eq!(value_of(&snapshot, key).as_deref(), Some(value), "{snapshot}");
+    }
+}
+
+#[test]
+fn history_commands_return_stored_points() {
+    let server = Server::start();
+    let (endpoint, id) = seeded(&server);
+    for t in ["26", "27.5"] {
+        uplink(&server, &endpoint, &format!("SN-001,default,temperature,{t},humidity,60"));
+    }
+    let mut ws = connect(&server, &format!("/api/ws?token={}", server.token()));
+    let now = coapgate_now();
+    send(
+        &mut ws,
+        json!({"historyCmds": [{"entityType": "DEVICE", "entityId": id, "keys": "temperature", "startTs": now - 3_600_000, "endTs": now + 60_000, "cmdId": 5}]}),
+    );
+    let history = expect_update(&mut ws, "the history");
+    assert_eq!(history["subscriptionId"], 5);
+    let points: Vec<&str> = history["data"]["temperature"].as_array().unwrap().iter().map(|p| p[1].as_str().unwrap()).collect();
+    assert_eq!(points, ["27.5", "26", "25.7"], "newest first, as ThingsBoard's default order: {history}");
+    assert!(history["data"].get("humidity").is_none());
+
+    send(&mut ws, json!({"cmds": [{"type": "TIMESERIES_HISTORY", "entityType": "DEVICE", "entityId": id, "keys": "temperature", "startTs": 0, "endTs": now + 60_000, "limit": 1, "cmdId": 6}]}));
+    let limited = expect_update(&mut ws, "a limited history");
+    assert_eq!(limited["data"]["temperature"].as_array().unwrap().len(), 1, "{limited}");
+
+    send(&mut ws, json!({"historyCmds": [{"entityType": "DEVICE", "entityId": id, "startTs": 0, "endTs": now, "cmdId": 7}]}));
+    let refused = expect_update(&mut ws, "an error");
+    assert_eq!(refused, json!({"subscriptionId": 7, "errorCode": 2, "errorMsg": "Keys are empty!", "data": null, "latestValues": {}}));
+
+    send(&mut ws, json!({"tsSubCmds": [{"entityType": "DEVICE", "entityId": uuid_like(), "cmdId": 8}]}));
+    let unknown = expect_update(&mut ws, "an unknown device");
+    assert_eq!((unknown["subscriptionId"].clone(), unknown["errorCode"].clone()), (json!(8), json!(1)), "{unknown}");
+}
+
+fn coapgate_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn uuid_like() -> &'static str {
+    "0b8f5a6e-6f55-4b1c-9d39-0a1b2c3d4e5f"
+}
+
+#[test]
+fn bad_tokens_are_refused() {
+    let server = Server::start();
+    // In the URL: the upgrade is refused with the REST API's 401.
+    match tungstenite::connect(ws_url(&server, "/api/ws/plugins/telemetry?token=not-a-jwt")) {
+        Err(tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401);
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!((body["status"].clone(), body["errorCode"].clone()), (json!(401), json!(10)), "{body}");
+        }
+        Err(e) => panic!("expected a 401, got {e}"),
+        Ok(_) => panic!("a bad token in the URL was accepted"),
+    }
+    // In the first message: the session is closed with 1008 and ThingsBoard's reason.
+    let (status, login) = server.request("POST", "/api/auth/login", Some(json!({"username": ADMIN_USER, "password": ADMIN_PASSWORD})), None);
+    assert_eq!(status, 200);
+    let refresh = login["refreshToken"].as_str().unwrap();
+    for token in ["not-a-jwt", refresh] {
+        let mut ws = connect(&server, "/api/ws");
+        send(&mut ws, json!({"authCmd": {"cmdId": 0, "token": token}, "cmds": []}));
+        match ws.read() {
+            Ok(Message::Close(Some(frame))) => {
+                assert_eq!(u16::from(frame.code), 1008);
+                assert_eq!(frame.reason.as_str(), "Authentication failed");
+            }
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+    // Commands before authentication are not served.
+    let mut ws = connect(&server, "/api/ws");
+    send(&mut ws, json!({"cmds": [{"type": "TIMESERIES_HISTORY", "cmdId": 1, "entityType": "DEVICE", "entityId": uuid_like(), "keys": "a"}]}));
+    match ws.read() {
+        Ok(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1008),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+/// A client that subscribes and then never reads: once its socket buffers and its bounded queue
+/// are full it is disconnected, while devices' uplinks keep being acknowledged and stored.
+#[test]
+fn a_client_that_never_reads_is_disconnected() {
+    let server = Server::start_with(&[("WS_MAX_QUEUE_MESSAGES_PER_SESSION", "4")], &[]);
+    let (endpoint, id) = seeded(&server);
+
+    // A small receive buffer, so the server's sends stop soon after the client stops reading.
+    let address: std::net::SocketAddr = server.http.trim_start_matches("http://").parse().unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&address.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    let (mut ws, _) =
+        tungstenite::client(ws_url(&server, &format!("/api/ws?token={}", server.token())), MaybeTlsStream::Plain(stream)).expect("handshake");
+    send(&mut ws, json!({"tsSubCmds": [{"entityType": "DEVICE", "entityId": id, "cmdId": 1}]}));
+    // The snapshot: the subscription is in place from here on.
+    let snapshot = ws.read().expect("snapshot");
+    assert!(matches!(snapshot, Message::Text(_)));
+
+    // Large updates fill the socket buffers (a few MB on loopback) and then the queue.
+    let big = "x".repeat(64 * 1024);
+    let writes = 300;
+    for i in 0..writes {
+        server.api("POST", &format!("/api/plugins/telemetry/DEVICE/{id}/timeseries/ANY"), Some(json!({"blob": format!("{i}{big}")})));
+    }
+    // Devices are served meanwhile and afterwards.
+    uplink(&server, &endpoint, "SN-001,default,temperature,41,humidity,42");
+    let device = server.device("SN-001").unwrap();
+    assert_eq!(server.latest(&device)["temperature"], "41");
+
+    // Reading now: what the buffers held, then the end, well before all the writes' updates.
+    // (Pings keep arriving from a live session, so silence alone does not end the loop.)
+    if let MaybeTlsStream::Plain(stream) = ws.get_mut() {
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut updates = 0;
+    let ended = loop {
+        assert!(Instant::now() < deadline, "the slow client was not disconnected ({updates} updates read)");
+        match ws.read() {
+            Ok(Message::Text(_)) => updates += 1,
+            Ok(Message::Close(frame)) => break format!("close frame {frame:?}"),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                panic!("the slow client was not disconnected ({updates} updates read, then silence)")
+            }
+            Err(e) => break format!("{e}"),
+        }
+    };
+    eprintln!("slow client: {updates} of {writes} updates read, then {ended}");
+    assert!(updates < writes, "every update was buffered for the slow client");
+    let metrics = ureq::get(&format!("{}/metrics", server.http)).call().unwrap().into_string().unwrap();
+    assert!(metrics.lines().any(|l| l == "coapgate_ws_slow_disconnects_total 1"), "{metrics}");
+
+    // A new session works.
+    let mut fresh = connect(&server, &format!("/api/ws?token={}", server.token()));
+    send(&mut fresh, json!({"tsSubCmds": [{"entityType": "DEVICE", "entityId": id, "keys": "temperature", "cmdId": 2}]}));
+    assert_eq!(value_of(&expect_update(&mut fresh, "a fresh session's snapshot"), "temperature").as_deref(), Some("41"));
+}
+
+#[test]
+fn entity_data_for_a_single_entity() {
+    let server = Server::start();
+    let (endpoint, id) = seeded(&server);
+    let mut ws = connect(&server, &format!("/api/ws?token={}", server.token()));
+    send(
+        &mut ws,
+        json!({"cmds": [{"type": "ENTITY_DATA", "cmdId": 4,
+            "query": {
+                "entityFilter": {"type": "singleEntity", "singleEntity": {"entityType": "DEVICE", "id": id}},
+                "pageLink": {"page": 0, "pageSize": 1},
+                "entityFields": [{"type": "ENTITY_FIELD", "key": "name"}, {"type": "ENTITY_FIELD", "key": "type"}],
+                "latestValues": [{"type": "TIME_SERIES", "key": "temperature"}, {"type": "TIME_SERIES", "key": "pressure"}]},
+            "latestCmd": {"keys": [{"type": "TIME_SERIES", "key": "temperature"}, {"type": "SERVER_ATTRIBUTE", "key": "firmware"}]}}]}),
+    );
+    let page = expect_update(&mut ws, "the first page");
+    assert_eq!((page["cmdId"].clone(), page["cmdUpdateType"].clone(), page["errorCode"].clone()), (json!(4), json!("ENTITY_DATA"), json!(0)));
+    assert_eq!(page["data"]["totalElements"], 1, "{page}");
+    let entity = &page["data"]["data"][0];
+    assert_eq!(entity["entityId"], json!({"entityType": "DEVICE", "id": id}));
+    let latest = &entity["latest"];
+    assert_eq!(latest["ENTITY_FIELD"]["name"]["value"], "SN-001", "{page}");
+    assert_eq!(latest["ENTITY_FIELD"]["type"]["value"], "default");
+    assert_eq!(latest["TIME_SERIES"]["temperature"]["value"], "25.7");
+    assert_eq!(latest["TIME_SERIES"]["pressure"], json!({"ts": 0, "value": ""}), "a key without a value");
+    assert_eq!(latest["SERVER_ATTRIBUTE"]["firmware"], json!({"ts": 0, "value": ""}));
+
+    uplink(&server, &endpoint, "SN-001,default,temperature,33,humidity,50");
+    let update = expect_update(&mut ws, "the uplink");
+    assert_eq!((update["cmdId"].clone(), update["data"].clone()), (json!(4), Value::Null), "{update}");
+    let latest = &update["update"][0]["latest"];
+    assert_eq!(latest["TIME_SERIES"]["temperature"]["value"], "33", "{update}");
+    assert!(latest["TIME_SERIES"].get("humidity").is_none(), "a key nobody asked for: {update}");
+
+    server.api("POST", &format!("/api/plugins/telemetry/DEVICE/{id}/attributes/SERVER_SCOPE"), Some(json!({"firmware": "2.0"})));
+    let update = expect_update(&mut ws, "the attribute");
+    assert_eq!(update["update"][0]["latest"]["SERVER_ATTRIBUTE"]["firmware"]["value"], "2.0", "{update}");
+
+    send(&mut ws, json!({"cmds": [{"type": "ENTITY_DATA_UNSUBSCRIBE", "cmdId": 4}]}));
+    std::thread::sleep(Duration::from_millis(200));
+    uplink(&server, &endpoint, "SN-001,default,temperature,34,humidity,50");
+    assert_eq!(next(&mut ws, Duration::from_millis(500)), None, "unsubscribed");
+
+    send(&mut ws, json!({"entityDataCmds": [{"cmdId": 5, "query": {"entityFilter": {"type": "entityType", "entityType": "DEVICE"}}}]}));
+    let refused = expect_update(&mut ws, "an unsupported filter");
+    assert_eq!((refused["cmdId"].clone(), refused["errorCode"].clone()), (json!(5), json!(2)), "{refused}");
+}
