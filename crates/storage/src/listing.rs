@@ -51,6 +51,15 @@ pub(crate) const CUSTOMER_COLUMNS: &str = "id, created_time, title";
 pub(crate) const GROUP_COLUMNS: &str = "id, created_time, name, type, owner_id";
 pub(crate) const MEMBER_COLUMNS: &str = "id, created_time, name, type, label";
 
+/// Whether an entity that can own telemetry and attributes exists, for the transaction that
+/// writes them through the API: checked there (with deletions held off: SQLite's write lock,
+/// PostgreSQL's deletion lock taken shared), so a deletion cannot slip in between a check and
+/// the write and leave rows of an entity that no longer exists. `param` is the id's placeholder.
+pub(crate) fn owner_exists_sql(param: &str) -> String {
+    let tables = ["device", "asset", "customer", "integration", "converter"].map(|t| format!("SELECT 1 FROM {t} WHERE id = {param}"));
+    format!("SELECT EXISTS ({})", tables.join(" UNION ALL "))
+}
+
 /// The columns a device or an asset saved through the API writes.
 pub(crate) struct EntityFields<'a> {
     pub id: Uuid,

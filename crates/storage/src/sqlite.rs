@@ -799,6 +799,12 @@ fn type_filter(entity_type: Option<&str>) -> Vec<(&'static str, SqlValue)> {
     entity_type.filter(|t| !t.is_empty()).map(|t| ("type = ?", SqlValue::from(t.to_string()))).into_iter().collect()
 }
 
+/// Fails with NotFound unless the entity exists (see `listing::owner_exists_sql`).
+fn require_owner(tx: &rusqlite::Transaction<'_>, entity_id: Uuid) -> Result<()> {
+    let exists: bool = tx.prepare_cached(&crate::listing::owner_exists_sql("?1"))?.query_row([entity_id], |r| r.get(0))?;
+    if exists { Ok(()) } else { Err(StorageError::NotFound) }
+}
+
 /// A key's dictionary id, added if new.
 fn dictionary_key(conn: &Connection, key: &str) -> Result<i64> {
     conn.prepare_cached("INSERT OR IGNORE INTO key_dictionary (key) VALUES (?1)")?.execute([key])?;
@@ -1402,6 +1408,7 @@ impl Store for SqliteStore {
     fn save_attributes(&self, entity_id: Uuid, scope: &str, ts: Millis, values: &[(String, KvValue)]) -> Result<()> {
         self.with_conn(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            require_owner(&tx, entity_id)?;
             for (key, value) in values {
                 let key_id = dictionary_key(&tx, key)?;
                 let (b, l, d, s, j) = kv_columns(value);
@@ -1424,6 +1431,7 @@ impl Store for SqliteStore {
         // synchronous=FULL, so the points are durable when the call returns.
         self.with_conn(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            require_owner(&tx, entity_id)?;
             for (ts, values) in points {
                 for (key, value) in values {
                     let key_id = dictionary_key(&tx, key)?;

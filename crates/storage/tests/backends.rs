@@ -95,6 +95,7 @@ backend_tests!(
     a_store_can_be_dropped_on_a_thread_running_async_tasks,
     devices_assets_and_customers_are_saved_with_unique_names,
     attributes_and_time_series_are_written_for_any_entity,
+    writes_to_an_entity_that_is_gone_are_refused,
     attributes_are_deleted_by_scope_and_key,
     time_series_are_deleted_by_range_with_thingsboards_latest_rules,
     deleting_a_customer_integration_or_converter_removes_its_own_data,
@@ -914,9 +915,33 @@ fn attributes_and_time_series_are_written_for_any_entity(backend: &dyn Backend) 
     assert_eq!(store.attributes(id, None, None).unwrap().len(), 3);
 }
 
+/// A customer to own attributes and time series written through the API (which must exist).
+fn owner(store: &dyn Store) -> Uuid {
+    let customer = Customer { id: Uuid::new_v4(), created_time: 1, title: format!("Owner {}", Uuid::new_v4()) };
+    store.save_customer(&customer).unwrap();
+    customer.id
+}
+
+fn writes_to_an_entity_that_is_gone_are_refused(backend: &dyn Backend) {
+    let store = backend.open();
+    let customer = Customer { id: Uuid::new_v4(), created_time: 1, title: "Gone".into() };
+    store.save_customer(&customer).unwrap();
+    assert!(store.delete_customer(customer.id).unwrap());
+    // The existence check is in the writing transaction: a deletion that won the race leaves
+    // the write refused, not rows of an entity that no longer exists.
+    let attribute = store.save_attributes(customer.id, "SERVER_SCOPE", 100, &[("plan".into(), KvValue::Long(1))]);
+    assert!(matches!(attribute, Err(StorageError::NotFound)), "{attribute:?}");
+    let point = store.save_timeseries(customer.id, &[(1_760_000_000_000, vec![("revenue".into(), KvValue::Long(1))])]);
+    assert!(matches!(point, Err(StorageError::NotFound)), "{point:?}");
+    assert!(store.attributes(customer.id, None, None).unwrap().is_empty());
+    assert!(store.latest_timeseries(customer.id, None).unwrap().is_empty());
+    let unknown = store.save_attributes(Uuid::new_v4(), "SERVER_SCOPE", 100, &[("plan".into(), KvValue::Long(1))]);
+    assert!(matches!(unknown, Err(StorageError::NotFound)), "{unknown:?}");
+}
+
 fn attributes_are_deleted_by_scope_and_key(backend: &dyn Backend) {
     let store = backend.open();
-    let id = Uuid::new_v4();
+    let id = owner(store.as_ref());
     store.save_attributes(id, "SERVER_SCOPE", 1, &[("a".into(), KvValue::Long(1)), ("b".into(), KvValue::Long(2))]).unwrap();
     store.save_attributes(id, "SHARED_SCOPE", 1, &[("a".into(), KvValue::Long(3))]).unwrap();
     store.delete_attributes(id, "SERVER_SCOPE", &["a".into(), "never-written".into()]).unwrap();
@@ -927,7 +952,7 @@ fn attributes_are_deleted_by_scope_and_key(backend: &dyn Backend) {
 
 fn time_series_are_deleted_by_range_with_thingsboards_latest_rules(backend: &dyn Backend) {
     let store = backend.open();
-    let id = Uuid::new_v4();
+    let id = owner(store.as_ref());
     let write = |ts: i64, v: i64| store.save_timeseries(id, &[(ts, vec![("t".into(), KvValue::Long(v)), ("other".into(), KvValue::Long(v))])]).unwrap();
     let delete = |start_ts, end_ts, delete_latest, rewrite_latest| {
         let d = TimeseriesDeletion { keys: vec!["t".into()], start_ts, end_ts, delete_latest, rewrite_latest };

@@ -92,6 +92,14 @@ const NODE_LIVENESS_MS: i64 = 3_000;
 /// The LISTEN/NOTIFY channel of configuration changes; the payload is the new epoch.
 const CONFIG_CHANNEL: &str = "coapgate_config";
 
+/// Fails with NotFound unless the entity exists, holding deletions off until the transaction
+/// ends (see `listing::owner_exists_sql`).
+fn require_owner(tx: &mut postgres::Transaction<'_>, entity_id: Uuid) -> Result<()> {
+    tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&DELETION_LOCK]).map_err(pg)?;
+    let exists: bool = tx.query_one(&crate::listing::owner_exists_sql("$1"), &[&entity_id]).map_err(pg)?.get(0);
+    if exists { Ok(()) } else { Err(StorageError::NotFound) }
+}
+
 /// A PostgreSQL error as a storage error: unique violations become `Conflict` where the caller
 /// names the conflict; everything else carries the server's message.
 pub(crate) fn pg(e: postgres::Error) -> StorageError {
@@ -1093,6 +1101,7 @@ impl Store for PgStore {
     fn save_attributes(&self, entity_id: Uuid, scope: &str, ts: Millis, values: &[(String, KvValue)]) -> Result<()> {
         self.with_conn(|c| {
             let mut tx = c.client.transaction().map_err(pg)?;
+            require_owner(&mut tx, entity_id)?;
             for (key, value) in values {
                 let key_id = dictionary_key(&mut tx, key)?;
                 let (b, l, d, s, j) = value_columns(value);
@@ -1117,6 +1126,7 @@ impl Store for PgStore {
             // Partitions first, in their own transaction, as the uplink writers make them.
             schema::create_partitions(&mut c.client, &months)?;
             let mut tx = c.client.transaction().map_err(pg)?;
+            require_owner(&mut tx, entity_id)?;
             for (ts, values) in points {
                 for (key, value) in values {
                     let key_id = dictionary_key(&mut tx, key)?;
