@@ -13,8 +13,9 @@
 //! with the same rows as `/find`, then an `update` with the new latest values (of
 //! `query.latestValues` and `latestCmd.keys`) of an entity on that page whenever they change; a
 //! query the parser refuses gets errorCode 2 with its reason. The page is fixed when the command
-//! comes: entities created later or moved onto it are not added. `tsCmd`/`historyCmd` inside
-//! them, aggregation and counts, alarms and notifications are not served.
+//! comes (at most `allowedEntities` long): entities created later or moved onto it are not
+//! added. `tsCmd`/`historyCmd` inside them, aggregation and counts, alarms and notifications
+//! are not served.
 //!
 //! Authentication: `?token=<JWT>` in the URL (refused with the REST API's 401 before the
 //! upgrade), or an `authCmd` in the first message within [`AUTH_TIMEOUT`] (refused with close
@@ -421,10 +422,12 @@ impl Session {
             q.add_latest_values(cmd.pointer("/latestCmd/keys"))?;
             Ok(q)
         });
-        let q = match parsed {
+        let mut q = match parsed {
             Ok(q) => q,
             Err(e) => return self.send(entity_error(cmd_id, BAD_REQUEST, &e.message)).await,
         };
+        // Each entity on the page is watched: a page is at most `allowedEntities` long.
+        q.query.page_size = q.query.page_size.min(MAX_SUBSCRIPTIONS as u32);
         if !self.subscriptions.contains_key(&cmd_id) && self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
             return self.send(entity_error(cmd_id, BAD_REQUEST, "Max subscriptions per session reached!")).await;
         }
