@@ -349,7 +349,127 @@ fn entity_data_for_a_single_entity() {
     uplink(&server, &endpoint, "SN-001,default,temperature,34,humidity,50");
     assert_eq!(next(&mut ws, Duration::from_millis(500)), None, "unsubscribed");
 
-    send(&mut ws, json!({"entityDataCmds": [{"cmdId": 5, "query": {"entityFilter": {"type": "entityType", "entityType": "DEVICE"}}}]}));
+}
+
+/// The rows of an entity data page or update by device name, with their temperature.
+fn temperatures(rows: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = rows
+        .as_array()
+        .unwrap_or_else(|| panic!("rows: {rows}"))
+        .iter()
+        .map(|row| {
+            let latest = &row["latest"];
+            let name = latest["ENTITY_FIELD"]["name"]["value"].as_str().unwrap_or_default().to_string();
+            (name, latest["TIME_SERIES"]["temperature"]["value"].as_str().unwrap_or_default().to_string())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn entity_data_for_queries_of_many_entities() {
+    let server = Server::start();
+    let (endpoint, sn1) = seeded(&server);
+    uplink(&server, &endpoint, "SN-002,default,temperature,20,humidity,40");
+    uplink(&server, &endpoint, "LAB-3,default,temperature,18.5,humidity,30");
+    let lab = eventually(Duration::from_secs(5), || server.device("LAB-3")).expect("LAB-3 created");
+    let lab = lab["id"]["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(5), || server.device("SN-002")).expect("SN-002 created");
+
+    let mut ws = connect(&server, &format!("/api/ws?token={}", server.token()));
+    send(
+        &mut ws,
+        json!({"cmds": [{"type": "ENTITY_DATA", "cmdId": 1,
+            "query": {
+                "entityFilter": {"type": "entityType", "entityType": "DEVICE"},
+                "pageLink": {"page": 0, "pageSize": 10, "sortOrder": {"key": {"type": "ENTITY_FIELD", "key": "name"}, "direction": "ASC"}},
+                "entityFields": [{"type": "ENTITY_FIELD", "key": "name"}],
+                "latestValues": [{"type": "TIME_SERIES", "key": "temperature"}]},
+            "latestCmd": {"keys": [{"type": "TIME_SERIES", "key": "temperature"}]}}]}),
+    );
+    let page = expect_update(&mut ws, "the page of devices");
+    assert_eq!((page["cmdId"].clone(), page["cmdUpdateType"].clone(), page["errorCode"].clone()), (json!(1), json!("ENTITY_DATA"), json!(0)), "{page}");
+    assert_eq!(page["update"], Value::Null);
+    assert_eq!((page["data"]["totalElements"].clone(), page["data"]["totalPages"].clone(), page["data"]["hasNext"].clone()), (json!(3), json!(1), json!(false)), "{page}");
+    let names: Vec<&str> = page["data"]["data"].as_array().unwrap().iter().map(|r| r["latest"]["ENTITY_FIELD"]["name"]["value"].as_str().unwrap()).collect();
+    assert_eq!(names, ["LAB-3", "SN-001", "SN-002"], "sorted by name: {page}");
+    assert_eq!(
+        temperatures(&page["data"]["data"]),
+        [("LAB-3".into(), "18.5".into()), ("SN-001".into(), "25.7".into()), ("SN-002".into(), "20".into())]
+    );
+    // The same rows as the REST query's.
+    let rest = server.api(
+        "POST",
+        "/api/entitiesQuery/find",
+        Some(json!({"entityFilter": {"type": "entityType", "entityType": "DEVICE"},
+            "pageLink": {"page": 0, "pageSize": 10, "sortOrder": {"key": {"type": "ENTITY_FIELD", "key": "name"}, "direction": "ASC"}},
+            "entityFields": [{"type": "ENTITY_FIELD", "key": "name"}],
+            "latestValues": [{"type": "TIME_SERIES", "key": "temperature"}]})),
+    );
+    let ids = |rows: &Value| rows.as_array().unwrap().iter().map(|r| r["entityId"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&page["data"]["data"]), ids(&rest["data"]), "{rest}");
+
+    // An uplink of one device: an update of that device only.
+    uplink(&server, &endpoint, "LAB-3,default,temperature,19,humidity,31");
+    let update = expect_update(&mut ws, "LAB-3's uplink");
+    assert_eq!((update["cmdId"].clone(), update["data"].clone(), update["cmdUpdateType"].clone()), (json!(1), Value::Null, json!("ENTITY_DATA")), "{update}");
+    let rows = update["update"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{update}");
+    assert_eq!(rows[0]["entityId"], json!({"entityType": "DEVICE", "id": lab}), "{update}");
+    assert_eq!(rows[0]["latest"]["TIME_SERIES"]["temperature"]["value"], "19", "{update}");
+    assert_eq!(next(&mut ws, Duration::from_millis(500)), None, "no update for the other devices");
+
+    // A page of one: only the entity on it is watched.
+    send(
+        &mut ws,
+        json!({"entityDataCmds": [{"cmdId": 2, "query": {
+            "entityFilter": {"type": "entityName", "entityType": "DEVICE", "entityNameFilter": "sn-"},
+            "pageLink": {"page": 0, "pageSize": 1, "sortOrder": {"key": {"type": "ENTITY_FIELD", "key": "name"}, "direction": "ASC"}},
+            "entityFields": [{"type": "ENTITY_FIELD", "key": "name"}],
+            "latestValues": [{"type": "TIME_SERIES", "key": "temperature"}]}}]}),
+    );
+    let page = expect_update(&mut ws, "the page of SN devices");
+    assert_eq!(page["cmdId"], 2, "{page}");
+    assert_eq!((page["data"]["totalElements"].clone(), page["data"]["totalPages"].clone(), page["data"]["hasNext"].clone()), (json!(2), json!(2), json!(true)), "{page}");
+    assert_eq!(temperatures(&page["data"]["data"]), [("SN-001".into(), "25.7".into())]);
+    uplink(&server, &endpoint, "SN-002,default,temperature,21,humidity,41");
+    let update = expect_update(&mut ws, "SN-002's uplink for the list of all devices");
+    assert_eq!(update["cmdId"], 1, "SN-002 is not on command 2's page: {update}");
+    assert_eq!(next(&mut ws, Duration::from_millis(500)), None, "command 2 is not told of SN-002");
+    uplink(&server, &endpoint, "SN-001,default,temperature,26,humidity,41");
+    let mut cmds: Vec<i64> = (0..2).map(|_| expect_update(&mut ws, "SN-001's uplink")).map(|u| {
+        assert_eq!(u["update"][0]["entityId"]["id"], sn1.as_str(), "{u}");
+        assert_eq!(u["update"][0]["latest"]["TIME_SERIES"]["temperature"]["value"], "26", "{u}");
+        u["cmdId"].as_i64().unwrap()
+    }).collect();
+    cmds.sort();
+    assert_eq!(cmds, [1, 2]);
+
+    // The entity name filter alone: only the matching devices.
+    send(
+        &mut ws,
+        json!({"entityDataCmds": [{"cmdId": 3, "query": {
+            "entityFilter": {"type": "entityName", "entityType": "DEVICE", "entityNameFilter": "SN"},
+            "pageLink": {"page": 0, "pageSize": 10},
+            "entityFields": [{"type": "ENTITY_FIELD", "key": "name"}],
+            "latestValues": [{"type": "TIME_SERIES", "key": "temperature"}]}}]}),
+    );
+    let page = expect_update(&mut ws, "the devices named SN…");
+    assert_eq!(temperatures(&page["data"]["data"]), [("SN-001".into(), "26".into()), ("SN-002".into(), "21".into())], "{page}");
+
+    // Filters the REST query refuses are refused with its reason, not answered with nothing.
+    send(
+        &mut ws,
+        json!({"entityDataCmds": [{"cmdId": 5, "query": {
+            "entityFilter": {"type": "relationsQuery", "rootEntity": {"entityType": "DEVICE", "id": sn1}, "direction": "FROM"},
+            "pageLink": {"page": 0, "pageSize": 10}}}]}),
+    );
     let refused = expect_update(&mut ws, "an unsupported filter");
-    assert_eq!((refused["cmdId"].clone(), refused["errorCode"].clone()), (json!(5), json!(2)), "{refused}");
+    assert_eq!((refused["cmdId"].clone(), refused["errorCode"].clone(), refused["cmdUpdateType"].clone()), (json!(5), json!(2), json!("ENTITY_DATA")), "{refused}");
+    assert!(refused["errorMsg"].as_str().unwrap().contains("Unsupported entity filter type 'relationsQuery'"), "{refused}");
+    assert_eq!((refused["data"].clone(), refused["update"].clone()), (Value::Null, Value::Null));
+    send(&mut ws, json!({"entityDataCmds": [{"cmdId": 6, "query": {"entityFilter": {"type": "entityType", "entityType": "DEVICE"}}}]}));
+    let refused = expect_update(&mut ws, "a query without a page link");
+    assert_eq!((refused["errorCode"].clone(), refused["errorMsg"].clone()), (json!(2), json!("Page link is required")), "{refused}");
 }

@@ -16,7 +16,7 @@ use coapgate_storage::Store;
 use coapgate_storage::entity_query::{
     EntityColumn, EntityFilter, EntityQuery, EntityRow, KeyFilter, NumericOp, Predicate, QueryKind, SortKey, TextOp,
 };
-use coapgate_storage::model::TsValue;
+use coapgate_storage::model::{Page, TsValue};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -307,14 +307,34 @@ fn entity_field_value(row: &EntityRow, field: &str, tenant_id: Uuid) -> Option<S
     }
 }
 
-/// A whole `EntityDataQuery` for `/find` and `/find/keys`.
-struct DataQuery {
-    query: EntityQuery,
+/// A whole `EntityDataQuery` for `/find`, `/find/keys` and the WebSocket's `entityDataCmds`.
+pub(super) struct DataQuery {
+    pub(super) query: EntityQuery,
     entity_fields: Vec<SelectedKey>,
     latest_values: Vec<SelectedKey>,
 }
 
-fn data_query(body: &Map<String, Value>) -> ApiResult<DataQuery> {
+impl DataQuery {
+    /// The latest values the query selects as ThingsBoard's (`EntityKeyType`, key) pairs.
+    pub(super) fn latest_keys(&self) -> Vec<(String, String)> {
+        self.latest_values.iter().map(|k| (k.key_type.to_string(), k.key.clone())).collect()
+    }
+
+    /// Selects more latest values (a WebSocket `latestCmd`'s `keys`), each once.
+    pub(super) fn add_latest_values(&mut self, keys: Option<&Value>) -> ApiResult<()> {
+        let Some(keys) = keys.filter(|k| !k.is_null()) else { return Ok(()) };
+        let keys = keys.as_array().ok_or_else(|| ApiError::bad_request("Invalid latest command: 'keys' must be a list"))?;
+        for key in keys {
+            let key = entity_key(key, "latest command's key")?;
+            if !self.latest_values.iter().any(|k| k.key_type == key.key_type && k.key == key.key) {
+                self.latest_values.push(key);
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn data_query(body: &Map<String, Value>) -> ApiResult<DataQuery> {
     let filter = entity_filter(body)?;
     let (key_filters, key_filters_any) = key_filters(body)?;
     let entity_fields = key_list(body, "entityFields")?;
@@ -439,30 +459,36 @@ pub async fn find(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<
     let store = state.store.clone();
     let page = blocking(move || {
         let page = store.query_entities(&q.query)?;
-        let now = coapgate_storage::now_millis();
-        let series: Vec<String> = q.latest_values.iter().filter(|k| k.key_type == "TIME_SERIES").map(|k| k.key.clone()).collect();
-        let ids: Vec<Uuid> = page.data.iter().map(|row| row.id).collect();
-        let points = if series.is_empty() { Vec::new() } else { store.latest_timeseries_of(&ids, &series)? };
-        let data = page
-            .data
-            .iter()
-            .map(|row| {
-                Ok(json!({
-                    "entityId": super::json::entity_id(row.kind.as_str(), row.id),
-                    "latest": latest_of(store.as_ref(), row, &q, &points, now)?,
-                    "timeseries": {},
-                }))
-            })
-            .collect::<coapgate_storage::Result<Vec<Value>>>()?;
-        Ok(json!({
-            "data": data,
-            "totalPages": page.total_pages,
-            "totalElements": page.total_elements,
-            "hasNext": page.has_next,
-        }))
+        page_json(store.as_ref(), &q, &page)
     })
     .await?;
     Ok(Json(page))
+}
+
+/// `/find`'s answer for a page of matches: ThingsBoard's `PageData<EntityData>`, each entity
+/// with the latest values the query selects. The WebSocket's `entityDataCmds` send the same.
+pub(super) fn page_json(store: &dyn Store, q: &DataQuery, page: &Page<EntityRow>) -> coapgate_storage::Result<Value> {
+    let now = coapgate_storage::now_millis();
+    let series: Vec<String> = q.latest_values.iter().filter(|k| k.key_type == "TIME_SERIES").map(|k| k.key.clone()).collect();
+    let ids: Vec<Uuid> = page.data.iter().map(|row| row.id).collect();
+    let points = if series.is_empty() { Vec::new() } else { store.latest_timeseries_of(&ids, &series)? };
+    let data = page
+        .data
+        .iter()
+        .map(|row| {
+            Ok(json!({
+                "entityId": super::json::entity_id(row.kind.as_str(), row.id),
+                "latest": latest_of(store, row, q, &points, now)?,
+                "timeseries": {},
+            }))
+        })
+        .collect::<coapgate_storage::Result<Vec<Value>>>()?;
+    Ok(json!({
+        "data": data,
+        "totalPages": page.total_pages,
+        "totalElements": page.total_elements,
+        "hasNext": page.has_next,
+    }))
 }
 
 pub async fn count(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {

@@ -7,9 +7,15 @@
 //! or one), one-shot history queries, and `unsubscribe`. Every answer is ThingsBoard's
 //! `TelemetrySubscriptionUpdate`: `{subscriptionId, errorCode, errorMsg, data: {key: [[ts,
 //! "value"], …]}, latestValues: {key: ts}}`, with `subscriptionId` the command's `cmdId`.
-//! `entityDataCmds` are served for the `singleEntity` filter only (entity fields and latest
-//! values, then `update`s), as ThingsBoard's `EntityDataUpdate`; `tsCmd`/`historyCmd` inside them,
-//! aggregation and counts, alarms and notifications are not.
+//! `entityDataCmds` are served for every filter `POST /api/entitiesQuery/find` serves
+//! (`singleEntity`, `entityList`, `entityType`, `entityName`, `deviceType`, `assetType`): the query
+//! is parsed and run by [`super::entity_query`], its page sent as ThingsBoard's `EntityDataUpdate`
+//! with the same rows as `/find`, then an `update` with the new latest values (of
+//! `query.latestValues` and `latestCmd.keys`) of an entity on that page whenever they change; a
+//! query the parser refuses gets errorCode 2 with its reason. The page is fixed when the command
+//! comes (at most `allowedEntities` long): entities created later or moved onto it are not
+//! added. `tsCmd`/`historyCmd` inside them, aggregation and counts, alarms and notifications
+//! are not served.
 //!
 //! Authentication: `?token=<JWT>` in the URL (refused with the REST API's 401 before the
 //! upgrade), or an `authCmd` in the first message within [`AUTH_TIMEOUT`] (refused with close
@@ -33,7 +39,7 @@ use coapgate_storage::model::{EntityKind, HistoryQuery, KvValue, Millis};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::{ApiError, AppState, Query, auth, blocking};
+use super::{ApiError, AppState, Query, auth, blocking, entity_query};
 use crate::live::{Change, ChangeData, Inbox, KillSignal};
 
 /// How long a session without a token in its URL has to send its `authCmd` (ThingsBoard's
@@ -101,13 +107,15 @@ pub async fn upgrade(
 enum Wants {
     Timeseries { keys: Option<Vec<String>> },
     Attributes { keys: Option<Vec<String>>, scope: Option<String> },
-    /// An `entityDataCmd` on one entity: its latest values of these (key type, key) pairs.
+    /// An `entityDataCmd`: the latest values of these (key type, key) pairs of the entities
+    /// on its page, all of one entity type.
     EntityData { entity_type: String, keys: Vec<(String, String)> },
 }
 
 #[derive(Debug)]
 struct Subscription {
-    entity: Uuid,
+    /// The entities it watches: one, or an entity data query's page.
+    entities: Vec<Uuid>,
     wants: Wants,
 }
 
@@ -346,7 +354,7 @@ impl Session {
         self.state.live.watch(&self.inbox, entity);
         *self.watching.entry(entity).or_default() += 1;
         let snapshot = snapshot(self.state.clone(), entity, &wants, cmd).await;
-        self.subscriptions.insert(cmd_id, Subscription { entity, wants });
+        self.subscriptions.insert(cmd_id, Subscription { entities: vec![entity], wants });
         match snapshot {
             Ok(data) => self.send(update(cmd_id, data)).await,
             Err(e) => {
@@ -358,61 +366,89 @@ impl Session {
 
     fn unsubscribe(&mut self, cmd_id: i64) {
         let Some(old) = self.subscriptions.remove(&cmd_id) else { return };
-        if let Some(count) = self.watching.get_mut(&old.entity) {
-            *count -= 1;
-            if *count == 0 {
-                self.watching.remove(&old.entity);
-                self.state.live.unwatch(self.inbox.id, old.entity);
+        for entity in old.entities {
+            if let Some(count) = self.watching.get_mut(&entity) {
+                *count -= 1;
+                if *count == 0 {
+                    self.watching.remove(&entity);
+                    self.state.live.unwatch(self.inbox.id, entity);
+                }
             }
         }
     }
 
-    /// `entityDataCmds` (and `type` ENTITY_DATA) whose query's filter is `singleEntity`: one page
-    /// with the entity, its fields and latest values, then an `update` for every committed change
-    /// of the keys in `query.latestValues` and `latestCmd.keys`. A `latestCmd` alone adds keys to
-    /// the command's subscription. Other filters, `tsCmd` and `historyCmd` are not served.
+    /// Watches `entities` for subscription `cmd_id` (which must not be held).
+    fn watch(&mut self, cmd_id: i64, entities: Vec<Uuid>, wants: Wants) {
+        for entity in &entities {
+            let count = self.watching.entry(*entity).or_default();
+            if *count == 0 {
+                self.state.live.watch(&self.inbox, *entity);
+            }
+            *count += 1;
+        }
+        self.subscriptions.insert(cmd_id, Subscription { entities, wants });
+    }
+
+    /// `entityDataCmds` (and `type` ENTITY_DATA): the query is parsed and run as `POST
+    /// /api/entitiesQuery/find` runs it (any filter it serves), its page sent with the fields
+    /// and latest values it selects, then an `update` for every committed change of the keys in
+    /// `query.latestValues` and `latestCmd.keys` of an entity on that page. A `latestCmd` alone
+    /// adds keys to the command's subscription. A query the parser refuses is answered with
+    /// errorCode 2 and its reason; `tsCmd` and `historyCmd` are not served.
     async fn entity_data(&mut self, cmd: &Value) -> Result<(), End> {
         let cmd_id = number(cmd, "cmdId");
         if cmd_id < 0 {
             return self.send(entity_error(cmd_id, BAD_REQUEST, "Cmd id is negative value!")).await;
         }
-        let latest_cmd_keys = key_list(cmd.pointer("/latestCmd/keys"));
-        let Some(query) = cmd.get("query").filter(|q| q.is_object()) else {
+        let Some(query) = cmd.get("query").and_then(Value::as_object) else {
             // A later latestCmd for an existing subscription: more keys, their values now.
-            let Some(Subscription { entity, wants: Wants::EntityData { entity_type, keys } }) = self.subscriptions.get_mut(&cmd_id) else {
+            let latest_cmd_keys = key_list(cmd.pointer("/latestCmd/keys"));
+            let Some(Subscription { entities, wants: Wants::EntityData { entity_type, keys } }) = self.subscriptions.get_mut(&cmd_id) else {
                 return self.send(entity_error(cmd_id, BAD_REQUEST, "Query is empty!")).await;
             };
             let added: Vec<_> = latest_cmd_keys.into_iter().filter(|k| !keys.contains(k)).collect();
             keys.extend(added.iter().cloned());
-            let (entity, entity_type) = (*entity, entity_type.clone());
-            return match entity_latest(self.state.clone(), entity, &[], &added).await {
-                Ok(latest) => self.send(entity_update(cmd_id, &entity_type, entity, latest)).await,
-                Err(_) => self.send(entity_error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await,
-            };
+            let (entities, entity_type) = (entities.clone(), entity_type.clone());
+            let mut rows = Vec::new();
+            for entity in entities {
+                match entity_latest(self.state.clone(), entity, &added).await {
+                    Ok(latest) => rows.push(entity_data(&entity_type, entity, latest)),
+                    Err(_) => return self.send(entity_error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await,
+                }
+            }
+            return self.send(entity_update(cmd_id, rows)).await;
         };
-        let filter = query.get("entityFilter").cloned().unwrap_or(Value::Null);
-        let filter_type = text(&filter, "type");
-        if filter_type != "singleEntity" {
-            return self.send(entity_error(cmd_id, BAD_REQUEST, &format!("Entity filter type '{filter_type}' is not supported"))).await;
-        }
-        let (entity_type, entity_id) = (text(&filter["singleEntity"], "entityType"), text(&filter["singleEntity"], "id"));
-        let Some(entity) = find_entity(self.state.clone(), entity_type.clone(), entity_id).await else {
-            // ThingsBoard's answer to a filter that matches nothing: an empty page.
-            return self.send(entity_page(cmd_id, None)).await;
+        let parsed = entity_query::data_query(query).and_then(|mut q| {
+            q.add_latest_values(cmd.pointer("/latestCmd/keys"))?;
+            Ok(q)
+        });
+        let mut q = match parsed {
+            Ok(q) => q,
+            Err(e) => return self.send(entity_error(cmd_id, BAD_REQUEST, &e.message)).await,
         };
+        // Each entity on the page is watched: a page is at most `allowedEntities` long.
+        q.query.page_size = q.query.page_size.min(MAX_SUBSCRIPTIONS as u32);
         if !self.subscriptions.contains_key(&cmd_id) && self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
             return self.send(entity_error(cmd_id, BAD_REQUEST, "Max subscriptions per session reached!")).await;
         }
-        let fields: Vec<String> = key_list(query.get("entityFields")).into_iter().map(|(_, key)| key).collect();
-        let mut keys = key_list(query.get("latestValues"));
-        keys.extend(latest_cmd_keys.into_iter().filter(|k| !keys.contains(k)).collect::<Vec<_>>());
         self.unsubscribe(cmd_id);
-        self.state.live.watch(&self.inbox, entity);
-        *self.watching.entry(entity).or_default() += 1;
-        let latest = entity_latest(self.state.clone(), entity, &fields, &keys).await;
-        self.subscriptions.insert(cmd_id, Subscription { entity, wants: Wants::EntityData { entity_type: entity_type.clone(), keys } });
-        match latest {
-            Ok(latest) => self.send(entity_page(cmd_id, Some(entity_data(&entity_type, entity, latest)))).await,
+        let entity_type = q.query.filter.kind().as_str().to_string();
+        let keys = q.latest_keys();
+        // The page's entities first, then watch them, then read their values: a change committed
+        // after the read is delivered after the page (this task sends both), never lost.
+        let store = self.state.store.clone();
+        let found = blocking(move || store.query_entities(&q.query).map(|page| (q, page))).await;
+        let (q, page) = match found {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("WebSocket entity data query failed: {}", e.message);
+                return self.send(entity_error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await;
+            }
+        };
+        self.watch(cmd_id, page.data.iter().map(|row| row.id).collect(), Wants::EntityData { entity_type, keys });
+        let store = self.state.store.clone();
+        match blocking(move || entity_query::page_json(store.as_ref(), &q, &page)).await {
+            Ok(data) => self.send(entity_page(cmd_id, data)).await,
             Err(e) => {
                 tracing::warn!("WebSocket entity data query failed: {}", e.message);
                 self.send(entity_error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await
@@ -461,13 +497,13 @@ impl Session {
     async fn deliver(&mut self, change: &Change) -> Result<(), End> {
         let mut updates = Vec::new();
         for (cmd_id, subscription) in &self.subscriptions {
-            if subscription.entity != change.entity {
+            if !subscription.entities.contains(&change.entity) {
                 continue;
             }
             if let Wants::EntityData { entity_type, keys } = &subscription.wants {
                 let latest = changed_latest(keys, &change.data);
                 if !latest.is_empty() {
-                    updates.push(entity_update(*cmd_id, entity_type, change.entity, latest));
+                    updates.push(entity_update(*cmd_id, vec![entity_data(entity_type, change.entity, latest)]));
                 }
                 continue;
             }
@@ -580,31 +616,10 @@ fn attribute_scope(key_type: &str) -> Option<&'static str> {
     }
 }
 
-/// An entity's fields and the latest values of `keys`; a key without a value is `{ts: 0,
-/// value: ""}`, as ThingsBoard fills it.
-async fn entity_latest(state: AppState, entity: Uuid, fields: &[String], keys: &[(String, String)]) -> Result<Latest, ApiError> {
+/// An entity's latest values of `keys` (a `latestCmd` adding keys to a subscription); a key
+/// without a value is `{ts: 0, value: ""}`, as ThingsBoard fills it.
+async fn entity_latest(state: AppState, entity: Uuid, keys: &[(String, String)]) -> Result<Latest, ApiError> {
     let mut latest = Latest::new();
-    if !fields.is_empty() {
-        let store = state.store.clone();
-        let record = blocking(move || {
-            Ok(match store.device(entity)? {
-                Some(d) => Some((d.name, d.device_type, d.label, d.created_time)),
-                None => store.asset(entity)?.map(|a| (a.name, a.asset_type, a.label, a.created_time)),
-            })
-        })
-        .await?;
-        let out = latest.entry("ENTITY_FIELD".into()).or_default();
-        for field in fields {
-            let value = match (&record, field.as_str()) {
-                (Some((name, _, _, _)), "name") => name.clone(),
-                (Some((_, kind, _, _)), "type") => kind.clone(),
-                (Some((_, _, label, _)), "label") => label.clone().unwrap_or_default(),
-                (Some((_, _, _, created)), "createdTime") => created.to_string(),
-                _ => String::new(),
-            };
-            out.insert(field.clone(), ts_value(0, value));
-        }
-    }
     let ts_keys: Vec<String> = keys.iter().filter(|(t, _)| t == "TIME_SERIES").map(|(_, k)| k.clone()).collect();
     if !ts_keys.is_empty() {
         let store = state.store.clone();
@@ -668,21 +683,19 @@ fn entity_data(entity_type: &str, entity: Uuid, latest: Latest) -> Value {
     json!({"entityId": {"entityType": entity_type, "id": entity}, "latest": latest, "timeseries": {}})
 }
 
-/// ThingsBoard's `EntityDataUpdate` with the first page (one entity, or none).
-fn entity_page(cmd_id: i64, data: Option<Value>) -> Value {
-    let total = usize::from(data.is_some());
+/// ThingsBoard's `EntityDataUpdate` with the first page (`/api/entitiesQuery/find`'s answer).
+fn entity_page(cmd_id: i64, data: Value) -> Value {
     json!({
-        "cmdId": cmd_id, "errorCode": 0, "errorMsg": null,
-        "data": {"data": data.into_iter().collect::<Vec<_>>(), "totalPages": total, "totalElements": total, "hasNext": false},
+        "cmdId": cmd_id, "errorCode": 0, "errorMsg": null, "data": data,
         "update": null, "allowedEntities": MAX_SUBSCRIPTIONS, "cmdUpdateType": "ENTITY_DATA",
     })
 }
 
 /// ThingsBoard's `EntityDataUpdate` with changed values (`update`, no page).
-fn entity_update(cmd_id: i64, entity_type: &str, entity: Uuid, latest: Latest) -> Value {
+fn entity_update(cmd_id: i64, rows: Vec<Value>) -> Value {
     json!({
         "cmdId": cmd_id, "errorCode": 0, "errorMsg": null, "data": null,
-        "update": [entity_data(entity_type, entity, latest)], "allowedEntities": MAX_SUBSCRIPTIONS, "cmdUpdateType": "ENTITY_DATA",
+        "update": rows, "allowedEntities": MAX_SUBSCRIPTIONS, "cmdUpdateType": "ENTITY_DATA",
     })
 }
 
