@@ -6,6 +6,7 @@
 //! data and back, and asks a [`PskKeys`] for pre-shared keys.
 
 pub mod keystore;
+pub mod pipe;
 pub mod record;
 mod server;
 

@@ -21,7 +21,7 @@
 //! additional data), and has no API to set one.
 
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read, Write};
+use crate::pipe::DatagramPipe as Pipe;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -125,37 +125,6 @@ pub struct Output {
     pub app_data: Vec<Vec<u8>>,
     /// The peer's identity when `app_data` is not empty.
     pub peer: Option<Arc<PeerInfo>>,
-}
-
-/// The in-memory "socket" under one `Ssl`: reads take the datagram being processed, writes
-/// collect records for the caller to send.
-#[derive(Default)]
-struct Pipe {
-    inbox: Option<Vec<u8>>,
-    outbox: Vec<Vec<u8>>,
-}
-
-impl Read for Pipe {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self.inbox.take() {
-            Some(datagram) => {
-                let n = datagram.len().min(buf.len());
-                buf[..n].copy_from_slice(&datagram[..n]);
-                Ok(n)
-            }
-            None => Err(ErrorKind::WouldBlock.into()),
-        }
-    }
-}
-
-impl Write for Pipe {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.outbox.push(buf.to_vec());
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 struct Session {
@@ -283,7 +252,7 @@ impl DtlsServer {
             // restarted (RFC 6347 §4.2.8): it gets a new session once its cookie is proven, and
             // the old one stays until then.
             Some(session) if !(hello && session.established.is_some()) => {
-                session.stream.get_mut().inbox = Some(datagram.to_vec());
+                session.stream.get_mut().put(datagram);
                 session.last_active = now;
                 self.drive(key, &mut out);
             }
@@ -302,7 +271,7 @@ impl DtlsServer {
         let session = self.sessions.get_mut(&SessionKey::Addr(peer))?;
         session.established.as_ref()?;
         let result = session.stream.ssl_write(data);
-        let records = std::mem::take(&mut session.stream.get_mut().outbox);
+        let records = session.stream.get_mut().take_outbox();
         match result {
             Ok(_) => Some(records),
             Err(e) => {
@@ -326,7 +295,7 @@ impl DtlsServer {
                         openssl_sys::SSL_ctrl(session.stream.ssl().as_ptr(), DTLS_CTRL_HANDLE_TIMEOUT, 0, std::ptr::null_mut());
                     }
                     let _ = ErrorStack::get();
-                    for d in session.stream.get_mut().outbox.drain(..) {
+                    for d in session.stream.get_mut().take_outbox() {
                         outgoing.push((session.peer, d));
                     }
                 }
@@ -363,15 +332,15 @@ impl DtlsServer {
             }
         }
         let listener = self.listener.as_mut().expect("listener just created");
-        listener.get_mut().inbox = Some(datagram.to_vec());
+        listener.get_mut().put(datagram);
         let result = unsafe {
             let addr = BIO_ADDR_new();
             let r = DTLSv1_listen(listener.ssl().as_ptr(), addr);
             BIO_ADDR_free(addr);
             r
         };
-        listener.get_mut().inbox = None;
-        let replies = std::mem::take(&mut listener.get_mut().outbox);
+        listener.get_mut().clear();
+        let replies = listener.get_mut().take_outbox();
         match result {
             1 => {
                 let stream = self.listener.take().expect("listener present");
@@ -458,8 +427,8 @@ impl DtlsServer {
                 out.peer = session.established.clone();
             }
         }
-        session.stream.get_mut().inbox = None;
-        out.datagrams.append(&mut session.stream.get_mut().outbox);
+        session.stream.get_mut().clear();
+        out.datagrams.append(&mut session.stream.get_mut().take_outbox());
         if failed {
             self.remove(key);
         }
