@@ -13,24 +13,10 @@ Environment: BASE_URL, USERNAME, PASSWORD.  Prints "OK" and exits 0 on success; 
 "FAIL: <reason>" to stderr and exits non-zero.
 """
 
-import os
 import sys
 
 
-class CheckFailed(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise CheckFailed(msg)
-
-
-def env(name):
-    value = os.environ.get(name)
-    if not value:
-        raise CheckFailed("environment variable %s is not set" % name)
-    return value
+from flow_checks import CheckFailed, check, env
 
 
 def run_flow():

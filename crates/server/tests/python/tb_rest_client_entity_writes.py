@@ -16,27 +16,13 @@ model deserialization.  Prints "OK" and exits 0 on success; on failure prints "F
 and exits non-zero.
 """
 
-import os
 import sys
 import uuid
 
 NULL_CUSTOMER_ID = "13814000-1dd2-11b2-8080-808080808080"
 
 
-class CheckFailed(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise CheckFailed(msg)
-
-
-def env(name):
-    value = os.environ.get(name)
-    if not value:
-        raise CheckFailed("environment variable %s is not set" % name)
-    return value
+from flow_checks import CheckFailed, check, env
 
 
 def names(page):

@@ -22,20 +22,7 @@ import sys
 import uuid
 
 
-class CheckFailed(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise CheckFailed(msg)
-
-
-def env(name):
-    value = os.environ.get(name)
-    if not value:
-        raise CheckFailed("environment variable %s is not set" % name)
-    return value
+from flow_checks import CheckFailed, check, env
 
 
 def points_of(answer, key):
