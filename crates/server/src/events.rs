@@ -449,7 +449,6 @@ impl EventSink {
         );
     }
 
-    /// A lifecycle event: `STARTED`, `UPDATED`, `STOPPED` or `FAILED`.
     /// The lifecycle events of a reload of the routing table, whichever reload found the
     /// changes (a REST call's, or the configuration watch's when it got there first): one
     /// event per change per node.
@@ -462,6 +461,7 @@ impl EventSink {
         }
     }
 
+    /// A lifecycle event: `STARTED`, `UPDATED`, `STOPPED` or `FAILED`.
     pub fn lifecycle(&self, integration: Uuid, event: &str, error: Option<&str>) {
         self.push(
             EntityKind::Integration,

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::{ApiError, ApiResult, AppState, Query, blocking, parse_uuid, query_bool, query_number};
 
 /// Checks the entity exists (where coapgate stores that kind) and returns its id.
-async fn entity(state: &AppState, entity_type: &str, entity_id: &str) -> ApiResult<Uuid> {
+pub(super) async fn entity(state: &AppState, entity_type: &str, entity_id: &str) -> ApiResult<Uuid> {
     if entity_type == "CUSTOMER" {
         return Ok(super::customers::existing_customer(state, entity_id).await?.id);
     }

@@ -35,7 +35,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::extract::{ConnectInfo, Query as QueryParams, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use coapgate_storage::model::{EntityKind, HistoryQuery, KvValue, Millis};
+use coapgate_storage::model::{HistoryQuery, KvValue, Millis};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -326,7 +326,7 @@ impl Session {
             return self.send(error(cmd_id, BAD_REQUEST, "Device id is empty!")).await;
         }
         let failed = if kind == "ATTRIBUTES" { "Failed to fetch attributes!" } else { "Failed to fetch data!" };
-        let Some(entity) = find_entity(self.state.clone(), text(cmd, "entityType"), entity_id).await else {
+        let Some(entity) = super::telemetry::entity(&self.state, &text(cmd, "entityType"), &entity_id).await.ok() else {
             return self.send(error(cmd_id, INTERNAL_ERROR, failed)).await;
         };
         if !self.subscriptions.contains_key(&cmd_id) && self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
@@ -473,7 +473,7 @@ impl Session {
         if !agg.is_empty() && agg != "NONE" {
             return self.send(error(cmd_id, BAD_REQUEST, &format!("Aggregation '{agg}' is not supported over WebSocket"))).await;
         }
-        let Some(entity) = find_entity(self.state.clone(), text(cmd, "entityType"), entity_id).await else {
+        let Some(entity) = super::telemetry::entity(&self.state, &text(cmd, "entityType"), &entity_id).await.ok() else {
             return self.send(error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await;
         };
         let query = HistoryQuery {
@@ -568,27 +568,6 @@ async fn latest(state: AppState, entity: Uuid, keys: Option<Vec<String>>) -> Res
     let store = state.store.clone();
     let latest = blocking(move || store.latest_timeseries(entity, keys.as_deref())).await?;
     Ok(latest.into_iter().map(|(key, p)| (key, vec![(p.ts, p.value.to_display_string())])).collect())
-}
-
-/// The entity a command names, if it exists.
-async fn find_entity(state: AppState, entity_type: String, entity_id: String) -> Option<Uuid> {
-    if entity_type == "CUSTOMER" {
-        return super::customers::existing_customer(&state, &entity_id).await.ok().map(|c| c.id);
-    }
-    let kind = EntityKind::parse(&entity_type)?;
-    let id = Uuid::parse_str(&entity_id).ok()?;
-    let store = state.store.clone();
-    let exists = blocking(move || {
-        Ok(match kind {
-            EntityKind::Device => store.device(id)?.is_some(),
-            EntityKind::Asset => store.asset(id)?.is_some(),
-            EntityKind::Integration => store.integration(id)?.is_some(),
-            EntityKind::Converter => store.converter(id)?.is_some(),
-        })
-    })
-    .await
-    .ok()?;
-    exists.then_some(id)
 }
 
 /// Latest values by ThingsBoard's `EntityKeyType` (`ENTITY_FIELD`, `TIME_SERIES`,

@@ -17,3 +17,13 @@ def env(name):
     if not value:
         raise CheckFailed("environment variable %s is not set" % name)
     return value
+
+
+def main(run_flow):
+    """Runs a flow: exit status 1 with the failed check on standard error."""
+    import sys
+    try:
+        run_flow()
+    except CheckFailed as e:
+        print("FAIL: %s" % e, file=sys.stderr)
+        sys.exit(1)

@@ -13,10 +13,9 @@ Environment: BASE_URL, USERNAME, PASSWORD.  Prints "OK" and exits 0 on success; 
 "FAIL: <reason>" to stderr and exits non-zero.
 """
 
-import sys
 
 
-from flow_checks import CheckFailed, check, env
+from flow_checks import CheckFailed, check, env, main
 
 
 def run_flow():
@@ -75,8 +74,4 @@ def run_flow():
 
 
 if __name__ == "__main__":
-    try:
-        run_flow()
-    except CheckFailed as e:
-        print("FAIL: %s" % e, file=sys.stderr)
-        sys.exit(1)
+    main(run_flow)
