@@ -129,6 +129,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Set a user's password (default: the admin's); every token issued before stops working.
     ResetPassword(reset_password::ResetPasswordArgs),
+    /// Print every REST route that needs a token, with who may call it: `tenant-admin` (customer
+    /// users get 403) or `any-user` (customer users reach only their customer's entities).
+    Routes,
 }
 
 // Uplinks are allocated on the receive thread and freed on the script, writer and sync threads;
@@ -171,6 +174,12 @@ fn main() -> std::process::ExitCode {
         Command::Decode(args) => decode::run(args),
         Command::Bench(args) => bench::run(args),
         Command::ResetPassword(args) => reset_password::run(args),
+        Command::Routes => {
+            for (method, path, rule) in api::route_table() {
+                println!("{method:<7}{path:<90}{}", rule.name());
+            }
+            Ok(())
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -39,7 +39,7 @@ pub(crate) const DEVICE_MEMBERS: Listing =
     Listing { table: "device", columns: MEMBER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
 pub(crate) const ASSET_MEMBERS: Listing = Listing { table: "asset", columns: MEMBER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
 
-pub(crate) const USER_COLUMNS: &str = "id, created_time, email, password_hash, authority, first_name, last_name";
+pub(crate) const USER_COLUMNS: &str = "id, created_time, email, password_hash, authority, first_name, last_name, customer_id, enabled";
 pub(crate) const CONVERTER_COLUMNS: &str =
     "id, created_time, name, type, integration_type, debug_settings, configuration, additional_info, version";
 pub(crate) const INTEGRATION_COLUMNS: &str = "id, created_time, name, type, enabled, allow_create, is_remote, debug_settings, \

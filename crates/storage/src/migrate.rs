@@ -213,6 +213,8 @@ const TABLES: &[Table] = &[
             ("authority", "authority", Text),
             ("first_name", "first_name", Text),
             ("last_name", "last_name", Text),
+            ("customer_id", "customer_id", Uuid),
+            ("enabled", "enabled", Bool),
         ],
         replaces_defaults: false,
     },

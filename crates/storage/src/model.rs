@@ -20,6 +20,11 @@ pub struct User {
     pub authority: String,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
+    /// The customer a `CUSTOMER_USER` belongs to; `None` for tenant administrators.
+    pub customer_id: Option<Uuid>,
+    /// ThingsBoard's `userCredentialsEnabled`: a disabled user cannot log in and its tokens stop
+    /// working.
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -601,14 +601,23 @@ fn open_main_connection(path: &Path) -> Result<Connection> {
 /// API) get the column; new ones too, since `SCHEMA` keeps the first version of each table.
 fn add_description_columns(conn: &Connection) -> Result<()> {
     for table in ["device", "asset"] {
-        let has: bool = conn.query_row(
-            &format!("SELECT EXISTS (SELECT 1 FROM pragma_table_info('{table}') WHERE name = 'description')"),
-            [],
-            |r| r.get(0),
-        )?;
-        if !has {
-            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN description TEXT"))?;
-        }
+        add_column(conn, table, "description", "TEXT")?;
+    }
+    // Users belong to a customer (customer users) and can be disabled; older directories hold
+    // only the tenant administrator, enabled.
+    add_column(conn, "app_user", "customer_id", "BLOB")?;
+    add_column(conn, "app_user", "enabled", "INTEGER NOT NULL DEFAULT 1")?;
+    Ok(())
+}
+
+fn add_column(conn: &Connection, table: &str, column: &str, definition: &str) -> Result<()> {
+    let has: bool = conn.query_row(
+        &format!("SELECT EXISTS (SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{column}')"),
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"))?;
     }
     Ok(())
 }
@@ -644,6 +653,8 @@ fn user_from_row(r: &Row) -> rusqlite::Result<User> {
         authority: r.get(4)?,
         first_name: r.get(5)?,
         last_name: r.get(6)?,
+        customer_id: r.get(7)?,
+        enabled: r.get(8)?,
     })
 }
 
@@ -990,8 +1001,8 @@ impl Store for SqliteStore {
     fn insert_user(&self, u: &User) -> Result<()> {
         self.with_conn(|c| {
             c.execute(
-                &format!("INSERT INTO app_user ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-                params![u.id, u.created_time, u.email, u.password_hash, u.authority, u.first_name, u.last_name],
+                &format!("INSERT INTO app_user ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                params![u.id, u.created_time, u.email, u.password_hash, u.authority, u.first_name, u.last_name, u.customer_id, u.enabled],
             )
             .map_err(|e| map_unique_violation(e, "User with such email already exists!"))?;
             Ok(())

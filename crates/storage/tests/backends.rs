@@ -759,6 +759,8 @@ fn users_and_settings(backend: &dyn Backend) {
         authority: "TENANT_ADMIN".into(),
         first_name: Some("T".into()),
         last_name: None,
+        customer_id: None,
+        enabled: true,
     };
     store.insert_user(&user).unwrap();
     assert_eq!(store.user_count().unwrap(), 1);

@@ -78,6 +78,8 @@ fn fill(path: &Path, devices: usize) {
                 authority: "TENANT_ADMIN".into(),
                 first_name: Some("First".into()),
                 last_name: None,
+                customer_id: None,
+                enabled: true,
             })
             .unwrap();
     }

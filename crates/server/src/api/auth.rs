@@ -221,6 +221,8 @@ pub fn ensure_admin_user(store: &dyn Store, username: &str, password: Option<&st
         authority: "TENANT_ADMIN".into(),
         first_name: None,
         last_name: None,
+        customer_id: None,
+        enabled: true,
     };
     match store.insert_user(&user) {
         Ok(()) => Ok(generated.then_some(password)),
@@ -303,6 +305,9 @@ async fn login_inner(state: &AppState, ip: IpAddr, request: Request) -> Result<V
     };
     jwt.limits.record_success(&username);
     jwt.limits.refund_address(ip);
+    if !user.enabled {
+        return Err(ApiError::unauthorized("User account is not active", 10).into_response());
+    }
     jwt.start_session(&user, state.store.tenant_id()).await.map_err(IntoResponse::into_response)
 }
 
@@ -335,6 +340,9 @@ async fn user_of(state: &AppState, claims: &Claims) -> ApiResult<User> {
     if password::credentials_version(&user.password_hash) != claims.cv {
         return Err(ApiError::unauthorized("Authentication failed", 10));
     }
+    if !user.enabled {
+        return Err(ApiError::unauthorized("User account is disabled", 10));
+    }
     Ok(user)
 }
 
@@ -360,6 +368,7 @@ pub async fn require_token(State(state): State<AppState>, mut request: Request, 
         .or_else(|| header.strip_prefix("bearer "))
         .ok_or_else(|| ApiError::unauthorized("Authentication failed", 10))?;
     let (user, session_id) = authenticate(&state, token).await?;
+    request.extensions_mut().insert(super::authority::Caller::of(&user));
     request.extensions_mut().insert(AuthUser(user));
     request.extensions_mut().insert(AuthSession(session_id));
     Ok(next.run(request).await)

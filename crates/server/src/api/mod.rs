@@ -7,6 +7,7 @@
 
 mod assets;
 mod auth;
+mod authority;
 mod credentials;
 mod customers;
 mod endpoint_settings;
@@ -30,7 +31,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::http::Method;
+use axum::routing::{delete, get, post};
 use coapgate_script::EnginePool;
 use coapgate_storage::model::PageQuery;
 use coapgate_storage::{StorageError, Store};
@@ -39,6 +41,8 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::events::EventSink;
 use crate::registry::Registry;
+use authority::Routes;
+use authority::Rule::{Any, Tenant};
 
 pub use auth::{Jwt, ensure_admin_user, generate_password};
 pub use password::{HASH_COST as PASSWORD_HASH_COST, check_policy as check_password_policy};
@@ -60,105 +64,106 @@ pub struct AppState {
     pub live: Arc<crate::live::Hub>,
 }
 
-pub fn router(state: AppState) -> Router {
-    let protected = Router::new()
-        .route("/api/auth/user", get(auth::current_user))
-        .route("/api/auth/logout", post(auth::logout))
-        .route("/api/auth/changePassword", post(auth::change_password))
-        .route("/api/coapgate/remoteSettings", get(remote_settings::remote_settings))
-        .route("/api/coapgate/coapSettings", get(endpoint_settings::coap_settings))
-        .route("/api/coapgate/converter/checkScript", post(script_check::check_script))
-        .route("/api/converter", post(entities::save_converter))
-        .route("/api/converter/testUpLink", post(entities::test_uplink))
-        .route("/api/converter/{id}", get(entities::get_converter).delete(entities::delete_converter))
-        .route("/api/converter/{id}/debugIn", get(events::converter_debug_in))
-        .route("/api/converters", get(entities::list_converters))
-        .route("/api/events/{entity_type}/{entity_id}/{event_type}", get(events::by_type))
-        .route("/api/events/{entity_type}/{entity_id}", post(events::filtered))
-        .route("/api/coapgate/events/{entity_type}/{entity_id}/dropped", get(events::dropped))
-        .route("/api/coapgate/integrations/messages24h", get(events::messages_24h))
-        .route("/api/integration", post(entities::save_integration))
-        .route("/api/integration/{id}", get(entities::get_integration).delete(entities::delete_integration))
-        .route("/api/integration/routingKey/{key}", get(entities::get_integration_by_routing_key))
-        .route("/api/integrations", get(entities::list_integrations))
-        .route("/api/integrationInfos", get(entities::list_integration_infos))
-        .route("/api/tenant/devices", get(entities::list_devices))
-        .route("/api/tenant/deviceInfos", get(entities::list_devices))
-        .route("/api/tenant/device", get(entities::device_by_name))
-        .route("/api/device", post(entities::save_device))
-        .route("/api/device/types", get(entities::device_types))
-        .route("/api/device/credentials", post(credentials::save_credentials))
-        .route("/api/device/{id}/credentials", get(credentials::get_credentials))
-        .route("/api/deviceInfos/all", get(entities::all_device_infos))
-        .route("/api/device/{id}", get(entities::get_device).delete(entities::delete_device))
-        .route("/api/deviceProfiles", get(entities::list_device_profiles))
-        .route("/api/deviceProfileInfos", get(entities::list_device_profiles))
-        .route("/api/deviceProfile/{id}", get(entities::get_device_profile).delete(entities::delete_device_profile))
-        .route("/api/tenant/assets", get(assets::list_assets))
-        .route("/api/tenant/asset", get(assets::asset_by_name))
-        .route("/api/asset", post(assets::save_asset))
-        .route("/api/asset/types", get(assets::asset_types))
-        .route("/api/asset/{id}", get(assets::get_asset).delete(assets::delete_asset))
-        .route("/api/assetProfiles", get(assets::list_asset_profiles))
-        .route("/api/assetProfileInfos", get(assets::list_asset_profiles))
-        .route("/api/assetProfile/{id}", get(assets::get_asset_profile).delete(assets::delete_asset_profile))
-        .route("/api/customers", get(customers::list_customers))
-        .route("/api/tenant/customers", get(customers::customer_by_title))
-        .route("/api/customer/{id}", get(customers::get_customer).delete(customers::delete_customer))
-        .route("/api/customer/{id}/devices", get(customers::customer_devices))
-        .route("/api/customer/{id}/assets", get(customers::customer_assets))
-        .route("/api/customer", post(customers::save_customer))
-        .route("/api/customer/{id}/device/{device_id}", post(customers::assign_device))
-        .route("/api/customer/device/{device_id}", axum::routing::delete(customers::unassign_device))
-        .route("/api/customer/{id}/asset/{asset_id}", post(customers::assign_asset))
-        .route("/api/customer/asset/{asset_id}", axum::routing::delete(customers::unassign_asset))
-        .route("/api/owner/CUSTOMER/{owner_id}/{entity_type}/{entity_id}", post(customers::owner_to_customer))
-        .route("/api/owner/TENANT/{owner_id}/{entity_type}/{entity_id}", post(customers::owner_to_tenant))
-        .route("/api/entityGroups/{p1}", get(groups::by_type))
-        .route("/api/entityGroups/{p1}/{p2}", get(groups::all_by_type_or_of_entity))
-        .route("/api/entityGroups/{p1}/{p2}/{p3}", get(groups::by_owner_and_type))
-        .route("/api/entityGroups/{p1}/{p2}/{p3}/all", get(groups::all_by_owner_and_type))
-        .route("/api/entityGroup/{p1}", get(groups::get_group).delete(groups::delete_group))
-        .route("/api/entityGroup/{p1}/entities", get(groups::group_entities))
-        .route("/api/entityGroup/{p1}/{p2}/{p3}/{p4}", get(groups::by_owner_type_and_name))
-        .route("/api/entitiesQuery/find", post(entity_query::find))
-        .route("/api/entitiesQuery/count", post(entity_query::count))
-        .route("/api/entitiesQuery/find/keys", post(entity_query::find_keys))
-        .route("/api/plugins/telemetry/{entity_type}/{entity_id}/keys/timeseries", get(telemetry::timeseries_keys))
-        .route("/api/plugins/telemetry/{entity_type}/{entity_id}/values/timeseries", get(telemetry::timeseries_values))
-        .route(
-            "/api/plugins/telemetry/{entity_type}/{entity_id}/values/timeseries/history",
-            get(telemetry::timeseries_values),
-        )
-        .route("/api/plugins/telemetry/{entity_type}/{entity_id}/keys/attributes", get(telemetry::attribute_keys))
-        .route(
-            "/api/plugins/telemetry/{entity_type}/{entity_id}/keys/attributes/{scope}",
-            get(telemetry::attribute_keys_scoped),
-        )
-        .route("/api/plugins/telemetry/{entity_type}/{entity_id}/values/attributes", get(telemetry::attribute_values))
-        .route(
-            "/api/plugins/telemetry/{entity_type}/{entity_id}/values/attributes/{scope}",
-            get(telemetry::attribute_values_scoped),
-        )
-        .route("/api/plugins/telemetry/{entity_type}/{entity_id}/attributes/{scope}", post(telemetry::save_attributes))
-        .route("/api/plugins/telemetry/{entity_type}/{entity_id}/timeseries/{scope}", post(telemetry::save_timeseries))
-        .route(
-            "/api/plugins/telemetry/{entity_type}/{entity_id}/timeseries/{scope}/{ttl}",
-            post(telemetry::save_timeseries_with_ttl),
-        )
-        .route(
-            "/api/plugins/telemetry/{entity_type}/{entity_id}/timeseries/delete",
-            axum::routing::delete(telemetry::delete_timeseries),
-        )
-        .route(
-            "/api/plugins/telemetry/{entity_type}/{entity_id}/{scope}",
-            post(telemetry::save_attributes).delete(telemetry::delete_attributes),
-        )
+/// Every route that needs a token, with who may call it ([`authority`]).
+fn protected_routes() -> Routes {
+    Routes::new()
+        .add(Method::GET, "/api/auth/user", Any, get(auth::current_user))
+        .add(Method::POST, "/api/auth/logout", Any, post(auth::logout))
+        .add(Method::POST, "/api/auth/changePassword", Any, post(auth::change_password))
+        .add(Method::GET, "/api/coapgate/remoteSettings", Tenant, get(remote_settings::remote_settings))
+        .add(Method::GET, "/api/coapgate/coapSettings", Tenant, get(endpoint_settings::coap_settings))
+        .add(Method::POST, "/api/coapgate/converter/checkScript", Tenant, post(script_check::check_script))
+        .add(Method::POST, "/api/converter", Tenant, post(entities::save_converter))
+        .add(Method::POST, "/api/converter/testUpLink", Tenant, post(entities::test_uplink))
+        .add(Method::GET, "/api/converter/{id}", Tenant, get(entities::get_converter))
+        .add(Method::DELETE, "/api/converter/{id}", Tenant, delete(entities::delete_converter))
+        .add(Method::GET, "/api/converter/{id}/debugIn", Tenant, get(events::converter_debug_in))
+        .add(Method::GET, "/api/converters", Tenant, get(entities::list_converters))
+        .add(Method::GET, "/api/events/{entity_type}/{entity_id}/{event_type}", Tenant, get(events::by_type))
+        .add(Method::POST, "/api/events/{entity_type}/{entity_id}", Tenant, post(events::filtered))
+        .add(Method::GET, "/api/coapgate/events/{entity_type}/{entity_id}/dropped", Tenant, get(events::dropped))
+        .add(Method::GET, "/api/coapgate/integrations/messages24h", Tenant, get(events::messages_24h))
+        .add(Method::POST, "/api/integration", Tenant, post(entities::save_integration))
+        .add(Method::GET, "/api/integration/{id}", Tenant, get(entities::get_integration))
+        .add(Method::DELETE, "/api/integration/{id}", Tenant, delete(entities::delete_integration))
+        .add(Method::GET, "/api/integration/routingKey/{key}", Tenant, get(entities::get_integration_by_routing_key))
+        .add(Method::GET, "/api/integrations", Tenant, get(entities::list_integrations))
+        .add(Method::GET, "/api/integrationInfos", Tenant, get(entities::list_integration_infos))
+        .add(Method::GET, "/api/tenant/devices", Tenant, get(entities::list_devices))
+        .add(Method::GET, "/api/tenant/deviceInfos", Tenant, get(entities::list_devices))
+        .add(Method::GET, "/api/tenant/device", Tenant, get(entities::device_by_name))
+        .add(Method::POST, "/api/device", Tenant, post(entities::save_device))
+        .add(Method::GET, "/api/device/types", Any, get(entities::device_types))
+        .add(Method::POST, "/api/device/credentials", Tenant, post(credentials::save_credentials))
+        .add(Method::GET, "/api/device/{id}/credentials", Any, get(credentials::get_credentials))
+        .add(Method::GET, "/api/deviceInfos/all", Any, get(entities::all_device_infos))
+        .add(Method::GET, "/api/device/{id}", Any, get(entities::get_device))
+        .add(Method::DELETE, "/api/device/{id}", Tenant, delete(entities::delete_device))
+        .add(Method::GET, "/api/deviceProfiles", Tenant, get(entities::list_device_profiles))
+        .add(Method::GET, "/api/deviceProfileInfos", Any, get(entities::list_device_profiles))
+        .add(Method::GET, "/api/deviceProfile/{id}", Tenant, get(entities::get_device_profile))
+        .add(Method::DELETE, "/api/deviceProfile/{id}", Tenant, delete(entities::delete_device_profile))
+        .add(Method::GET, "/api/tenant/assets", Tenant, get(assets::list_assets))
+        .add(Method::GET, "/api/tenant/asset", Tenant, get(assets::asset_by_name))
+        .add(Method::POST, "/api/asset", Tenant, post(assets::save_asset))
+        .add(Method::GET, "/api/asset/types", Any, get(assets::asset_types))
+        .add(Method::GET, "/api/asset/{id}", Any, get(assets::get_asset))
+        .add(Method::DELETE, "/api/asset/{id}", Tenant, delete(assets::delete_asset))
+        .add(Method::GET, "/api/assetProfiles", Tenant, get(assets::list_asset_profiles))
+        .add(Method::GET, "/api/assetProfileInfos", Any, get(assets::list_asset_profiles))
+        .add(Method::GET, "/api/assetProfile/{id}", Tenant, get(assets::get_asset_profile))
+        .add(Method::DELETE, "/api/assetProfile/{id}", Tenant, delete(assets::delete_asset_profile))
+        .add(Method::GET, "/api/customers", Tenant, get(customers::list_customers))
+        .add(Method::GET, "/api/tenant/customers", Tenant, get(customers::customer_by_title))
+        .add(Method::GET, "/api/customer/{id}", Any, get(customers::get_customer))
+        .add(Method::DELETE, "/api/customer/{id}", Tenant, delete(customers::delete_customer))
+        .add(Method::GET, "/api/customer/{id}/devices", Any, get(customers::customer_devices))
+        .add(Method::GET, "/api/customer/{id}/assets", Any, get(customers::customer_assets))
+        .add(Method::POST, "/api/customer", Tenant, post(customers::save_customer))
+        .add(Method::POST, "/api/customer/{id}/device/{device_id}", Tenant, post(customers::assign_device))
+        .add(Method::DELETE, "/api/customer/device/{device_id}", Tenant, delete(customers::unassign_device))
+        .add(Method::POST, "/api/customer/{id}/asset/{asset_id}", Tenant, post(customers::assign_asset))
+        .add(Method::DELETE, "/api/customer/asset/{asset_id}", Tenant, delete(customers::unassign_asset))
+        .add(Method::POST, "/api/owner/CUSTOMER/{owner_id}/{entity_type}/{entity_id}", Tenant, post(customers::owner_to_customer))
+        .add(Method::POST, "/api/owner/TENANT/{owner_id}/{entity_type}/{entity_id}", Tenant, post(customers::owner_to_tenant))
+        .add(Method::GET, "/api/entityGroups/{p1}", Tenant, get(groups::by_type))
+        .add(Method::GET, "/api/entityGroups/{p1}/{p2}", Tenant, get(groups::all_by_type_or_of_entity))
+        .add(Method::GET, "/api/entityGroups/{p1}/{p2}/{p3}", Tenant, get(groups::by_owner_and_type))
+        .add(Method::GET, "/api/entityGroups/{p1}/{p2}/{p3}/all", Tenant, get(groups::all_by_owner_and_type))
+        .add(Method::GET, "/api/entityGroup/{p1}", Tenant, get(groups::get_group))
+        .add(Method::DELETE, "/api/entityGroup/{p1}", Tenant, delete(groups::delete_group))
+        .add(Method::GET, "/api/entityGroup/{p1}/entities", Tenant, get(groups::group_entities))
+        .add(Method::GET, "/api/entityGroup/{p1}/{p2}/{p3}/{p4}", Tenant, get(groups::by_owner_type_and_name))
+        .add(Method::POST, "/api/entitiesQuery/find", Any, post(entity_query::find))
+        .add(Method::POST, "/api/entitiesQuery/count", Any, post(entity_query::count))
+        .add(Method::POST, "/api/entitiesQuery/find/keys", Any, post(entity_query::find_keys))
+        .add(Method::GET, "/api/plugins/telemetry/{entity_type}/{entity_id}/keys/timeseries", Any, get(telemetry::timeseries_keys))
+        .add(Method::GET, "/api/plugins/telemetry/{entity_type}/{entity_id}/values/timeseries", Any, get(telemetry::timeseries_values))
+        .add(Method::GET, "/api/plugins/telemetry/{entity_type}/{entity_id}/values/timeseries/history", Any, get(telemetry::timeseries_values))
+        .add(Method::GET, "/api/plugins/telemetry/{entity_type}/{entity_id}/keys/attributes", Any, get(telemetry::attribute_keys))
+        .add(Method::GET, "/api/plugins/telemetry/{entity_type}/{entity_id}/keys/attributes/{scope}", Any, get(telemetry::attribute_keys_scoped))
+        .add(Method::GET, "/api/plugins/telemetry/{entity_type}/{entity_id}/values/attributes", Any, get(telemetry::attribute_values))
+        .add(Method::GET, "/api/plugins/telemetry/{entity_type}/{entity_id}/values/attributes/{scope}", Any, get(telemetry::attribute_values_scoped))
+        .add(Method::POST, "/api/plugins/telemetry/{entity_type}/{entity_id}/attributes/{scope}", Any, post(telemetry::save_attributes))
+        .add(Method::POST, "/api/plugins/telemetry/{entity_type}/{entity_id}/timeseries/{scope}", Any, post(telemetry::save_timeseries))
+        .add(Method::POST, "/api/plugins/telemetry/{entity_type}/{entity_id}/timeseries/{scope}/{ttl}", Any, post(telemetry::save_timeseries_with_ttl))
+        .add(Method::DELETE, "/api/plugins/telemetry/{entity_type}/{entity_id}/timeseries/delete", Any, delete(telemetry::delete_timeseries))
+        .add(Method::POST, "/api/plugins/telemetry/{entity_type}/{entity_id}/{scope}", Any, post(telemetry::save_attributes))
+        .add(Method::DELETE, "/api/plugins/telemetry/{entity_type}/{entity_id}/{scope}", Any, delete(telemetry::delete_attributes))
         // ThingsBoard's `/{deviceId}/{scope}`; the router wants one name per segment position.
-        .route(
-            "/api/plugins/telemetry/{entity_type}/{entity_id}",
-            post(telemetry::save_device_attributes).delete(telemetry::delete_device_attributes),
-        )
+        .add(Method::POST, "/api/plugins/telemetry/{entity_type}/{entity_id}", Any, post(telemetry::save_device_attributes))
+        .add(Method::DELETE, "/api/plugins/telemetry/{entity_type}/{entity_id}", Any, delete(telemetry::delete_device_attributes))
+}
+
+/// `(method, path, rule)` of every authenticated route, for `coapgate routes`.
+pub fn route_table() -> Vec<(Method, &'static str, authority::Rule)> {
+    protected_routes().into_parts().1
+}
+
+pub fn router(state: AppState) -> Router {
+    let protected = protected_routes()
+        .into_parts()
+        .0
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .route("/api/auth/login", post(auth::login))

@@ -431,6 +431,8 @@ fn user_from_row(r: &Row) -> User {
         authority: r.get(4),
         first_name: r.get(5),
         last_name: r.get(6),
+        customer_id: r.get(7),
+        enabled: r.get(8),
     }
 }
 
@@ -707,9 +709,12 @@ impl Store for PgStore {
 
     fn insert_user(&self, u: &User) -> Result<()> {
         self.with_conn(|c| {
-            let statement = c.prepared(&format!("INSERT INTO app_user ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))?;
+            let statement = c.prepared(&format!("INSERT INTO app_user ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))?;
             c.client
-                .execute(&statement, &[&u.id, &u.created_time, &u.email, &u.password_hash, &u.authority, &u.first_name, &u.last_name])
+                .execute(
+                    &statement,
+                    &[&u.id, &u.created_time, &u.email, &u.password_hash, &u.authority, &u.first_name, &u.last_name, &u.customer_id, &u.enabled],
+                )
                 .map_err(|e| {
                     if is_unique_violation(&e) {
                         StorageError::Conflict("User with such email already exists!".into())

@@ -14,7 +14,7 @@ use crate::{Result, StorageError};
 const MIGRATION_LOCK: i64 = 0x636f_6170_6d69_6700; // "coapmig\0"
 
 /// `(version, SQL)`, in order. Never edit a step that has shipped: add one.
-pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
+pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
 
 /// Text columns that lists sort by use the "C" collation: byte order, as SQLite's default
 /// BINARY collation sorts (the database's own locale could sort "alpha" before "Mid").
@@ -140,6 +140,12 @@ const V4: &str = r#"
 CREATE TABLE device_credentials (
     device_id uuid PRIMARY KEY, id uuid NOT NULL, created_time bigint NOT NULL,
     credentials_type text NOT NULL, credentials_id text NOT NULL UNIQUE, credentials_value text);
+"#;
+
+/// Users belong to a customer (customer users) and can be disabled (`userCredentialsEnabled`).
+const V5: &str = r#"
+ALTER TABLE app_user ADD COLUMN customer_id uuid;
+ALTER TABLE app_user ADD COLUMN enabled boolean NOT NULL DEFAULT true;
 "#;
 
 /// Brings the schema to the newest version and makes the rows every store needs (tenant id,
