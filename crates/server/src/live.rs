@@ -4,8 +4,9 @@
 //! Producers are the uplink writer (after the flush that makes a batch durable, next to the
 //! completions that send the 2.01s) and the REST writes (after their synchronous commit), so a
 //! subscriber never sees a value that a crash could still take back. Publishing never blocks
-//! and costs one atomic load while nobody watches anything: it runs on the writer's sync thread,
-//! whose every microsecond delays the devices' answers.
+//! and costs one atomic load while nobody watches anything, and one queue push otherwise: it
+//! runs on the writer's sync thread, whose every microsecond delays the devices' answers, so
+//! the per-session work is the `live-fanout` thread's.
 //!
 //! Each session has a bounded inbox ([`Hub::open`]). A session that does not empty it (its
 //! client does not read, so its socket's buffers are full and its task waits on a send) is
@@ -76,35 +77,62 @@ impl KillSignal {
 /// Entity → the sessions (by id) watching it.
 type Watchers = HashMap<Uuid, Vec<(u64, Arc<Session>)>>;
 
+/// Batches of changes waiting for the fan-out thread. The producers never wait for it: when it
+/// is this far behind, the sessions watching a batch's entities are the ones not keeping up
+/// (its work is theirs), and they are closed as slow rather than buffered for.
+const FANOUT_QUEUE_BATCHES: usize = 4096;
+
 /// The subscriber map and the sessions' cap.
+///
+/// Publishing hands a batch to the `live-fanout` thread and returns: the per-session work (a
+/// queue push and a task wake-up per watching session) is O(subscribers) per change, and on
+/// the writer's sync thread it delayed the devices' answers by as much (1,000 sessions on one
+/// device: about a millisecond per change, BENCHMARKS.md).
 pub struct Hub {
-    watchers: RwLock<Watchers>,
-    /// Entities in `watchers`: checked before anything else, so publishing is free while no
-    /// session watches anything.
-    watched: AtomicUsize,
+    watching: Arc<Watching>,
+    fanout: crossbeam_channel::Sender<Vec<Change>>,
     next_id: AtomicU64,
     queue_capacity: usize,
     max_sessions: usize,
     sessions: Arc<Semaphore>,
+}
+
+/// What the producers and the fan-out thread share.
+struct Watching {
+    watchers: RwLock<Watchers>,
+    /// Entities in `watchers`: checked before anything else, so publishing is free while no
+    /// session watches anything.
+    watched: AtomicUsize,
     /// Sessions disconnected because they did not read their updates (for `/metrics`).
-    pub slow_disconnects: AtomicU64,
+    slow_disconnects: AtomicU64,
     /// Changes handed to sessions.
-    pub delivered: AtomicU64,
+    delivered: AtomicU64,
 }
 
 impl Hub {
     /// `queue_capacity` changes may wait per session; at most `max_sessions` sessions at once
-    /// (each holds a descriptor the HTTP connection cap no longer counts once upgraded).
+    /// (each holds a descriptor the HTTP connection cap no longer counts once upgraded). Starts
+    /// the fan-out thread, which ends when the hub is dropped.
     pub fn new(queue_capacity: usize, max_sessions: usize) -> Hub {
-        Hub {
+        let watching = Arc::new(Watching {
             watchers: RwLock::new(HashMap::new()),
             watched: AtomicUsize::new(0),
+            slow_disconnects: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+        });
+        let (fanout, batches) = crossbeam_channel::bounded::<Vec<Change>>(FANOUT_QUEUE_BATCHES);
+        let shared = watching.clone();
+        std::thread::Builder::new()
+            .name("live-fanout".into())
+            .spawn(move || batches.iter().for_each(|changes| shared.deliver(changes)))
+            .expect("starting the live-fanout thread");
+        Hub {
+            watching,
+            fanout,
             next_id: AtomicU64::new(1),
             queue_capacity: queue_capacity.max(1),
             max_sessions,
             sessions: Arc::new(Semaphore::new(max_sessions)),
-            slow_disconnects: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
         }
     }
 
@@ -120,6 +148,11 @@ impl Hub {
         self.queue_capacity
     }
 
+    /// Sessions closed because they did not read their updates.
+    pub fn slow_disconnects(&self) -> u64 {
+        self.watching.slow_disconnects.load(Ordering::Relaxed)
+    }
+
     /// Prometheus lines for `/metrics`.
     pub fn render_metrics(&self) -> String {
         use std::fmt::Write as _;
@@ -130,77 +163,57 @@ impl Hub {
         let _ = writeln!(out, "coapgate_ws_sessions {open}");
         let _ = writeln!(out, "# HELP coapgate_ws_changes_delivered_total Committed changes handed to WebSocket sessions.");
         let _ = writeln!(out, "# TYPE coapgate_ws_changes_delivered_total counter");
-        let _ = writeln!(out, "coapgate_ws_changes_delivered_total {}", self.delivered.load(Ordering::Relaxed));
+        let _ = writeln!(out, "coapgate_ws_changes_delivered_total {}", self.watching.delivered.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP coapgate_ws_slow_disconnects_total WebSocket sessions closed because their client did not read its updates.");
         let _ = writeln!(out, "# TYPE coapgate_ws_slow_disconnects_total counter");
-        let _ = writeln!(out, "coapgate_ws_slow_disconnects_total {}", self.slow_disconnects.load(Ordering::Relaxed));
+        let _ = writeln!(out, "coapgate_ws_slow_disconnects_total {}", self.slow_disconnects());
         out
     }
 
     /// Starts delivering `entity`'s changes to the session (once, however often it is asked).
     pub fn watch(&self, inbox: &Inbox, entity: Uuid) {
-        let mut watchers = self.watchers.write().unwrap();
+        let mut watchers = self.watching.watchers.write().unwrap();
         let list = watchers.entry(entity).or_default();
         if !list.iter().any(|(id, _)| *id == inbox.id) {
             list.push((inbox.id, inbox.session.clone()));
         }
-        self.watched.store(watchers.len(), Ordering::Release);
+        self.watching.watched.store(watchers.len(), Ordering::Release);
     }
 
     /// Stops delivering `entity`'s changes to session `id`.
     pub fn unwatch(&self, id: u64, entity: Uuid) {
-        let mut watchers = self.watchers.write().unwrap();
-        if let Some(list) = watchers.get_mut(&entity) {
-            list.retain(|(session, _)| *session != id);
-            if list.is_empty() {
-                watchers.remove(&entity);
-            }
-        }
-        self.watched.store(watchers.len(), Ordering::Release);
+        self.watching.unwatch(id, entity);
     }
 
     /// Whether any session watches `entity`: producers build a [`Change`] only then.
     pub fn is_watched(&self, entity: Uuid) -> bool {
-        self.watched.load(Ordering::Acquire) > 0 && self.watchers.read().unwrap().contains_key(&entity)
+        self.any_watched() && self.watching.watchers.read().unwrap().contains_key(&entity)
     }
 
     /// Whether any session watches anything (one atomic load).
     pub fn any_watched(&self) -> bool {
-        self.watched.load(Ordering::Acquire) > 0
+        self.watching.watched.load(Ordering::Acquire) > 0
     }
 
-    /// Hands committed changes to the sessions watching their entities. Never blocks: a session
-    /// whose inbox is full is marked overflowed, woken to close, and forgotten.
+    /// Hands committed changes to the fan-out thread, which passes them to the sessions
+    /// watching their entities, in the order published. Never blocks: when the fan-out thread
+    /// is [`FANOUT_QUEUE_BATCHES`] behind, the sessions watching these entities are closed as
+    /// slow.
     pub fn publish(&self, changes: Vec<Change>) {
         if changes.is_empty() || !self.any_watched() {
             return;
         }
-        let mut overflowed: Vec<(u64, Uuid)> = Vec::new();
-        {
-            let watchers = self.watchers.read().unwrap();
-            for change in changes {
-                let Some(list) = watchers.get(&change.entity) else { continue };
-                let change = Arc::new(change);
-                for (id, session) in list {
-                    match session.tx.try_send(change.clone()) {
-                        Ok(()) => {
-                            self.delivered.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            if !session.overflowed.swap(true, Ordering::AcqRel) {
-                                self.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-                                session.kill.notify_one();
-                            }
-                            overflowed.push((*id, change.entity));
-                        }
-                        // The session is ending; its task forgets its entities itself.
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
-                    }
+        if let Err(crossbeam_channel::TrySendError::Full(changes)) = self.fanout.try_send(changes) {
+            let watchers = self.watching.watchers.read().unwrap();
+            let mut behind: Vec<(u64, Uuid)> = Vec::new();
+            for change in &changes {
+                for (id, session) in watchers.get(&change.entity).into_iter().flatten() {
+                    self.watching.overflow(session);
+                    behind.push((*id, change.entity));
                 }
             }
-        }
-        for (id, entity) in overflowed {
-            self.unwatch(id, entity);
+            drop(watchers);
+            behind.into_iter().for_each(|(id, entity)| self.watching.unwatch(id, entity));
         }
     }
 
@@ -224,6 +237,56 @@ impl Hub {
     }
 }
 
+impl Watching {
+    fn unwatch(&self, id: u64, entity: Uuid) {
+        let mut watchers = self.watchers.write().unwrap();
+        if let Some(list) = watchers.get_mut(&entity) {
+            list.retain(|(session, _)| *session != id);
+            if list.is_empty() {
+                watchers.remove(&entity);
+            }
+        }
+        self.watched.store(watchers.len(), Ordering::Release);
+    }
+
+    /// Marks a session that cannot take more as overflowed and wakes it to close (once).
+    fn overflow(&self, session: &Session) {
+        if !session.overflowed.swap(true, Ordering::AcqRel) {
+            self.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+            session.kill.notify_one();
+        }
+    }
+
+    /// The fan-out thread's work: each change to every session watching its entity; a session
+    /// whose inbox is full is marked overflowed, woken to close, and forgotten.
+    fn deliver(&self, changes: Vec<Change>) {
+        let mut overflowed: Vec<(u64, Uuid)> = Vec::new();
+        {
+            let watchers = self.watchers.read().unwrap();
+            for change in changes {
+                let Some(list) = watchers.get(&change.entity) else { continue };
+                let change = Arc::new(change);
+                for (id, session) in list {
+                    match session.tx.try_send(change.clone()) {
+                        Ok(()) => {
+                            self.delivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            self.overflow(session);
+                            overflowed.push((*id, change.entity));
+                        }
+                        // The session is ending; its task forgets its entities itself.
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    }
+                }
+            }
+        }
+        for (id, entity) in overflowed {
+            self.unwatch(id, entity);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,9 +304,14 @@ mod tests {
         hub.watch(&inbox, a);
         hub.watch(&inbox, a);
         hub.publish(vec![ts_change(b, 1), ts_change(a, 2)]);
-        let got = inbox.rx.try_recv().unwrap();
+        hub.publish_one(ts_change(a, 3));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), inbox.rx.recv()).await.unwrap().unwrap();
         assert_eq!(got.entity, a);
-        assert!(inbox.rx.try_recv().is_err(), "one copy per session, nothing of b");
+        let ChangeData::Timeseries(points) = &tokio::time::timeout(std::time::Duration::from_secs(5), inbox.rx.recv()).await.unwrap().unwrap().data
+        else {
+            panic!("a time-series change")
+        };
+        assert_eq!(points[0].1[0].1, KvValue::Long(3), "one copy per session, nothing of b, in order");
         hub.unwatch(inbox.id, a);
         assert!(!hub.any_watched());
     }
@@ -258,7 +326,13 @@ mod tests {
             hub.publish_one(ts_change(entity, v));
         }
         tokio::time::timeout(std::time::Duration::from_secs(1), inbox.kill_signal().killed()).await.expect("killed");
-        assert_eq!(hub.slow_disconnects.load(Ordering::Relaxed), 1);
+        assert_eq!(hub.slow_disconnects(), 1);
+        for _ in 0..100 {
+            if !hub.is_watched(entity) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         assert!(!hub.is_watched(entity), "the slow session is forgotten");
     }
 

@@ -473,3 +473,36 @@ fn entity_data_for_queries_of_many_entities() {
     let refused = expect_update(&mut ws, "a query without a page link");
     assert_eq!((refused["errorCode"].clone(), refused["errorMsg"].clone()), (json!(2), json!("Page link is required")), "{refused}");
 }
+
+/// `coapgate bench-ws` end to end at a small size: every subscriber must count every stored
+/// uplink, in the fixed-rate phase and in the full-speed run with subscribers. (The inbox bound
+/// is raised so that a slow test machine cannot close a session and make the count short.)
+#[test]
+fn bench_ws_subscribers_get_every_update() {
+    let server = Server::start_with(&[("WS_MAX_QUEUE_MESSAGES_PER_SESSION", "1000000")], &[]);
+    let integration = server.seed_integration();
+    let endpoint = integration["configuration"]["clientConfiguration"]["coapEndpoint"].as_str().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coapgate"))
+        .args(["bench-ws", "--http", &server.http, "--url", endpoint, "--subscribers", "20"])
+        .args(["--rate", "50", "--count", "50", "--duration", "30", "--rounds", "1", "--ingest-seconds", "1", "--json"])
+        .env("COAPGATE_BENCH_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let latency = &report["latency"];
+    assert_eq!(latency["uplinks_stored"], 50, "{report}");
+    assert_eq!(latency["updates_expected"], 50 * 20, "{report}");
+    assert_eq!(latency["updates_received"], 50 * 20, "{report}");
+    assert_eq!(latency["subscribers_complete"], 20, "{report}");
+    assert!(latency["update_latency_ms"]["max"].as_f64().unwrap() > 0.0, "{report}");
+    let runs = report["ingest"]["runs"].as_array().unwrap();
+    assert_eq!(runs.iter().map(|r| r["subscribers"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 20], "{report}");
+    let with = &runs[1];
+    assert!(with["uplinks_stored"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(with["updates_received"], with["updates_expected"], "{report}");
+    assert_eq!(with["sessions_closed"], 0, "{report}");
+    assert_eq!(runs[0]["updates_received"], 0, "unsubscribed sessions get nothing: {report}");
+    let device = server.device("WS-BENCH").expect("the bench's device");
+    assert!(server.history_len(&device, "sent") > 50, "every run's uplinks were stored");
+}
