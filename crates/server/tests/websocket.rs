@@ -200,6 +200,65 @@ fn history_commands_return_stored_points() {
     assert_eq!((unknown["subscriptionId"].clone(), unknown["errorCode"].clone()), (json!(8), json!(1)), "{unknown}");
 }
 
+/// `agg` in history commands (and in a subscription's time window) reads what REST's
+/// `…/values/timeseries` answers for the same query, point for point.
+#[test]
+fn aggregated_history_equals_the_rest_answer() {
+    let server = Server::start();
+    let (_, id) = seeded(&server);
+    let t0: i64 = 1_700_000_000_000;
+    let points: Vec<Value> = (0..10).map(|i| json!({"ts": t0 + 1000 * i, "values": {"level": i as f64 * 1.5, "count": i}})).collect();
+    server.api("POST", &format!("/api/plugins/telemetry/DEVICE/{id}/timeseries/ANY"), Some(Value::Array(points)));
+    let mut ws = connect(&server, &format!("/api/ws?token={}", server.token()));
+    let (start, end, interval) = (t0, t0 + 10_000, 2_500);
+    for (cmd_id, agg) in ["AVG", "MIN", "MAX", "SUM", "COUNT", "NONE"].into_iter().enumerate() {
+        send(
+            &mut ws,
+            json!({"historyCmds": [{"entityType": "DEVICE", "entityId": id, "keys": "level,count", "startTs": start, "endTs": end,
+                                    "interval": interval, "agg": agg, "limit": 4, "cmdId": cmd_id}]}),
+        );
+        let history = expect_update(&mut ws, agg);
+        assert_eq!(history["errorCode"], 0, "{history}");
+        let rest = server.api(
+            "GET",
+            &format!("/api/plugins/telemetry/DEVICE/{id}/values/timeseries?keys=level,count&startTs={start}&endTs={end}&interval={interval}&agg={agg}&limit=4"),
+            None,
+        );
+        for key in ["level", "count"] {
+            let as_pairs: Vec<Value> = rest[key].as_array().unwrap().iter().map(|p| json!([p["ts"], p["value"]])).collect();
+            assert_eq!(history["data"][key], Value::Array(as_pairs), "{agg} {key}: WebSocket {history} REST {rest}");
+        }
+    }
+    // One figure checked by hand: the first 2.5 s bucket holds 0, 1.5 and 3.
+    send(
+        &mut ws,
+        json!({"historyCmds": [{"entityType": "DEVICE", "entityId": id, "keys": "level", "startTs": start, "endTs": end,
+                                "interval": interval, "agg": "AVG", "cmdId": 20}]}),
+    );
+    let avg = expect_update(&mut ws, "AVG by hand");
+    assert_eq!(avg["data"]["level"][0][1], "1.5", "{avg}");
+    assert_eq!(avg["data"]["level"].as_array().unwrap().len(), 4, "{avg}");
+
+    // A subscription's time window is aggregated the same way.
+    send(
+        &mut ws,
+        json!({"tsSubCmds": [{"entityType": "DEVICE", "entityId": id, "keys": "level", "startTs": start, "timeWindow": 10_000,
+                              "interval": 5_000, "agg": "MAX", "cmdId": 21}]}),
+    );
+    let window = expect_update(&mut ws, "an aggregated window");
+    let values: Vec<&str> = window["data"]["level"].as_array().unwrap().iter().map(|p| p[1].as_str().unwrap()).collect();
+    assert_eq!(values, ["6.0", "13.5"], "{window}");
+
+    send(
+        &mut ws,
+        json!({"historyCmds": [{"entityType": "DEVICE", "entityId": id, "keys": "level", "startTs": start, "endTs": end,
+                                "interval": interval, "agg": "MEDIAN", "cmdId": 22}]}),
+    );
+    let refused = expect_update(&mut ws, "an unknown aggregation");
+    assert_eq!(refused["errorCode"], 2, "{refused}");
+    assert!(refused["errorMsg"].as_str().unwrap().contains("MEDIAN"), "{refused}");
+}
+
 fn coapgate_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }

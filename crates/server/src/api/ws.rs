@@ -36,7 +36,7 @@ use axum::extract::{ConnectInfo, Query as QueryParams, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
-use coapgate_storage::model::{HistoryQuery, KvValue, Millis};
+use coapgate_storage::model::{KvValue, Millis};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -352,10 +352,6 @@ impl Session {
             }
             Wants::Attributes { keys, scope }
         } else {
-            let agg = text(cmd, "agg");
-            if number(cmd, "timeWindow") > 0 && !agg.is_empty() && agg != "NONE" {
-                return self.send(error(cmd_id, BAD_REQUEST, &format!("Aggregation '{agg}' is not supported over WebSocket"))).await;
-            }
             Wants::Timeseries { keys }
         };
         // Watch first, then read the snapshot: a change committed in between is delivered after
@@ -479,23 +475,14 @@ impl Session {
         let Some(keys) = keys(cmd) else {
             return self.send(error(cmd_id, BAD_REQUEST, "Keys are empty!")).await;
         };
-        let agg = text(cmd, "agg");
-        if !agg.is_empty() && agg != "NONE" {
-            return self.send(error(cmd_id, BAD_REQUEST, &format!("Aggregation '{agg}' is not supported over WebSocket"))).await;
-        }
         let Some(entity) = super::telemetry::entity(&self.state, &text(cmd, "entityType"), &entity_id).await.ok() else {
             return self.send(error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await;
         };
-        let query = HistoryQuery {
-            keys,
-            start_ts: number(cmd, "startTs"),
-            end_ts: number(cmd, "endTs"),
-            limit: limit(cmd),
-            descending: true,
-        };
-        let store = self.state.store.clone();
-        match blocking(move || store.timeseries_history(entity, &query)).await {
+        let (start_ts, end_ts) = (number(cmd, "startTs"), number(cmd, "endTs"));
+        match super::telemetry::read_history(&self.state, entity, keys, start_ts, end_ts, &history_params(cmd)).await {
             Ok(history) => self.send(update(cmd_id, history_points(history))).await,
+            // A parameter the REST route refuses (an unknown `agg`): its reason, as errorCode 2.
+            Err(e) if e.status == StatusCode::BAD_REQUEST => self.send(error(cmd_id, BAD_REQUEST, &e.message)).await,
             Err(e) => {
                 tracing::warn!("WebSocket history query failed: {}", e.message);
                 self.send(error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await
@@ -596,8 +583,10 @@ async fn snapshot(state: AppState, entity: Uuid, wants: &Wants, cmd: &Value) -> 
                 // Without keys ThingsBoard subscribes to the latest values whatever the window.
                 return latest(state, entity, None).await;
             };
-            let query = HistoryQuery { keys, start_ts, end_ts: start_ts + number(cmd, "timeWindow"), limit: limit(cmd), descending: true };
-            Ok(history_points(blocking(move || store.timeseries_history(entity, &query)).await?))
+            // The window's points as a history command reads them (aggregated with `agg`); the
+            // updates that follow are the raw committed points, as ThingsBoard sends them.
+            let end_ts = start_ts.saturating_add(number(cmd, "timeWindow"));
+            Ok(history_points(super::telemetry::read_history(&state, entity, keys, start_ts, end_ts, &history_params(cmd)).await?))
         }
         Wants::Timeseries { keys } => latest(state, entity, keys.clone()).await,
         Wants::Attributes { keys, scope } => {
@@ -792,6 +781,25 @@ fn text(cmd: &Value, field: &str) -> String {
 fn keys(cmd: &Value) -> Option<Vec<String>> {
     let keys: Vec<String> = text(cmd, "keys").split(',').map(str::trim).filter(|k| !k.is_empty()).map(String::from).collect();
     (!keys.is_empty()).then_some(keys)
+}
+
+/// A history command's `agg`, `interval`, `intervalType`, `timeZoneId` and `limit` as the REST
+/// route's parameters ([`super::telemetry::read_history`]), so that both read the same points.
+fn history_params(cmd: &Value) -> Query {
+    let mut q = Query::new();
+    let agg = text(cmd, "agg");
+    if !agg.is_empty() {
+        q.insert("agg".into(), agg);
+    }
+    q.insert("interval".into(), number(cmd, "interval").max(0).to_string());
+    q.insert("limit".into(), limit(cmd).to_string());
+    for (field, param) in [("intervalType", "intervalType"), ("timeZoneId", "timeZone")] {
+        let value = text(cmd, field);
+        if !value.is_empty() {
+            q.insert(param.into(), value);
+        }
+    }
+    q
 }
 
 fn limit(cmd: &Value) -> u32 {
