@@ -410,6 +410,65 @@ fn entity_data_for_a_single_entity() {
 
 }
 
+/// `historyCmd` and `tsCmd` inside an entity data command: each page row carries its entity's
+/// points in `timeseries` (as REST reads them, `[]` for a key without any), then a tsCmd's keys
+/// arrive live as time-series rows; a later tsCmd alone re-reads the window for the same page.
+#[test]
+fn entity_data_history_and_time_series_commands() {
+    let server = Server::start();
+    let (endpoint, id) = seeded(&server);
+    let t0: i64 = 1_700_000_000_000;
+    let points: Vec<Value> = (0..4).map(|i| json!({"ts": t0 + 1000 * i, "values": {"level": i * 10}})).collect();
+    server.api("POST", &format!("/api/plugins/telemetry/DEVICE/{id}/timeseries/ANY"), Some(Value::Array(points)));
+    let query = json!({
+        "entityFilter": {"type": "singleEntity", "singleEntity": {"entityType": "DEVICE", "id": id}},
+        "pageLink": {"page": 0, "pageSize": 1},
+        "entityFields": [{"type": "ENTITY_FIELD", "key": "name"}]});
+    let mut ws = connect(&server, &format!("/api/ws?token={}", server.token()));
+
+    send(&mut ws, json!({"cmds": [{"type": "ENTITY_DATA", "cmdId": 1, "query": query,
+        "historyCmd": {"keys": ["level", "nothing"], "startTs": t0, "endTs": t0 + 4000, "interval": 2000, "limit": 100, "agg": "SUM"}}]}));
+    let page = expect_update(&mut ws, "the page with its history");
+    let row = &page["data"]["data"][0];
+    assert_eq!(row["latest"]["ENTITY_FIELD"]["name"]["value"], "SN-001", "{page}");
+    let rest = server.api(
+        "GET",
+        &format!("/api/plugins/telemetry/DEVICE/{id}/values/timeseries?keys=level&startTs={t0}&endTs={}&interval=2000&agg=SUM", t0 + 4000),
+        None,
+    );
+    assert_eq!(row["timeseries"]["level"], rest["level"], "the REST answer, bucket for bucket: {page}");
+    assert_eq!(row["timeseries"]["level"].as_array().unwrap().iter().map(|p| p["value"].clone()).collect::<Vec<_>>(), [json!("10"), json!("50")]);
+    assert_eq!(row["timeseries"]["nothing"], json!([]), "{page}");
+
+    let now = coapgate_now();
+    send(&mut ws, json!({"cmds": [{"type": "ENTITY_DATA", "cmdId": 2, "query": query,
+        "tsCmd": {"keys": ["temperature"], "startTs": now - 3_600_000, "timeWindow": 3_700_000, "limit": 10}}]}));
+    let page = expect_update(&mut ws, "the page with its window");
+    assert_eq!(page["cmdId"], 2);
+    let window = page["data"]["data"][0]["timeseries"]["temperature"].as_array().unwrap().clone();
+    assert_eq!(window.iter().map(|p| p["value"].clone()).collect::<Vec<_>>(), [json!("25.7")], "{page}");
+
+    uplink(&server, &endpoint, "SN-001,default,temperature,31.5,humidity,40");
+    let update = expect_update(&mut ws, "a live point");
+    assert_eq!((update["cmdId"].clone(), update["data"].clone()), (json!(2), Value::Null), "{update}");
+    let row = &update["update"][0];
+    assert_eq!(row["entityId"], json!({"entityType": "DEVICE", "id": id}));
+    assert_eq!(row["latest"], Value::Null, "a time-series row: {update}");
+    assert_eq!(row["timeseries"]["temperature"][0]["value"], "31.5", "{update}");
+    assert!(row["timeseries"].get("humidity").is_none(), "a key the tsCmd did not ask for: {update}");
+
+    // A new window for the same page, without the query.
+    send(&mut ws, json!({"cmds": [{"type": "ENTITY_DATA", "cmdId": 2,
+        "tsCmd": {"keys": ["humidity"], "startTs": now - 3_600_000, "timeWindow": 3_700_000, "limit": 10}}]}));
+    let update = expect_update(&mut ws, "the new window");
+    let humidity: Vec<Value> = update["update"][0]["timeseries"]["humidity"].as_array().unwrap().iter().map(|p| p["value"].clone()).collect();
+    assert_eq!(humidity, [json!("40"), json!("69")], "newest first: {update}");
+    uplink(&server, &endpoint, "SN-001,default,temperature,32,humidity,41");
+    let update = expect_update(&mut ws, "a live point of the new key");
+    assert_eq!(update["update"][0]["timeseries"]["humidity"][0]["value"], "41", "{update}");
+    assert!(update["update"][0]["timeseries"].get("temperature").is_none(), "{update}");
+}
+
 /// The rows of an entity data page or update by device name, with their temperature.
 fn temperatures(rows: &Value) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = rows

@@ -12,10 +12,12 @@
 //! is parsed and run by [`super::entity_query`], its page sent as ThingsBoard's `EntityDataUpdate`
 //! with the same rows as `/find`, then an `update` with the new latest values (of
 //! `query.latestValues` and `latestCmd.keys`) of an entity on that page whenever they change; a
-//! query the parser refuses gets errorCode 2 with its reason. The page is fixed when the command
+//! query the parser refuses gets errorCode 2 with its reason. A `historyCmd` or `tsCmd` inside
+//! fills each row's `timeseries` as REST's history read fills it (aggregation included); a
+//! `tsCmd`'s keys then arrive live as time-series rows. The page is fixed when the command
 //! comes (at most `allowedEntities` long): entities created later or moved onto it are not
-//! added. `tsCmd`/`historyCmd` inside them, aggregation and counts, alarms and notifications
-//! are not served.
+//! added. Counts, alarms and notifications are not served. History commands and a time-series
+//! subscription's window read their points as `…/values/timeseries` does (`agg`, `interval`).
 //!
 //! Authentication: `?token=<JWT>` in the URL (refused with the REST API's 401 before the
 //! upgrade), or an `authCmd` in the first message within [`AUTH_TIMEOUT`] (refused with close
@@ -109,8 +111,8 @@ enum Wants {
     Timeseries { keys: Option<Vec<String>> },
     Attributes { keys: Option<Vec<String>>, scope: Option<String> },
     /// An `entityDataCmd`: the latest values of these (key type, key) pairs of the entities
-    /// on its page, all of one entity type.
-    EntityData { entity_type: String, keys: Vec<(String, String)> },
+    /// on its page, all of one entity type, and every new point of `ts_keys` (its `tsCmd`'s).
+    EntityData { entity_type: String, keys: Vec<(String, String)>, ts_keys: Vec<String> },
 }
 
 #[derive(Debug)]
@@ -399,17 +401,21 @@ impl Session {
     /// /api/entitiesQuery/find` runs it (any filter it serves), its page sent with the fields
     /// and latest values it selects, then an `update` for every committed change of the keys in
     /// `query.latestValues` and `latestCmd.keys` of an entity on that page. A `latestCmd` alone
-    /// adds keys to the command's subscription. A query the parser refuses is answered with
-    /// errorCode 2 and its reason; `tsCmd` and `historyCmd` are not served.
+    /// adds keys to the command's subscription, a `tsCmd` or `historyCmd` alone reads a new
+    /// window for its page. A query the parser refuses is answered with errorCode 2 and its
+    /// reason.
     async fn entity_data(&mut self, cmd: &Value) -> Result<(), End> {
         let cmd_id = number(cmd, "cmdId");
         if cmd_id < 0 {
             return self.send(entity_error(cmd_id, BAD_REQUEST, "Cmd id is negative value!")).await;
         }
         let Some(query) = cmd.get("query").and_then(Value::as_object) else {
+            if let Some(ts_cmd) = ts_command(cmd) {
+                return self.entity_timeseries_update(cmd_id, ts_cmd).await;
+            }
             // A later latestCmd for an existing subscription: more keys, their values now.
             let latest_cmd_keys = key_list(cmd.pointer("/latestCmd/keys"));
-            let Some(Subscription { entities, wants: Wants::EntityData { entity_type, keys } }) = self.subscriptions.get_mut(&cmd_id) else {
+            let Some(Subscription { entities, wants: Wants::EntityData { entity_type, keys, .. } }) = self.subscriptions.get_mut(&cmd_id) else {
                 return self.send(entity_error(cmd_id, BAD_REQUEST, "Query is empty!")).await;
             };
             let added: Vec<_> = latest_cmd_keys.into_iter().filter(|k| !keys.contains(k)).collect();
@@ -451,13 +457,52 @@ impl Session {
                 return self.send(entity_error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await;
             }
         };
-        self.watch(cmd_id, page.data.iter().map(|row| row.id).collect(), Wants::EntityData { entity_type, keys });
+        let ids: Vec<Uuid> = page.data.iter().map(|row| row.id).collect();
+        let ts_cmd = ts_command(cmd);
+        let ts_keys = match &ts_cmd {
+            Some(TsCommand { subscribe: true, keys, .. }) => keys.clone(),
+            _ => Vec::new(),
+        };
+        self.watch(cmd_id, ids.clone(), Wants::EntityData { entity_type, keys, ts_keys });
         let store = self.state.store.clone();
-        match blocking(move || entity_query::page_json(store.as_ref(), &q, &page)).await {
-            Ok(data) => self.send(entity_page(cmd_id, data)).await,
+        let mut data = match blocking(move || entity_query::page_json(store.as_ref(), &q, &page)).await {
+            Ok(data) => data,
             Err(e) => {
                 tracing::warn!("WebSocket entity data query failed: {}", e.message);
-                self.send(entity_error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await
+                return self.send(entity_error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await;
+            }
+        };
+        // A historyCmd or tsCmd fills each row's `timeseries` before the page goes out.
+        if let Some(ts_cmd) = ts_cmd {
+            let rows = data.get_mut("data").and_then(Value::as_array_mut).map(std::mem::take).unwrap_or_default();
+            match entity_series(&self.state, rows, &ids, &ts_cmd).await {
+                Ok(rows) => data["data"] = Value::Array(rows),
+                Err(e) => {
+                    tracing::warn!("WebSocket entity data history failed: {}", e.message);
+                    return self.send(entity_error(cmd_id, INTERNAL_ERROR, "Failed to fetch historical data!")).await;
+                }
+            }
+        }
+        self.send(entity_page(cmd_id, data)).await
+    }
+
+    /// A `tsCmd` or `historyCmd` without a query, for a subscription already held (a widget
+    /// changing its time window): the page's entities' points as an `update`, and from now on a
+    /// `tsCmd`'s keys are the subscription's live time series.
+    async fn entity_timeseries_update(&mut self, cmd_id: i64, ts_cmd: TsCommand<'_>) -> Result<(), End> {
+        let Some(Subscription { entities, wants: Wants::EntityData { entity_type, ts_keys, .. } }) = self.subscriptions.get_mut(&cmd_id) else {
+            return self.send(entity_error(cmd_id, BAD_REQUEST, "Query is empty!")).await;
+        };
+        if ts_cmd.subscribe {
+            *ts_keys = ts_cmd.keys.clone();
+        }
+        let (entities, entity_type) = (entities.clone(), entity_type.clone());
+        let rows = entities.iter().map(|entity| json!({"entityId": {"entityType": entity_type, "id": entity}, "latest": {}})).collect();
+        match entity_series(&self.state, rows, &entities, &ts_cmd).await {
+            Ok(rows) => self.send(entity_update(cmd_id, rows)).await,
+            Err(e) => {
+                tracing::warn!("WebSocket entity data history failed: {}", e.message);
+                self.send(entity_error(cmd_id, INTERNAL_ERROR, "Failed to fetch historical data!")).await
             }
         }
     }
@@ -497,11 +542,40 @@ impl Session {
     async fn deliver(&mut self, changes: &[std::sync::Arc<Change>]) -> Result<(), End> {
         let mut updates = Vec::new();
         for (cmd_id, subscription) in &self.subscriptions {
-            let mine = changes.iter().filter(|change| subscription.entities.contains(&change.entity));
-            if let Wants::EntityData { entity_type, keys } = &subscription.wants {
+            let mine: Vec<&std::sync::Arc<Change>> =
+                changes.iter().filter(|change| subscription.entities.contains(&change.entity)).collect();
+            if let Wants::EntityData { entity_type, keys, ts_keys } = &subscription.wants {
+                // A tsCmd's keys: every new point, as ThingsBoard's time-series rows
+                // (`timeseries`, no `latest`), apart from the latest-value rows.
+                let mut series_rows: Vec<(Uuid, Map<String, Value>)> = Vec::new();
+                for change in mine.iter().filter(|_| !ts_keys.is_empty()) {
+                    let ChangeData::Timeseries(points) = &change.data else { continue };
+                    for (ts, values) in points {
+                        for (key, value) in values.iter().filter(|(key, _)| ts_keys.contains(key)) {
+                            let row = match series_rows.iter().position(|(entity, _)| *entity == change.entity) {
+                                Some(i) => &mut series_rows[i].1,
+                                None => {
+                                    series_rows.push((change.entity, Map::new()));
+                                    &mut series_rows.last_mut().expect("just pushed").1
+                                }
+                            };
+                            let list = row.entry(key.clone()).or_insert_with(|| Value::Array(Vec::new()));
+                            if let Value::Array(list) = list {
+                                list.push(ts_value(*ts, value.to_display_string()));
+                            }
+                        }
+                    }
+                }
+                if !series_rows.is_empty() {
+                    let rows = series_rows
+                        .into_iter()
+                        .map(|(entity, series)| json!({"entityId": {"entityType": entity_type, "id": entity}, "latest": null, "timeseries": series}))
+                        .collect();
+                    updates.push(entity_update(*cmd_id, rows));
+                }
                 // Each entity's newest value of each key, entities in the order they changed.
                 let mut rows: Vec<(Uuid, Latest)> = Vec::new();
-                for change in mine {
+                for change in &mine {
                     let latest = changed_latest(keys, &change.data);
                     if latest.is_empty() {
                         continue;
@@ -664,6 +738,51 @@ async fn entity_latest(state: AppState, entity: Uuid, keys: &[(String, String)])
         }
     }
     Ok(latest)
+}
+
+/// An entity data command's `tsCmd` (ThingsBoard's `TimeSeriesCmd`: a window from `startTs`,
+/// then live points) or `historyCmd` (`EntityHistoryCmd`: `startTs` to `endTs`, once), with
+/// `interval`, `limit` and `agg` as history commands read them.
+struct TsCommand<'a> {
+    cmd: &'a Value,
+    keys: Vec<String>,
+    start_ts: i64,
+    end_ts: i64,
+    subscribe: bool,
+}
+
+/// The command's `tsCmd` (which wins, as it subscribes) or `historyCmd`.
+fn ts_command(cmd: &Value) -> Option<TsCommand<'_>> {
+    let (inner, subscribe) = match (cmd.get("tsCmd").filter(|c| c.is_object()), cmd.get("historyCmd").filter(|c| c.is_object())) {
+        (Some(ts), _) => (ts, true),
+        (None, Some(history)) => (history, false),
+        (None, None) => return None,
+    };
+    let keys = inner
+        .get("keys")
+        .and_then(Value::as_array)
+        .map(|keys| keys.iter().filter_map(Value::as_str).map(String::from).collect())
+        .unwrap_or_default();
+    let start_ts = number(inner, "startTs");
+    let end_ts = if subscribe { start_ts.saturating_add(number(inner, "timeWindow")) } else { number(inner, "endTs") };
+    Some(TsCommand { cmd: inner, keys, start_ts, end_ts, subscribe })
+}
+
+/// Fills each row's `timeseries` with its entity's points of the command's keys (`[]` for a
+/// key without any, as ThingsBoard fills it), read as `…/values/timeseries` reads them.
+async fn entity_series(state: &AppState, mut rows: Vec<Value>, ids: &[Uuid], ts_cmd: &TsCommand<'_>) -> Result<Vec<Value>, ApiError> {
+    let params = history_params(ts_cmd.cmd);
+    for (row, id) in rows.iter_mut().zip(ids) {
+        let mut series: Map<String, Value> = ts_cmd.keys.iter().map(|key| (key.clone(), Value::Array(Vec::new()))).collect();
+        if !ts_cmd.keys.is_empty() {
+            for (key, points) in super::telemetry::read_history(state, *id, ts_cmd.keys.clone(), ts_cmd.start_ts, ts_cmd.end_ts, &params).await? {
+                let list = points.into_iter().map(|p| ts_value(p.ts, p.value.to_display_string())).collect();
+                series.insert(key, Value::Array(list));
+            }
+        }
+        row["timeseries"] = Value::Object(series);
+    }
+    Ok(rows)
 }
 
 /// What of a committed change an entity-data subscription shows: each wanted key's newest value.
