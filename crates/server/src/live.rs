@@ -35,6 +35,8 @@ pub enum ChangeData {
     Timeseries(Vec<(Millis, Vec<(String, KvValue)>)>),
     /// Attributes written in one scope at `ts` (their `lastUpdateTs`).
     Attributes { scope: String, ts: Millis, values: Vec<(String, KvValue)> },
+    /// The entity was created (by an uplink): entity data queries may now find it.
+    Created,
 }
 
 /// The sessions' side of one session: its id in the hub and its end of the inbox.
@@ -99,6 +101,12 @@ pub struct Hub {
 
 /// What the producers and the fan-out thread share.
 struct Watching {
+    /// Counts changes of the set of entities (created, deleted, renamed, assigned): sessions
+    /// with entity data queries re-run them when it moves ([`Hub::entity_changes`]).
+    entity_changes: tokio::sync::watch::Sender<u64>,
+    /// Sessions holding an entity data query ([`PageWatch`]): while there are any, changes are
+    /// published even when no entity is watched (a query's page may be empty).
+    page_watchers: AtomicUsize,
     watchers: RwLock<Watchers>,
     /// Entities in `watchers`: checked before anything else, so publishing is free while no
     /// session watches anything.
@@ -115,6 +123,8 @@ impl Hub {
     /// the fan-out thread, which ends when the hub is dropped.
     pub fn new(queue_capacity: usize, max_sessions: usize) -> Hub {
         let watching = Arc::new(Watching {
+            entity_changes: tokio::sync::watch::Sender::new(0),
+            page_watchers: AtomicUsize::new(0),
             watchers: RwLock::new(HashMap::new()),
             watched: AtomicUsize::new(0),
             slow_disconnects: AtomicU64::new(0),
@@ -190,9 +200,30 @@ impl Hub {
         self.any_watched() && self.watching.watchers.read().unwrap().contains_key(&entity)
     }
 
-    /// Whether any session watches anything (one atomic load).
+    /// Whether any session watches anything (two atomic loads).
     pub fn any_watched(&self) -> bool {
-        self.watching.watched.load(Ordering::Acquire) > 0
+        self.watching.watched.load(Ordering::Acquire) > 0 || self.has_page_watchers()
+    }
+
+    /// Whether a session holds an entity data query: producers then report created entities.
+    pub fn has_page_watchers(&self) -> bool {
+        self.watching.page_watchers.load(Ordering::Acquire) > 0
+    }
+
+    /// Held by a session while it has entity data queries; see [`Hub::has_page_watchers`].
+    pub fn page_watch(&self) -> PageWatch {
+        self.watching.page_watchers.fetch_add(1, Ordering::AcqRel);
+        PageWatch(self.watching.clone())
+    }
+
+    /// Moves whenever the set of entities changed; a session re-runs its queries then.
+    pub fn entity_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.watching.entity_changes.subscribe()
+    }
+
+    /// Entities were created, deleted, renamed or assigned (call after the commit).
+    pub fn entities_changed(&self) {
+        self.watching.entities_changed();
     }
 
     /// Hands committed changes to the fan-out thread, which passes them to the sessions
@@ -237,7 +268,20 @@ impl Hub {
     }
 }
 
+/// See [`Hub::page_watch`]; dropping it ends the watch.
+pub struct PageWatch(Arc<Watching>);
+
+impl Drop for PageWatch {
+    fn drop(&mut self) {
+        self.0.page_watchers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Watching {
+    fn entities_changed(&self) {
+        self.entity_changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     fn unwatch(&self, id: u64, entity: Uuid) {
         let mut watchers = self.watchers.write().unwrap();
         if let Some(list) = watchers.get_mut(&entity) {
@@ -263,7 +307,13 @@ impl Watching {
         let mut overflowed: Vec<(u64, Uuid)> = Vec::new();
         {
             let watchers = self.watchers.read().unwrap();
+            if changes.iter().any(|c| matches!(c.data, ChangeData::Created)) {
+                self.entities_changed();
+            }
             for change in changes {
+                if matches!(change.data, ChangeData::Created) {
+                    continue;
+                }
                 let Some(list) = watchers.get(&change.entity) else { continue };
                 let change = Arc::new(change);
                 for (id, session) in list {

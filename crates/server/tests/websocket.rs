@@ -624,3 +624,72 @@ fn bench_ws_subscribers_get_every_update() {
     let device = server.device("WS-BENCH").expect("the bench's device");
     assert!(server.history_len(&device, "sent") > 50, "every run's uplinks were stored");
 }
+
+/// The next entity data message of `cmd_id` that carries a whole page (`data`), skipping
+/// others (value updates, other commands); `None` when none came within `timeout`.
+fn next_page(ws: &mut Ws, cmd_id: i64, timeout: Duration) -> Option<Value> {
+    let deadline = Instant::now() + timeout;
+    while let Some(message) = next(ws, deadline.saturating_duration_since(Instant::now())) {
+        if message["cmdId"] == cmd_id && !message["data"].is_null() {
+            return Some(message);
+        }
+    }
+    None
+}
+
+fn page_names(page: &Value) -> Vec<String> {
+    page["data"]["data"].as_array().unwrap().iter().map(|r| r["latest"]["ENTITY_FIELD"]["name"]["value"].as_str().unwrap().to_string()).collect()
+}
+
+/// ThingsBoard's dynamic page: an entity data query is run again when entities are created
+/// (by an uplink) or deleted (through REST), and when the latest value it sorts by changes on
+/// its page; the new page comes whole, as `data`.
+#[test]
+fn entity_data_pages_follow_entity_changes() {
+    let server = Server::start();
+    let (endpoint, sn1) = seeded(&server);
+    let mut ws = connect(&server, &format!("/api/ws?token={}", server.token()));
+    send(
+        &mut ws,
+        json!({"cmds": [{"type": "ENTITY_DATA", "cmdId": 1, "query": {
+            "entityFilter": {"type": "entityType", "entityType": "DEVICE"},
+            "pageLink": {"page": 0, "pageSize": 10, "sortOrder": {"key": {"type": "ENTITY_FIELD", "key": "name"}, "direction": "ASC"}},
+            "entityFields": [{"type": "ENTITY_FIELD", "key": "name"}],
+            "latestValues": [{"type": "TIME_SERIES", "key": "temperature"}]}}]}),
+    );
+    let page = expect_update(&mut ws, "the first page");
+    assert_eq!(page_names(&page), ["SN-001"], "{page}");
+
+    uplink(&server, &endpoint, "SN-002,default,temperature,20,humidity,40");
+    let page = next_page(&mut ws, 1, Duration::from_secs(10)).expect("the page with the device the uplink created");
+    assert_eq!(page_names(&page), ["SN-001", "SN-002"], "{page}");
+    assert_eq!(page["update"], Value::Null, "{page}");
+    assert_eq!(page["data"]["totalElements"], 2, "{page}");
+    assert_eq!(temperatures(&page["data"]["data"])[1], ("SN-002".to_string(), "20".to_string()));
+    // The new device is watched: its next values arrive as updates.
+    uplink(&server, &endpoint, "SN-002,default,temperature,21,humidity,40");
+    let update = expect_update(&mut ws, "the new device's values");
+    assert_eq!(update["update"][0]["latest"]["TIME_SERIES"]["temperature"]["value"], "21", "{update}");
+
+    server.api("DELETE", &format!("/api/device/{sn1}"), None);
+    let page = next_page(&mut ws, 1, Duration::from_secs(10)).expect("the page without the deleted device");
+    assert_eq!(page_names(&page), ["SN-002"], "{page}");
+
+    // Sorted by the latest temperature, one per page: the device on the page cooling down
+    // moves the other one onto it.
+    uplink(&server, &endpoint, "SN-003,default,temperature,30,humidity,40");
+    next_page(&mut ws, 1, Duration::from_secs(10)).expect("command 1 sees SN-003");
+    send(
+        &mut ws,
+        json!({"cmds": [{"type": "ENTITY_DATA", "cmdId": 2, "query": {
+            "entityFilter": {"type": "entityType", "entityType": "DEVICE"},
+            "pageLink": {"page": 0, "pageSize": 1, "sortOrder": {"key": {"type": "TIME_SERIES", "key": "temperature"}, "direction": "DESC"}},
+            "entityFields": [{"type": "ENTITY_FIELD", "key": "name"}],
+            "latestValues": [{"type": "TIME_SERIES", "key": "temperature"}]}}]}),
+    );
+    let page = next_page(&mut ws, 2, Duration::from_secs(10)).expect("the warmest device");
+    assert_eq!(page_names(&page), ["SN-003"], "{page}");
+    uplink(&server, &endpoint, "SN-003,default,temperature,10,humidity,40");
+    let page = next_page(&mut ws, 2, Duration::from_secs(10)).expect("the page re-sorted");
+    assert_eq!(page_names(&page), ["SN-002"], "{page}");
+}

@@ -14,9 +14,12 @@
 //! `query.latestValues` and `latestCmd.keys`) of an entity on that page whenever they change; a
 //! query the parser refuses gets errorCode 2 with its reason. A `historyCmd` or `tsCmd` inside
 //! fills each row's `timeseries` as REST's history read fills it (aggregation included); a
-//! `tsCmd`'s keys then arrive live as time-series rows. The page is fixed when the command
-//! comes (at most `allowedEntities` long): entities created later or moved onto it are not
-//! added. Counts, alarms and notifications are not served. History commands and a time-series
+//! `tsCmd`'s keys then arrive live as time-series rows. A page (at most `allowedEntities`
+//! long) is re-run, at most once per [`PAGE_REFRESH_INTERVAL`], after entities were created (by
+//! uplinks), or created, deleted, renamed or assigned through REST, and after the latest value
+//! it sorts by changed for an entity on it; a page that changed is sent whole, as ThingsBoard's
+//! dynamic page links send it. (An entity off the page whose sort value changes is not noticed
+//! until another re-run.) Counts, alarms and notifications are not served. History commands and a time-series
 //! subscription's window read their points as `…/values/timeseries` does (`agg`, `interval`).
 //!
 //! Authentication: `?token=<JWT>` in the URL (refused with the REST API's 401 before the
@@ -29,7 +32,7 @@
 //! reached!" (ThingsBoard's text) and a log line. Sends wait for the socket, and the kill signal
 //! interrupts a send that waits forever.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -55,6 +58,10 @@ const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
 /// Subscriptions one session may hold: each costs a place in the hub and a snapshot query.
 const MAX_SUBSCRIPTIONS: usize = 1000;
+
+/// An entity data query is re-run at most this often (after entities changed, or the latest
+/// value it sorts by changed on its page): each run is one query of the database.
+const PAGE_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A ping goes out after this much silence from the client; a client silent for three times
 /// as long is gone (ThingsBoard's `ping_timeout` of 30 s, pinged every 10 s).
@@ -90,8 +97,14 @@ pub async fn upgrade(
         return ApiError { status: StatusCode::SERVICE_UNAVAILABLE, message: "Max sessions limit reached!".into(), error_code: 2 }
             .into_response();
     };
+    let entity_changes = state.live.entity_changes();
     ws.max_message_size(MAX_COMMAND_BYTES).max_frame_size(MAX_COMMAND_BYTES).on_upgrade(move |socket| {
         let session = Session {
+            entity_changes,
+            pages: HashMap::new(),
+            dirty_pages: BTreeSet::new(),
+            next_refresh: tokio::time::Instant::now(),
+            page_watch: None,
             kill: inbox.kill_signal(),
             state,
             socket,
@@ -103,6 +116,26 @@ pub async fn upgrade(
         };
         session.run(user)
     })
+}
+
+/// After a REST write that succeeded, other than of telemetry or attributes (which reach the
+/// sessions as changes): entities may have been created, deleted, renamed or assigned, so the
+/// sessions' entity data queries are re-run ([`Session::refresh_pages`]). A write that changed
+/// no entity costs at most one re-run of each query a second later.
+pub async fn entities_changed_after_writes(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let writes_entities = request.method() != axum::http::Method::GET
+        && request.method() != axum::http::Method::HEAD
+        && !request.uri().path().starts_with("/api/plugins/")
+        && !request.uri().path().starts_with("/api/entitiesQuery/");
+    let response = next.run(request).await;
+    if writes_entities && response.status().is_success() && state.live.has_page_watchers() {
+        state.live.entities_changed();
+    }
+    response
 }
 
 /// What one subscription wants.
@@ -134,6 +167,16 @@ struct Session {
     subscriptions: BTreeMap<i64, Subscription>,
     /// Subscriptions per watched entity: the hub is told when the first starts and the last ends.
     watching: HashMap<Uuid, usize>,
+    /// The entity data subscriptions' queries by `cmdId`, re-run when their page may have
+    /// changed (ThingsBoard's dynamic page links).
+    pages: HashMap<i64, entity_query::DataQuery>,
+    /// Queries to re-run at `next_refresh`.
+    dirty_pages: BTreeSet<i64>,
+    next_refresh: tokio::time::Instant,
+    /// Moves when entities are created, deleted, renamed or assigned.
+    entity_changes: tokio::sync::watch::Receiver<u64>,
+    /// Held while `pages` is not empty, so that producers report created entities.
+    page_watch: Option<crate::live::PageWatch>,
 }
 
 /// Why a session ends.
@@ -254,6 +297,15 @@ impl Session {
                     }
                     None => Err(End::Gone),
                 },
+                changed = self.entity_changes.changed(), if !self.pages.is_empty() => match changed {
+                    Ok(()) => {
+                        self.dirty_pages.extend(self.pages.keys().copied());
+                        Ok(())
+                    }
+                    // The hub is gone: the server is stopping.
+                    Err(_) => Err(End::Gone),
+                },
+                _ = tokio::time::sleep_until(self.next_refresh), if !self.dirty_pages.is_empty() => self.refresh_pages().await,
                 _ = ping.tick() => {
                     if heard.elapsed() > 3 * PING_INTERVAL {
                         Err(End::Gone)
@@ -373,8 +425,22 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, cmd_id: i64) {
+        self.forget_page(cmd_id);
         let Some(old) = self.subscriptions.remove(&cmd_id) else { return };
-        for entity in old.entities {
+        self.unwatch(old.entities);
+    }
+
+    fn forget_page(&mut self, cmd_id: i64) {
+        self.pages.remove(&cmd_id);
+        self.dirty_pages.remove(&cmd_id);
+        if self.pages.is_empty() {
+            self.page_watch = None;
+        }
+    }
+
+    /// Stops watching `entities` for one subscription.
+    fn unwatch(&mut self, entities: Vec<Uuid>) {
+        for entity in entities {
             if let Some(count) = self.watching.get_mut(&entity) {
                 *count -= 1;
                 if *count == 0 {
@@ -465,8 +531,14 @@ impl Session {
         };
         self.watch(cmd_id, ids.clone(), Wants::EntityData { entity_type, keys, ts_keys });
         let store = self.state.store.clone();
-        let mut data = match blocking(move || entity_query::page_json(store.as_ref(), &q, &page)).await {
-            Ok(data) => data,
+        let mut data = match blocking(move || entity_query::page_json(store.as_ref(), &q, &page).map(|data| (data, q))).await {
+            Ok((data, q)) => {
+                self.pages.insert(cmd_id, q);
+                if self.page_watch.is_none() {
+                    self.page_watch = Some(self.state.live.page_watch());
+                }
+                data
+            }
             Err(e) => {
                 tracing::warn!("WebSocket entity data query failed: {}", e.message);
                 return self.send(entity_error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await;
@@ -541,10 +613,17 @@ impl Session {
     /// catches up with fewer, larger updates instead of a message and a system call per change.
     async fn deliver(&mut self, changes: &[std::sync::Arc<Change>]) -> Result<(), End> {
         let mut updates = Vec::new();
+        let mut resorted = Vec::new();
         for (cmd_id, subscription) in &self.subscriptions {
             let mine: Vec<&std::sync::Arc<Change>> =
                 changes.iter().filter(|change| subscription.entities.contains(&change.entity)).collect();
             if let Wants::EntityData { entity_type, keys, ts_keys } = &subscription.wants {
+                // A changed value of the key the page is sorted by may reorder it.
+                if let Some(q) = self.pages.get(cmd_id)
+                    && mine.iter().any(|change| changes_sort_key(q, &change.data))
+                {
+                    resorted.push(*cmd_id);
+                }
                 // A tsCmd's keys: every new point, as ThingsBoard's time-series rows
                 // (`timeseries`, no `latest`), apart from the latest-value rows.
                 let mut series_rows: Vec<(Uuid, Map<String, Value>)> = Vec::new();
@@ -611,7 +690,53 @@ impl Session {
                 updates.push(update(*cmd_id, points));
             }
         }
+        self.dirty_pages.extend(resorted);
         self.send_all(updates).await
+    }
+
+    /// Re-runs the entity data queries whose page may have changed; a page that did (other
+    /// entities, or another order) is watched anew and sent whole, as ThingsBoard's dynamic
+    /// page refresh sends it (`data` with the page, `update` null).
+    async fn refresh_pages(&mut self) -> Result<(), End> {
+        self.next_refresh = tokio::time::Instant::now() + PAGE_REFRESH_INTERVAL;
+        for cmd_id in std::mem::take(&mut self.dirty_pages) {
+            let Some(q) = self.pages.remove(&cmd_id) else { continue };
+            let store = self.state.store.clone();
+            let (q, page) = match blocking(move || store.query_entities(&q.query).map(|page| (q, page))).await {
+                Ok(found) => found,
+                Err(e) => {
+                    // The query is lost with the error; the page stays as it is.
+                    tracing::warn!("WebSocket entity data query re-run failed: {}", e.message);
+                    self.forget_page(cmd_id);
+                    continue;
+                }
+            };
+            let ids: Vec<Uuid> = page.data.iter().map(|row| row.id).collect();
+            let Some(old) = self.subscriptions.remove(&cmd_id) else { continue };
+            if old.entities == ids {
+                self.subscriptions.insert(cmd_id, old);
+                self.pages.insert(cmd_id, q);
+                continue;
+            }
+            // Watch the new page before reading its values: a change after the read follows it.
+            self.watch(cmd_id, ids, old.wants);
+            self.unwatch(old.entities);
+            let store = self.state.store.clone();
+            match blocking(move || entity_query::page_json(store.as_ref(), &q, &page).map(|data| (data, q))).await {
+                Ok((data, q)) => {
+                    self.pages.insert(cmd_id, q);
+                    self.send(entity_page(cmd_id, data)).await?;
+                }
+                Err(e) => {
+                    tracing::warn!("WebSocket entity data query re-run failed: {}", e.message);
+                    self.forget_page(cmd_id);
+                }
+            }
+        }
+        if self.pages.is_empty() {
+            self.page_watch = None;
+        }
+        Ok(())
     }
 
     /// Writes the messages and flushes once (one system call for all of them), unless the
@@ -785,6 +910,20 @@ async fn entity_series(state: &AppState, mut rows: Vec<Value>, ids: &[Uuid], ts_
     Ok(rows)
 }
 
+/// Whether a change touches the latest value a query sorts its page by.
+fn changes_sort_key(q: &entity_query::DataQuery, data: &ChangeData) -> bool {
+    use coapgate_storage::entity_query::SortKey;
+    match (&q.query.sort, data) {
+        (Some((SortKey::Timeseries(key), _)), ChangeData::Timeseries(points)) => {
+            points.iter().any(|(_, values)| values.iter().any(|(k, _)| k == key))
+        }
+        (Some((SortKey::Attribute { scope, key }, _)), ChangeData::Attributes { scope: changed, values, .. }) => {
+            scope.as_ref().is_none_or(|s| s == changed) && values.iter().any(|(k, _)| k == key)
+        }
+        _ => false,
+    }
+}
+
 /// What of a committed change an entity-data subscription shows: each wanted key's newest value.
 fn changed_latest(keys: &[(String, String)], data: &ChangeData) -> Latest {
     let mut latest = Latest::new();
@@ -810,7 +949,8 @@ fn changed_latest(keys: &[(String, String)], data: &ChangeData) -> Latest {
                     }
                 }
             }
-        }
+        }        // Reaches queries as a re-run, not as values.
+        ChangeData::Created => {}
     }
     latest
 }
