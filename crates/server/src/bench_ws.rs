@@ -12,7 +12,10 @@
 //! 2. Ingest: `--rounds` A/B pairs of full-speed runs of the same generator settings for
 //!    `--ingest-seconds` each, A with every session unsubscribed (no subscriber), B with every
 //!    session subscribed; the order alternates (A B, B A, …) so that a drift of the machine
-//!    falls on both sides.
+//!    falls on both sides. Each run writes to a device of its own, created just before it (and
+//!    subscribed to, for B), so every run starts alike: a device that earlier runs filled with
+//!    hundreds of thousands of points not yet compacted makes each subscription's first read
+//!    (its latest values) scan them.
 //!
 //! The payload is the seed tutorial's CSV (`NAME,default,sent,<µs>`), so the seed converter
 //! (`serve --demo`'s) stores it as is. Everything is bounded: the sessions, the uplinks (count
@@ -124,7 +127,7 @@ pub fn run(args: BenchWsArgs) -> anyhow::Result<()> {
     let http = args.http.trim_end_matches('/').to_string();
     let token = login(&http, &args.username, &args.password)?;
     // The first uplink creates the device; its answer says the converter took the payload.
-    let first = bench::measure(generator(&args, 1, 1, Some(args.rate), 1, 10.0))?;
+    let first = bench::measure(generator(&args, &args.device, 1, 1, Some(args.rate), 1, 10.0))?;
     if first["answered"] != 1 || !first["codes"].as_object().is_some_and(|c| c.keys().all(|k| k.starts_with("2."))) {
         bail!("the first uplink to {} was not stored: {first}", args.url);
     }
@@ -137,7 +140,7 @@ pub fn run(args: BenchWsArgs) -> anyhow::Result<()> {
 }
 
 /// The generator's settings: `count` uplinks at most in `seconds`, at `rate` or full speed.
-fn generator(args: &BenchWsArgs, sockets: usize, in_flight: usize, rate: Option<f64>, count: u64, seconds: f64) -> BenchArgs {
+fn generator(args: &BenchWsArgs, device: &str, sockets: usize, in_flight: usize, rate: Option<f64>, count: u64, seconds: f64) -> BenchArgs {
     BenchArgs {
         url: args.url.clone(),
         psk: None,
@@ -147,7 +150,7 @@ fn generator(args: &BenchWsArgs, sockets: usize, in_flight: usize, rate: Option<
         duration: seconds,
         r#type: "con".into(),
         method: "post".into(),
-        payload: format!("{},default,sent,{{us}}", args.device),
+        payload: format!("{device},default,sent,{{us}}"),
         names: None,
         content_format: 0,
         timeout: 5.0,
@@ -194,7 +197,7 @@ fn unsubscribe_command(device_id: &str) -> Message {
     Message::text(json!({"tsSubCmds": [{"entityType": "DEVICE", "entityId": device_id, "cmdId": CMD_ID, "unsubscribe": true}]}).to_string())
 }
 
-async fn measure(args: &BenchWsArgs, http: &str, token: &str, device_id: &str) -> anyhow::Result<Value> {
+async fn measure(args: &BenchWsArgs, http: &str, token: &str, watched_id: &str) -> anyhow::Result<Value> {
     let shared = Arc::new(Shared::default());
     let ws_url = format!("{}/api/ws/plugins/telemetry?token={token}", http.replacen("http", "ws", 1));
     let opening = Instant::now();
@@ -204,7 +207,7 @@ async fn measure(args: &BenchWsArgs, http: &str, token: &str, device_id: &str) -
         .collect()
         .await;
     let subscribers: Vec<Subscriber> = connected.into_iter().collect::<anyhow::Result<_>>()?;
-    let subscribed = subscribe_all(&subscribers, &shared, device_id).await;
+    let subscribed = subscribe_all(&subscribers, &shared, watched_id).await;
     let open_seconds = opening.elapsed().as_secs_f64();
     if subscribed < subscribers.len() {
         bail!("only {subscribed} of {} subscriptions were answered", subscribers.len());
@@ -212,7 +215,7 @@ async fn measure(args: &BenchWsArgs, http: &str, token: &str, device_id: &str) -
 
     // 1. Latency at a fixed rate.
     start_phase(&subscribers, &shared, true);
-    let coap = run_generator(generator(args, args.sockets, args.in_flight, Some(args.rate), args.count, args.duration)).await?;
+    let coap = run_generator(generator(args, &args.device, args.sockets, args.in_flight, Some(args.rate), args.count, args.duration)).await?;
     let stored = stored_uplinks(&coap);
     let (received, complete) = drain(&subscribers, stored, args.drain_seconds).await;
     shared.recording.store(false, Ordering::Release);
@@ -236,11 +239,18 @@ async fn measure(args: &BenchWsArgs, http: &str, token: &str, device_id: &str) -
     for round in 0..args.rounds {
         let order = if round % 2 == 0 { [false, true] } else { [true, false] };
         for with_subscribers in order {
+            let device = format!("{}-{}{round}", args.device, if with_subscribers { "B" } else { "A" });
+            let created = run_generator(generator(args, &device, 1, 1, None, 1, 10.0)).await?;
+            if stored_uplinks(&created) != 1 {
+                bail!("the first uplink of {device} was not stored: {created}");
+            }
+            let (http, token, name) = (http.to_string(), token.to_string(), device.clone());
+            let run_device_id = tokio::task::spawn_blocking(move || device_id(&http, &token, &name)).await??;
             let subscribers_now = if with_subscribers {
-                subscribe_all(&subscribers, &shared, device_id).await
+                subscribe_all(&subscribers, &shared, &run_device_id).await
             } else {
                 for s in &subscribers {
-                    let _ = s.commands.send(unsubscribe_command(device_id));
+                    let _ = s.commands.send(unsubscribe_command(&run_device_id));
                 }
                 // Unsubscribing has no answer; give the sessions a moment to read it.
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -248,7 +258,7 @@ async fn measure(args: &BenchWsArgs, http: &str, token: &str, device_id: &str) -
             };
             start_phase(&subscribers, &shared, false);
             let closed_before = shared.closed.load(Ordering::Acquire);
-            let coap = run_generator(generator(args, args.sockets, args.in_flight, None, u64::MAX / 2, args.ingest_seconds)).await?;
+            let coap = run_generator(generator(args, &device, args.sockets, args.in_flight, None, u64::MAX / 2, args.ingest_seconds)).await?;
             let stored = stored_uplinks(&coap);
             let received = if with_subscribers {
                 drain(&subscribers, stored, args.drain_seconds).await.0
@@ -258,7 +268,7 @@ async fn measure(args: &BenchWsArgs, http: &str, token: &str, device_id: &str) -
                 total_received(&subscribers)
             };
             runs.push(json!({
-                "subscribers": subscribers_now, "uplinks_per_s": coap["throughput_per_s"], "uplinks_stored": stored,
+                "device": device, "subscribers": subscribers_now, "uplinks_per_s": coap["throughput_per_s"], "uplinks_stored": stored,
                 "timeouts": coap["timeouts"], "coap_latency_ms": coap["latency_ms"],
                 "updates_expected": stored * subscribers_now as u64, "updates_received": received,
                 "sessions_closed": shared.closed.load(Ordering::Acquire) - closed_before,

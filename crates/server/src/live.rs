@@ -84,6 +84,11 @@ type Watchers = HashMap<Uuid, Vec<(u64, Arc<Session>)>>;
 /// (its work is theirs), and they are closed as slow rather than buffered for.
 const FANOUT_QUEUE_BATCHES: usize = 4096;
 
+/// Snapshot reads (a new subscription's first values) running at once, across sessions: a
+/// thousand dashboards reconnecting together would otherwise run a thousand reads, each on a
+/// connection of its own beyond the store's small pool (SQLite: gigabytes of page caches).
+const SNAPSHOT_READS: usize = 8;
+
 /// The subscriber map and the sessions' cap.
 ///
 /// Publishing hands a batch to the `live-fanout` thread and returns: the per-session work (a
@@ -97,6 +102,8 @@ pub struct Hub {
     queue_capacity: usize,
     max_sessions: usize,
     sessions: Arc<Semaphore>,
+    /// See [`SNAPSHOT_READS`].
+    snapshot_reads: Arc<Semaphore>,
 }
 
 /// What the producers and the fan-out thread share.
@@ -143,7 +150,13 @@ impl Hub {
             queue_capacity: queue_capacity.max(1),
             max_sessions,
             sessions: Arc::new(Semaphore::new(max_sessions)),
+            snapshot_reads: Arc::new(Semaphore::new(SNAPSHOT_READS)),
         }
+    }
+
+    /// Waits for a turn to read a new subscription's first values; hold it for the read.
+    pub async fn snapshot_permit(&self) -> OwnedSemaphorePermit {
+        self.snapshot_reads.clone().acquire_owned().await.expect("the semaphore is never closed")
     }
 
     /// A new session's inbox, or `None` when `max_sessions` are open.

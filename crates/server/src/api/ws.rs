@@ -413,7 +413,9 @@ impl Session {
         self.unsubscribe(cmd_id);
         self.state.live.watch(&self.inbox, entity);
         *self.watching.entry(entity).or_default() += 1;
+        let permit = self.state.live.snapshot_permit().await;
         let snapshot = snapshot(self.state.clone(), entity, &wants, cmd).await;
+        drop(permit);
         self.subscriptions.insert(cmd_id, Subscription { entities: vec![entity], wants });
         match snapshot {
             Ok(data) => self.send(update(cmd_id, data)).await,
