@@ -6,6 +6,7 @@
 # every run is bounded in count and time, and the server is stopped at the end.
 #   scripts/ws-bench.sh                      # the table
 #   JSON=1 scripts/ws-bench.sh               # the report as JSON
+#   COAPGATE_BIN=old CLIENT_BIN=new scripts/ws-bench.sh   # another server build, this client
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -18,11 +19,13 @@ trap cleanup EXIT
 COAP_PORT=${COAP_PORT:-25983}
 HTTP_PORT=${HTTP_PORT:-28380}
 start_demo "$WORK"
-# Warm up: the converter compiled, the device created, the database's first pages written.
-"$COAPGATE_BIN" bench --url "$URL" --devices 64 --names 1 --payload 'WS-BENCH,default,sent,{us}' --count 5000 --duration 10 --json > /dev/null
+# Warm up: the converter compiled, the database's first pages written (another device).
+"${CLIENT_BIN:-$COAPGATE_BIN}" bench --url "$URL" --devices 64 --names 1 --payload 'WARM-UP,default,sent,{us}' --count 5000 --duration 10 --json > /dev/null
 
-COAPGATE_BENCH_PASSWORD=bench-password "$COAPGATE_BIN" bench-ws \
+COAPGATE_BENCH_PASSWORD=bench-password "${CLIENT_BIN:-$COAPGATE_BIN}" bench-ws \
   --http "http://127.0.0.1:$HTTP_PORT" --url "$URL" \
   --subscribers "${SUBSCRIBERS:-1000}" --rate "${RATE:-1000}" --duration "${SECONDS_AT_RATE:-10}" \
   --rounds "${ROUNDS:-2}" --ingest-seconds "${INGEST_SECONDS:-5}" ${JSON:+--json}
-echo "server RSS after the run: $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") KiB"
+echo "server RSS after the run: $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") KiB;" \
+  "server CPU: $(awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$SERVER/stat") s;" \
+  "client CPU (bench-ws and its generator): $(awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($16 + $17) / hz}' /proc/$$/stat) s"

@@ -302,7 +302,9 @@ async fn measure(args: &BenchWsArgs, http: &str, token: &str, watched_id: &str) 
 
 /// Opens one session; its task counts what it receives until its command channel closes.
 async fn open_session(url: &str, shared: Arc<Shared>) -> anyhow::Result<Subscriber> {
-    let (ws, _) = tokio::time::timeout(Duration::from_secs(30), tokio_tungstenite::connect_async(url))
+    // A small read buffer: tungstenite zeroes its free part before every read (as in api/ws.rs).
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024);
+    let (ws, _) = tokio::time::timeout(Duration::from_secs(30), tokio_tungstenite::connect_async_with_config(url, Some(config), true))
         .await
         .context("opening a WebSocket session timed out")?
         .context("opening a WebSocket session")?;
