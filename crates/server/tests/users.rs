@@ -318,3 +318,42 @@ fn tb_rest_client_invites_activates_lists_disables_and_deletes_a_customer_user()
     let server = Server::start();
     run_python_flow(&server, "tb_rest_client_users.py", "true");
 }
+
+/// `coapgate reset-password --email` works for any user: here an invited customer user who never
+/// activated, whose link stops working with it.
+#[test]
+fn reset_password_sets_any_users_password_and_ends_its_invitation() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    let server = Server::start();
+    let customer = create_customer(&server, "North");
+    let user = create_customer_user(&server, "ann@north.example", &customer);
+    let token = activation_token(&server, &id_of(&user));
+    let dir = server.kill();
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_coapgate"));
+    command.env_remove("DATABASE_URL");
+    if let Some(url) = dir.database_url() {
+        command.env("DATABASE_URL", url);
+    }
+    let mut child = command
+        .args(["reset-password", "--email", "ann@north.example", "--password-stdin", "--data-dir"])
+        .arg(&dir.path)
+        .env_remove("COAPGATE_DATA_DIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"reset-by-operator\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let server = Server::start_in(dir, &[], &[]);
+    let (status, pair) = login(&server, "ann@north.example", "reset-by-operator");
+    assert_eq!(status, 200, "{pair}");
+    assert_eq!(claims(pair["token"].as_str().unwrap())["customerId"], customer.as_str());
+    let message = tb_error("the invitation after a reset", activate(&server, &token, NEW_PASSWORD), 400);
+    assert!(message.starts_with("Unable to find user credentials"), "{message}");
+}
