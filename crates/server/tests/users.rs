@@ -188,6 +188,10 @@ fn users_are_validated_as_thingsboard_does() {
     // and stays available to the administrator.
     let (status, mailed) = server.request("POST", "/api/user", Some(json!({"email": "mailed@t.org", "authority": "TENANT_ADMIN"})), Some(&token));
     assert_eq!(status, 200, "{mailed}");
+    // Sent again (tb-rest-client's send_activation_email): one more link in the log, 200.
+    let (status, body) = server.request("POST", "/api/user/sendActivationMail?email=mailed@t.org", None, Some(&token));
+    assert_eq!(status, 200, "{body}");
+    tb_error("unknown e-mail", server.request("POST", "/api/user/sendActivationMail?email=nobody@t.org", None, Some(&token)), 404);
     let link_token = activation_token(&server, &id_of(&mailed));
     assert_eq!(activate(&server, &link_token, NEW_PASSWORD).0, 200);
     assert_eq!(login(&server, "mailed@t.org", NEW_PASSWORD).0, 200);
@@ -245,7 +249,7 @@ fn customer_users_see_their_customers_users_and_change_only_themselves() {
         ("GET", format!("/api/user/{}/activationLink", id_of(&bob))),
         ("POST", format!("/api/user/{}/userCredentialsEnabled?userCredentialsEnabled=false", id_of(&bob))),
     ] {
-        tb_error(&format!("{method} {path}"), as_ann(&method, &path, None), 403);
+        tb_error(&format!("{method} {path}"), as_ann(method, &path, None), 403);
     }
     assert_eq!(server.api("GET", &format!("/api/user/{}", id_of(&bob)), None)["firstName"], "Ann", "bob unchanged");
 }

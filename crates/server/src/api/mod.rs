@@ -141,6 +141,7 @@ fn protected_routes() -> Routes {
         // Users (api/users.rs): customer users read their customer's users and change themselves.
         .add(Method::POST, "/api/user", Any, post(users::save_user))
         .add(Method::GET, "/api/user/users", Any, get(users::list_users))
+        .add(Method::POST, "/api/user/sendActivationMail", Tenant, post(users::send_activation_mail))
         .add(Method::GET, "/api/users", Any, get(users::list_users))
         .add(Method::GET, "/api/user/{id}", Any, get(users::get_user))
         .add(Method::DELETE, "/api/user/{id}", Tenant, delete(users::delete_user))

@@ -289,6 +289,18 @@ pub async fn activation_link_info(State(state): State<AppState>, headers: Header
     Ok(Json(json!({"value": link, "ttlMs": ACTIVATION_TOKEN_MILLIS})))
 }
 
+/// `POST /api/user/sendActivationMail?email=` (tb-rest-client's `send_activation_email`): a new
+/// link for a user who has not activated, written to the server's log as there is no mail
+/// server to send it; the administrator can also ask for it with `activationLink`.
+pub async fn send_activation_mail(State(state): State<AppState>, headers: HeaderMap, QueryParams(q): QueryParams<Query>) -> ApiResult<StatusCode> {
+    let email = q.get("email").cloned().ok_or_else(|| ApiError::bad_request("Parameter 'email' is required"))?;
+    let store = state.store.clone();
+    let user = blocking(move || store.user_by_email(&email)).await?.ok_or_else(ApiError::item_not_found)?;
+    let link = new_activation_link(&state, &headers, &user.id.to_string()).await?;
+    tracing::warn!("sendActivationMail: there is no mail server, so here is the activation link for {}: {link}", user.email);
+    Ok(StatusCode::OK)
+}
+
 /// `POST /api/user/{userId}/userCredentialsEnabled?userCredentialsEnabled=` (default true).
 /// Disabling ends the user's sessions at once; an administrator cannot disable itself.
 pub async fn set_credentials_enabled(
