@@ -39,6 +39,7 @@ mod demo;
 mod events;
 mod histogram;
 mod live;
+mod live_relay;
 mod http_server;
 mod metrics;
 mod migrate;
