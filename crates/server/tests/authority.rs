@@ -16,8 +16,9 @@ use serde_json::{Value, json};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-/// What a customer user gets from a route. Paths in rows use `{DEV}`, `{ASSET}` and `{CUST}`,
-/// filled with the customer user's own device, asset and customer, or another customer's.
+/// What a customer user gets from a route. Paths in rows use `{DEV}`, `{ASSET}`, `{CUST}` and
+/// `{USER}`, filled with the customer user's own device, asset, customer and a user of that
+/// customer, or another customer's.
 #[derive(Clone, Copy, Debug)]
 enum Expect {
     /// Tenant administrators only: 403 with ThingsBoard's PERMISSION_DENIED (errorCode 20)
@@ -31,6 +32,8 @@ enum Expect {
     Open { call: &'static str },
     /// The user's own session or password, exercised separately (see the test).
     OwnAccount,
+    /// `POST /api/user`: a customer user may change itself, not create or change anyone else.
+    UserSave,
 }
 
 use Expect::*;
@@ -111,6 +114,16 @@ const EXPECTATIONS: &[(&str, &str, Expect)] = &[
     ("DELETE", "/api/entityGroup/{p1}", Refused),
     ("GET", "/api/entityGroup/{p1}/entities", Refused),
     ("GET", "/api/entityGroup/{p1}/{p2}/{p3}/{p4}", Refused),
+    ("POST", "/api/user", UserSave),
+    ("GET", "/api/user/users", Listed { call: "/api/user/users?pageSize=100&page=0", body: None }),
+    ("GET", "/api/users", Listed { call: "/api/users?pageSize=100&page=0", body: None }),
+    ("GET", "/api/user/{id}", Owned { call: "/api/user/{USER}", body: None }),
+    ("DELETE", "/api/user/{id}", Refused),
+    ("GET", "/api/user/{id}/activationLink", Refused),
+    ("GET", "/api/user/{id}/activationLinkInfo", Refused),
+    ("POST", "/api/user/{id}/userCredentialsEnabled", Refused),
+    ("GET", "/api/customer/{id}/users", Refused),
+    ("GET", "/api/tenant/{id}/users", Refused),
     ("POST", "/api/entitiesQuery/find", Listed { call: "/api/entitiesQuery/find", body: Some(DEVICE_QUERY) }),
     ("POST", "/api/entitiesQuery/count", Open { call: "/api/entitiesQuery/count" }),
     ("POST", "/api/entitiesQuery/find/keys", Listed { call: "/api/entitiesQuery/find/keys?timeseries=true&attributes=true", body: Some(DEVICE_QUERY) }),
@@ -193,11 +206,16 @@ struct Owned3 {
     customer: String,
     device: String,
     asset: String,
+    /// A customer user of the customer.
+    user: String,
 }
 
 impl Owned3 {
     fn fill(&self, path: &str) -> String {
-        path.replace("{DEV}", &self.device).replace("{ASSET}", &self.asset).replace("{CUST}", &self.customer)
+        path.replace("{DEV}", &self.device)
+            .replace("{ASSET}", &self.asset)
+            .replace("{CUST}", &self.customer)
+            .replace("{USER}", &self.user)
     }
 }
 
@@ -215,14 +233,14 @@ fn customer_with_entities(server: &Server, name: &str) -> Owned3 {
     );
     server.api("POST", &format!("/api/plugins/telemetry/DEVICE/{device}/attributes/SERVER_SCOPE"), Some(json!({"floor": 2})));
     server.api("POST", &format!("/api/plugins/telemetry/ASSET/{asset}/attributes/SERVER_SCOPE"), Some(json!({"area": 5})));
-    Owned3 { customer, device, asset }
+    Owned3 { customer, device, asset, user: String::new() }
 }
 
 const CUSTOMER_PASSWORD: &str = "Customer-pass-1234";
 
 /// A customer user of `customer`, created, activated through its link and logged in, as a
-/// tenant administrator invites one: returns its email and access token.
-fn customer_user(server: &Server, customer: &str, email: &str) -> String {
+/// tenant administrator invites one: returns its id and access token.
+fn customer_user(server: &Server, customer: &str, email: &str) -> (String, String) {
     let user = server.api(
         "POST",
         "/api/user?sendActivationMail=false",
@@ -238,7 +256,7 @@ fn customer_user(server: &Server, customer: &str, email: &str) -> String {
         None,
     );
     assert_eq!(status, 200, "activation: {pair}");
-    login(server, email)
+    (id_of(&user), login(server, email))
 }
 
 fn login(server: &Server, email: &str) -> String {
@@ -248,12 +266,12 @@ fn login(server: &Server, email: &str) -> String {
     pair["token"].as_str().unwrap().to_string()
 }
 
-/// Every `{entityType: DEVICE|ASSET|CUSTOMER, id}` in an answer, and entity ids in `data` rows.
+/// Every `{entityType: DEVICE|ASSET|CUSTOMER|USER, id}` in an answer.
 fn entity_ids(value: &Value, out: &mut BTreeSet<String>) {
     match value {
         Value::Object(map) => {
             if let (Some(Value::String(kind)), Some(Value::String(id))) = (map.get("entityType"), map.get("id"))
-                && matches!(kind.as_str(), "DEVICE" | "ASSET" | "CUSTOMER")
+                && matches!(kind.as_str(), "DEVICE" | "ASSET" | "CUSTOMER" | "USER")
                 && id != "13814000-1dd2-11b2-8080-808080808080"
             {
                 out.insert(id.clone());
@@ -303,15 +321,19 @@ fn every_route_has_a_decision_and_customer_users_reach_only_their_own() {
     }
 
     let server = Server::start();
-    let mine = customer_with_entities(&server, "A");
-    let theirs = customer_with_entities(&server, "B");
+    let mut mine = customer_with_entities(&server, "A");
+    let mut theirs = customer_with_entities(&server, "B");
     // The tenant's own device, assigned to nobody.
     let tenant_device = id_of(&server.api("POST", "/api/device", Some(json!({"name": "meter-T", "type": "meter"}))));
-    let token = customer_user(&server, &mine.customer, "alice@customer-a.example");
+    let (alice, token) = customer_user(&server, &mine.customer, "alice@customer-a.example");
+    // A colleague of the same customer, and a user of the other one.
+    mine.user = customer_user(&server, &mine.customer, "dave@customer-a.example").0;
+    theirs.user = customer_user(&server, &theirs.customer, "carol@customer-b.example").0;
     let call = |method: &str, path: &str, body: Option<&str>| {
         server.request(method, path, body.map(|b| serde_json::from_str(b).unwrap()), Some(&token))
     };
-    let own_ids: BTreeSet<String> = [&mine.customer, &mine.device, &mine.asset].into_iter().cloned().collect();
+    let own_ids: BTreeSet<String> =
+        [&mine.customer, &mine.device, &mine.asset, &mine.user, &alice].into_iter().cloned().collect();
 
     for (method, route, expect) in EXPECTATIONS {
         match *expect {
@@ -344,7 +366,9 @@ fn every_route_has_a_decision_and_customer_users_reach_only_their_own() {
                 assert!((200..300).contains(&status), "{method} {path} -> {status}: {answer}");
                 let mut seen = BTreeSet::new();
                 entity_ids(&answer, &mut seen);
-                if path.contains("/keys") {
+                if path.contains("user") {
+                    assert!(seen.contains(&alice) && seen.contains(&mine.user), "{method} {path}: {answer}");
+                } else if path.contains("/keys") {
                     // Keys of the user's device only: not the other customer's "area" or the
                     // tenant device's (it has none), but the own device's.
                     let keys = answer["timeseries"].as_array().unwrap();
@@ -361,6 +385,24 @@ fn every_route_has_a_decision_and_customer_users_reach_only_their_own() {
                 let mut seen = BTreeSet::new();
                 entity_ids(&answer, &mut seen);
                 assert!(seen.is_subset(&own_ids), "{method} {path}: another customer's entity in {answer}");
+            }
+            UserSave => {
+                let create = r#"{"email": "eve@customer-a.example", "authority": "CUSTOMER_USER"}"#;
+                assert_eq!(call(method, route, Some(create)).0, 403, "a customer user creates a user");
+                let (_, colleague) = call("GET", &format!("/api/user/{}", mine.user), None);
+                let mut edited = colleague.clone();
+                edited["firstName"] = json!("Renamed");
+                let (status, answer) =
+                    server.request(method, route, Some(edited), Some(&token));
+                assert_eq!(status, 403, "a customer user changes a colleague: {answer}");
+                let (_, me) = call("GET", &format!("/api/user/{alice}"), None);
+                let mut edited = me.clone();
+                edited["firstName"] = json!("Alice");
+                let (status, answer) = server.request(method, route, Some(edited), Some(&token));
+                assert_eq!((status, answer["firstName"].clone()), (200, json!("Alice")), "a customer user changes itself: {answer}");
+                let (_, other) = server.request("GET", &format!("/api/user/{}", theirs.user), None, Some(&server.token()));
+                let (status, _) = server.request(method, route, Some(other), Some(&token));
+                assert_eq!(status, 403, "a customer user changes another customer's user");
             }
             OwnAccount => {}
         }
@@ -422,7 +464,7 @@ fn a_customer_users_websocket_reaches_only_its_customers_devices() {
     let server = Server::start();
     let mine = customer_with_entities(&server, "A");
     let theirs = customer_with_entities(&server, "B");
-    let token = customer_user(&server, &mine.customer, "bob@customer-a.example");
+    let (_, token) = customer_user(&server, &mine.customer, "bob@customer-a.example");
     let url = server.http.replacen("http://", "ws://", 1) + "/api/ws";
     let (mut ws, _) = tungstenite::connect(url).expect("WebSocket handshake");
     let subscribe = |cmd_id: u32, device: &str| {
