@@ -14,7 +14,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Instant;
 
 use coapgate_storage::model::Millis;
 use coapgate_storage::model::KvValue;
@@ -90,6 +91,17 @@ pub struct Hub {
     pub slow_disconnects: AtomicU64,
     /// Changes handed to sessions.
     pub delivered: AtomicU64,
+    /// Entities other nodes' sessions watch, each until its announcement expires (they repeat
+    /// every second; see `live_relay`). Changes of these go to `relay` too.
+    remote: RwLock<HashMap<Uuid, Instant>>,
+    remote_watched: AtomicUsize,
+    /// The relay's queue to other nodes, once started (several nodes on one database only).
+    relay: OnceLock<std::sync::mpsc::SyncSender<Arc<Change>>>,
+    /// Set when this node's sessions watch a new entity: the relay announces it without waiting
+    /// for its next round.
+    pub watch_grew: AtomicBool,
+    /// Changes not relayed because the relay's queue was full.
+    pub relay_dropped: AtomicU64,
 }
 
 impl Hub {
@@ -105,6 +117,11 @@ impl Hub {
             sessions: Arc::new(Semaphore::new(max_sessions)),
             slow_disconnects: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            remote: RwLock::new(HashMap::new()),
+            remote_watched: AtomicUsize::new(0),
+            relay: OnceLock::new(),
+            watch_grew: AtomicBool::new(false),
+            relay_dropped: AtomicU64::new(0),
         }
     }
 
@@ -134,6 +151,9 @@ impl Hub {
         let _ = writeln!(out, "# HELP coapgate_ws_slow_disconnects_total WebSocket sessions closed because their client did not read its updates.");
         let _ = writeln!(out, "# TYPE coapgate_ws_slow_disconnects_total counter");
         let _ = writeln!(out, "coapgate_ws_slow_disconnects_total {}", self.slow_disconnects.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP coapgate_ws_relay_dropped_total Changes not relayed to other nodes' subscribers (relay queue full or payload too large).");
+        let _ = writeln!(out, "# TYPE coapgate_ws_relay_dropped_total counter");
+        let _ = writeln!(out, "coapgate_ws_relay_dropped_total {}", self.relay_dropped.load(Ordering::Relaxed));
         out
     }
 
@@ -142,6 +162,9 @@ impl Hub {
         let mut watchers = self.watchers.write().unwrap();
         let list = watchers.entry(entity).or_default();
         if !list.iter().any(|(id, _)| *id == inbox.id) {
+            if list.is_empty() {
+                self.watch_grew.store(true, Ordering::Release);
+            }
             list.push((inbox.id, inbox.session.clone()));
         }
         self.watched.store(watchers.len(), Ordering::Release);
@@ -159,28 +182,82 @@ impl Hub {
         self.watched.store(watchers.len(), Ordering::Release);
     }
 
-    /// Whether any session watches `entity`: producers build a [`Change`] only then.
+    /// Whether any session, here or on another node, watches `entity`: producers build a
+    /// [`Change`] only then.
     pub fn is_watched(&self, entity: Uuid) -> bool {
-        self.watched.load(Ordering::Acquire) > 0 && self.watchers.read().unwrap().contains_key(&entity)
+        (self.watched.load(Ordering::Acquire) > 0 && self.watchers.read().unwrap().contains_key(&entity))
+            || self.remotely_watched(entity)
     }
 
-    /// Whether any session watches anything (one atomic load).
+    /// Whether any session, here or on another node, watches anything (two atomic loads).
     pub fn any_watched(&self) -> bool {
-        self.watched.load(Ordering::Acquire) > 0
+        self.watched.load(Ordering::Acquire) > 0 || self.remote_watched.load(Ordering::Acquire) > 0
     }
 
-    /// Hands committed changes to the sessions watching their entities. Never blocks: a session
-    /// whose inbox is full is marked overflowed, woken to close, and forgotten.
+    fn remotely_watched(&self, entity: Uuid) -> bool {
+        self.remote_watched.load(Ordering::Acquire) > 0
+            && self.remote.read().unwrap().get(&entity).is_some_and(|until| *until > Instant::now())
+    }
+
+    /// The entities this node's sessions watch, for the relay's announcements.
+    pub fn watched_entities(&self) -> Vec<Uuid> {
+        if self.watched.load(Ordering::Acquire) == 0 {
+            return Vec::new();
+        }
+        self.watchers.read().unwrap().keys().copied().collect()
+    }
+
+    /// Another node announced that its sessions watch `entities`, until `until`; expired
+    /// announcements are dropped here.
+    pub fn watched_elsewhere(&self, entities: &[Uuid], until: Instant) {
+        let mut remote = self.remote.write().unwrap();
+        let now = Instant::now();
+        remote.retain(|_, expiry| *expiry > now);
+        for entity in entities {
+            remote.insert(*entity, until);
+        }
+        self.remote_watched.store(remote.len(), Ordering::Release);
+    }
+
+    /// Connects the relay: from now on changes of entities watched on other nodes are queued for
+    /// it (dropped and counted when its queue is full, never waited for).
+    pub fn attach_relay(&self, queue: std::sync::mpsc::SyncSender<Arc<Change>>) {
+        let _ = self.relay.set(queue);
+    }
+
+    /// Hands committed changes to the sessions watching their entities, and to the relay for the
+    /// ones other nodes watch. Never blocks: a session whose inbox is full is marked overflowed,
+    /// woken to close, and forgotten.
     pub fn publish(&self, changes: Vec<Change>) {
         if changes.is_empty() || !self.any_watched() {
             return;
         }
+        let changes: Vec<Arc<Change>> = changes.into_iter().map(Arc::new).collect();
+        if let Some(relay) = self.relay.get()
+            && self.remote_watched.load(Ordering::Acquire) > 0
+        {
+            for change in changes.iter().filter(|c| self.remotely_watched(c.entity)) {
+                if relay.try_send(change.clone()).is_err() {
+                    self.relay_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.deliver(changes);
+    }
+
+    /// Changes another node committed (its relay's message): for this node's sessions only.
+    pub fn publish_from_other_node(&self, changes: Vec<Change>) {
+        if self.watched.load(Ordering::Acquire) > 0 {
+            self.deliver(changes.into_iter().map(Arc::new).collect());
+        }
+    }
+
+    fn deliver(&self, changes: Vec<Arc<Change>>) {
         let mut overflowed: Vec<(u64, Uuid)> = Vec::new();
         {
             let watchers = self.watchers.read().unwrap();
             for change in changes {
                 let Some(list) = watchers.get(&change.entity) else { continue };
-                let change = Arc::new(change);
                 for (id, session) in list {
                     match session.tx.try_send(change.clone()) {
                         Ok(()) => {

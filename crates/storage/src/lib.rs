@@ -284,6 +284,14 @@ pub trait Store: ExchangeLog + EventLog {
         Ok(None)
     }
 
+    /// For a store several nodes share: one end of a channel every node hears, for telling the
+    /// other nodes' WebSocket subscribers what this node committed (and which entities this
+    /// node's subscribers watch). Each call opens another end (one to send, one to receive).
+    /// `None` for a store only this process writes.
+    fn live_channel(&self) -> Result<Option<Box<dyn LiveChannel>>> {
+        Ok(None)
+    }
+
     /// For a store several nodes share: waits until every live node reports that it routes by
     /// the current configuration, at most `within`; false when some node did not in time (it
     /// has just died, or is stuck). A store only this process writes returns true at once.
@@ -303,6 +311,20 @@ pub trait Store: ExchangeLog + EventLog {
     /// from a single thread; the server opens [`Store::parallel_writers`] of them.
     fn uplink_writer(&self) -> Result<Box<dyn UplinkWriter>>;
 }
+
+/// Messages between the nodes sharing a store ([`Store::live_channel`]); best effort: a message
+/// sent while another node's end is reconnecting is lost for that node.
+pub trait LiveChannel: Send {
+    /// Sends each payload (at most [`LIVE_PAYLOAD_MAX`] bytes) to every node's receiving end,
+    /// this node's included, in one round trip.
+    fn send(&mut self, payloads: &[String]) -> Result<()>;
+
+    /// Waits up to `timeout` for payloads sent since the last call; empty when none came.
+    fn receive(&mut self, timeout: std::time::Duration) -> Result<Vec<String>>;
+}
+
+/// The largest payload a [`LiveChannel`] carries (PostgreSQL's NOTIFY takes under 8,000 bytes).
+pub const LIVE_PAYLOAD_MAX: usize = 7_800;
 
 /// Learns of configuration changes other nodes make (see [`Store::config_watch`]).
 pub trait ConfigWatch: Send {

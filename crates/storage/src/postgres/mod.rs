@@ -1522,6 +1522,10 @@ impl Store for PgStore {
         Ok(Some(Box::new(PgConfigWatch { config: self.config.clone(), conn: None, node: Uuid::new_v4() })))
     }
 
+    fn live_channel(&self) -> Result<Option<Box<dyn crate::LiveChannel>>> {
+        Ok(Some(Box::new(PgLiveChannel { config: self.config.clone(), conn: None })))
+    }
+
     fn await_config_applied(&self, within: std::time::Duration) -> Result<bool> {
         let deadline = std::time::Instant::now() + within;
         self.with_conn(|c| {
@@ -1544,6 +1548,73 @@ impl Store for PgStore {
 
     fn uplink_writer(&self) -> Result<Box<dyn UplinkWriter>> {
         Ok(Box::new(PgUplinkWriter::open(&self.config)?))
+    }
+}
+
+/// What nodes tell each other for live subscriptions (`LiveChannel`).
+const LIVE_CHANNEL: &str = "coapgate_live";
+
+/// A connection of its own, opened on first use and again after a loss; the receiving end
+/// `LISTEN`s on [`LIVE_CHANNEL`].
+struct PgLiveChannel {
+    config: PgConfig,
+    conn: Option<Conn>,
+}
+
+impl PgLiveChannel {
+    fn conn(&mut self, listen: bool) -> Result<&mut Conn> {
+        if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+            let mut conn = Conn::open(&self.config)?;
+            if listen {
+                conn.client.batch_execute(&format!("LISTEN {LIVE_CHANNEL}")).map_err(pg)?;
+            }
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("opened above"))
+    }
+}
+
+impl crate::LiveChannel for PgLiveChannel {
+    fn send(&mut self, payloads: &[String]) -> Result<()> {
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        let conn = self.conn(false)?;
+        // Autocommit: each statement's notifications go out when it ends, in one round trip.
+        let result = conn
+            .client
+            .execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", &[&LIVE_CHANNEL, &payloads]);
+        result.map(|_| ()).map_err(|e| {
+            self.conn = None;
+            pg(e)
+        })
+    }
+
+    fn receive(&mut self, timeout: std::time::Duration) -> Result<Vec<String>> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let mut out = Vec::new();
+        let result = {
+            let conn = self.conn(true)?;
+            let mut notifications = conn.client.notifications();
+            let first = notifications.timeout_iter(timeout).next();
+            first.and_then(|first| {
+                if let Some(n) = first {
+                    out.push(n.payload().to_string());
+                    let mut rest = notifications.iter();
+                    while let Some(n) = rest.next()? {
+                        out.push(n.payload().to_string());
+                    }
+                }
+                Ok(())
+            })
+        };
+        match result {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                self.conn = None;
+                Err(pg(e))
+            }
+        }
     }
 }
 
