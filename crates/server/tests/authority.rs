@@ -116,6 +116,7 @@ const EXPECTATIONS: &[(&str, &str, Expect)] = &[
     ("GET", "/api/entityGroup/{p1}/{p2}/{p3}/{p4}", Refused),
     ("POST", "/api/user", UserSave),
     ("GET", "/api/user/users", Listed { call: "/api/user/users?pageSize=100&page=0", body: None }),
+    ("POST", "/api/user/sendActivationMail", Refused),
     ("GET", "/api/users", Listed { call: "/api/users?pageSize=100&page=0", body: None }),
     ("GET", "/api/user/{id}", Owned { call: "/api/user/{USER}", body: None }),
     ("DELETE", "/api/user/{id}", Refused),
