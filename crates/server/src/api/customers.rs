@@ -50,7 +50,8 @@ pub async fn get_customer(
     Ok(Json(tb::customer(&c, state.store.tenant_id())))
 }
 
-/// Deletes the customer and the groups it owns; its devices and assets go back to the tenant.
+/// Deletes the customer, the groups it owns and its users (their tokens stop working); its
+/// devices and assets go back to the tenant.
 pub async fn delete_customer(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id = parse_uuid(&id)?;
     let store = state.store.clone();
