@@ -9,8 +9,12 @@
 #   scripts/sustained.sh [seconds] [in-flight] [rate]     (defaults: 300, 64, as fast as it goes)
 #   INTERVAL=30 scripts/sustained.sh 1800 64 10000        (the soak: 10,000 uplinks/s for 30 min,
 #                                                          a sample every 30 s)
-#   THREADS=2 DEVICES=64 scripts/sustained.sh 300 64      (a two-thread generator from 64 ports;
-#                                                          --rate is split between the threads)
+#   THREADS=2 scripts/sustained.sh 300 64 90000           (a two-thread generator; --rate is
+#                                                          split between the threads)
+#
+# DEVICES (1000) is the number of source ports. Keep the rate per port under 265/s: faster, a
+# port reuses its own Message IDs within EXCHANGE_LIFETIME and the server rightly answers those
+# requests as duplicates (BENCHMARKS.md, "A change of peers").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-300}
