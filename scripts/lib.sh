@@ -43,7 +43,7 @@ bound_report() {
     | (.generator_cpu.user_seconds + .generator_cpu.system_seconds) as $generator
     | ($server_ticks / $hz) as $server
     | {run: $name, threads, devices, in_flight, per_s: (.throughput_per_s | floor), p99_ms: .latency_ms.p99, timeouts,
-       server_us_per_request: ($server * 1e6 / $n | floor),
+       server_us_per_request: ($server * 1e7 / $n | floor / 10),
        generator_us_per_request: (.generator_cpu.us_per_request * 10 | floor / 10),
        generator_threads_busy: ($generator / .wall_seconds / .threads * 100 | floor / 100),
        both_busy: (($generator + $server) / .wall_seconds / $cores * 100 | floor / 100),

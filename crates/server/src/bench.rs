@@ -136,7 +136,7 @@ struct Totals {
     timeouts: u64,
     retransmissions: u64,
     /// Answers to an earlier request with the same source port and Message ID (see
-    /// `Generator::on_message`): the request went again under a new Message ID.
+    /// `Generator::on_replay`): the request went again under a new Message ID.
     replays: u64,
     codes: BTreeMap<String, u64>,
     /// Answered requests' latencies in microseconds. An HDR histogram (3 significant digits)
@@ -304,7 +304,7 @@ struct Generator {
     /// When each request (or retransmission) gives up waiting: (deadline, device, seq, attempt).
     deadlines: BinaryHeap<Reverse<(Instant, usize, u64, u32)>>,
     in_flight: usize,
-    /// Requests this thread has started (its request number is `share.seq(sent)`).
+    /// Requests this thread has started; the next one is numbered `share.seq(started_requests)`.
     started_requests: u64,
     totals: Totals,
     poll: Poll,
