@@ -29,8 +29,8 @@ start_demo() {
 #   process, other users' too).
 # bound_report LABEL RUN_JSON SERVER_TICKS BUSY_TICKS ALL_TICKS: one JSON line for a bench run:
 #   rate, p99, the server's and the generator's CPU per answered request, how busy the
-#   generator's threads, the two processes together and the whole machine were, and which bound
-#   that points to.
+#   generator's threads, the server (in cores), the two processes together and the whole machine
+#   were, and which bound that points to.
 
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
@@ -46,10 +46,12 @@ bound_report() {
        server_us_per_request: ($server * 1e7 / $n | floor / 10),
        generator_us_per_request: (.generator_cpu.us_per_request * 10 | floor / 10),
        generator_threads_busy: ($generator / .wall_seconds / .threads * 100 | floor / 100),
+       server_cores_busy: ($server / .wall_seconds * 100 | floor / 100),
        both_busy: (($generator + $server) / .wall_seconds / $cores * 100 | floor / 100),
        machine_busy: (if $all > 0 then ($busy / $all * 100 | floor / 100) else null end)}
     | . + {bound: (if .generator_threads_busy >= 0.85 then "the generator: its threads are busy"
                    elif .both_busy >= 0.85 then "the cores: server and generator fill them between them"
+                   elif .server_cores_busy >= 0.85 and .server_cores_busy < 1.15 then "the server: one core busy (the limit of a one-thread server such as libcoap)"
                    elif .machine_busy != null and .machine_busy >= 0.85 then "the cores, with other processes"
                    else "no core full: the round trip (in flight / latency)" end)}' "$2"
 }
