@@ -37,58 +37,59 @@ use crate::registry::url_path_segments;
 pub struct BenchArgs {
     /// Endpoint URL, e.g. coap://127.0.0.1:5683/i/<routing key>, or coaps://… for DTLS.
     #[arg(long)]
-    url: String,
+    pub(crate) url: String,
     /// With a coaps:// URL: a pre-shared key, IDENTITY:KEY (the key as text, or hex after 0x);
     /// without it, certificate handshakes (the server's certificate is not verified).
     #[arg(long)]
-    psk: Option<String>,
+    pub(crate) psk: Option<String>,
     /// Simulated devices, each with its own UDP source port.
     #[arg(long, default_value_t = 1000)]
-    devices: usize,
+    pub(crate) devices: usize,
     /// Requests in flight at most, across all devices.
     #[arg(long, default_value_t = 64)]
-    in_flight: usize,
+    pub(crate) in_flight: usize,
     /// Total requests to send (stops at whichever of --count and --duration comes first).
     #[arg(long, default_value_t = 100_000)]
-    count: u64,
+    pub(crate) count: u64,
     /// Longest run in seconds.
     #[arg(long, default_value_t = 60.0)]
-    duration: f64,
+    pub(crate) duration: f64,
     /// Message type.
     #[arg(long, value_parser = ["con", "non"], default_value = "con")]
-    r#type: String,
+    pub(crate) r#type: String,
     /// Method.
     #[arg(long, value_parser = ["post", "put"], default_value = "post")]
-    method: String,
+    pub(crate) method: String,
     /// Payload template: {device} is the simulating socket's number, {name} the device name
-    /// number (see --names), {seq} the request number, {ts} now in ms.
+    /// number (see --names), {seq} the request number, {ts} now in ms, {us} now in µs (the
+    /// send time `coapgate bench-ws` measures its updates' latency from).
     #[arg(long, default_value = "SN-{name},default,temperature,25.7,humidity,69")]
-    payload: String,
+    pub(crate) payload: String,
     /// How many distinct device names {name} cycles through (default: --devices). More names
     /// than sockets simulate a large fleet without a socket per device.
     #[arg(long)]
-    names: Option<u64>,
+    pub(crate) names: Option<u64>,
     /// Content-Format of the payload (0 = text/plain).
     #[arg(long, default_value_t = 0)]
-    content_format: u32,
+    pub(crate) content_format: u32,
     /// Seconds to wait for a response before counting a timeout.
     #[arg(long, default_value_t = 5.0)]
-    timeout: f64,
+    pub(crate) timeout: f64,
     /// Retransmit CON requests like RFC 7252 (ACK_TIMEOUT 2 s, doubling, 4 times).
     #[arg(long)]
-    retransmit: bool,
+    pub(crate) retransmit: bool,
     /// Requests started per second at most (default: as fast as --in-flight allows), for
     /// soak runs at a steady rate.
     #[arg(long)]
-    rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
     /// Generator threads: each runs its own event loop over its share of the devices, of
     /// --in-flight, of --count and of --rate. Plain CoAP only (a DTLS run uses one thread).
     /// Every thread takes CPU from a server on the same machine.
     #[arg(long, default_value_t = 1)]
-    threads: usize,
+    pub(crate) threads: usize,
     /// Print the report as JSON.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// One generator thread's part of a run: its devices, its budget, and how its requests are
@@ -213,6 +214,22 @@ struct Pending {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let (args, report) = generate(args)?;
+    print_report(&args, &report);
+    Ok(())
+}
+
+/// Runs the generator and returns the report `--json` prints (for `coapgate bench-ws`).
+pub(crate) fn measure(args: BenchArgs) -> anyhow::Result<serde_json::Value> {
+    Ok(generate(args)?.1)
+}
+
+/// Microseconds since the Unix epoch.
+pub(crate) fn now_micros() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
+
+fn generate(args: BenchArgs) -> anyhow::Result<(BenchArgs, serde_json::Value)> {
     let (rest, default_port) = match (args.url.strip_prefix("coap://"), args.url.strip_prefix("coaps://")) {
         (Some(rest), _) => (rest, 5683),
         (_, Some(rest)) => (rest, 5684),
@@ -265,8 +282,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     for generator in &generators {
         totals.merge(&generator.totals);
     }
-    report(&args, &totals, generators[0].dtls.as_ref().map(|d| &d.handshakes), elapsed, cpu);
-    Ok(())
+    let report = report(&args, &totals, generators[0].dtls.as_ref().map(|d| &d.handshakes), elapsed, cpu);
+    Ok((args, report))
 }
 
 /// This process's CPU time so far, user and system, in seconds (every thread counted).
@@ -638,12 +655,13 @@ fn request(args: &BenchArgs, path: &[String], number: usize, seq: u64, message_i
     fill("{name}", &|| (seq % args.names.unwrap_or(args.devices as u64).max(1)).to_string());
     fill("{seq}", &|| seq.to_string());
     fill("{ts}", &|| coapgate_storage::now_millis().to_string());
+    fill("{us}", &|| now_micros().to_string());
     m.payload = payload.into_bytes();
     m
 }
 
 /// Prints what the run counted; `cpu` is the generator's own (user, system) CPU time over it.
-fn report(args: &BenchArgs, totals: &Totals, handshakes: Option<&Handshakes>, elapsed: Duration, cpu: (f64, f64)) {
+fn report(args: &BenchArgs, totals: &Totals, handshakes: Option<&Handshakes>, elapsed: Duration, cpu: (f64, f64)) -> serde_json::Value {
     let latencies = &totals.latencies_us;
     let percentile = |p: f64| latencies.value_at_quantile(p) as f64 / 1000.0;
     let answered = latencies.len();
@@ -662,7 +680,7 @@ fn report(args: &BenchArgs, totals: &Totals, handshakes: Option<&Handshakes>, el
     });
     let seconds = totals.last_answer.unwrap_or(elapsed).as_secs_f64();
     let codes = &totals.codes;
-    let report = json!({
+    json!({
         "url": args.url,
         "devices": args.devices,
         "in_flight": args.in_flight,
@@ -687,21 +705,25 @@ fn report(args: &BenchArgs, totals: &Totals, handshakes: Option<&Handshakes>, el
             "user_seconds": cpu.0, "system_seconds": cpu.1,
             "us_per_request": if totals.sent > 0 { (cpu.0 + cpu.1) * 1e6 / totals.sent as f64 } else { 0.0 },
         },
-    });
+    })
+}
+
+fn print_report(args: &BenchArgs, report: &serde_json::Value) {
     if args.json {
         println!("{report}");
         return;
     }
+    let codes = &report["codes"];
     println!(
         "{} requests in {:.2} s (last answer at {:.2} s) from {} devices, {} in flight: {:.0} answered/s",
         report["sent"],
-        elapsed.as_secs_f64(),
-        seconds,
+        report["wall_seconds"].as_f64().unwrap_or(0.0),
+        report["seconds"].as_f64().unwrap_or(0.0),
         args.devices,
         args.in_flight,
         report["throughput_per_s"].as_f64().unwrap_or(0.0)
     );
-    if let Some(h) = handshake_report {
+    if let Some(h) = report["dtls_handshakes"].as_object() {
         println!(
             "  DTLS handshakes: {} completed in {:.2} s ({:.0}/s), {} failed, {} retried, {} sessions lost; ms p50 {} p99 {}{}",
             h["completed"],
@@ -726,8 +748,8 @@ fn report(args: &BenchArgs, totals: &Totals, handshakes: Option<&Handshakes>, el
         "  generator: {} thread(s), {:.2} µs CPU per request (user {:.2} s, system {:.2} s)",
         args.threads,
         report["generator_cpu"]["us_per_request"].as_f64().unwrap_or(0.0),
-        cpu.0,
-        cpu.1
+        report["generator_cpu"]["user_seconds"].as_f64().unwrap_or(0.0),
+        report["generator_cpu"]["system_seconds"].as_f64().unwrap_or(0.0)
     );
 }
 

@@ -454,7 +454,7 @@ pub fn websocket_session_cap() -> usize {
 }
 
 /// Raises the soft limit on open descriptors to the hard limit and returns it.
-fn raise_descriptor_limit() -> usize {
+pub(crate) fn raise_descriptor_limit() -> usize {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit and setrlimit only read and write the struct passed.
     unsafe {

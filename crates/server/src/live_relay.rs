@@ -16,7 +16,6 @@
 //! subscriber reads it at its next snapshot.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -67,18 +66,19 @@ fn send_loop(node: Uuid, mut channel: Box<dyn LiveChannel>, queue: Receiver<Arc<
             Err(RecvTimeoutError::Disconnected) => return,
         }
         let mut payloads = Vec::new();
-        let grew = hub.watch_grew.swap(false, Ordering::AcqRel);
+        let grew = hub.take_watch_grew();
         if grew || last_announcement.elapsed() >= ANNOUNCE_EVERY {
             let watched = hub.watched_entities();
-            if !watched.is_empty() {
-                payloads.extend(announcements(node, &watched));
+            let pages = hub.has_local_page_watchers();
+            if !watched.is_empty() || pages {
+                payloads.extend(announcements(node, &watched, pages));
             }
             last_announcement = Instant::now();
         }
         let (packed, too_large) = pack_changes(node, &changes);
         payloads.extend(packed);
         if too_large > 0 {
-            hub.relay_dropped.fetch_add(too_large, Ordering::Relaxed);
+            hub.count_relay_dropped(too_large);
         }
         if payloads.is_empty() {
             continue;
@@ -90,7 +90,7 @@ fn send_loop(node: Uuid, mut channel: Box<dyn LiveChannel>, queue: Receiver<Arc<
                 }
             }
             Err(e) => {
-                hub.relay_dropped.fetch_add(changes.len() as u64, Ordering::Relaxed);
+                hub.count_relay_dropped(changes.len() as u64);
                 if failing_since.is_none() {
                     tracing::warn!("live updates cannot reach the other nodes: {e}; retrying every second");
                     failing_since = Some(Instant::now());
@@ -110,7 +110,9 @@ fn receive_loop(node: Uuid, mut channel: Box<dyn LiveChannel>, hub: Arc<Hub>) {
                 for payload in payloads {
                     match decode(&payload) {
                         Some((from, _)) if from == node => {}
-                        Some((_, Message::Watching(entities))) => hub.watched_elsewhere(&entities, Instant::now() + HOLDS_FOR),
+                        Some((_, Message::Watching { entities, pages })) => {
+                            hub.watched_elsewhere(&entities, pages, Instant::now() + HOLDS_FOR)
+                        }
                         Some((_, Message::Changes(changes))) => hub.publish_from_other_node(changes),
                         None => tracing::debug!("ignoring a live relay message that does not parse"),
                     }
@@ -129,12 +131,16 @@ fn receive_loop(node: Uuid, mut channel: Box<dyn LiveChannel>, hub: Arc<Hub>) {
 
 /// What one channel message says.
 enum Message {
-    Watching(Vec<Uuid>),
+    /// Entities the sender's sessions watch, and whether they hold entity data queries.
+    Watching { entities: Vec<Uuid>, pages: bool },
     Changes(Vec<Change>),
 }
 
-fn announcements(node: Uuid, watched: &[Uuid]) -> Vec<String> {
-    watched.chunks(IDS_PER_MESSAGE).map(|ids| json!({"n": node, "w": ids}).to_string()).collect()
+fn announcements(node: Uuid, watched: &[Uuid], pages: bool) -> Vec<String> {
+    if watched.is_empty() {
+        return vec![json!({"n": node, "w": [], "p": pages}).to_string()];
+    }
+    watched.chunks(IDS_PER_MESSAGE).map(|ids| json!({"n": node, "w": ids, "p": pages}).to_string()).collect()
 }
 
 /// The changes in as few messages as fit; a single change too large for one is left out and
@@ -177,6 +183,7 @@ fn encode_change(change: &Change) -> Value {
         ChangeData::Attributes { scope, ts, values } => {
             json!({"e": change.entity, "s": scope, "ts": ts, "a": encode_values(values)})
         }
+        ChangeData::Created => json!({"e": change.entity, "k": "created"}),
     }
 }
 
@@ -222,7 +229,8 @@ fn decode(payload: &str) -> Option<(Uuid, Message)> {
     let node = Uuid::parse_str(value.get("n")?.as_str()?).ok()?;
     if let Some(ids) = value.get("w") {
         let ids = ids.as_array()?.iter().map(|id| Uuid::parse_str(id.as_str()?).ok()).collect::<Option<Vec<_>>>()?;
-        return Some((node, Message::Watching(ids)));
+        let pages = value.get("p").and_then(Value::as_bool).unwrap_or(false);
+        return Some((node, Message::Watching { entities: ids, pages }));
     }
     let changes = value
         .get("c")?
@@ -237,6 +245,8 @@ fn decode(payload: &str) -> Option<(Uuid, Message)> {
                     .map(|p| Some((p.get(0)?.as_i64()?, decode_values(p.get(1)?)?)))
                     .collect::<Option<Vec<_>>>()?;
                 ChangeData::Timeseries(points)
+            } else if c.get("k").and_then(Value::as_str) == Some("created") {
+                ChangeData::Created
             } else {
                 ChangeData::Attributes {
                     scope: c.get("s")?.as_str()?.to_string(),
@@ -322,12 +332,15 @@ mod tests {
             .sum();
         assert_eq!(carried, 50);
         let ids: Vec<Uuid> = (0..500).map(|_| Uuid::new_v4()).collect();
-        let announced = announcements(node, &ids);
+        let announced = announcements(node, &ids, true);
         assert!(announced.iter().all(|p| p.len() <= LIVE_PAYLOAD_MAX));
         let back: usize = announced
             .iter()
             .map(|p| match decode(p) {
-                Some((_, Message::Watching(w))) => w.len(),
+                Some((_, Message::Watching { entities, pages })) => {
+                    assert!(pages);
+                    entities.len()
+                }
                 _ => panic!("does not decode"),
             })
             .sum();

@@ -22,12 +22,14 @@
 //! - [`check`]: `coapgate check`, verifies a data directory.
 //! - [`migrate`]: `coapgate migrate`, a stopped server's SQLite data directory into PostgreSQL.
 //! - [`bench`]: `coapgate bench`, the CoAP load generator.
+//! - [`bench_ws`]: `coapgate bench-ws`, WebSocket subscribers of one device under uplinks.
 //! - [`reset_password`]: `coapgate reset-password`, a user's password from the command line.
 //! - [`private_files`]: umask 077 and 0600 data files (secrets live in the databases).
 
 mod api;
 mod bench;
 mod bench_dtls;
+mod bench_ws;
 mod check;
 mod coap_endpoint;
 mod config;
@@ -128,6 +130,9 @@ enum Command {
     Decode(decode::DecodeArgs),
     /// Load-test a CoAP endpoint with simulated devices and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Measure WebSocket subscribers of one device: update latency at a fixed uplink rate, and
+    /// ingest throughput with and without them.
+    BenchWs(bench_ws::BenchWsArgs),
     /// Set a user's password (default: the admin's); every token issued before stops working.
     ResetPassword(reset_password::ResetPasswordArgs),
     /// Print every REST route that needs a token, with who may call it: `tenant-admin` (customer
@@ -174,6 +179,7 @@ fn main() -> std::process::ExitCode {
         Command::Migrate(args) => migrate::run(args),
         Command::Decode(args) => decode::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchWs(args) => bench_ws::run(args),
         Command::ResetPassword(args) => reset_password::run(args),
         Command::Routes => {
             for (method, path, rule) in api::route_table() {

@@ -351,6 +351,10 @@ fn live_changes(hub: &Hub, records: &[UplinkRecord], results: &[Result<UplinkOut
         if outcome.duplicate {
             continue;
         }
+        if hub.has_page_watchers() {
+            // Entity data queries may find them now.
+            changes.extend(outcome.created.iter().map(|(_, entity)| Change { entity: *entity, data: ChangeData::Created }));
+        }
         let skipped = |key: &str| outcome.unchanged_skipped > 0 && record.update_only_keys.iter().any(|k| k == key);
         for (update, (_, entity)) in record.entities.iter().zip(&outcome.entities) {
             if !hub.is_watched(*entity) {

@@ -200,6 +200,65 @@ fn history_commands_return_stored_points() {
     assert_eq!((unknown["subscriptionId"].clone(), unknown["errorCode"].clone()), (json!(8), json!(1)), "{unknown}");
 }
 
+/// `agg` in history commands (and in a subscription's time window) reads what REST's
+/// `…/values/timeseries` answers for the same query, point for point.
+#[test]
+fn aggregated_history_equals_the_rest_answer() {
+    let server = Server::start();
+    let (_, id) = seeded(&server);
+    let t0: i64 = 1_700_000_000_000;
+    let points: Vec<Value> = (0..10).map(|i| json!({"ts": t0 + 1000 * i, "values": {"level": i as f64 * 1.5, "count": i}})).collect();
+    server.api("POST", &format!("/api/plugins/telemetry/DEVICE/{id}/timeseries/ANY"), Some(Value::Array(points)));
+    let mut ws = connect(&server, &format!("/api/ws?token={}", server.token()));
+    let (start, end, interval) = (t0, t0 + 10_000, 2_500);
+    for (cmd_id, agg) in ["AVG", "MIN", "MAX", "SUM", "COUNT", "NONE"].into_iter().enumerate() {
+        send(
+            &mut ws,
+            json!({"historyCmds": [{"entityType": "DEVICE", "entityId": id, "keys": "level,count", "startTs": start, "endTs": end,
+                                    "interval": interval, "agg": agg, "limit": 4, "cmdId": cmd_id}]}),
+        );
+        let history = expect_update(&mut ws, agg);
+        assert_eq!(history["errorCode"], 0, "{history}");
+        let rest = server.api(
+            "GET",
+            &format!("/api/plugins/telemetry/DEVICE/{id}/values/timeseries?keys=level,count&startTs={start}&endTs={end}&interval={interval}&agg={agg}&limit=4"),
+            None,
+        );
+        for key in ["level", "count"] {
+            let as_pairs: Vec<Value> = rest[key].as_array().unwrap().iter().map(|p| json!([p["ts"], p["value"]])).collect();
+            assert_eq!(history["data"][key], Value::Array(as_pairs), "{agg} {key}: WebSocket {history} REST {rest}");
+        }
+    }
+    // One figure checked by hand: the first 2.5 s bucket holds 0, 1.5 and 3.
+    send(
+        &mut ws,
+        json!({"historyCmds": [{"entityType": "DEVICE", "entityId": id, "keys": "level", "startTs": start, "endTs": end,
+                                "interval": interval, "agg": "AVG", "cmdId": 20}]}),
+    );
+    let avg = expect_update(&mut ws, "AVG by hand");
+    assert_eq!(avg["data"]["level"][0][1], "1.5", "{avg}");
+    assert_eq!(avg["data"]["level"].as_array().unwrap().len(), 4, "{avg}");
+
+    // A subscription's time window is aggregated the same way.
+    send(
+        &mut ws,
+        json!({"tsSubCmds": [{"entityType": "DEVICE", "entityId": id, "keys": "level", "startTs": start, "timeWindow": 10_000,
+                              "interval": 5_000, "agg": "MAX", "cmdId": 21}]}),
+    );
+    let window = expect_update(&mut ws, "an aggregated window");
+    let values: Vec<&str> = window["data"]["level"].as_array().unwrap().iter().map(|p| p[1].as_str().unwrap()).collect();
+    assert_eq!(values, ["6.0", "13.5"], "{window}");
+
+    send(
+        &mut ws,
+        json!({"historyCmds": [{"entityType": "DEVICE", "entityId": id, "keys": "level", "startTs": start, "endTs": end,
+                                "interval": interval, "agg": "MEDIAN", "cmdId": 22}]}),
+    );
+    let refused = expect_update(&mut ws, "an unknown aggregation");
+    assert_eq!(refused["errorCode"], 2, "{refused}");
+    assert!(refused["errorMsg"].as_str().unwrap().contains("MEDIAN"), "{refused}");
+}
+
 fn coapgate_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
@@ -351,6 +410,65 @@ fn entity_data_for_a_single_entity() {
 
 }
 
+/// `historyCmd` and `tsCmd` inside an entity data command: each page row carries its entity's
+/// points in `timeseries` (as REST reads them, `[]` for a key without any), then a tsCmd's keys
+/// arrive live as time-series rows; a later tsCmd alone re-reads the window for the same page.
+#[test]
+fn entity_data_history_and_time_series_commands() {
+    let server = Server::start();
+    let (endpoint, id) = seeded(&server);
+    let t0: i64 = 1_700_000_000_000;
+    let points: Vec<Value> = (0..4).map(|i| json!({"ts": t0 + 1000 * i, "values": {"level": i * 10}})).collect();
+    server.api("POST", &format!("/api/plugins/telemetry/DEVICE/{id}/timeseries/ANY"), Some(Value::Array(points)));
+    let query = json!({
+        "entityFilter": {"type": "singleEntity", "singleEntity": {"entityType": "DEVICE", "id": id}},
+        "pageLink": {"page": 0, "pageSize": 1},
+        "entityFields": [{"type": "ENTITY_FIELD", "key": "name"}]});
+    let mut ws = connect(&server, &format!("/api/ws?token={}", server.token()));
+
+    send(&mut ws, json!({"cmds": [{"type": "ENTITY_DATA", "cmdId": 1, "query": query,
+        "historyCmd": {"keys": ["level", "nothing"], "startTs": t0, "endTs": t0 + 4000, "interval": 2000, "limit": 100, "agg": "SUM"}}]}));
+    let page = expect_update(&mut ws, "the page with its history");
+    let row = &page["data"]["data"][0];
+    assert_eq!(row["latest"]["ENTITY_FIELD"]["name"]["value"], "SN-001", "{page}");
+    let rest = server.api(
+        "GET",
+        &format!("/api/plugins/telemetry/DEVICE/{id}/values/timeseries?keys=level&startTs={t0}&endTs={}&interval=2000&agg=SUM", t0 + 4000),
+        None,
+    );
+    assert_eq!(row["timeseries"]["level"], rest["level"], "the REST answer, bucket for bucket: {page}");
+    assert_eq!(row["timeseries"]["level"].as_array().unwrap().iter().map(|p| p["value"].clone()).collect::<Vec<_>>(), [json!("10"), json!("50")]);
+    assert_eq!(row["timeseries"]["nothing"], json!([]), "{page}");
+
+    let now = coapgate_now();
+    send(&mut ws, json!({"cmds": [{"type": "ENTITY_DATA", "cmdId": 2, "query": query,
+        "tsCmd": {"keys": ["temperature"], "startTs": now - 3_600_000, "timeWindow": 3_700_000, "limit": 10}}]}));
+    let page = expect_update(&mut ws, "the page with its window");
+    assert_eq!(page["cmdId"], 2);
+    let window = page["data"]["data"][0]["timeseries"]["temperature"].as_array().unwrap().clone();
+    assert_eq!(window.iter().map(|p| p["value"].clone()).collect::<Vec<_>>(), [json!("25.7")], "{page}");
+
+    uplink(&server, &endpoint, "SN-001,default,temperature,31.5,humidity,40");
+    let update = expect_update(&mut ws, "a live point");
+    assert_eq!((update["cmdId"].clone(), update["data"].clone()), (json!(2), Value::Null), "{update}");
+    let row = &update["update"][0];
+    assert_eq!(row["entityId"], json!({"entityType": "DEVICE", "id": id}));
+    assert_eq!(row["latest"], Value::Null, "a time-series row: {update}");
+    assert_eq!(row["timeseries"]["temperature"][0]["value"], "31.5", "{update}");
+    assert!(row["timeseries"].get("humidity").is_none(), "a key the tsCmd did not ask for: {update}");
+
+    // A new window for the same page, without the query.
+    send(&mut ws, json!({"cmds": [{"type": "ENTITY_DATA", "cmdId": 2,
+        "tsCmd": {"keys": ["humidity"], "startTs": now - 3_600_000, "timeWindow": 3_700_000, "limit": 10}}]}));
+    let update = expect_update(&mut ws, "the new window");
+    let humidity: Vec<Value> = update["update"][0]["timeseries"]["humidity"].as_array().unwrap().iter().map(|p| p["value"].clone()).collect();
+    assert_eq!(humidity, [json!("40"), json!("69")], "newest first: {update}");
+    uplink(&server, &endpoint, "SN-001,default,temperature,32,humidity,41");
+    let update = expect_update(&mut ws, "a live point of the new key");
+    assert_eq!(update["update"][0]["timeseries"]["humidity"][0]["value"], "41", "{update}");
+    assert!(update["update"][0]["timeseries"].get("temperature").is_none(), "{update}");
+}
+
 /// The rows of an entity data page or update by device name, with their temperature.
 fn temperatures(rows: &Value) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = rows
@@ -472,4 +590,106 @@ fn entity_data_for_queries_of_many_entities() {
     send(&mut ws, json!({"entityDataCmds": [{"cmdId": 6, "query": {"entityFilter": {"type": "entityType", "entityType": "DEVICE"}}}]}));
     let refused = expect_update(&mut ws, "a query without a page link");
     assert_eq!((refused["errorCode"].clone(), refused["errorMsg"].clone()), (json!(2), json!("Page link is required")), "{refused}");
+}
+
+/// `coapgate bench-ws` end to end at a small size: every subscriber must count every stored
+/// uplink, in the fixed-rate phase and in the full-speed run with subscribers. (The inbox bound
+/// is raised so that a slow test machine cannot close a session and make the count short.)
+#[test]
+fn bench_ws_subscribers_get_every_update() {
+    let server = Server::start_with(&[("WS_MAX_QUEUE_MESSAGES_PER_SESSION", "1000000")], &[]);
+    let integration = server.seed_integration();
+    let endpoint = integration["configuration"]["clientConfiguration"]["coapEndpoint"].as_str().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coapgate"))
+        .args(["bench-ws", "--http", &server.http, "--url", endpoint, "--subscribers", "20"])
+        .args(["--rate", "50", "--count", "50", "--duration", "30", "--rounds", "1", "--ingest-seconds", "1", "--json"])
+        .env("COAPGATE_BENCH_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let latency = &report["latency"];
+    assert_eq!(latency["uplinks_stored"], 50, "{report}");
+    assert_eq!(latency["updates_expected"], 50 * 20, "{report}");
+    assert_eq!(latency["updates_received"], 50 * 20, "{report}");
+    assert_eq!(latency["subscribers_complete"], 20, "{report}");
+    assert!(latency["update_latency_ms"]["max"].as_f64().unwrap() > 0.0, "{report}");
+    let runs = report["ingest"]["runs"].as_array().unwrap();
+    assert_eq!(runs.iter().map(|r| r["subscribers"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 20], "{report}");
+    let with = &runs[1];
+    assert!(with["uplinks_stored"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(with["updates_received"], with["updates_expected"], "{report}");
+    assert_eq!(with["sessions_closed"], 0, "{report}");
+    assert_eq!(runs[0]["updates_received"], 0, "unsubscribed sessions get nothing: {report}");
+    let device = server.device("WS-BENCH").expect("the bench's device");
+    assert!(server.history_len(&device, "sent") > 50, "every run's uplinks were stored");
+}
+
+/// The next entity data message of `cmd_id` that carries a whole page (`data`), skipping
+/// others (value updates, other commands); `None` when none came within `timeout`.
+fn next_page(ws: &mut Ws, cmd_id: i64, timeout: Duration) -> Option<Value> {
+    let deadline = Instant::now() + timeout;
+    while let Some(message) = next(ws, deadline.saturating_duration_since(Instant::now())) {
+        if message["cmdId"] == cmd_id && !message["data"].is_null() {
+            return Some(message);
+        }
+    }
+    None
+}
+
+fn page_names(page: &Value) -> Vec<String> {
+    page["data"]["data"].as_array().unwrap().iter().map(|r| r["latest"]["ENTITY_FIELD"]["name"]["value"].as_str().unwrap().to_string()).collect()
+}
+
+/// ThingsBoard's dynamic page: an entity data query is run again when entities are created
+/// (by an uplink) or deleted (through REST), and when the latest value it sorts by changes on
+/// its page; the new page comes whole, as `data`.
+#[test]
+fn entity_data_pages_follow_entity_changes() {
+    let server = Server::start();
+    let (endpoint, sn1) = seeded(&server);
+    let mut ws = connect(&server, &format!("/api/ws?token={}", server.token()));
+    send(
+        &mut ws,
+        json!({"cmds": [{"type": "ENTITY_DATA", "cmdId": 1, "query": {
+            "entityFilter": {"type": "entityType", "entityType": "DEVICE"},
+            "pageLink": {"page": 0, "pageSize": 10, "sortOrder": {"key": {"type": "ENTITY_FIELD", "key": "name"}, "direction": "ASC"}},
+            "entityFields": [{"type": "ENTITY_FIELD", "key": "name"}],
+            "latestValues": [{"type": "TIME_SERIES", "key": "temperature"}]}}]}),
+    );
+    let page = expect_update(&mut ws, "the first page");
+    assert_eq!(page_names(&page), ["SN-001"], "{page}");
+
+    uplink(&server, &endpoint, "SN-002,default,temperature,20,humidity,40");
+    let page = next_page(&mut ws, 1, Duration::from_secs(10)).expect("the page with the device the uplink created");
+    assert_eq!(page_names(&page), ["SN-001", "SN-002"], "{page}");
+    assert_eq!(page["update"], Value::Null, "{page}");
+    assert_eq!(page["data"]["totalElements"], 2, "{page}");
+    assert_eq!(temperatures(&page["data"]["data"])[1], ("SN-002".to_string(), "20".to_string()));
+    // The new device is watched: its next values arrive as updates.
+    uplink(&server, &endpoint, "SN-002,default,temperature,21,humidity,40");
+    let update = expect_update(&mut ws, "the new device's values");
+    assert_eq!(update["update"][0]["latest"]["TIME_SERIES"]["temperature"]["value"], "21", "{update}");
+
+    server.api("DELETE", &format!("/api/device/{sn1}"), None);
+    let page = next_page(&mut ws, 1, Duration::from_secs(10)).expect("the page without the deleted device");
+    assert_eq!(page_names(&page), ["SN-002"], "{page}");
+
+    // Sorted by the latest temperature, one per page: the device on the page cooling down
+    // moves the other one onto it.
+    uplink(&server, &endpoint, "SN-003,default,temperature,30,humidity,40");
+    next_page(&mut ws, 1, Duration::from_secs(10)).expect("command 1 sees SN-003");
+    send(
+        &mut ws,
+        json!({"cmds": [{"type": "ENTITY_DATA", "cmdId": 2, "query": {
+            "entityFilter": {"type": "entityType", "entityType": "DEVICE"},
+            "pageLink": {"page": 0, "pageSize": 1, "sortOrder": {"key": {"type": "TIME_SERIES", "key": "temperature"}, "direction": "DESC"}},
+            "entityFields": [{"type": "ENTITY_FIELD", "key": "name"}],
+            "latestValues": [{"type": "TIME_SERIES", "key": "temperature"}]}}]}),
+    );
+    let page = next_page(&mut ws, 2, Duration::from_secs(10)).expect("the warmest device");
+    assert_eq!(page_names(&page), ["SN-003"], "{page}");
+    uplink(&server, &endpoint, "SN-003,default,temperature,10,humidity,40");
+    let page = next_page(&mut ws, 2, Duration::from_secs(10)).expect("the page re-sorted");
+    assert_eq!(page_names(&page), ["SN-002"], "{page}");
 }

@@ -177,6 +177,7 @@ pub fn router(state: AppState) -> Router {
     let protected = protected_routes()
         .into_parts()
         .0
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), ws::entities_changed_after_writes))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .route("/api/auth/login", post(auth::login))

@@ -86,8 +86,29 @@ pub async fn timeseries_values(
     };
     let end_ts: i64 = query_number(&q, "endTs")?.ok_or_else(|| ApiError::bad_request("Parameter 'endTs' is required"))?;
     let keys = keys.filter(|k| !k.is_empty()).ok_or_else(|| ApiError::bad_request("Parameter 'keys' is required"))?;
+    let history = read_history(&state, id, keys, start_ts, end_ts, &q).await?;
+    let mut out = Map::new();
+    for (key, points) in history {
+        let list: Vec<Value> =
+            points.iter().map(|p| json!({"ts": p.ts, "value": value_json(&p.value, strict)})).collect();
+        out.insert(key, Value::Array(list));
+    }
+    Ok(Json(Value::Object(out)))
+}
+
+/// A history read as `GET …/values/timeseries` makes it, raw or aggregated (`agg`, `interval`,
+/// `intervalType`, `timeZone`, `limit`, `orderBy` from `q`): the REST route and the WebSocket's
+/// history commands share it, so both give the same points for the same query.
+pub(super) async fn read_history(
+    state: &AppState,
+    id: Uuid,
+    keys: Vec<String>,
+    start_ts: i64,
+    end_ts: i64,
+    q: &Query,
+) -> ApiResult<Vec<(String, Vec<TsValue>)>> {
     let agg = q.get("agg").map(|a| a.to_ascii_uppercase()).unwrap_or_else(|| "NONE".into());
-    let limit: u32 = query_number(&q, "limit")?.unwrap_or(100);
+    let limit: u32 = query_number(q, "limit")?.unwrap_or(100);
     let descending = match q.get("orderBy").map(|o| o.to_ascii_uppercase()) {
         None => true,
         Some(o) if o == "DESC" => true,
@@ -97,7 +118,7 @@ pub async fn timeseries_values(
     if !matches!(agg.as_str(), "NONE" | "MIN" | "MAX" | "AVG" | "SUM" | "COUNT") {
         return Err(ApiError::bad_request(format!("Parameter 'agg' must be NONE, MIN, MAX, AVG, SUM or COUNT, not '{agg}'")));
     }
-    let buckets = buckets_of(&q, &agg)?;
+    let buckets = buckets_of(q, &agg)?;
     let query = HistoryQuery {
         keys,
         start_ts,
@@ -108,20 +129,20 @@ pub async fn timeseries_values(
         limit: if buckets.is_some() { 1_000_000 } else { limit },
         descending,
     };
+    let store = state.store.clone();
     let history = blocking(move || store.timeseries_history(id, &query)).await?;
-    let mut out = Map::new();
-    for (key, points) in history {
-        let points = match &buckets {
-            None => points,
+    Ok(history
+        .into_iter()
+        .map(|(key, points)| match &buckets {
+            None => (key, points),
             // Buckets come in time order whatever `orderBy` says: ThingsBoard's SQL DAO lists them
             // as it walks the range and orders only raw reads.
-            Some(bucketing) => aggregate(&points, &agg, &bucketing.buckets(start_ts, end_ts)),
-        };
-        let list: Vec<Value> =
-            points.iter().map(|p| json!({"ts": p.ts, "value": value_json(&p.value, strict)})).collect();
-        out.insert(key, Value::Array(list));
-    }
-    Ok(Json(Value::Object(out)))
+            Some(bucketing) => {
+                let points = aggregate(&points, &agg, &bucketing.buckets(start_ts, end_ts));
+                (key, points)
+            }
+        })
+        .collect())
 }
 
 /// How an aggregated history is cut into buckets: fixed milliseconds, or calendar weeks, months

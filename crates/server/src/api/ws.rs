@@ -12,10 +12,15 @@
 //! is parsed and run by [`super::entity_query`], its page sent as ThingsBoard's `EntityDataUpdate`
 //! with the same rows as `/find`, then an `update` with the new latest values (of
 //! `query.latestValues` and `latestCmd.keys`) of an entity on that page whenever they change; a
-//! query the parser refuses gets errorCode 2 with its reason. The page is fixed when the command
-//! comes (at most `allowedEntities` long): entities created later or moved onto it are not
-//! added. `tsCmd`/`historyCmd` inside them, aggregation and counts, alarms and notifications
-//! are not served.
+//! query the parser refuses gets errorCode 2 with its reason. A `historyCmd` or `tsCmd` inside
+//! fills each row's `timeseries` as REST's history read fills it (aggregation included); a
+//! `tsCmd`'s keys then arrive live as time-series rows. A page (at most `allowedEntities`
+//! long) is re-run, at most once per [`PAGE_REFRESH_INTERVAL`], after entities were created (by
+//! uplinks), or created, deleted, renamed or assigned through REST, and after the latest value
+//! it sorts by changed for an entity on it; a page that changed is sent whole, as ThingsBoard's
+//! dynamic page links send it. (An entity off the page whose sort value changes is not noticed
+//! until another re-run.) Counts, alarms and notifications are not served. History commands and a time-series
+//! subscription's window read their points as `…/values/timeseries` does (`agg`, `interval`).
 //!
 //! Authentication: `?token=<JWT>` in the URL (refused with the REST API's 401 before the
 //! upgrade), or an `authCmd` in the first message within [`AUTH_TIMEOUT`] (refused with close
@@ -27,7 +32,7 @@
 //! reached!" (ThingsBoard's text) and a log line. Sends wait for the socket, and the kill signal
 //! interrupts a send that waits forever.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -35,7 +40,8 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::extract::{ConnectInfo, Query as QueryParams, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use coapgate_storage::model::{HistoryQuery, KvValue, Millis, User};
+use futures_util::SinkExt;
+use coapgate_storage::model::{KvValue, Millis, User};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -53,6 +59,10 @@ const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
 /// Subscriptions one session may hold: each costs a place in the hub and a snapshot query.
 const MAX_SUBSCRIPTIONS: usize = 1000;
+
+/// An entity data query is re-run at most this often (after entities changed, or the latest
+/// value it sorts by changed on its page): each run is one query of the database.
+const PAGE_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A ping goes out after this much silence from the client; a client silent for three times
 /// as long is gone (ThingsBoard's `ping_timeout` of 30 s, pinged every 10 s).
@@ -88,8 +98,14 @@ pub async fn upgrade(
         return ApiError { status: StatusCode::SERVICE_UNAVAILABLE, message: "Max sessions limit reached!".into(), error_code: 2 }
             .into_response();
     };
+    let entity_changes = state.live.entity_changes();
     ws.max_message_size(MAX_COMMAND_BYTES).max_frame_size(MAX_COMMAND_BYTES).on_upgrade(move |socket| {
         let session = Session {
+            entity_changes,
+            pages: HashMap::new(),
+            dirty_pages: BTreeSet::new(),
+            next_refresh: tokio::time::Instant::now(),
+            page_watch: None,
             kill: inbox.kill_signal(),
             state,
             socket,
@@ -104,14 +120,34 @@ pub async fn upgrade(
     })
 }
 
+/// After a REST write that succeeded, other than of telemetry or attributes (which reach the
+/// sessions as changes): entities may have been created, deleted, renamed or assigned, so the
+/// sessions' entity data queries are re-run ([`Session::refresh_pages`]). A write that changed
+/// no entity costs at most one re-run of each query a second later.
+pub async fn entities_changed_after_writes(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let writes_entities = request.method() != axum::http::Method::GET
+        && request.method() != axum::http::Method::HEAD
+        && !request.uri().path().starts_with("/api/plugins/")
+        && !request.uri().path().starts_with("/api/entitiesQuery/");
+    let response = next.run(request).await;
+    if writes_entities && response.status().is_success() && state.live.has_page_watchers() {
+        state.live.entities_changed();
+    }
+    response
+}
+
 /// What one subscription wants.
 #[derive(Debug)]
 enum Wants {
     Timeseries { keys: Option<Vec<String>> },
     Attributes { keys: Option<Vec<String>>, scope: Option<String> },
     /// An `entityDataCmd`: the latest values of these (key type, key) pairs of the entities
-    /// on its page, all of one entity type.
-    EntityData { entity_type: String, keys: Vec<(String, String)> },
+    /// on its page, all of one entity type, and every new point of `ts_keys` (its `tsCmd`'s).
+    EntityData { entity_type: String, keys: Vec<(String, String)>, ts_keys: Vec<String> },
 }
 
 #[derive(Debug)]
@@ -136,6 +172,16 @@ struct Session {
     subscriptions: BTreeMap<i64, Subscription>,
     /// Subscriptions per watched entity: the hub is told when the first starts and the last ends.
     watching: HashMap<Uuid, usize>,
+    /// The entity data subscriptions' queries by `cmdId`, re-run when their page may have
+    /// changed (ThingsBoard's dynamic page links).
+    pages: HashMap<i64, entity_query::DataQuery>,
+    /// Queries to re-run at `next_refresh`.
+    dirty_pages: BTreeSet<i64>,
+    next_refresh: tokio::time::Instant,
+    /// Moves when entities are created, deleted, renamed or assigned.
+    entity_changes: tokio::sync::watch::Receiver<u64>,
+    /// Held while `pages` is not empty, so that producers report created entities.
+    page_watch: Option<crate::live::PageWatch>,
 }
 
 /// Why a session ends.
@@ -244,9 +290,27 @@ impl Session {
                     }
                 }
                 change = self.inbox.rx.recv() => match change {
-                    Some(change) => self.deliver(&change).await,
+                    Some(change) => {
+                        // Everything waiting goes out together (at most the inbox's capacity).
+                        let mut changes = vec![change];
+                        while changes.len() < self.state.live.queue_capacity()
+                            && let Ok(change) = self.inbox.rx.try_recv()
+                        {
+                            changes.push(change);
+                        }
+                        self.deliver(&changes).await
+                    }
                     None => Err(End::Gone),
                 },
+                changed = self.entity_changes.changed(), if !self.pages.is_empty() => match changed {
+                    Ok(()) => {
+                        self.dirty_pages.extend(self.pages.keys().copied());
+                        Ok(())
+                    }
+                    // The hub is gone: the server is stopping.
+                    Err(_) => Err(End::Gone),
+                },
+                _ = tokio::time::sleep_until(self.next_refresh), if !self.dirty_pages.is_empty() => self.refresh_pages().await,
                 _ = ping.tick() => {
                     if heard.elapsed() > 3 * PING_INTERVAL {
                         Err(End::Gone)
@@ -358,10 +422,6 @@ impl Session {
             }
             Wants::Attributes { keys, scope }
         } else {
-            let agg = text(cmd, "agg");
-            if number(cmd, "timeWindow") > 0 && !agg.is_empty() && agg != "NONE" {
-                return self.send(error(cmd_id, BAD_REQUEST, &format!("Aggregation '{agg}' is not supported over WebSocket"))).await;
-            }
             Wants::Timeseries { keys }
         };
         // Watch first, then read the snapshot: a change committed in between is delivered after
@@ -381,8 +441,22 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, cmd_id: i64) {
+        self.forget_page(cmd_id);
         let Some(old) = self.subscriptions.remove(&cmd_id) else { return };
-        for entity in old.entities {
+        self.unwatch(old.entities);
+    }
+
+    fn forget_page(&mut self, cmd_id: i64) {
+        self.pages.remove(&cmd_id);
+        self.dirty_pages.remove(&cmd_id);
+        if self.pages.is_empty() {
+            self.page_watch = None;
+        }
+    }
+
+    /// Stops watching `entities` for one subscription.
+    fn unwatch(&mut self, entities: Vec<Uuid>) {
+        for entity in entities {
             if let Some(count) = self.watching.get_mut(&entity) {
                 *count -= 1;
                 if *count == 0 {
@@ -409,17 +483,21 @@ impl Session {
     /// /api/entitiesQuery/find` runs it (any filter it serves), its page sent with the fields
     /// and latest values it selects, then an `update` for every committed change of the keys in
     /// `query.latestValues` and `latestCmd.keys` of an entity on that page. A `latestCmd` alone
-    /// adds keys to the command's subscription. A query the parser refuses is answered with
-    /// errorCode 2 and its reason; `tsCmd` and `historyCmd` are not served.
+    /// adds keys to the command's subscription, a `tsCmd` or `historyCmd` alone reads a new
+    /// window for its page. A query the parser refuses is answered with errorCode 2 and its
+    /// reason.
     async fn entity_data(&mut self, cmd: &Value) -> Result<(), End> {
         let cmd_id = number(cmd, "cmdId");
         if cmd_id < 0 {
             return self.send(entity_error(cmd_id, BAD_REQUEST, "Cmd id is negative value!")).await;
         }
         let Some(query) = cmd.get("query").and_then(Value::as_object) else {
+            if let Some(ts_cmd) = ts_command(cmd) {
+                return self.entity_timeseries_update(cmd_id, ts_cmd).await;
+            }
             // A later latestCmd for an existing subscription: more keys, their values now.
             let latest_cmd_keys = key_list(cmd.pointer("/latestCmd/keys"));
-            let Some(Subscription { entities, wants: Wants::EntityData { entity_type, keys } }) = self.subscriptions.get_mut(&cmd_id) else {
+            let Some(Subscription { entities, wants: Wants::EntityData { entity_type, keys, .. } }) = self.subscriptions.get_mut(&cmd_id) else {
                 return self.send(entity_error(cmd_id, BAD_REQUEST, "Query is empty!")).await;
             };
             let added: Vec<_> = latest_cmd_keys.into_iter().filter(|k| !keys.contains(k)).collect();
@@ -462,13 +540,58 @@ impl Session {
                 return self.send(entity_error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await;
             }
         };
-        self.watch(cmd_id, page.data.iter().map(|row| row.id).collect(), Wants::EntityData { entity_type, keys });
+        let ids: Vec<Uuid> = page.data.iter().map(|row| row.id).collect();
+        let ts_cmd = ts_command(cmd);
+        let ts_keys = match &ts_cmd {
+            Some(TsCommand { subscribe: true, keys, .. }) => keys.clone(),
+            _ => Vec::new(),
+        };
+        self.watch(cmd_id, ids.clone(), Wants::EntityData { entity_type, keys, ts_keys });
         let store = self.state.store.clone();
-        match blocking(move || entity_query::page_json(store.as_ref(), &q, &page)).await {
-            Ok(data) => self.send(entity_page(cmd_id, data)).await,
+        let mut data = match blocking(move || entity_query::page_json(store.as_ref(), &q, &page).map(|data| (data, q))).await {
+            Ok((data, q)) => {
+                self.pages.insert(cmd_id, q);
+                if self.page_watch.is_none() {
+                    self.page_watch = Some(self.state.live.page_watch());
+                }
+                data
+            }
             Err(e) => {
                 tracing::warn!("WebSocket entity data query failed: {}", e.message);
-                self.send(entity_error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await
+                return self.send(entity_error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await;
+            }
+        };
+        // A historyCmd or tsCmd fills each row's `timeseries` before the page goes out.
+        if let Some(ts_cmd) = ts_cmd {
+            let rows = data.get_mut("data").and_then(Value::as_array_mut).map(std::mem::take).unwrap_or_default();
+            match entity_series(&self.state, rows, &ids, &ts_cmd).await {
+                Ok(rows) => data["data"] = Value::Array(rows),
+                Err(e) => {
+                    tracing::warn!("WebSocket entity data history failed: {}", e.message);
+                    return self.send(entity_error(cmd_id, INTERNAL_ERROR, "Failed to fetch historical data!")).await;
+                }
+            }
+        }
+        self.send(entity_page(cmd_id, data)).await
+    }
+
+    /// A `tsCmd` or `historyCmd` without a query, for a subscription already held (a widget
+    /// changing its time window): the page's entities' points as an `update`, and from now on a
+    /// `tsCmd`'s keys are the subscription's live time series.
+    async fn entity_timeseries_update(&mut self, cmd_id: i64, ts_cmd: TsCommand<'_>) -> Result<(), End> {
+        let Some(Subscription { entities, wants: Wants::EntityData { entity_type, ts_keys, .. } }) = self.subscriptions.get_mut(&cmd_id) else {
+            return self.send(entity_error(cmd_id, BAD_REQUEST, "Query is empty!")).await;
+        };
+        if ts_cmd.subscribe {
+            *ts_keys = ts_cmd.keys.clone();
+        }
+        let (entities, entity_type) = (entities.clone(), entity_type.clone());
+        let rows = entities.iter().map(|entity| json!({"entityId": {"entityType": entity_type, "id": entity}, "latest": {}})).collect();
+        match entity_series(&self.state, rows, &entities, &ts_cmd).await {
+            Ok(rows) => self.send(entity_update(cmd_id, rows)).await,
+            Err(e) => {
+                tracing::warn!("WebSocket entity data history failed: {}", e.message);
+                self.send(entity_error(cmd_id, INTERNAL_ERROR, "Failed to fetch historical data!")).await
             }
         }
     }
@@ -486,23 +609,14 @@ impl Session {
         let Some(keys) = keys(cmd) else {
             return self.send(error(cmd_id, BAD_REQUEST, "Keys are empty!")).await;
         };
-        let agg = text(cmd, "agg");
-        if !agg.is_empty() && agg != "NONE" {
-            return self.send(error(cmd_id, BAD_REQUEST, &format!("Aggregation '{agg}' is not supported over WebSocket"))).await;
-        }
         let Some(entity) = super::telemetry::entity(&self.state, self.caller(), &text(cmd, "entityType"), &entity_id).await.ok() else {
             return self.send(error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await;
         };
-        let query = HistoryQuery {
-            keys,
-            start_ts: number(cmd, "startTs"),
-            end_ts: number(cmd, "endTs"),
-            limit: limit(cmd),
-            descending: true,
-        };
-        let store = self.state.store.clone();
-        match blocking(move || store.timeseries_history(entity, &query)).await {
+        let (start_ts, end_ts) = (number(cmd, "startTs"), number(cmd, "endTs"));
+        match super::telemetry::read_history(&self.state, entity, keys, start_ts, end_ts, &history_params(cmd)).await {
             Ok(history) => self.send(update(cmd_id, history_points(history))).await,
+            // A parameter the REST route refuses (an unknown `agg`): its reason, as errorCode 2.
+            Err(e) if e.status == StatusCode::BAD_REQUEST => self.send(error(cmd_id, BAD_REQUEST, &e.message)).await,
             Err(e) => {
                 tracing::warn!("WebSocket history query failed: {}", e.message);
                 self.send(error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await
@@ -510,45 +624,167 @@ impl Session {
         }
     }
 
-    /// Sends each subscription of the changed entity the part of the change it wants.
-    async fn deliver(&mut self, change: &Change) -> Result<(), End> {
+    /// Sends each subscription the part of the changes it wants: one update per subscription
+    /// for all the changes that waited, written to the socket together. A session that keeps
+    /// up sends one update per change; one that falls behind (1,000 sessions on two cores)
+    /// catches up with fewer, larger updates instead of a message and a system call per change.
+    async fn deliver(&mut self, changes: &[std::sync::Arc<Change>]) -> Result<(), End> {
         let mut updates = Vec::new();
+        let mut resorted = Vec::new();
         for (cmd_id, subscription) in &self.subscriptions {
-            if !subscription.entities.contains(&change.entity) {
-                continue;
-            }
-            if let Wants::EntityData { entity_type, keys } = &subscription.wants {
-                let latest = changed_latest(keys, &change.data);
-                if !latest.is_empty() {
-                    updates.push(entity_update(*cmd_id, vec![entity_data(entity_type, change.entity, latest)]));
-                }
-                continue;
-            }
-            let points = match (&subscription.wants, &change.data) {
-                (Wants::Timeseries { keys }, ChangeData::Timeseries(points)) => {
-                    let mut out = Points::new();
-                    for (ts, values) in points {
-                        add(&mut out, *ts, values, keys);
-                    }
-                    out
-                }
-                (Wants::Attributes { keys, scope }, ChangeData::Attributes { scope: changed, ts, values })
-                    if scope.as_ref().is_none_or(|s| s == changed) =>
+            let mine: Vec<&std::sync::Arc<Change>> =
+                changes.iter().filter(|change| subscription.entities.contains(&change.entity)).collect();
+            if let Wants::EntityData { entity_type, keys, ts_keys } = &subscription.wants {
+                // A changed value of the key the page is sorted by may reorder it.
+                if let Some(q) = self.pages.get(cmd_id)
+                    && mine.iter().any(|change| changes_sort_key(q, &change.data))
                 {
-                    let mut out = Points::new();
-                    add(&mut out, *ts, values, keys);
-                    out
+                    resorted.push(*cmd_id);
                 }
-                _ => continue,
-            };
+                // A tsCmd's keys: every new point, as ThingsBoard's time-series rows
+                // (`timeseries`, no `latest`), apart from the latest-value rows.
+                let mut series_rows: Vec<(Uuid, Map<String, Value>)> = Vec::new();
+                for change in mine.iter().filter(|_| !ts_keys.is_empty()) {
+                    let ChangeData::Timeseries(points) = &change.data else { continue };
+                    for (ts, values) in points {
+                        for (key, value) in values.iter().filter(|(key, _)| ts_keys.contains(key)) {
+                            let row = match series_rows.iter().position(|(entity, _)| *entity == change.entity) {
+                                Some(i) => &mut series_rows[i].1,
+                                None => {
+                                    series_rows.push((change.entity, Map::new()));
+                                    &mut series_rows.last_mut().expect("just pushed").1
+                                }
+                            };
+                            let list = row.entry(key.clone()).or_insert_with(|| Value::Array(Vec::new()));
+                            if let Value::Array(list) = list {
+                                list.push(ts_value(*ts, value.to_display_string()));
+                            }
+                        }
+                    }
+                }
+                if !series_rows.is_empty() {
+                    let rows = series_rows
+                        .into_iter()
+                        .map(|(entity, series)| json!({"entityId": {"entityType": entity_type, "id": entity}, "latest": null, "timeseries": series}))
+                        .collect();
+                    updates.push(entity_update(*cmd_id, rows));
+                }
+                // Each entity's newest value of each key, entities in the order they changed.
+                let mut rows: Vec<(Uuid, Latest)> = Vec::new();
+                for change in &mine {
+                    let latest = changed_latest(keys, &change.data);
+                    if latest.is_empty() {
+                        continue;
+                    }
+                    match rows.iter_mut().find(|(entity, _)| *entity == change.entity) {
+                        Some((_, seen)) => merge_latest(seen, latest),
+                        None => rows.push((change.entity, latest)),
+                    }
+                }
+                if !rows.is_empty() {
+                    let rows = rows.into_iter().map(|(entity, latest)| entity_data(entity_type, entity, latest)).collect();
+                    updates.push(entity_update(*cmd_id, rows));
+                }
+                continue;
+            }
+            let mut points = Points::new();
+            for change in mine {
+                match (&subscription.wants, &change.data) {
+                    (Wants::Timeseries { keys }, ChangeData::Timeseries(changed)) => {
+                        for (ts, values) in changed {
+                            add(&mut points, *ts, values, keys);
+                        }
+                    }
+                    (Wants::Attributes { keys, scope }, ChangeData::Attributes { scope: changed, ts, values })
+                        if scope.as_ref().is_none_or(|s| s == changed) =>
+                    {
+                        add(&mut points, *ts, values, keys);
+                    }
+                    _ => {}
+                }
+            }
             if !points.is_empty() {
                 updates.push(update(*cmd_id, points));
             }
         }
-        for u in updates {
-            self.send(u).await?;
+        self.dirty_pages.extend(resorted);
+        self.send_all(updates).await
+    }
+
+    /// Re-runs the entity data queries whose page may have changed; a page that did (other
+    /// entities, or another order) is watched anew and sent whole, as ThingsBoard's dynamic
+    /// page refresh sends it (`data` with the page, `update` null).
+    async fn refresh_pages(&mut self) -> Result<(), End> {
+        self.next_refresh = tokio::time::Instant::now() + PAGE_REFRESH_INTERVAL;
+        for cmd_id in std::mem::take(&mut self.dirty_pages) {
+            let Some(q) = self.pages.remove(&cmd_id) else { continue };
+            let store = self.state.store.clone();
+            let (q, page) = match blocking(move || store.query_entities(&q.query).map(|page| (q, page))).await {
+                Ok(found) => found,
+                Err(e) => {
+                    // The query is lost with the error; the page stays as it is.
+                    tracing::warn!("WebSocket entity data query re-run failed: {}", e.message);
+                    self.forget_page(cmd_id);
+                    continue;
+                }
+            };
+            let ids: Vec<Uuid> = page.data.iter().map(|row| row.id).collect();
+            let Some(old) = self.subscriptions.remove(&cmd_id) else { continue };
+            if old.entities == ids {
+                self.subscriptions.insert(cmd_id, old);
+                self.pages.insert(cmd_id, q);
+                continue;
+            }
+            // Watch the new page before reading its values: a change after the read follows it.
+            self.watch(cmd_id, ids, old.wants);
+            self.unwatch(old.entities);
+            let store = self.state.store.clone();
+            match blocking(move || entity_query::page_json(store.as_ref(), &q, &page).map(|data| (data, q))).await {
+                Ok((data, q)) => {
+                    self.pages.insert(cmd_id, q);
+                    self.send(entity_page(cmd_id, data)).await?;
+                }
+                Err(e) => {
+                    tracing::warn!("WebSocket entity data query re-run failed: {}", e.message);
+                    self.forget_page(cmd_id);
+                }
+            }
+        }
+        if self.pages.is_empty() {
+            self.page_watch = None;
         }
         Ok(())
+    }
+
+    /// Writes the messages and flushes once (one system call for all of them), unless the
+    /// session is killed meanwhile.
+    async fn send_all(&mut self, updates: Vec<Value>) -> Result<(), End> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let (socket, kill) = (&mut self.socket, &self.kill);
+        let sending = async {
+            for update in updates {
+                socket.feed(Message::Text(update.to_string().into())).await?;
+            }
+            socket.flush().await
+        };
+        tokio::select! {
+            sent = sending => sent.map_err(|_| End::Gone),
+            _ = kill.killed() => Err(End::Slow),
+        }
+    }
+}
+
+/// Adds `newer` (a later change's values) to `seen`, keeping each key's newest value.
+fn merge_latest(seen: &mut Latest, newer: Latest) {
+    for (key_type, values) in newer {
+        let out = seen.entry(key_type).or_default();
+        for (key, value) in values {
+            if out.get(&key).and_then(|v| v["ts"].as_i64()).is_none_or(|ts| ts <= value["ts"].as_i64().unwrap_or(0)) {
+                out.insert(key, value);
+            }
+        }
     }
 }
 
@@ -563,8 +799,10 @@ async fn snapshot(state: AppState, entity: Uuid, wants: &Wants, cmd: &Value) -> 
                 // Without keys ThingsBoard subscribes to the latest values whatever the window.
                 return latest(state, entity, None).await;
             };
-            let query = HistoryQuery { keys, start_ts, end_ts: start_ts + number(cmd, "timeWindow"), limit: limit(cmd), descending: true };
-            Ok(history_points(blocking(move || store.timeseries_history(entity, &query)).await?))
+            // The window's points as a history command reads them (aggregated with `agg`); the
+            // updates that follow are the raw committed points, as ThingsBoard sends them.
+            let end_ts = start_ts.saturating_add(number(cmd, "timeWindow"));
+            Ok(history_points(super::telemetry::read_history(&state, entity, keys, start_ts, end_ts, &history_params(cmd)).await?))
         }
         Wants::Timeseries { keys } => latest(state, entity, keys.clone()).await,
         Wants::Attributes { keys, scope } => {
@@ -644,6 +882,65 @@ async fn entity_latest(state: AppState, entity: Uuid, keys: &[(String, String)])
     Ok(latest)
 }
 
+/// An entity data command's `tsCmd` (ThingsBoard's `TimeSeriesCmd`: a window from `startTs`,
+/// then live points) or `historyCmd` (`EntityHistoryCmd`: `startTs` to `endTs`, once), with
+/// `interval`, `limit` and `agg` as history commands read them.
+struct TsCommand<'a> {
+    cmd: &'a Value,
+    keys: Vec<String>,
+    start_ts: i64,
+    end_ts: i64,
+    subscribe: bool,
+}
+
+/// The command's `tsCmd` (which wins, as it subscribes) or `historyCmd`.
+fn ts_command(cmd: &Value) -> Option<TsCommand<'_>> {
+    let (inner, subscribe) = match (cmd.get("tsCmd").filter(|c| c.is_object()), cmd.get("historyCmd").filter(|c| c.is_object())) {
+        (Some(ts), _) => (ts, true),
+        (None, Some(history)) => (history, false),
+        (None, None) => return None,
+    };
+    let keys = inner
+        .get("keys")
+        .and_then(Value::as_array)
+        .map(|keys| keys.iter().filter_map(Value::as_str).map(String::from).collect())
+        .unwrap_or_default();
+    let start_ts = number(inner, "startTs");
+    let end_ts = if subscribe { start_ts.saturating_add(number(inner, "timeWindow")) } else { number(inner, "endTs") };
+    Some(TsCommand { cmd: inner, keys, start_ts, end_ts, subscribe })
+}
+
+/// Fills each row's `timeseries` with its entity's points of the command's keys (`[]` for a
+/// key without any, as ThingsBoard fills it), read as `…/values/timeseries` reads them.
+async fn entity_series(state: &AppState, mut rows: Vec<Value>, ids: &[Uuid], ts_cmd: &TsCommand<'_>) -> Result<Vec<Value>, ApiError> {
+    let params = history_params(ts_cmd.cmd);
+    for (row, id) in rows.iter_mut().zip(ids) {
+        let mut series: Map<String, Value> = ts_cmd.keys.iter().map(|key| (key.clone(), Value::Array(Vec::new()))).collect();
+        if !ts_cmd.keys.is_empty() {
+            for (key, points) in super::telemetry::read_history(state, *id, ts_cmd.keys.clone(), ts_cmd.start_ts, ts_cmd.end_ts, &params).await? {
+                let list = points.into_iter().map(|p| ts_value(p.ts, p.value.to_display_string())).collect();
+                series.insert(key, Value::Array(list));
+            }
+        }
+        row["timeseries"] = Value::Object(series);
+    }
+    Ok(rows)
+}
+
+/// Whether a change touches the latest value a query sorts its page by.
+fn changes_sort_key(q: &entity_query::DataQuery, data: &ChangeData) -> bool {
+    use coapgate_storage::entity_query::SortKey;
+    match (&q.query.sort, data) {
+        (Some((SortKey::Timeseries(key), _)), ChangeData::Timeseries(points)) => {
+            points.iter().any(|(_, values)| values.iter().any(|(k, _)| k == key))
+        }
+        (Some((SortKey::Attribute { scope, key }, _)), ChangeData::Attributes { scope: changed, values, .. }) => {
+            scope.as_ref().is_none_or(|s| s == changed) && values.iter().any(|(k, _)| k == key)
+        }
+        _ => false,
+    }
+}
+
 /// What of a committed change an entity-data subscription shows: each wanted key's newest value.
 fn changed_latest(keys: &[(String, String)], data: &ChangeData) -> Latest {
     let mut latest = Latest::new();
@@ -669,7 +966,8 @@ fn changed_latest(keys: &[(String, String)], data: &ChangeData) -> Latest {
                     }
                 }
             }
-        }
+        }        // Reaches queries as a re-run, not as values.
+        ChangeData::Created => {}
     }
     latest
 }
@@ -759,6 +1057,25 @@ fn text(cmd: &Value, field: &str) -> String {
 fn keys(cmd: &Value) -> Option<Vec<String>> {
     let keys: Vec<String> = text(cmd, "keys").split(',').map(str::trim).filter(|k| !k.is_empty()).map(String::from).collect();
     (!keys.is_empty()).then_some(keys)
+}
+
+/// A history command's `agg`, `interval`, `intervalType`, `timeZoneId` and `limit` as the REST
+/// route's parameters ([`super::telemetry::read_history`]), so that both read the same points.
+fn history_params(cmd: &Value) -> Query {
+    let mut q = Query::new();
+    let agg = text(cmd, "agg");
+    if !agg.is_empty() {
+        q.insert("agg".into(), agg);
+    }
+    q.insert("interval".into(), number(cmd, "interval").max(0).to_string());
+    q.insert("limit".into(), limit(cmd).to_string());
+    for (field, param) in [("intervalType", "intervalType"), ("timeZoneId", "timeZone")] {
+        let value = text(cmd, field);
+        if !value.is_empty() {
+            q.insert(param.into(), value);
+        }
+    }
+    q
 }
 
 fn limit(cmd: &Value) -> u32 {
