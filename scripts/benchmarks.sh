@@ -3,10 +3,16 @@
 # `coapgate serve --demo` on a fresh data directory bound to 127.0.0.1, and runs
 # `coapgate bench` scenarios against it, then libcoap's bare coap-server-notls with the same
 # load generator. Every run is bounded in count and time; every process started is stopped.
+#
+# The few-endpoint series (64 source ports) runs each server with a one-thread and a two-thread
+# generator and prints, after each run's report, a `bound_report` line (scripts/lib.sh): the
+# server's and the generator's CPU per request, how busy they and the machine were, and which
+# bound that points to. On two cores a second generator thread takes CPU from the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p coapgate
-BIN=$PWD/target/release/coapgate
+. scripts/lib.sh
+build_coapgate
+BIN=$COAPGATE_BIN
 WORK=$(mktemp -d)
 COAP_PORT=${COAP_PORT:-25683}
 HTTP_PORT=${HTTP_PORT:-28080}
@@ -28,11 +34,40 @@ start_server() {
 bench() { "$BIN" bench --url "$URL" "$@" --json; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$SERVER/status"; }
 
+# A run's report, then its bound_report line.
+measured() {
+  local label=$1; shift
+  local ticks busy all
+  ticks=$(cpu_ticks "$SERVER"); busy=$(busy_ticks); all=$(all_ticks)
+  bench "$@" > "$WORK/run.json"
+  ticks=$(( $(cpu_ticks "$SERVER") - ticks )); busy=$(( $(busy_ticks) - busy )); all=$(( $(all_ticks) - all ))
+  cat "$WORK/run.json"
+  bound_report "$label" "$WORK/run.json" "$ticks" "$busy" "$all"
+}
+
+# A fresh coap-server-notls for each run: libcoap keeps a session per peer, and a second run
+# against the same process (its sessions from the first still held) is slower.
+start_libcoap() {
+  [ -n "$SERVER" ] && { kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; }
+  coap-server-notls -A 127.0.0.1 -p $COAP_PORT > /dev/null 2>&1 &
+  SERVER=$!
+  sleep 0.5
+  URL=coap://127.0.0.1:$COAP_PORT/example_data
+}
+
+# FEW_THREADS: the generator threads of the few-endpoint series (default: 1 and 2).
+FEW_THREADS=${FEW_THREADS:-1 2}
+
 echo "# seed uplink, CON POST, 1,000 devices"
 start_server
 for inflight in 64 128 256; do bench --devices 1000 --in-flight $inflight --count 1000000 --duration 10; done
-echo "# seed uplink, CON POST, few endpoints: 64 source ports (1,000 device names)"
-for inflight in 64 256; do bench --devices 64 --names 1000 --in-flight $inflight --count 1000000 --duration 10; done
+echo "# seed uplink, CON POST, few endpoints: 64 source ports (1,000 device names), 1 and 2 generator threads"
+for inflight in 64 256; do
+  for threads in $FEW_THREADS; do
+    measured "coapgate, 64 ports, $inflight in flight, $threads generator thread(s)" \
+      --devices 64 --names 1000 --in-flight $inflight --threads "$threads" --count 1000000 --duration 10
+  done
+done
 
 echo "# devices (distinct names) from 1 to 100,000; 1,000 sockets, 64 in flight"
 for names in 1 1000 10000 100000; do
@@ -42,12 +77,17 @@ for names in 1 1000 10000 100000; do
   echo "{\"names\": $names, \"rss_kib\": $(rss_kib)}"
 done
 
-echo "# libcoap's bare example server, same load generator (PUT /example_data), one socket per device (1,000) and few endpoints (64)"
-kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=""
-coap-server-notls -A 127.0.0.1 -p $COAP_PORT > /dev/null 2>&1 &
-SERVER=$!
-sleep 0.5
-URL=coap://127.0.0.1:$COAP_PORT/example_data
-for devices in 1000 64; do
-  for inflight in 64 256; do bench --method put --devices $devices --in-flight $inflight --count 1000000 --duration 10; done
+echo "# libcoap's bare example server, same load generator (PUT /example_data), one socket per device (1,000)"
+for inflight in 64 256; do
+  start_libcoap
+  measured "libcoap, 1000 ports, $inflight in flight, 1 generator thread" \
+    --method put --devices 1000 --in-flight $inflight --count 1000000 --duration 10
+done
+echo "# libcoap, few endpoints (64 source ports), 1 and 2 generator threads"
+for inflight in 64 256; do
+  for threads in $FEW_THREADS; do
+    start_libcoap
+    measured "libcoap, 64 ports, $inflight in flight, $threads generator thread(s)" \
+      --method put --devices 64 --in-flight $inflight --threads "$threads" --count 1000000 --duration 10
+  done
 done

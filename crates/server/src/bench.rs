@@ -13,7 +13,11 @@
 //! One thread runs an event loop over all device sockets (mio): the generator shares the
 //! machine with the server it measures, so every microsecond it spends per request is taken
 //! from the server. A task, a timer and a semaphore per request (the tokio version) cost about
-//! a quarter more CPU per request than this loop.
+//! a quarter more CPU per request than this loop. Against a server faster than one such loop
+//! (bare libcoap with few endpoints), `--threads N` runs N loops, each with its own share of the
+//! devices, the in-flight budget, the count and the rate, and merges what they counted; the
+//! report gives the generator's own CPU per request, so a reader can tell which side was the
+//! bound.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -29,7 +33,7 @@ use serde_json::json;
 use crate::bench_dtls::{ATTEMPT_TIMEOUT, DtlsAuth, DtlsLink, Input};
 use crate::registry::url_path_segments;
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct BenchArgs {
     /// Endpoint URL, e.g. coap://127.0.0.1:5683/i/<routing key>, or coaps://… for DTLS.
     #[arg(long)]
@@ -78,22 +82,101 @@ pub struct BenchArgs {
     /// soak runs at a steady rate.
     #[arg(long)]
     pub(crate) rate: Option<f64>,
+    /// Generator threads: each runs its own event loop over its share of the devices, of
+    /// --in-flight, of --count and of --rate. Plain CoAP only (a DTLS run uses one thread).
+    /// Every thread takes CPU from a server on the same machine.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub(crate) json: bool,
 }
 
-/// What a run counted.
-#[derive(Default)]
+/// One generator thread's part of a run: its devices, its budget, and how its requests are
+/// numbered. Thread `index` of `threads` numbers its requests index, index + threads, …, so the
+/// numbers of all threads together are those of a one-thread run (0 to --count), and `{name}`
+/// still cycles over every name.
+#[derive(Clone, Copy)]
+struct Share {
+    index: u64,
+    threads: u64,
+    /// The number of this thread's first device among all (for `{device}`).
+    first_device: usize,
+    devices: usize,
+    in_flight: usize,
+    count: u64,
+    rate: Option<f64>,
+}
+
+impl Share {
+    fn of(args: &BenchArgs, index: usize) -> Share {
+        let threads = args.threads;
+        // An even split, the first threads taking one more where it does not divide.
+        let part = |total: usize, i: usize| total / threads + usize::from(i < total % threads);
+        let count_part = args.count / threads as u64 + u64::from((index as u64) < args.count % threads as u64);
+        Share {
+            index: index as u64,
+            threads: threads as u64,
+            first_device: (0..index).map(|i| part(args.devices, i)).sum(),
+            devices: part(args.devices, index),
+            in_flight: part(args.in_flight, index),
+            count: count_part,
+            rate: args.rate.map(|r| r / threads as f64),
+        }
+    }
+
+    /// The run-wide number of this thread's `local`-th request.
+    fn seq(&self, local: u64) -> u64 {
+        local * self.threads + self.index
+    }
+}
+
+/// What a run (or one of its threads) counted.
 struct Totals {
     sent: u64,
     timeouts: u64,
     retransmissions: u64,
+    /// Answers to an earlier request with the same source port and Message ID (see
+    /// `Generator::on_replay`): the request went again under a new Message ID.
+    replays: u64,
     codes: BTreeMap<String, u64>,
-    latencies_us: Vec<u32>,
+    /// Answered requests' latencies in microseconds. An HDR histogram (3 significant digits)
+    /// rather than every sample: its size does not grow with the run, and the threads' merge by
+    /// adding counts.
+    latencies_us: hdrhistogram::Histogram<u64>,
     /// When the last answer came: throughput is counted up to it, so a request that times out
     /// at the end does not dilute the rate with its wait.
     last_answer: Option<Duration>,
+}
+
+impl Default for Totals {
+    fn default() -> Totals {
+        Totals {
+            sent: 0,
+            timeouts: 0,
+            retransmissions: 0,
+            replays: 0,
+            codes: BTreeMap::new(),
+            // Auto-resizing: any latency up to --timeout (or beyond, retransmitting) fits.
+            latencies_us: hdrhistogram::Histogram::new(3).expect("3 significant digits are supported"),
+            last_answer: None,
+        }
+    }
+}
+
+impl Totals {
+    /// Adds what another thread counted (started at the same instant).
+    fn merge(&mut self, other: &Totals) {
+        self.sent += other.sent;
+        self.timeouts += other.timeouts;
+        self.retransmissions += other.retransmissions;
+        self.replays += other.replays;
+        for (code, n) in &other.codes {
+            *self.codes.entry(code.clone()).or_default() += n;
+        }
+        self.latencies_us.add(&other.latencies_us).expect("an auto-resizing histogram takes any other");
+        self.last_answer = self.last_answer.max(other.last_answer);
+    }
 }
 
 /// One simulated device: its socket, its Message ID counter and its request in flight.
@@ -122,6 +205,7 @@ struct Handshakes {
 
 struct Pending {
     seq: u64,
+    message_id: u16,
     token: Token,
     bytes: Vec<u8>,
     sent_at: Instant,
@@ -130,15 +214,14 @@ struct Pending {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let (args, totals, handshakes, elapsed) = generate(args)?;
-    print_report(&args, &report(&args, &totals, handshakes.as_ref(), elapsed));
+    let (args, report) = generate(args)?;
+    print_report(&args, &report);
     Ok(())
 }
 
 /// Runs the generator and returns the report `--json` prints (for `coapgate bench-ws`).
 pub(crate) fn measure(args: BenchArgs) -> anyhow::Result<serde_json::Value> {
-    let (args, totals, handshakes, elapsed) = generate(args)?;
-    Ok(report(&args, &totals, handshakes.as_ref(), elapsed))
+    Ok(generate(args)?.1)
 }
 
 /// Microseconds since the Unix epoch.
@@ -146,7 +229,7 @@ pub(crate) fn now_micros() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
-fn generate(args: BenchArgs) -> anyhow::Result<(BenchArgs, Totals, Option<Handshakes>, Duration)> {
+fn generate(args: BenchArgs) -> anyhow::Result<(BenchArgs, serde_json::Value)> {
     let (rest, default_port) = match (args.url.strip_prefix("coap://"), args.url.strip_prefix("coaps://")) {
         (Some(rest), _) => (rest, 5683),
         (_, Some(rest)) => (rest, 5684),
@@ -168,11 +251,52 @@ fn generate(args: BenchArgs) -> anyhow::Result<(BenchArgs, Totals, Option<Handsh
     if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         bail!("--rate must be a positive number of requests per second");
     }
-    let mut generator = Generator::new(args, target)?;
+    if args.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    if args.threads > 1 && default_port == 5684 {
+        // Each DTLS thread would need its own handshake bookkeeping merged; not built.
+        bail!("--threads: a DTLS run (coaps://) uses one thread");
+    }
+    if args.threads > args.devices || args.threads > args.in_flight {
+        bail!("--threads must not exceed --devices or --in-flight: every thread needs a device and a request in flight");
+    }
+    // Every thread's sockets are bound before the clock starts, as a one-thread run's are.
+    let mut generators = (0..args.threads)
+        .map(|index| Generator::new(args.clone(), Share::of(&args, index), target))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cpu_before = own_cpu_time();
     let started = Instant::now();
-    generator.run(started)?;
+    if let [generator] = generators.as_mut_slice() {
+        generator.run(started)?;
+    } else {
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = generators.iter_mut().map(|g| scope.spawn(move || g.run(started))).collect();
+            threads.into_iter().try_for_each(|t| t.join().expect("a generator thread panicked"))
+        })?;
+    }
     let elapsed = started.elapsed();
-    Ok((generator.args, generator.totals, generator.dtls.map(|d| d.handshakes), elapsed))
+    let cpu_after = own_cpu_time();
+    let cpu = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
+    let mut totals = Totals::default();
+    for generator in &generators {
+        totals.merge(&generator.totals);
+    }
+    let report = report(&args, &totals, generators[0].dtls.as_ref().map(|d| &d.handshakes), elapsed, cpu);
+    Ok((args, report))
+}
+
+/// This process's CPU time so far, user and system, in seconds (every thread counted).
+fn own_cpu_time() -> (f64, f64) {
+    // SAFETY: rusage is a plain C struct for which all-zero bytes are a valid value, and
+    // getrusage only writes into the one it is given (it cannot fail for RUSAGE_SELF).
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (seconds(usage.ru_utime), seconds(usage.ru_stime))
 }
 
 /// The DTLS side of a run: the client context, the devices waiting for their first handshake,
@@ -188,6 +312,8 @@ struct DtlsRun {
 
 struct Generator {
     args: BenchArgs,
+    /// This thread's devices, budget and request numbers (all of them with one thread).
+    share: Share,
     path: Vec<String>,
     devices: Vec<Device>,
     /// Devices with nothing in flight, longest idle first.
@@ -195,18 +321,19 @@ struct Generator {
     /// When each request (or retransmission) gives up waiting: (deadline, device, seq, attempt).
     deadlines: BinaryHeap<Reverse<(Instant, usize, u64, u32)>>,
     in_flight: usize,
-    next_seq: u64,
+    /// Requests this thread has started; the next one is numbered `share.seq(started_requests)`.
+    started_requests: u64,
     totals: Totals,
     poll: Poll,
     dtls: Option<DtlsRun>,
 }
 
 impl Generator {
-    fn new(args: BenchArgs, target: SocketAddr) -> anyhow::Result<Generator> {
+    fn new(args: BenchArgs, share: Share, target: SocketAddr) -> anyhow::Result<Generator> {
         let poll = Poll::new().context("creating the event loop")?;
         let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
-        let mut devices = Vec::with_capacity(args.devices);
-        for number in 0..args.devices {
+        let mut devices = Vec::with_capacity(share.devices);
+        for number in 0..share.devices {
             let mut socket = UdpSocket::bind(bind).context("binding a device socket (raise ulimit -n for many devices)")?;
             socket.connect(target)?;
             // Room for a burst of answers; the kernel caps it at net.core.rmem_max.
@@ -218,7 +345,7 @@ impl Generator {
         let dtls = if args.url.starts_with("coaps://") {
             Some(DtlsRun {
                 context: DtlsAuth::parse(args.psk.as_deref())?.context()?,
-                not_started: (0..args.devices).collect(),
+                not_started: (0..share.devices).collect(),
                 handshaking: 0,
                 deadlines: BinaryHeap::new(),
                 handshakes: Handshakes::default(),
@@ -228,12 +355,13 @@ impl Generator {
         };
         Ok(Generator {
             path: url_path_segments(&args.url),
-            idle: if dtls.is_some() { VecDeque::new() } else { (0..args.devices).collect() },
+            idle: if dtls.is_some() { VecDeque::new() } else { (0..share.devices).collect() },
             dtls,
             devices,
             deadlines: BinaryHeap::new(),
             in_flight: 0,
-            next_seq: 0,
+            started_requests: 0,
+            share,
             totals: Totals::default(),
             poll,
             args,
@@ -246,14 +374,14 @@ impl Generator {
         let mut buf = [0u8; 1500];
         loop {
             let now = Instant::now();
-            let sending = self.next_seq < self.args.count && now < stop_sending;
+            let sending = self.started_requests < self.share.count && now < stop_sending;
             let handshaking = self.start_handshakes(now, sending)?;
             // With --rate, request n starts no earlier than n / rate seconds into the run.
-            let budget = self.args.rate.map_or(u64::MAX, |r| ((now - started).as_secs_f64() * r) as u64 + 1);
+            let budget = self.share.rate.map_or(u64::MAX, |r| ((now - started).as_secs_f64() * r) as u64 + 1);
             while sending
-                && self.in_flight < self.args.in_flight
-                && self.next_seq < self.args.count
-                && self.next_seq < budget
+                && self.in_flight < self.share.in_flight
+                && self.started_requests < self.share.count
+                && self.started_requests < budget
             {
                 let Some(device) = self.idle.pop_front() else { break };
                 self.send_new(device, now);
@@ -271,10 +399,10 @@ impl Generator {
             }
             if sending {
                 wake = wake.min(stop_sending);
-                if let Some(rate) = self.args.rate
-                    && self.next_seq >= budget
+                if let Some(rate) = self.share.rate
+                    && self.started_requests >= budget
                 {
-                    wake = wake.min(started + Duration::from_secs_f64(self.next_seq as f64 / rate));
+                    wake = wake.min(started + Duration::from_secs_f64(self.started_requests as f64 / rate));
                 }
             }
             let timeout = wake.saturating_duration_since(now);
@@ -295,7 +423,7 @@ impl Generator {
     /// sending time); returns how many are under way.
     fn start_handshakes(&mut self, now: Instant, sending: bool) -> anyhow::Result<usize> {
         let Some(dtls) = self.dtls.as_mut() else { return Ok(0) };
-        while sending && dtls.handshaking < self.args.in_flight {
+        while sending && dtls.handshaking < self.share.in_flight {
             let Some(number) = dtls.not_started.pop_front() else { break };
             let (link, out) = DtlsLink::start(&dtls.context, now)?;
             let device = &mut self.devices[number];
@@ -352,12 +480,13 @@ impl Generator {
     }
 
     fn send_new(&mut self, number: usize, now: Instant) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let seq = self.share.seq(self.started_requests);
+        self.started_requests += 1;
         let confirmable = self.args.r#type == "con";
         let device = &mut self.devices[number];
         device.message_id = device.message_id.wrapping_add(1);
-        let request = request(&self.args, &self.path, number, seq, device.message_id, confirmable);
+        let message_id = device.message_id;
+        let request = request(&self.args, &self.path, self.share.first_device + number, seq, message_id, confirmable);
         let wait = if confirmable && self.args.retransmit {
             coapgate_coap::params::ACK_TIMEOUT
         } else {
@@ -366,7 +495,7 @@ impl Generator {
         let bytes = request.encode();
         self.transmit(number, &bytes);
         let device = &mut self.devices[number];
-        device.pending = Some(Pending { seq, token: request.token, bytes, sent_at: now, attempts: 0, wait });
+        device.pending = Some(Pending { seq, message_id, token: request.token, bytes, sent_at: now, attempts: 0, wait });
         self.deadlines.push(Reverse((now + wait, number, seq, 0)));
         self.totals.sent += 1;
         self.in_flight += 1;
@@ -438,15 +567,40 @@ impl Generator {
         }
         let device = &mut self.devices[number];
         let matches = device.pending.as_ref().is_some_and(|p| p.token == response.token);
+        if !matches && response.mtype == MessageType::Acknowledgement && !response.code.is_empty() {
+            self.on_replay(number, response.message_id);
+            return;
+        }
         if !matches || response.code.is_empty() {
             return;
         }
         let pending = device.pending.take().expect("checked above");
-        let micros = pending.sent_at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-        self.totals.latencies_us.push(micros);
+        let micros = pending.sent_at.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+        self.totals.latencies_us.record(micros).expect("an auto-resizing histogram records any value");
         *self.totals.codes.entry(response.code.to_string()).or_default() += 1;
         self.totals.last_answer = Some(started.elapsed());
         self.finish(number);
+    }
+
+    /// A piggybacked answer with the Message ID of the device's request but another token: the
+    /// server took the request for a duplicate of an earlier one with the same source port and
+    /// Message ID, still within EXCHANGE_LIFETIME (247 s), and replayed that one's answer, as
+    /// RFC 7252 §4.5 has it. That happens when this process was given a port an earlier run used
+    /// against the same server and its random first Message ID falls into the range that run
+    /// used (a port sending faster than 265 requests/s for 247 s uses every Message ID). The
+    /// request was not processed: it goes again at once under the device's next Message ID,
+    /// keeping its token and its start time, and the report counts it under `replays`.
+    fn on_replay(&mut self, number: usize, message_id: u16) {
+        let device = &mut self.devices[number];
+        let Some(pending) = device.pending.as_mut().filter(|p| p.message_id == message_id) else { return };
+        device.message_id = device.message_id.wrapping_add(1);
+        pending.message_id = device.message_id;
+        let mut request = Message::parse(&pending.bytes).expect("the generator's own request parses");
+        request.message_id = pending.message_id;
+        pending.bytes = request.encode();
+        let bytes = pending.bytes.clone();
+        self.transmit(number, &bytes);
+        self.totals.replays += 1;
     }
 
     /// Retransmits (with --retransmit) or gives up on requests whose wait is over.
@@ -506,17 +660,11 @@ fn request(args: &BenchArgs, path: &[String], number: usize, seq: u64, message_i
     m
 }
 
-fn report(args: &BenchArgs, totals: &Totals, handshakes: Option<&Handshakes>, elapsed: Duration) -> serde_json::Value {
-    let mut latencies = totals.latencies_us.clone();
-    latencies.sort_unstable();
-    let percentile = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        f64::from(latencies[index]) / 1000.0
-    };
-    let answered = latencies.len() as u64;
+/// Prints what the run counted; `cpu` is the generator's own (user, system) CPU time over it.
+fn report(args: &BenchArgs, totals: &Totals, handshakes: Option<&Handshakes>, elapsed: Duration, cpu: (f64, f64)) -> serde_json::Value {
+    let latencies = &totals.latencies_us;
+    let percentile = |p: f64| latencies.value_at_quantile(p) as f64 / 1000.0;
+    let answered = latencies.len();
     let handshake_report = handshakes.map(|h| {
         let mut l = h.latencies_us.clone();
         l.sort_unstable();
@@ -532,7 +680,7 @@ fn report(args: &BenchArgs, totals: &Totals, handshakes: Option<&Handshakes>, el
     });
     let seconds = totals.last_answer.unwrap_or(elapsed).as_secs_f64();
     let codes = &totals.codes;
-    let report = json!({
+    json!({
         "url": args.url,
         "devices": args.devices,
         "in_flight": args.in_flight,
@@ -542,17 +690,22 @@ fn report(args: &BenchArgs, totals: &Totals, handshakes: Option<&Handshakes>, el
         "answered": answered,
         "timeouts": totals.timeouts,
         "retransmissions": totals.retransmissions,
+        "replays": totals.replays,
         "codes": codes,
         "seconds": seconds,
         "wall_seconds": elapsed.as_secs_f64(),
         "throughput_per_s": answered as f64 / seconds,
         "latency_ms": {
             "p50": percentile(0.50), "p90": percentile(0.90), "p99": percentile(0.99),
-            "p999": percentile(0.999), "max": percentile(1.0),
+            "p999": percentile(0.999), "max": latencies.max() as f64 / 1000.0,
         },
         "dtls_handshakes": handshake_report,
-    });
-    report
+        "threads": args.threads,
+        "generator_cpu": {
+            "user_seconds": cpu.0, "system_seconds": cpu.1,
+            "us_per_request": if totals.sent > 0 { (cpu.0 + cpu.1) * 1e6 / totals.sent as f64 } else { 0.0 },
+        },
+    })
 }
 
 fn print_report(args: &BenchArgs, report: &serde_json::Value) {
@@ -560,14 +713,12 @@ fn print_report(args: &BenchArgs, report: &serde_json::Value) {
         println!("{report}");
         return;
     }
-    let elapsed = report["wall_seconds"].as_f64().unwrap_or(0.0);
-    let seconds = report["seconds"].as_f64().unwrap_or(0.0);
     let codes = &report["codes"];
     println!(
         "{} requests in {:.2} s (last answer at {:.2} s) from {} devices, {} in flight: {:.0} answered/s",
         report["sent"],
-        elapsed,
-        seconds,
+        report["wall_seconds"].as_f64().unwrap_or(0.0),
+        report["seconds"].as_f64().unwrap_or(0.0),
         args.devices,
         args.in_flight,
         report["throughput_per_s"].as_f64().unwrap_or(0.0)
@@ -587,7 +738,89 @@ fn print_report(args: &BenchArgs, report: &serde_json::Value) {
         );
     }
     println!("  codes:    {}", serde_json::to_string(codes).unwrap_or_default());
-    println!("  timeouts: {}  retransmissions: {}", report["timeouts"], report["retransmissions"]);
+    println!(
+        "  timeouts: {}  retransmissions: {}  replays: {}",
+        report["timeouts"], report["retransmissions"], report["replays"]
+    );
     let l = &report["latency_ms"];
     println!("  latency ms: p50 {} p90 {} p99 {} p99.9 {} max {}", l["p50"], l["p90"], l["p99"], l["p999"], l["max"]);
+    println!(
+        "  generator: {} thread(s), {:.2} µs CPU per request (user {:.2} s, system {:.2} s)",
+        args.threads,
+        report["generator_cpu"]["us_per_request"].as_f64().unwrap_or(0.0),
+        report["generator_cpu"]["user_seconds"].as_f64().unwrap_or(0.0),
+        report["generator_cpu"]["system_seconds"].as_f64().unwrap_or(0.0)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    /// Two threads' counts and latencies merge into the run's, latencies of any size kept to
+    /// three significant digits.
+    #[test]
+    fn totals_merge_counts_and_latencies() {
+        let mut a = Totals { sent: 101, timeouts: 1, ..Totals::default() };
+        let mut b = Totals { sent: 100, replays: 2, ..Totals::default() };
+        for ms in 1..=100u64 {
+            a.latencies_us.record(ms * 1000).unwrap();
+            b.latencies_us.record(200_000 + ms).unwrap();
+        }
+        a.codes.insert("2.01".into(), 100);
+        b.codes.insert("2.01".into(), 99);
+        b.codes.insert("5.03".into(), 1);
+        a.last_answer = Some(Duration::from_secs(2));
+        b.last_answer = Some(Duration::from_secs(3));
+        let mut run = Totals::default();
+        run.merge(&a);
+        run.merge(&b);
+        assert_eq!((run.sent, run.timeouts, run.replays), (201, 1, 2));
+        assert_eq!(run.codes, BTreeMap::from([("2.01".to_string(), 199), ("5.03".to_string(), 1)]));
+        assert_eq!(run.last_answer, Some(Duration::from_secs(3)));
+        assert_eq!(run.latencies_us.len(), 200);
+        let close = |value: u64, expected: u64| value.abs_diff(expected) * 1000 <= expected;
+        assert!(close(run.latencies_us.value_at_quantile(0.5), 100_000), "{}", run.latencies_us.value_at_quantile(0.5));
+        assert!(close(run.latencies_us.value_at_quantile(0.25), 50_000));
+        assert!(close(run.latencies_us.max(), 200_100), "{}", run.latencies_us.max());
+        assert!(close(run.latencies_us.min(), 1_000));
+    }
+
+    /// The threads' shares add up to the run's, and their request numbers are 0 to --count,
+    /// each once.
+    #[test]
+    fn shares_split_the_run_and_number_its_requests_once() {
+        for (threads, devices, in_flight, count) in [(1, 1000, 64, 100_000), (2, 64, 64, 1_000_001), (3, 10, 7, 11), (4, 4, 4, 2)] {
+            let args = Cli::parse_from([
+                "bench", "--url", "coap://127.0.0.1/x", "--threads", &threads.to_string(), "--devices", &devices.to_string(),
+                "--in-flight", &in_flight.to_string(), "--count", &count.to_string(), "--rate", "1000",
+            ])
+            .bench;
+            let shares: Vec<Share> = (0..threads).map(|i| Share::of(&args, i)).collect();
+            assert_eq!(shares.iter().map(|s| s.devices).sum::<usize>(), devices);
+            assert_eq!(shares.iter().map(|s| s.in_flight).sum::<usize>(), in_flight);
+            assert_eq!(shares.iter().map(|s| s.count).sum::<u64>(), count);
+            assert!((shares.iter().map(|s| s.rate.unwrap()).sum::<f64>() - 1000.0).abs() < 1e-6);
+            // Each thread's devices follow the previous thread's.
+            for pair in shares.windows(2) {
+                assert_eq!(pair[1].first_device, pair[0].first_device + pair[0].devices);
+            }
+            if count <= 1_000 {
+                let mut seqs: Vec<u64> = shares.iter().flat_map(|s| (0..s.count).map(|n| s.seq(n))).collect();
+                seqs.sort_unstable();
+                assert_eq!(seqs, (0..count).collect::<Vec<_>>(), "{threads} threads");
+            } else {
+                // Every thread's last request number is below --count, and the largest is the last.
+                let last = shares.iter().map(|s| s.seq(s.count - 1)).max().unwrap();
+                assert_eq!(last, count - 1);
+            }
+        }
+    }
 }

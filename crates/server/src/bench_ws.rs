@@ -156,6 +156,7 @@ fn generator(args: &BenchWsArgs, device: &str, sockets: usize, in_flight: usize,
         timeout: 5.0,
         retransmit: false,
         rate,
+        threads: 1,
         json: true,
     }
 }

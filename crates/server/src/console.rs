@@ -53,6 +53,7 @@ static ASSETS: &[Asset] = &[
     asset!("js/entities.js", JS),
     asset!("js/editor.js", JS),
     asset!("js/forms.js", JS),
+    asset!("js/users.js", JS),
     asset!("tbel-mode.js", JS),
     asset!("vendor/codemirror-5.65.20/codemirror.js", JS),
     asset!("vendor/codemirror-5.65.20/codemirror.css", CSS),

@@ -15,7 +15,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Instant;
 
 use coapgate_storage::model::Millis;
 use coapgate_storage::model::KvValue;
@@ -89,6 +90,13 @@ const FANOUT_QUEUE_BATCHES: usize = 4096;
 /// connection of its own beyond the store's small pool (SQLite: gigabytes of page caches).
 const SNAPSHOT_READS: usize = 8;
 
+/// A batch for the fan-out thread, and whether it was committed here (and so goes to the
+/// other nodes' sessions that watch its entities too) or relayed from another node.
+struct Batch {
+    changes: Vec<Change>,
+    local: bool,
+}
+
 /// The subscriber map and the sessions' cap.
 ///
 /// Publishing hands a batch to the `live-fanout` thread and returns: the per-session work (a
@@ -97,7 +105,7 @@ const SNAPSHOT_READS: usize = 8;
 /// device: about a millisecond per change, BENCHMARKS.md).
 pub struct Hub {
     watching: Arc<Watching>,
-    fanout: crossbeam_channel::Sender<Vec<Change>>,
+    fanout: crossbeam_channel::Sender<Batch>,
     next_id: AtomicU64,
     queue_capacity: usize,
     max_sessions: usize,
@@ -122,6 +130,51 @@ struct Watching {
     slow_disconnects: AtomicU64,
     /// Changes handed to sessions.
     delivered: AtomicU64,
+    /// What other nodes' sessions watch ([`crate::live_relay`]).
+    remote: RemoteWatch,
+}
+
+/// What other nodes' sessions watch, as their announcements said (they repeat every second;
+/// each holds until `until`), and the relay's queue to them.
+#[derive(Default)]
+struct RemoteWatch {
+    entities: RwLock<HashMap<Uuid, Instant>>,
+    /// Entries in `entities`, for a check without the lock.
+    count: AtomicUsize,
+    /// Until when some other node has an entity data query (which wants created entities).
+    pages_until: RwLock<Option<Instant>>,
+    /// The relay's queue, once started (several nodes on one database only).
+    relay: OnceLock<std::sync::mpsc::SyncSender<Arc<Change>>>,
+    /// Set when this node's sessions watch a new entity: the relay announces it at once.
+    grew: AtomicBool,
+    /// Changes not relayed: the relay's queue was full, or one change was larger than a message.
+    dropped: AtomicU64,
+}
+
+impl RemoteWatch {
+    fn watches(&self, entity: Uuid) -> bool {
+        self.count.load(Ordering::Acquire) > 0 && self.entities.read().unwrap().get(&entity).is_some_and(|until| *until > Instant::now())
+    }
+
+    fn has_pages(&self) -> bool {
+        self.pages_until.read().unwrap().is_some_and(|until| until > Instant::now())
+    }
+
+    fn any(&self) -> bool {
+        self.relay.get().is_some() && (self.count.load(Ordering::Acquire) > 0 || self.has_pages())
+    }
+
+    /// Queues a local change for the relay when another node watches it; never waits.
+    fn relay(&self, change: &Arc<Change>) {
+        let Some(queue) = self.relay.get() else { return };
+        let wanted = match change.data {
+            ChangeData::Created => self.has_pages(),
+            _ => self.watches(change.entity),
+        };
+        if wanted && queue.try_send(change.clone()).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Hub {
@@ -136,12 +189,13 @@ impl Hub {
             watched: AtomicUsize::new(0),
             slow_disconnects: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            remote: RemoteWatch::default(),
         });
-        let (fanout, batches) = crossbeam_channel::bounded::<Vec<Change>>(FANOUT_QUEUE_BATCHES);
+        let (fanout, batches) = crossbeam_channel::bounded::<Batch>(FANOUT_QUEUE_BATCHES);
         let shared = watching.clone();
         std::thread::Builder::new()
             .name("live-fanout".into())
-            .spawn(move || batches.iter().for_each(|changes| shared.deliver(changes)))
+            .spawn(move || batches.iter().for_each(|batch| shared.deliver(batch)))
             .expect("starting the live-fanout thread");
         Hub {
             watching,
@@ -190,6 +244,9 @@ impl Hub {
         let _ = writeln!(out, "# HELP coapgate_ws_slow_disconnects_total WebSocket sessions closed because their client did not read its updates.");
         let _ = writeln!(out, "# TYPE coapgate_ws_slow_disconnects_total counter");
         let _ = writeln!(out, "coapgate_ws_slow_disconnects_total {}", self.slow_disconnects());
+        let _ = writeln!(out, "# HELP coapgate_ws_relay_dropped_total Changes not relayed to other nodes' subscribers (relay queue full or change too large).");
+        let _ = writeln!(out, "# TYPE coapgate_ws_relay_dropped_total counter");
+        let _ = writeln!(out, "coapgate_ws_relay_dropped_total {}", self.relay_dropped());
         out
     }
 
@@ -198,6 +255,9 @@ impl Hub {
         let mut watchers = self.watching.watchers.write().unwrap();
         let list = watchers.entry(entity).or_default();
         if !list.iter().any(|(id, _)| *id == inbox.id) {
+            if list.is_empty() {
+                self.watching.remote.grew.store(true, Ordering::Release);
+            }
             list.push((inbox.id, inbox.session.clone()));
         }
         self.watching.watched.store(watchers.len(), Ordering::Release);
@@ -208,19 +268,80 @@ impl Hub {
         self.watching.unwatch(id, entity);
     }
 
-    /// Whether any session watches `entity`: producers build a [`Change`] only then.
+    /// Whether any session, here or on another node, watches `entity`: producers build a
+    /// [`Change`] only then.
     pub fn is_watched(&self, entity: Uuid) -> bool {
-        self.any_watched() && self.watching.watchers.read().unwrap().contains_key(&entity)
+        (self.watching.watched.load(Ordering::Acquire) > 0 && self.watching.watchers.read().unwrap().contains_key(&entity))
+            || self.watching.remote.watches(entity)
     }
 
-    /// Whether any session watches anything (two atomic loads).
+    /// Whether any session, here or on another node, watches anything (a few atomic loads while
+    /// nothing does).
     pub fn any_watched(&self) -> bool {
-        self.watching.watched.load(Ordering::Acquire) > 0 || self.has_page_watchers()
+        self.watching.watched.load(Ordering::Acquire) > 0 || self.has_page_watchers() || self.watching.remote.any()
     }
 
-    /// Whether a session holds an entity data query: producers then report created entities.
+    /// Whether a session here or on another node holds an entity data query: producers then
+    /// report created entities.
     pub fn has_page_watchers(&self) -> bool {
+        self.watching.page_watchers.load(Ordering::Acquire) > 0 || (self.watching.remote.relay.get().is_some() && self.watching.remote.has_pages())
+    }
+
+    /// Whether this node's sessions hold an entity data query (what the relay announces).
+    pub fn has_local_page_watchers(&self) -> bool {
         self.watching.page_watchers.load(Ordering::Acquire) > 0
+    }
+
+    /// The entities this node's sessions watch, for the relay's announcements.
+    pub fn watched_entities(&self) -> Vec<Uuid> {
+        if self.watching.watched.load(Ordering::Acquire) == 0 {
+            return Vec::new();
+        }
+        self.watching.watchers.read().unwrap().keys().copied().collect()
+    }
+
+    /// Whether this node's sessions started watching an entity since the last call.
+    pub fn take_watch_grew(&self) -> bool {
+        self.watching.remote.grew.swap(false, Ordering::AcqRel)
+    }
+
+    /// Another node announced that its sessions watch `entities` (and hold entity data queries,
+    /// `pages`), until `until`; expired announcements are dropped here.
+    pub fn watched_elsewhere(&self, entities: &[Uuid], pages: bool, until: Instant) {
+        let remote = &self.watching.remote;
+        let mut map = remote.entities.write().unwrap();
+        let now = Instant::now();
+        map.retain(|_, expiry| *expiry > now);
+        for entity in entities {
+            map.insert(*entity, until);
+        }
+        remote.count.store(map.len(), Ordering::Release);
+        if pages {
+            *remote.pages_until.write().unwrap() = Some(until);
+        }
+    }
+
+    /// Connects the relay: from now on changes of entities watched on other nodes are queued for
+    /// it (dropped and counted when its queue is full, never waited for).
+    pub fn attach_relay(&self, queue: std::sync::mpsc::SyncSender<Arc<Change>>) {
+        let _ = self.watching.remote.relay.set(queue);
+    }
+
+    /// Changes not relayed to other nodes.
+    pub fn relay_dropped(&self) -> u64 {
+        self.watching.remote.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Counts changes the relay had to leave out.
+    pub fn count_relay_dropped(&self, n: u64) {
+        self.watching.remote.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Changes another node committed (its relay's message): for this node's sessions only.
+    pub fn publish_from_other_node(&self, changes: Vec<Change>) {
+        if self.watching.watched.load(Ordering::Acquire) > 0 || self.has_local_page_watchers() {
+            self.send_to_fanout(Batch { changes, local: false });
+        }
     }
 
     /// Held by a session while it has entity data queries; see [`Hub::has_page_watchers`].
@@ -234,9 +355,13 @@ impl Hub {
         self.watching.entity_changes.subscribe()
     }
 
-    /// Entities were created, deleted, renamed or assigned (call after the commit).
+    /// Entities were created, deleted, renamed or assigned (call after the commit); other
+    /// nodes' entity data queries are told too.
     pub fn entities_changed(&self) {
         self.watching.entities_changed();
+        if self.watching.remote.has_pages() {
+            self.watching.remote.relay(&Arc::new(Change { entity: Uuid::nil(), data: ChangeData::Created }));
+        }
     }
 
     /// Hands committed changes to the fan-out thread, which passes them to the sessions
@@ -247,7 +372,11 @@ impl Hub {
         if changes.is_empty() || !self.any_watched() {
             return;
         }
-        if let Err(crossbeam_channel::TrySendError::Full(changes)) = self.fanout.try_send(changes) {
+        self.send_to_fanout(Batch { changes, local: true });
+    }
+
+    fn send_to_fanout(&self, batch: Batch) {
+        if let Err(crossbeam_channel::TrySendError::Full(Batch { changes, .. })) = self.fanout.try_send(batch) {
             let watchers = self.watching.watchers.read().unwrap();
             let mut behind: Vec<(u64, Uuid)> = Vec::new();
             for change in &changes {
@@ -316,7 +445,7 @@ impl Watching {
 
     /// The fan-out thread's work: each change to every session watching its entity; a session
     /// whose inbox is full is marked overflowed, woken to close, and forgotten.
-    fn deliver(&self, changes: Vec<Change>) {
+    fn deliver(&self, Batch { changes, local }: Batch) {
         let mut overflowed: Vec<(u64, Uuid)> = Vec::new();
         {
             let watchers = self.watchers.read().unwrap();
@@ -324,11 +453,14 @@ impl Watching {
                 self.entities_changed();
             }
             for change in changes {
+                let change = Arc::new(change);
+                if local {
+                    self.remote.relay(&change);
+                }
                 if matches!(change.data, ChangeData::Created) {
                     continue;
                 }
                 let Some(list) = watchers.get(&change.entity) else { continue };
-                let change = Arc::new(change);
                 for (id, session) in list {
                     match session.tx.try_send(change.clone()) {
                         Ok(()) => {

@@ -41,6 +41,7 @@ mod demo;
 mod events;
 mod histogram;
 mod live;
+mod live_relay;
 mod http_server;
 mod metrics;
 mod migrate;
@@ -182,7 +183,7 @@ fn main() -> std::process::ExitCode {
         Command::ResetPassword(args) => reset_password::run(args),
         Command::Routes => {
             for (method, path, rule) in api::route_table() {
-                println!("{method:<7}{path:<90}{}", rule.name());
+                println!("{:<7}{path:<90}{}", method.as_str(), rule.name());
             }
             Ok(())
         }

@@ -7,7 +7,8 @@
 //! where other local users can read it in the process list) or generated and printed once. It
 //! must meet the password policy. Every token issued under the old password stops working at once,
 //! even in a server that is running (tokens carry the password's credentials version), and a
-//! lockout of the user ends with it.
+//! lockout of the user ends with it. For an invited user who never activated, this sets the
+//! first password and the activation link stops working; a disabled user stays disabled.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -19,8 +20,9 @@ use crate::config::{Config, Database};
 
 #[derive(clap::Args)]
 pub struct ResetPasswordArgs {
-    /// The user's e-mail; default: COAPGATE_ADMIN_USERNAME.
-    #[arg(long)]
+    /// The user's e-mail (any user: a tenant administrator or a customer user); default:
+    /// COAPGATE_ADMIN_USERNAME.
+    #[arg(long, alias = "email")]
     username: Option<String>,
     /// Read the new password from the first line of standard input instead of generating one.
     #[arg(long)]

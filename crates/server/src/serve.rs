@@ -75,6 +75,8 @@ async fn serve(mut config: Config, demo: bool, options: StartOptions) -> anyhow:
         .context("opening the uplink writer")?;
     // WebSocket subscriptions: the writers publish what they made durable, the API serves it.
     let live = Arc::new(crate::live::Hub::new(config.ws_queue_capacity, crate::http_server::websocket_session_cap()));
+    // Several nodes: other nodes' subscribers get this node's commits, and the other way round.
+    crate::live_relay::start(&store, live.clone()).context("starting the live relay between nodes")?;
     let writer_config = WriterConfig {
         queue_capacity: config.writer_queue_capacity,
         max_batch: config.writer_max_batch,

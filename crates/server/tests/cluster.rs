@@ -491,3 +491,85 @@ fn every_node_shows_a_remote_linked_to_another() {
     let gone = eventually(Duration::from_secs(30), || Some(status(&b)).filter(|s| s["connected"] == false));
     assert!(gone.is_some(), "node B stops showing it once it is gone: {}", status(&b));
 }
+
+/// The next text message of a WebSocket within `timeout`, as JSON.
+fn ws_next(ws: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>, timeout: Duration) -> Option<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        if let tungstenite::stream::MaybeTlsStream::Plain(stream) = ws.get_mut() {
+            stream.set_read_timeout(Some(left)).unwrap();
+        }
+        match ws.read() {
+            Ok(tungstenite::Message::Text(text)) => return Some(serde_json::from_str(text.as_str()).unwrap()),
+            Ok(tungstenite::Message::Close(frame)) => panic!("closed by the server: {frame:?}"),
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
+                return None;
+            }
+            Err(e) => panic!("reading the WebSocket: {e}"),
+        }
+    }
+}
+
+/// A WebSocket subscriber on one node gets what another node commits: an uplink through node B
+/// and a REST attribute write on node B both reach a session on node A, with their values.
+#[test]
+fn a_subscriber_on_one_node_sees_what_another_node_commits() {
+    if postgres_already("a_subscriber_on_one_node_sees_what_another_node_commits") {
+        return;
+    }
+    let db = PgCluster::database();
+    let (a, b) = (node(&db, &[]), node(&db, &[]));
+    let integration = a.seed_integration();
+    let path = endpoint_path(&integration);
+    let mut client = CoapClient::new(b.coap);
+    // Node B routes the new integration once it heard of it (LISTEN/NOTIFY, within a second).
+    eventually(Duration::from_secs(10), || (client.post(&path, SEED_PAYLOAD.as_bytes()) == Code::CREATED).then_some(()))
+        .expect("node B stores the first uplink");
+    let device = id_of(&eventually(Duration::from_secs(5), || a.device("SN-001")).expect("SN-001 on node A"));
+
+    let url = a.http.replacen("http://", "ws://", 1) + &format!("/api/ws?token={}", a.token());
+    let (mut ws, _) = tungstenite::connect(url).expect("WebSocket handshake with node A");
+    let command = json!({"cmds": [
+        {"type": "TIMESERIES", "entityType": "DEVICE", "entityId": device, "scope": "LATEST_TELEMETRY", "cmdId": 1},
+        {"type": "ATTRIBUTES", "entityType": "DEVICE", "entityId": device, "scope": "SHARED_SCOPE", "cmdId": 2},
+    ]});
+    ws.send(tungstenite::Message::text(command.to_string())).unwrap();
+    // The two snapshots.
+    for _ in 0..2 {
+        ws_next(&mut ws, Duration::from_secs(10)).expect("a subscription's first answer");
+    }
+    // Node B learns of the watch within its announcement (at once when the set grows); until
+    // then an uplink is not relayed, so the test sends until one arrives, each with a new value.
+    let mut arrived = None;
+    for n in 0..50 {
+        let temperature = format!("{}.5", 30 + n);
+        let payload = format!("SN-001,default,temperature,{temperature},humidity,69");
+        assert_eq!(client.post(&path, payload.as_bytes()), Code::CREATED);
+        if let Some(update) = ws_next(&mut ws, Duration::from_millis(500)) {
+            arrived = Some((update, temperature));
+            break;
+        }
+    }
+    let (update, temperature) = arrived.expect("an uplink through node B reaches node A's subscriber");
+    assert_eq!(update["subscriptionId"], 1, "{update}");
+    assert_eq!(update["data"]["temperature"][0][1], json!(temperature), "{update}");
+    // Once the watch is known, every commit arrives: a REST attribute write on node B.
+    let (status, body) = b.request(
+        "POST",
+        &format!("/api/plugins/telemetry/DEVICE/{device}/attributes/SHARED_SCOPE"),
+        Some(json!({"setpoint": 21.5, "mode": "eco"})),
+        Some(&b.token()),
+    );
+    assert_eq!(status, 200, "{body}");
+    let update = ws_next(&mut ws, Duration::from_secs(10)).expect("node B's attribute write reaches node A's subscriber");
+    assert_eq!(update["subscriptionId"], 2, "{update}");
+    assert_eq!(update["data"]["setpoint"][0][1], json!("21.5"), "{update}");
+    assert_eq!(update["data"]["mode"][0][1], json!("eco"), "{update}");
+}

@@ -78,6 +78,21 @@ fn a_seeded_sqlite_server_continues_on_postgres_after_migrate() {
         format!("/api/plugins/telemetry/DEVICE/{}/keys/timeseries", id_of(&sn2)),
     ];
     let before: Vec<Value> = paths.iter().map(|p| get(&server, p)).collect();
+    // A customer user invited but not activated yet: its link must work on PostgreSQL too.
+    // (With the token of the password change: it ended the harness's session.)
+    let call = |method: &str, path: &str, body: Option<Value>| {
+        let (status, body) = server.request(method, path, body, Some(&token));
+        assert_eq!(status, 200, "{method} {path}: {body}");
+        body
+    };
+    let customer = call("POST", "/api/customer", Some(json!({"title": "Migrating"})));
+    let invited = call(
+        "POST",
+        "/api/user?sendActivationMail=false",
+        Some(json!({"email": "invited@example.org", "authority": "CUSTOMER_USER", "customerId": customer["id"]})),
+    );
+    let link = call("GET", &format!("/api/user/{}/activationLink", id_of(&invited)), None);
+    let activate_token = link.as_str().unwrap().rsplit("activateToken=").next().unwrap().to_string();
 
     // While the server runs, its files are locked: one clear line, nothing copied.
     let db = PgCluster::database();
@@ -113,6 +128,13 @@ fn a_seeded_sqlite_server_continues_on_postgres_after_migrate() {
     let login = |password: &str| pg.request("POST", "/api/auth/login", Some(json!({"username": ADMIN_USER, "password": password})), None).0;
     assert_eq!(login(NEW_PASSWORD), 200);
     assert_eq!(login(ADMIN_PASSWORD), 401);
+    let (status, pair) = pg.request(
+        "POST",
+        "/api/noauth/activate",
+        Some(json!({"activateToken": activate_token, "password": "invited-password-1"})),
+        None,
+    );
+    assert_eq!(status, 200, "the invitation made on SQLite activates on PostgreSQL: {pair}");
     // And the devices keep sending to the same routing key.
     assert_eq!(CoapClient::new(pg.coap).post(&path, b"SN-001,default,temperature,26.5,humidity,70"), Code::CREATED);
     let latest = eventually(Duration::from_secs(5), || {

@@ -169,6 +169,9 @@ pub struct EntityQuery {
     pub key_filters: Vec<KeyFilter>,
     /// Whether an entity must match any of `key_filters` rather than all.
     pub key_filters_any: bool,
+    /// Only what this customer may see (a customer user's query): its devices and assets, or
+    /// the customer itself for a customer query. `None`: the whole tenant.
+    pub owner: Option<Uuid>,
 }
 
 /// One matched entity with the fields every kind has.
@@ -232,11 +235,16 @@ fn like_pattern(text: &str, prefix_only: bool) -> String {
 fn conditions(
     dialect: &Dialect,
     query_filter: &EntityFilter,
+    owner: Option<Uuid>,
     search: Option<(&str, &[EntityColumn], &[String])>,
     params: &mut Vec<Param>,
 ) -> String {
     let like = dialect.like;
     let mut parts: Vec<String> = Vec::new();
+    if let Some(owner) = owner {
+        params.push(Param::Uuid(owner));
+        parts.push(if query_filter.kind() == QueryKind::Customer { "e.id = ?" } else { "e.customer_id = ?" }.into());
+    }
     match query_filter {
         EntityFilter::Single(_, id) => {
             params.push(Param::Uuid(*id));
@@ -432,7 +440,7 @@ fn from_where(dialect: &Dialect, query: &EntityQuery, first_join: &str, params: 
         }
     }
     let search = text.map(|s| (s, query.search_columns.as_slice(), searched_values.as_slice()));
-    let mut where_clause = conditions(dialect, &query.filter, search, params);
+    let mut where_clause = conditions(dialect, &query.filter, query.owner, search, params);
     if !conditions_of_keys.is_empty() {
         let keys = format!("({})", conditions_of_keys.join(if query.key_filters_any { " OR " } else { " AND " }));
         where_clause = if where_clause.is_empty() { format!("WHERE {keys}") } else { format!("{where_clause} AND {keys}") };
@@ -510,6 +518,7 @@ mod tests {
                 predicate: Predicate::Numeric(NumericOp::Greater, 2.0),
             }],
             key_filters_any: false,
+            owner: None,
         };
         let (built, size) = build(&dialect(), &query, 100);
         assert_eq!(size, 5);

@@ -118,8 +118,26 @@ pub trait Store: ExchangeLog + EventLog {
     fn insert_user(&self, user: &User) -> Result<()>;
     fn user_by_email(&self, email: &str) -> Result<Option<User>>;
     fn user(&self, id: Uuid) -> Result<Option<User>>;
-    /// Replaces a user's bcrypt hash; false when there is no such user.
+    /// Replaces a user's bcrypt hash and ends its pending invitation (a password set any other
+    /// way makes the activation link useless); false when there is no such user.
     fn set_user_password_hash(&self, id: Uuid, password_hash: &str) -> Result<bool>;
+    /// A page of users; text search looks at the e-mail and both names, `sortProperty` is
+    /// ThingsBoard's `createdTime`, `email`, `firstName` or `lastName`.
+    fn users(&self, filter: UserFilter, query: &PageQuery) -> Result<Page<User>>;
+    /// Changes a user's e-mail and names; its authority, customer, password and enabled flag
+    /// stay. False when there is no such user; an e-mail another user has is a Conflict.
+    fn update_user(&self, user: &User) -> Result<bool>;
+    /// ThingsBoard's `userCredentialsEnabled`; false when there is no such user.
+    fn set_user_enabled(&self, id: Uuid, enabled: bool) -> Result<bool>;
+    /// Deletes the user with its pending invitation. Its login sessions live in a setting the
+    /// server keeps, which ends them itself (a token of a user that is gone fails anyway).
+    fn delete_user(&self, id: Uuid) -> Result<bool>;
+    /// Replaces the user's pending invitation with one for `token_hash` (a hash of the token:
+    /// the token itself is never stored), valid until `expires`. False when there is no such user.
+    fn set_activation_token(&self, user_id: Uuid, token_hash: &str, expires: Millis) -> Result<bool>;
+    /// Sets the password of the user invited with `token_hash` and ends the invitation, as one
+    /// step, so a token works once even when two requests present it at the same time.
+    fn activate_user(&self, token_hash: &str, now: Millis, password_hash: &str) -> Result<Activation>;
 
     /// Inserts or replaces the converter with this id.
     fn save_converter(&self, converter: &Converter) -> Result<()>;
@@ -175,8 +193,8 @@ pub trait Store: ExchangeLog + EventLog {
     fn customer_by_title(&self, title: &str) -> Result<Option<Customer>>;
     /// Pages search and sort by title.
     fn customers(&self, query: &PageQuery) -> Result<Page<Customer>>;
-    /// Deletes the customer with its own telemetry and attributes and the entity groups it owns.
-    /// Its devices and assets are kept and become the tenant's again (unassigned), so no
+    /// Deletes the customer with its own telemetry and attributes, the entity groups it owns
+    /// and its users (with their invitations). Its devices and assets are kept and become the tenant's again (unassigned), so no
     /// device data is lost with a customer.
     fn delete_customer(&self, id: Uuid) -> Result<bool>;
 
@@ -266,6 +284,14 @@ pub trait Store: ExchangeLog + EventLog {
         Ok(None)
     }
 
+    /// For a store several nodes share: one end of a channel every node hears, for telling the
+    /// other nodes' WebSocket subscribers what this node committed (and which entities this
+    /// node's subscribers watch). Each call opens another end (one to send, one to receive).
+    /// `None` for a store only this process writes.
+    fn live_channel(&self) -> Result<Option<Box<dyn LiveChannel>>> {
+        Ok(None)
+    }
+
     /// For a store several nodes share: waits until every live node reports that it routes by
     /// the current configuration, at most `within`; false when some node did not in time (it
     /// has just died, or is stuck). A store only this process writes returns true at once.
@@ -285,6 +311,20 @@ pub trait Store: ExchangeLog + EventLog {
     /// from a single thread; the server opens [`Store::parallel_writers`] of them.
     fn uplink_writer(&self) -> Result<Box<dyn UplinkWriter>>;
 }
+
+/// Messages between the nodes sharing a store ([`Store::live_channel`]); best effort: a message
+/// sent while another node's end is reconnecting is lost for that node.
+pub trait LiveChannel: Send {
+    /// Sends each payload (at most [`LIVE_PAYLOAD_MAX`] bytes) to every node's receiving end,
+    /// this node's included, in one round trip.
+    fn send(&mut self, payloads: &[String]) -> Result<()>;
+
+    /// Waits up to `timeout` for payloads sent since the last call; empty when none came.
+    fn receive(&mut self, timeout: std::time::Duration) -> Result<Vec<String>>;
+}
+
+/// The largest payload a [`LiveChannel`] carries (PostgreSQL's NOTIFY takes under 8,000 bytes).
+pub const LIVE_PAYLOAD_MAX: usize = 7_800;
 
 /// Learns of configuration changes other nodes make (see [`Store::config_watch`]).
 pub trait ConfigWatch: Send {

@@ -39,6 +39,14 @@ pub(crate) const DEVICE_MEMBERS: Listing =
     Listing { table: "device", columns: MEMBER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
 pub(crate) const ASSET_MEMBERS: Listing = Listing { table: "asset", columns: MEMBER_COLUMNS, search_column: "name", sortable: BY_NAME_AND_TYPE };
 
+/// Users are found by e-mail or either name, as ThingsBoard's user search does.
+pub(crate) const USERS: Listing = Listing {
+    table: "app_user",
+    columns: USER_COLUMNS,
+    search_column: "(email || ' ' || coalesce(first_name, '') || ' ' || coalesce(last_name, ''))",
+    sortable: &[("email", "email"), ("firstName", "first_name"), ("lastName", "last_name"), ("createdTime", "created_time")],
+};
+
 pub(crate) const USER_COLUMNS: &str = "id, created_time, email, password_hash, authority, first_name, last_name, customer_id, enabled";
 pub(crate) const CONVERTER_COLUMNS: &str =
     "id, created_time, name, type, integration_type, debug_settings, configuration, additional_info, version";

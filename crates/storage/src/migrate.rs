@@ -3,7 +3,7 @@
 //! moment, with the row counts of both sides compared at the end.
 //!
 //! **What is copied.** Everything a user or a device can tell apart: settings (the tenant id,
-//! the JWT secret, the login sessions), users with their bcrypt hashes, converters and
+//! the JWT secret, the login sessions), users with their bcrypt hashes and pending invitations, converters and
 //! integrations (configuration, versions), profiles, customers, devices, assets, entity groups
 //! and their members, the key dictionary (with its ids, so keys keep their numbers), attributes
 //! of every scope, every time-series point with the latest values, events, remote integrations'
@@ -216,6 +216,13 @@ const TABLES: &[Table] = &[
             ("customer_id", "customer_id", Uuid),
             ("enabled", "enabled", Bool),
         ],
+        replaces_defaults: false,
+    },
+    Table {
+        name: "user_activation",
+        source: "main.user_activation",
+        key: &["rowid"],
+        columns: &[("user_id", "user_id", Uuid), ("token_hash", "token_hash", Text), ("expires", "expires", Int8)],
         replaces_defaults: false,
     },
     Table {

@@ -27,6 +27,28 @@ pub struct User {
     pub enabled: bool,
 }
 
+/// Which users a listing holds (ThingsBoard's `findUsersByTenantId`, `findTenantAdmins`,
+/// `findCustomerUsers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserFilter {
+    /// Every user of the tenant: its administrators and all customers' users.
+    All,
+    TenantAdmins,
+    /// The users of one customer.
+    Customer(Uuid),
+}
+
+/// What presenting an activation token found ([`crate::Store::activate_user`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Activation {
+    /// The token was valid: the user has the new password, the token is used up.
+    Activated(User),
+    /// No invitation has this token (never issued, already used, replaced or its user deleted).
+    Unknown,
+    /// The token exists but its time is up; it stays, so the answer says so until a new link is made.
+    Expired,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Converter {
     pub id: Uuid,

@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS setting (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS app_user (
     id BLOB PRIMARY KEY, created_time INTEGER NOT NULL, email TEXT NOT NULL UNIQUE COLLATE NOCASE,
     password_hash TEXT NOT NULL, authority TEXT NOT NULL, first_name TEXT, last_name TEXT);
+-- A user's pending invitation: a hash of its activation token, never the token.
+CREATE TABLE IF NOT EXISTS user_activation (
+    user_id BLOB PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, expires INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS converter (
     id BLOB PRIMARY KEY, created_time INTEGER NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL,
     integration_type TEXT, debug_settings TEXT NOT NULL, configuration TEXT NOT NULL,
@@ -1024,7 +1027,87 @@ impl Store for SqliteStore {
     }
 
     fn set_user_password_hash(&self, id: Uuid, password_hash: &str) -> Result<bool> {
-        self.with_conn(|c| Ok(c.execute("UPDATE app_user SET password_hash = ?2 WHERE id = ?1", params![id, password_hash])? > 0))
+        self.with_conn(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute("UPDATE app_user SET password_hash = ?2 WHERE id = ?1", params![id, password_hash])?;
+            tx.execute("DELETE FROM user_activation WHERE user_id = ?1", [id])?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+
+    fn users(&self, filter: UserFilter, query: &PageQuery) -> Result<Page<User>> {
+        let filters = match filter {
+            UserFilter::All => Vec::new(),
+            UserFilter::TenantAdmins => vec![("authority = ?", SqlValue::from("TENANT_ADMIN".to_string()))],
+            UserFilter::Customer(customer) => vec![("customer_id = ?", uuid_value(customer))],
+        };
+        self.page(&USERS, query, filters, user_from_row)
+    }
+
+    fn update_user(&self, u: &User) -> Result<bool> {
+        self.with_conn(|c| {
+            let n = c
+                .execute(
+                    "UPDATE app_user SET email = ?2, first_name = ?3, last_name = ?4 WHERE id = ?1",
+                    params![u.id, u.email, u.first_name, u.last_name],
+                )
+                .map_err(|e| map_unique_violation(e, "User with such email already exists!"))?;
+            Ok(n > 0)
+        })
+    }
+
+    fn set_user_enabled(&self, id: Uuid, enabled: bool) -> Result<bool> {
+        self.with_conn(|c| Ok(c.execute("UPDATE app_user SET enabled = ?2 WHERE id = ?1", params![id, enabled])? > 0))
+    }
+
+    fn delete_user(&self, id: Uuid) -> Result<bool> {
+        self.with_conn(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute("DELETE FROM app_user WHERE id = ?1", [id])?;
+            tx.execute("DELETE FROM user_activation WHERE user_id = ?1", [id])?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+
+    fn set_activation_token(&self, user_id: Uuid, token_hash: &str, expires: Millis) -> Result<bool> {
+        self.with_conn(|c| {
+            let tx = c.transaction()?;
+            let exists: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM app_user WHERE id = ?1)", [user_id], |r| r.get(0))?;
+            if exists {
+                tx.execute(
+                    "INSERT INTO user_activation (user_id, token_hash, expires) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(user_id) DO UPDATE SET token_hash = excluded.token_hash, expires = excluded.expires",
+                    params![user_id, token_hash, expires],
+                )?;
+            }
+            tx.commit()?;
+            Ok(exists)
+        })
+    }
+
+    fn activate_user(&self, token_hash: &str, now: Millis, password_hash: &str) -> Result<Activation> {
+        self.with_conn(|c| {
+            // IMMEDIATE: the read and the delete are one step against a concurrent activation.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let found: Option<(Uuid, Millis)> = tx
+                .query_row("SELECT user_id, expires FROM user_activation WHERE token_hash = ?1", [token_hash], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            let Some((user_id, expires)) = found else { return Ok(Activation::Unknown) };
+            if expires <= now {
+                return Ok(Activation::Expired);
+            }
+            tx.execute("DELETE FROM user_activation WHERE user_id = ?1", [user_id])?;
+            tx.execute("UPDATE app_user SET password_hash = ?2 WHERE id = ?1", params![user_id, password_hash])?;
+            let user = tx
+                .query_row(&format!("SELECT {USER_COLUMNS} FROM app_user WHERE id = ?1"), [user_id], user_from_row)
+                .optional()?;
+            tx.commit()?;
+            Ok(user.map_or(Activation::Unknown, Activation::Activated))
+        })
     }
 
     fn save_converter(&self, v: &Converter) -> Result<()> {
@@ -1326,6 +1409,8 @@ impl Store for SqliteStore {
                     [id],
                 )?;
                 tx.execute("DELETE FROM entity_group WHERE owner_id = ?1", [id])?;
+                tx.execute("DELETE FROM user_activation WHERE user_id IN (SELECT id FROM app_user WHERE customer_id = ?1)", [id])?;
+                tx.execute("DELETE FROM app_user WHERE customer_id = ?1", [id])?;
             }
             tx.commit()?;
             Ok(n > 0)

@@ -91,6 +91,10 @@ backend_tests!(
     deleting_a_device_removes_its_data_and_the_writer_creates_it_again,
     profiles_in_use_or_default_are_not_deleted,
     users_and_settings,
+    users_are_listed_by_tenant_and_customer_with_search_and_sort,
+    users_are_updated_disabled_and_deleted,
+    an_activation_token_works_once_and_not_after_it_expires,
+    deleting_a_customer_deletes_its_users,
     tenant_id_survives_reopening,
     a_store_can_be_dropped_on_a_thread_running_async_tasks,
     devices_assets_and_customers_are_saved_with_unique_names,
@@ -775,6 +779,148 @@ fn users_and_settings(backend: &dyn Backend) {
     store.put_setting("jwt", "a").unwrap();
     store.put_setting("jwt", "b").unwrap();
     assert_eq!(store.setting("jwt").unwrap().as_deref(), Some("b"));
+}
+
+fn new_user(email: &str, authority: &str, customer_id: Option<Uuid>, created_time: i64) -> User {
+    User {
+        id: Uuid::new_v4(),
+        created_time,
+        email: email.into(),
+        password_hash: String::new(),
+        authority: authority.into(),
+        first_name: None,
+        last_name: None,
+        customer_id,
+        enabled: true,
+    }
+}
+
+fn emails(page: &Page<User>) -> Vec<&str> {
+    page.data.iter().map(|u| u.email.as_str()).collect()
+}
+
+fn users_are_listed_by_tenant_and_customer_with_search_and_sort(backend: &dyn Backend) {
+    let store = backend.open();
+    let (north, south) = (Uuid::new_v4(), Uuid::new_v4());
+    let admin = new_user("admin@t.org", "TENANT_ADMIN", None, 1);
+    let mut ann = new_user("ann@north.org", "CUSTOMER_USER", Some(north), 2);
+    ann.last_name = Some("Zimmer".into());
+    let mut bob = new_user("bob@north.org", "CUSTOMER_USER", Some(north), 3);
+    bob.first_name = Some("Robert".into());
+    bob.last_name = Some("Adams".into());
+    let cid = new_user("cid@south.org", "CUSTOMER_USER", Some(south), 4);
+    for u in [&admin, &ann, &bob, &cid] {
+        store.insert_user(u).unwrap();
+    }
+    // Without a sort property, newest first, as every listing.
+    assert_eq!(emails(&store.users(UserFilter::All, &all()).unwrap()), ["cid@south.org", "bob@north.org", "ann@north.org", "admin@t.org"]);
+    assert_eq!(emails(&store.users(UserFilter::TenantAdmins, &all()).unwrap()), ["admin@t.org"]);
+    assert_eq!(emails(&store.users(UserFilter::Customer(north), &all()).unwrap()), ["bob@north.org", "ann@north.org"]);
+    assert_eq!(store.users(UserFilter::Customer(Uuid::new_v4()), &all()).unwrap().total_elements, 0);
+    // Search looks at names too, ignoring case.
+    let search = |text: &str| PageQuery { page_size: 10, text_search: Some(text.into()), ..Default::default() };
+    assert_eq!(emails(&store.users(UserFilter::All, &search("ROBERT")).unwrap()), ["bob@north.org"]);
+    assert_eq!(emails(&store.users(UserFilter::All, &search("zimm")).unwrap()), ["ann@north.org"]);
+    assert_eq!(emails(&store.users(UserFilter::Customer(south), &search("north")).unwrap()), Vec::<&str>::new());
+    let by = |property: &str| PageQuery { page_size: 10, sort_property: Some(property.into()), ..Default::default() };
+    assert_eq!(
+        emails(&store.users(UserFilter::Customer(north), &by("lastName")).unwrap()),
+        ["bob@north.org", "ann@north.org"],
+        "Adams before Zimmer"
+    );
+    assert_eq!(emails(&store.users(UserFilter::All, &by("email")).unwrap())[0], "admin@t.org");
+    let paged = store.users(UserFilter::All, &PageQuery { page_size: 3, page: 1, ..Default::default() }).unwrap();
+    assert_eq!((paged.total_elements, paged.total_pages, paged.has_next), (4, 2, false));
+    assert_eq!(emails(&paged), ["admin@t.org"]);
+}
+
+fn users_are_updated_disabled_and_deleted(backend: &dyn Backend) {
+    let store = backend.open();
+    let customer = Uuid::new_v4();
+    let mut user = new_user("old@c.org", "CUSTOMER_USER", Some(customer), 1);
+    user.password_hash = "$2b$kept".into();
+    store.insert_user(&user).unwrap();
+    store.insert_user(&new_user("taken@c.org", "CUSTOMER_USER", Some(customer), 2)).unwrap();
+    // The e-mail and names change; the authority, customer, password and flag do not.
+    let changed = User {
+        email: "new@c.org".into(),
+        first_name: Some("New".into()),
+        authority: "TENANT_ADMIN".into(),
+        customer_id: None,
+        password_hash: "$2b$other".into(),
+        enabled: false,
+        ..user.clone()
+    };
+    assert!(store.update_user(&changed).unwrap());
+    let stored = store.user(user.id).unwrap().unwrap();
+    assert_eq!((stored.email.as_str(), stored.first_name.as_deref()), ("new@c.org", Some("New")));
+    assert_eq!((stored.authority.as_str(), stored.customer_id, stored.password_hash.as_str(), stored.enabled), ("CUSTOMER_USER", Some(customer), "$2b$kept", true));
+    let clash = store.update_user(&User { email: "TAKEN@c.org".into(), ..stored.clone() });
+    assert!(matches!(clash, Err(StorageError::Conflict(_))), "{clash:?}");
+    assert!(!store.update_user(&User { id: Uuid::new_v4(), email: "x@c.org".into(), ..stored.clone() }).unwrap());
+
+    assert!(store.set_user_enabled(user.id, false).unwrap());
+    assert!(!store.user(user.id).unwrap().unwrap().enabled);
+    assert!(store.set_user_enabled(user.id, true).unwrap());
+    assert!(store.user(user.id).unwrap().unwrap().enabled);
+    assert!(!store.set_user_enabled(Uuid::new_v4(), false).unwrap());
+
+    store.set_activation_token(user.id, "hash-of-deleted", i64::MAX).unwrap();
+    assert!(store.delete_user(user.id).unwrap());
+    assert!(!store.delete_user(user.id).unwrap());
+    assert_eq!(store.user(user.id).unwrap(), None);
+    assert_eq!(store.user_by_email("new@c.org").unwrap(), None);
+    assert_eq!(store.activate_user("hash-of-deleted", 1, "$2b$x").unwrap(), Activation::Unknown, "its invitation went with it");
+    assert_eq!(store.user_count().unwrap(), 1);
+}
+
+fn an_activation_token_works_once_and_not_after_it_expires(backend: &dyn Backend) {
+    let store = backend.open();
+    let user = new_user("invited@c.org", "CUSTOMER_USER", Some(Uuid::new_v4()), 1);
+    store.insert_user(&user).unwrap();
+    assert!(!store.set_activation_token(Uuid::new_v4(), "nobody", 1_000).unwrap(), "no invitation for a user that does not exist");
+    assert!(store.set_activation_token(user.id, "first", 1_000).unwrap());
+    // A new link replaces the old one.
+    assert!(store.set_activation_token(user.id, "second", 1_000).unwrap());
+    assert_eq!(store.activate_user("first", 10, "$2b$a").unwrap(), Activation::Unknown);
+    assert_eq!(store.activate_user("second", 1_000, "$2b$a").unwrap(), Activation::Expired, "valid until, not at, its expiry");
+    assert_eq!(store.user(user.id).unwrap().unwrap().password_hash, "", "nothing set by a refused token");
+    match store.activate_user("second", 999, "$2b$set").unwrap() {
+        Activation::Activated(activated) => {
+            assert_eq!((activated.id, activated.password_hash.as_str()), (user.id, "$2b$set"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.activate_user("second", 999, "$2b$again").unwrap(), Activation::Unknown, "one use");
+    assert_eq!(store.user(user.id).unwrap().unwrap().password_hash, "$2b$set");
+    // A password set another way (reset-password) ends a pending invitation.
+    assert!(store.set_activation_token(user.id, "third", 1_000).unwrap());
+    assert!(store.set_user_password_hash(user.id, "$2b$reset").unwrap());
+    assert_eq!(store.activate_user("third", 10, "$2b$late").unwrap(), Activation::Unknown);
+    assert_eq!(store.user(user.id).unwrap().unwrap().password_hash, "$2b$reset");
+}
+
+fn deleting_a_customer_deletes_its_users(backend: &dyn Backend) {
+    let store = backend.open();
+    let (leaving, staying) = (Customer { id: Uuid::new_v4(), created_time: 1, title: "Leaving".into() }, Customer {
+        id: Uuid::new_v4(),
+        created_time: 1,
+        title: "Staying".into(),
+    });
+    store.save_customer(&leaving).unwrap();
+    store.save_customer(&staying).unwrap();
+    let gone = new_user("gone@l.org", "CUSTOMER_USER", Some(leaving.id), 1);
+    let kept = new_user("kept@s.org", "CUSTOMER_USER", Some(staying.id), 1);
+    let admin = new_user("admin@t.org", "TENANT_ADMIN", None, 1);
+    for u in [&gone, &kept, &admin] {
+        store.insert_user(u).unwrap();
+    }
+    store.set_activation_token(gone.id, "gone-token", i64::MAX).unwrap();
+    assert!(store.delete_customer(leaving.id).unwrap());
+    assert_eq!(store.user(gone.id).unwrap(), None);
+    assert_eq!(store.activate_user("gone-token", 1, "$2b$x").unwrap(), Activation::Unknown);
+    assert!(store.user(kept.id).unwrap().is_some());
+    assert!(store.user(admin.id).unwrap().is_some());
 }
 
 fn tenant_id_survives_reopening(backend: &dyn Backend) {

@@ -26,6 +26,27 @@ export async function login(username, password) {
   storeTokens(body);
 }
 
+/**
+ * Sets an invited user's first password with the token of its activation link; the answer is
+ * a token pair, so the user is logged in.
+ */
+export async function activate(activateToken, password) {
+  const r = await fetch('/api/noauth/activate?sendActivationMail=false', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ activateToken, password }),
+  });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new ApiError(r.status, body.message || `Activation failed (${r.status})`);
+  storeTokens(body);
+}
+
+// Who is logged in (`/api/auth/user`), set by the shell: pages show a customer user only what
+// its authority allows, and list its customer's entities rather than the tenant's.
+let me = null;
+export function setCurrentUser(user) { me = user; }
+export function currentUser() { return me; }
+/** The logged-in customer user's customer id; null for a tenant administrator. */
+export function myCustomerId() { return me?.authority === 'CUSTOMER_USER' ? me.customerId?.id ?? null : null; }
+
 function storeTokens(body) {
   sessionStorage.setItem(TOKEN, body.token);
   sessionStorage.setItem(REFRESH, body.refreshToken);

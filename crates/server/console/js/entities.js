@@ -6,9 +6,10 @@
 /* global uPlot */
 
 import { h, fill, fmtTime, tabs, field, dialog, toast } from './dom.js';
-import { get, post, del, page, subscribeTimeseries } from './api.js';
+import { get, post, del, page, subscribeTimeseries, myCustomerId } from './api.js';
 import { pagedTable } from './table.js';
 import { markInvalid, requireFilled, confirmInPage } from './forms.js';
+import { customerUsersPanel } from './users.js';
 
 /** ThingsBoard's "no customer" id on entities the tenant owns. */
 const NULL_CUSTOMER = '13814000-1dd2-11b2-8080-808080808080';
@@ -73,17 +74,19 @@ function customerCell(e) {
 
 export function entityListPage(container, kind) {
   const k = KINDS[kind];
+  const mine = myCustomerId();
   names.clear();
   const table = pagedTable({
     search: `Search ${k.title.toLowerCase()}`,
     sortProperty: 'createdTime',
     columns: k.columns,
     empty: k.empty,
-    load: (s) => page(k.list, s),
+    // A customer user lists its customer's entities (the tenant's lists are not its to read).
+    load: (s) => page(mine ? `/api/customer/${mine}/${kind}` : k.list, s),
     onOpen: (e) => { location.hash = `#/${kind}/${e.id.id}`; },
   });
   table.el.id = `${kind}-table`;
-  const add = h('button', { class: 'primary', onclick: () => editDialog(kind, null, (saved) => { location.hash = `#/${kind}/${saved.id.id}`; }) },
+  const add = mine ? null : h('button', { class: 'primary', onclick: () => editDialog(kind, null, (saved) => { location.hash = `#/${kind}/${saved.id.id}`; }) },
     `Add ${k.one.toLowerCase()}`);
   fill(container, h('div', { class: 'page-head' }, h('h1', {}, k.title), h('span', { class: 'spacer' }), add), table.el);
 }
@@ -92,7 +95,11 @@ export function entityPage(container, kind, id) {
   const k = KINDS[kind];
   let dispose = null;
   let alive = true;
-  const head = h('div', { class: 'page-head' }, h('a', { href: `#/${kind}`, class: 'back' }, `‹ ${k.title}`));
+  // A customer user reads and writes its entities' data; editing, assigning and deleting them,
+  // and its customer's users, are the tenant administrator's.
+  const admin = !myCustomerId();
+  const back = admin || kind !== 'customers' ? h('a', { href: `#/${kind}`, class: 'back' }, `‹ ${k.title}`) : null;
+  const head = h('div', { class: 'page-head' }, back);
   fill(container, head, h('p', { class: 'hint' }, 'Loading…'));
   names.clear();
 
@@ -108,10 +115,11 @@ export function entityPage(container, kind, id) {
     if (kind === 'customers') {
       list.push({ name: 'Devices', render: (panel) => customerEntities(panel, id, 'devices') });
       list.push({ name: 'Assets', render: (panel) => customerEntities(panel, id, 'assets') });
+      if (admin) list.push({ name: 'Users', render: (panel) => customerUsersPanel(panel, id) });
     }
     const t = tabs(list, tabIndex ?? (kind === 'customers' ? 0 : 1));
     dispose = t.dispose;
-    const actions = h('div', { class: 'entity-actions' },
+    const actions = !admin ? null : h('div', { class: 'entity-actions' },
       h('button', { class: 'secondary small', onclick: () => editDialog(kind, entity, () => render(0)) }, 'Edit'),
       kind !== 'customers' ? assignButton(kind, entity, () => render(0)) : null,
       h('button', { class: 'danger small', onclick: () => confirmDelete(kind, entity) }, 'Delete'));

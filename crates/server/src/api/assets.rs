@@ -1,7 +1,7 @@
 //! Assets and asset profiles. Integrations create both from converter output (`assetName`,
 //! `assetType`); the REST API lists, reads, saves and deletes them.
 
-use axum::Json;
+use axum::{Extension, Json};
 use axum::body::Bytes;
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::StatusCode;
@@ -10,6 +10,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::entities::{EntityBody, Stored, opt_entity_id};
+use super::authority::Caller;
 use super::{ApiError, ApiResult, AppState, Query, blocking, json as tb, page_query, parse_body, parse_uuid};
 
 /// `GET /api/tenant/assets`: a page, or one asset when `assetName` is given (ThingsBoard serves
@@ -34,10 +35,15 @@ pub async fn asset_by_name(State(state): State<AppState>, QueryParams(q): QueryP
     Ok(Json(tb::asset(&a, state.store.tenant_id())))
 }
 
-pub async fn get_asset(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get_asset(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let id = parse_uuid(&id)?;
     let store = state.store.clone();
     let a = blocking(move || store.asset(id)).await?.ok_or_else(ApiError::item_not_found)?;
+    caller.require_owner(a.customer_id)?;
     Ok(Json(tb::asset(&a, state.store.tenant_id())))
 }
 

@@ -21,7 +21,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use coapgate_storage::{StorageError, Store};
-use coapgate_storage::model::User;
+use coapgate_storage::model::{Activation, User};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -113,7 +113,7 @@ impl Jwt {
             scopes: vec![scope.to_string()],
             user_id: user.id.to_string(),
             tenant_id: tenant_id.to_string(),
-            customer_id: NULL_CUSTOMER_ID.to_string(),
+            customer_id: user.customer_id.map_or_else(|| NULL_CUSTOMER_ID.to_string(), |c| c.to_string()),
             is_public: false,
             enabled: true,
             session_id,
@@ -140,6 +140,11 @@ impl Jwt {
         let expires = now + REFRESH_TOKEN_SECONDS;
         let (session_id, jti) = self.sessions.start(user.id, expires, now).await?;
         Ok(self.pair(user, tenant_id, session_id, jti, expires))
+    }
+
+    /// Ends every login session of a user (disabled or deleted), so its tokens stop working now.
+    pub(super) async fn end_sessions_of(&self, user_id: Uuid) -> ApiResult<()> {
+        Ok(self.sessions.end_all_of(user_id).await?)
     }
 
     fn verify(&self, token: &str) -> Result<Claims, ApiError> {
@@ -392,18 +397,61 @@ pub async fn current_user(
     State(state): State<AppState>,
     axum::Extension(AuthUser(user)): axum::Extension<AuthUser>,
 ) -> Json<Value> {
-    Json(json!({
-        "id": {"entityType": "USER", "id": user.id},
-        "createdTime": user.created_time,
-        "tenantId": {"entityType": "TENANT", "id": state.store.tenant_id()},
-        "customerId": {"entityType": "CUSTOMER", "id": NULL_CUSTOMER_ID},
-        "email": user.email,
-        "name": user.email,
-        "authority": user.authority,
-        "firstName": user.first_name,
-        "lastName": user.last_name,
-        "additionalInfo": {},
-    }))
+    Json(super::users::user_json(&user, state.store.tenant_id()))
+}
+
+/// `POST /api/noauth/activate` with ThingsBoard's `{activateToken, password}`: sets the invited
+/// user's first password and logs it in (a token pair, as ThingsBoard answers). Attempts count
+/// against the address as logins do; the password policy is checked before the token is used,
+/// so a refused password leaves the link working.
+pub async fn activate(State(state): State<AppState>, request: Request) -> Response {
+    let ip = peer_ip(&request);
+    match activate_inner(&state, ip, request).await {
+        Ok(pair) => Json(pair).into_response(),
+        Err(response) => {
+            if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                tokio::time::sleep(REFUSAL_DELAY).await;
+            }
+            response
+        }
+    }
+}
+
+async fn activate_inner(state: &AppState, ip: IpAddr, request: Request) -> Result<Value, Response> {
+    let body = axum::body::to_bytes(request.into_body(), 64 * 1024)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}")).into_response())?;
+    let body = parse_body(&body).map_err(IntoResponse::into_response)?;
+    let field = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
+    let token = field("activateToken").ok_or_else(|| ApiError::bad_request("Field 'activateToken' is required").into_response())?;
+    let password = field("password").ok_or_else(|| ApiError::bad_request("Field 'password' is required").into_response())?;
+    let jwt = &state.jwt;
+    jwt.limits.admit_address(ip).map_err(|retry| too_many_requests("Too many failed login attempts from this address", retry))?;
+    password::check_policy(&password).map_err(|e| {
+        jwt.limits.refund_address(ip);
+        ApiError::bad_request(e).into_response()
+    })?;
+    let hash = jwt.hashing.hash(password).await.map_err(|e| {
+        jwt.limits.refund_address(ip);
+        hash_refused(e)
+    })?;
+    let store = state.store.clone();
+    let token_hash = super::users::token_hash(&token);
+    let now = coapgate_storage::now_millis();
+    let activation = blocking(move || store.activate_user(&token_hash, now, &hash)).await.map_err(IntoResponse::into_response)?;
+    let user = match activation {
+        Activation::Activated(user) => user,
+        // A wrong token counts against the address (it stays counted); ThingsBoard's messages.
+        Activation::Unknown => {
+            return Err(ApiError::bad_request(format!("Unable to find user credentials by activateToken [{token}]")).into_response());
+        }
+        Activation::Expired => return Err(ApiError::bad_request("Activation token expired").into_response()),
+    };
+    jwt.limits.refund_address(ip);
+    if !user.enabled {
+        return Err(ApiError::unauthorized("User account is not active", 10).into_response());
+    }
+    jwt.start_session(&user, state.store.tenant_id()).await.map_err(IntoResponse::into_response)
 }
 
 /// `POST /api/auth/logout`: ends the token's session, so neither its access token nor its

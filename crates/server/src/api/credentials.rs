@@ -4,7 +4,7 @@
 //! asked for; coapgate's own devices talk through integrations, so the token authenticates
 //! nothing here, but provisioning scripts written for ThingsBoard read and set it.
 
-use axum::Json;
+use axum::{Extension, Json};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use coapgate_storage::Store;
@@ -12,6 +12,7 @@ use coapgate_storage::model::DeviceCredentials;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::authority::Caller;
 use super::{ApiError, ApiResult, AppState, blocking, json as tb, parse_body, parse_uuid};
 
 /// ThingsBoard's bound on an access token's length.
@@ -61,17 +62,19 @@ fn to_json(c: &DeviceCredentials) -> Value {
     })
 }
 
-pub async fn get_credentials(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+/// `GET /api/device/{deviceId}/credentials`: for the tenant, or the device's customer's users
+/// (ThingsBoard's READ_CREDENTIALS).
+pub async fn get_credentials(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let device_id = parse_uuid(&id)?;
     let store = state.store.clone();
-    let credentials = blocking(move || {
-        if store.device(device_id)?.is_none() {
-            return Err(coapgate_storage::StorageError::NotFound);
-        }
-        credentials_of(store.as_ref(), device_id).map(Some)
-    })
-    .await?
-    .ok_or_else(ApiError::item_not_found)?;
+    let owner = blocking(move || store.device(device_id)).await?.ok_or_else(ApiError::item_not_found)?.customer_id;
+    caller.require_owner(owner)?;
+    let store = state.store.clone();
+    let credentials = blocking(move || credentials_of(store.as_ref(), device_id)).await?;
     Ok(Json(to_json(&credentials)))
 }
 

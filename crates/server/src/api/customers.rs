@@ -3,7 +3,7 @@
 //! assigns devices and assets to them (ThingsBoard CE's assign/unassign paths, and PE's owner
 //! change, which `tb-rest-client`'s `assign_device_to_customer` calls).
 
-use axum::Json;
+use axum::{Extension, Json};
 use axum::body::Bytes;
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::StatusCode;
@@ -13,6 +13,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::entities::{opt_entity_id, opt_str};
+use super::authority::Caller;
 use super::{ApiError, ApiResult, AppState, Query, blocking, json as tb, page_query, parse_body, parse_uuid};
 
 pub async fn list_customers(State(state): State<AppState>, QueryParams(q): QueryParams<Query>) -> ApiResult<Json<Value>> {
@@ -39,12 +40,18 @@ pub async fn existing_customer(state: &AppState, id: &str) -> ApiResult<Customer
     blocking(move || store.customer(id)).await?.ok_or_else(ApiError::item_not_found)
 }
 
-pub async fn get_customer(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get_customer(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let c = existing_customer(&state, &id).await?;
+    caller.require_owner(Some(c.id))?;
     Ok(Json(tb::customer(&c, state.store.tenant_id())))
 }
 
-/// Deletes the customer and the groups it owns; its devices and assets go back to the tenant.
+/// Deletes the customer, the groups it owns and its users (their tokens stop working); its
+/// devices and assets go back to the tenant.
 pub async fn delete_customer(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id = parse_uuid(&id)?;
     let store = state.store.clone();
@@ -57,10 +64,12 @@ pub async fn delete_customer(State(state): State<AppState>, Path(id): Path<Strin
 /// `GET /api/customer/{customerId}/devices`: `PageData<Device>`, optionally of one `type`.
 pub async fn customer_devices(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     QueryParams(q): QueryParams<Query>,
 ) -> ApiResult<Json<Value>> {
     let customer: Uuid = existing_customer(&state, &id).await?.id;
+    caller.require_owner(Some(customer))?;
     let query = page_query(&q)?;
     let device_type = q.get("type").cloned();
     let store = state.store.clone();
@@ -72,10 +81,12 @@ pub async fn customer_devices(
 /// `GET /api/customer/{customerId}/assets`: `PageData<Asset>`, optionally of one `type`.
 pub async fn customer_assets(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     QueryParams(q): QueryParams<Query>,
 ) -> ApiResult<Json<Value>> {
     let customer: Uuid = existing_customer(&state, &id).await?.id;
+    caller.require_owner(Some(customer))?;
     let query = page_query(&q)?;
     let asset_type = q.get("type").cloned();
     let store = state.store.clone();

@@ -3,7 +3,7 @@
 //! Saving a converter or an integration reloads the routing table before answering, so the
 //! change is live for the next CoAP request.
 
-use axum::Json;
+use axum::{Extension, Json};
 use axum::body::Bytes;
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::StatusCode;
@@ -14,6 +14,7 @@ use coapgate_storage::StorageError;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::authority::Caller;
 use super::{ApiError, ApiResult, AppState, Query, blocking, json as tb, page_query, parse_body, parse_uuid};
 use crate::events::DebugSettings;
 use crate::registry::{SecurityMode, endpoint_url};
@@ -493,10 +494,15 @@ pub async fn device_by_name(State(state): State<AppState>, QueryParams(q): Query
     Ok(Json(tb::device(&d, state.store.tenant_id())))
 }
 
-pub async fn get_device(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get_device(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let id = parse_uuid(&id)?;
     let store = state.store.clone();
     let d = blocking(move || store.device(id)).await?.ok_or_else(ApiError::item_not_found)?;
+    caller.require_owner(d.customer_id)?;
     Ok(Json(tb::device(&d, state.store.tenant_id())))
 }
 
@@ -714,7 +720,13 @@ pub async fn device_types(State(state): State<AppState>) -> ApiResult<Json<Value
 /// `DeviceInfo`s — the device with its customer's title and profile name — optionally of one
 /// `deviceProfileId`: the tenant's own devices, and its customers' too with `includeCustomers=true`
 /// (the PE client's documented default is false).
-pub async fn all_device_infos(State(state): State<AppState>, QueryParams(q): QueryParams<Query>) -> ApiResult<Json<Value>> {
+/// PE's `GET /api/deviceInfos/all`: the tenant's devices (with `includeCustomers`, or only the
+/// unassigned ones), or a customer user's customer's devices.
+pub async fn all_device_infos(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    QueryParams(q): QueryParams<Query>,
+) -> ApiResult<Json<Value>> {
     let query = page_query(&q)?;
     let profile_id = q.get("deviceProfileId").filter(|p| !p.is_empty()).map(|p| parse_uuid(p)).transpose()?;
     let include_customers = super::query_bool(&q, "includeCustomers")?.unwrap_or(false);
@@ -724,7 +736,9 @@ pub async fn all_device_infos(State(state): State<AppState>, QueryParams(q): Que
             Some(id) => Some(store.device_profile(id)?.ok_or(StorageError::NotFound)?.name),
             None => None,
         };
-        let page = if include_customers {
+        let page = if let Some(customer) = caller.customer() {
+            store.customer_devices(customer, &query, device_type.as_deref())?
+        } else if include_customers {
             store.devices(&query, device_type.as_deref())?
         } else {
             store.unassigned_devices(&query, device_type.as_deref())?

@@ -9,7 +9,7 @@
 //! alarm fields) is refused with 400 naming it, never ignored: a dashboard silently showing
 //! unfiltered entities would be worse.
 
-use axum::Json;
+use axum::{Extension, Json};
 use axum::body::Bytes;
 use axum::extract::{Query as QueryParams, State};
 use coapgate_storage::Store;
@@ -20,6 +20,7 @@ use coapgate_storage::model::{Page, TsValue};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::authority::Caller;
 use super::{ApiError, ApiResult, AppState, Query, blocking, parse_body, parse_uuid, query_bool};
 
 /// `/find/keys` looks at the first 100 matches, as ThingsBoard's controller does.
@@ -390,6 +391,7 @@ pub(super) fn data_query(body: &Map<String, Value>) -> ApiResult<DataQuery> {
             sort,
             key_filters,
             key_filters_any,
+            owner: None,
         },
         entity_fields,
         latest_values,
@@ -454,8 +456,9 @@ fn latest_of(
     Ok(Value::Object(latest))
 }
 
-pub async fn find(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
-    let q = data_query(&parse_body(&body)?)?;
+pub async fn find(State(state): State<AppState>, Extension(caller): Extension<Caller>, body: Bytes) -> ApiResult<Json<Value>> {
+    let mut q = data_query(&parse_body(&body)?)?;
+    q.query.owner = caller.customer();
     let store = state.store.clone();
     let page = blocking(move || {
         let page = store.query_entities(&q.query)?;
@@ -491,7 +494,7 @@ pub(super) fn page_json(store: &dyn Store, q: &DataQuery, page: &Page<EntityRow>
     }))
 }
 
-pub async fn count(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn count(State(state): State<AppState>, Extension(caller): Extension<Caller>, body: Bytes) -> ApiResult<Json<Value>> {
     let body = parse_body(&body)?;
     let filter = entity_filter(&body)?;
     let (key_filters, key_filters_any) = key_filters(&body)?;
@@ -505,6 +508,7 @@ pub async fn count(State(state): State<AppState>, body: Bytes) -> ApiResult<Json
         sort: None,
         key_filters,
         key_filters_any,
+        owner: caller.customer(),
     };
     let store = state.store.clone();
     let page = blocking(move || store.query_entities(&query)).await?;
@@ -513,8 +517,14 @@ pub async fn count(State(state): State<AppState>, body: Bytes) -> ApiResult<Json
 
 /// `AvailableEntityKeys`: the time-series and attribute keys of the first 100 matches, sorted
 /// and unique; attributes of one scope when `scope` is given.
-pub async fn find_keys(State(state): State<AppState>, QueryParams(params): QueryParams<Query>, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn find_keys(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    QueryParams(params): QueryParams<Query>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let mut q = data_query(&parse_body(&body)?)?;
+    q.query.owner = caller.customer();
     let timeseries = query_bool(&params, "timeseries")?.ok_or_else(|| ApiError::bad_request("Required request parameter 'timeseries' for method parameter type boolean is not present"))?;
     let attributes = query_bool(&params, "attributes")?.ok_or_else(|| ApiError::bad_request("Required request parameter 'attributes' for method parameter type boolean is not present"))?;
     let scope = match params.get("scope").map(String::as_str).filter(|s| !s.is_empty()) {

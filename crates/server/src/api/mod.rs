@@ -22,6 +22,7 @@ mod remote_settings;
 mod script_check;
 mod sessions;
 mod telemetry;
+mod users;
 mod ws;
 
 use std::collections::HashMap;
@@ -137,6 +138,18 @@ fn protected_routes() -> Routes {
         .add(Method::POST, "/api/entitiesQuery/find", Any, post(entity_query::find))
         .add(Method::POST, "/api/entitiesQuery/count", Any, post(entity_query::count))
         .add(Method::POST, "/api/entitiesQuery/find/keys", Any, post(entity_query::find_keys))
+        // Users (api/users.rs): customer users read their customer's users and change themselves.
+        .add(Method::POST, "/api/user", Any, post(users::save_user))
+        .add(Method::GET, "/api/user/users", Any, get(users::list_users))
+        .add(Method::POST, "/api/user/sendActivationMail", Tenant, post(users::send_activation_mail))
+        .add(Method::GET, "/api/users", Any, get(users::list_users))
+        .add(Method::GET, "/api/user/{id}", Any, get(users::get_user))
+        .add(Method::DELETE, "/api/user/{id}", Tenant, delete(users::delete_user))
+        .add(Method::GET, "/api/user/{id}/activationLink", Tenant, get(users::activation_link))
+        .add(Method::GET, "/api/user/{id}/activationLinkInfo", Tenant, get(users::activation_link_info))
+        .add(Method::POST, "/api/user/{id}/userCredentialsEnabled", Tenant, post(users::set_credentials_enabled))
+        .add(Method::GET, "/api/customer/{id}/users", Tenant, get(users::customer_users))
+        .add(Method::GET, "/api/tenant/{id}/users", Tenant, get(users::tenant_admins))
         .add(Method::GET, "/api/plugins/telemetry/{entity_type}/{entity_id}/keys/timeseries", Any, get(telemetry::timeseries_keys))
         .add(Method::GET, "/api/plugins/telemetry/{entity_type}/{entity_id}/values/timeseries", Any, get(telemetry::timeseries_values))
         .add(Method::GET, "/api/plugins/telemetry/{entity_type}/{entity_id}/values/timeseries/history", Any, get(telemetry::timeseries_values))
@@ -169,6 +182,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/token", post(auth::refresh))
+        // An invited user has no token yet: activation is a login of its own, rate-limited as one.
+        .route("/api/noauth/activate", get(users::activation_page).post(auth::activate))
         // The WebSocket API authenticates itself: a token in the URL or in its first message.
         .route("/api/ws", get(ws::upgrade))
         .route("/api/ws/plugins/telemetry", get(ws::upgrade))

@@ -7,32 +7,38 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::Extension;
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::StatusCode;
 use coapgate_storage::model::{EntityKind, HistoryQuery, KvValue, TimeseriesDeletion, TsValue};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::authority::Caller;
 use super::{ApiError, ApiResult, AppState, Query, blocking, parse_uuid, query_bool, query_number};
 
-/// Checks the entity exists (where coapgate stores that kind) and returns its id.
-pub(super) async fn entity(state: &AppState, entity_type: &str, entity_id: &str) -> ApiResult<Uuid> {
+/// The entity a telemetry path names: 404 when it does not exist, then 403 when the caller may
+/// not reach it (a customer user reaches its customer's devices and assets and the customer
+/// itself; ThingsBoard checks in the same order).
+pub(super) async fn entity(state: &AppState, caller: Caller, entity_type: &str, entity_id: &str) -> ApiResult<Uuid> {
     if entity_type == "CUSTOMER" {
-        return Ok(super::customers::existing_customer(state, entity_id).await?.id);
+        let id = super::customers::existing_customer(state, entity_id).await?.id;
+        caller.require_owner(Some(id))?;
+        return Ok(id);
     }
     let kind = EntityKind::parse(entity_type)
         .ok_or_else(|| ApiError::bad_request(format!("Unsupported entity type '{entity_type}'")))?;
     let id = parse_uuid(entity_id)?;
     let store = state.store.clone();
-    let exists = match kind {
-        EntityKind::Device => blocking(move || store.device(id)).await?.is_some(),
-        EntityKind::Integration => blocking(move || store.integration(id)).await?.is_some(),
-        EntityKind::Converter => blocking(move || store.converter(id)).await?.is_some(),
-        EntityKind::Asset => blocking(move || store.asset(id)).await?.is_some(),
+    // Some(owner) when the entity exists; integrations and converters belong to the tenant.
+    let owner: Option<Option<Uuid>> = match kind {
+        EntityKind::Device => blocking(move || store.device(id)).await?.map(|d| d.customer_id),
+        EntityKind::Asset => blocking(move || store.asset(id)).await?.map(|a| a.customer_id),
+        EntityKind::Integration => blocking(move || store.integration(id)).await?.map(|_| None),
+        EntityKind::Converter => blocking(move || store.converter(id)).await?.map(|_| None),
     };
-    if !exists {
-        return Err(ApiError::item_not_found());
-    }
+    let owner = owner.ok_or_else(ApiError::item_not_found)?;
+    caller.require_owner(owner)?;
     Ok(id)
 }
 
@@ -48,8 +54,12 @@ fn value_json(v: &KvValue, strict: bool) -> Value {
     if strict { v.to_json() } else { Value::String(v.to_display_string()) }
 }
 
-pub async fn timeseries_keys(State(state): State<AppState>, Path((t, id)): Path<(String, String)>) -> ApiResult<Json<Value>> {
-    let id = entity(&state, &t, &id).await?;
+pub async fn timeseries_keys(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((t, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let id = entity(&state, caller, &t, &id).await?;
     let store = state.store.clone();
     Ok(Json(json!(blocking(move || store.timeseries_keys(id)).await?)))
 }
@@ -57,10 +67,11 @@ pub async fn timeseries_keys(State(state): State<AppState>, Path((t, id)): Path<
 /// Latest values without `startTs`, history with it.
 pub async fn timeseries_values(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((t, id)): Path<(String, String)>,
     QueryParams(q): QueryParams<Query>,
 ) -> ApiResult<Json<Value>> {
-    let id = entity(&state, &t, &id).await?;
+    let id = entity(&state, caller, &t, &id).await?;
     let strict = query_bool(&q, "useStrictDataTypes")?.unwrap_or(false);
     let keys = keys_param(&q);
     let start_ts: Option<i64> = query_number(&q, "startTs")?;
@@ -301,19 +312,24 @@ fn aggregate(points: &[TsValue], agg: &str, buckets: &Buckets) -> Vec<TsValue> {
         .collect()
 }
 
-pub async fn attribute_keys(State(state): State<AppState>, Path((t, id)): Path<(String, String)>) -> ApiResult<Json<Value>> {
-    keys_of(state, t, id, None).await
+pub async fn attribute_keys(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((t, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    keys_of(state, caller, t, id, None).await
 }
 
 pub async fn attribute_keys_scoped(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((t, id, scope)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
-    keys_of(state, t, id, Some(scope)).await
+    keys_of(state, caller, t, id, Some(scope)).await
 }
 
-async fn keys_of(state: AppState, t: String, id: String, scope: Option<String>) -> ApiResult<Json<Value>> {
-    let id = entity(&state, &t, &id).await?;
+async fn keys_of(state: AppState, caller: Caller, t: String, id: String, scope: Option<String>) -> ApiResult<Json<Value>> {
+    let id = entity(&state, caller, &t, &id).await?;
     let scope = scope.map(check_scope).transpose()?;
     let store = state.store.clone();
     Ok(Json(json!(blocking(move || store.attribute_keys(id, scope.as_deref())).await?)))
@@ -321,22 +337,24 @@ async fn keys_of(state: AppState, t: String, id: String, scope: Option<String>) 
 
 pub async fn attribute_values(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((t, id)): Path<(String, String)>,
     QueryParams(q): QueryParams<Query>,
 ) -> ApiResult<Json<Value>> {
-    values_of(state, t, id, None, q).await
+    values_of(state, caller, t, id, None, q).await
 }
 
 pub async fn attribute_values_scoped(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((t, id, scope)): Path<(String, String, String)>,
     QueryParams(q): QueryParams<Query>,
 ) -> ApiResult<Json<Value>> {
-    values_of(state, t, id, Some(scope), q).await
+    values_of(state, caller, t, id, Some(scope), q).await
 }
 
-async fn values_of(state: AppState, t: String, id: String, scope: Option<String>, q: Query) -> ApiResult<Json<Value>> {
-    let id = entity(&state, &t, &id).await?;
+async fn values_of(state: AppState, caller: Caller, t: String, id: String, scope: Option<String>, q: Query) -> ApiResult<Json<Value>> {
+    let id = entity(&state, caller, &t, &id).await?;
     let scope = scope.map(check_scope).transpose()?;
     let keys = keys_param(&q);
     let store = state.store.clone();
@@ -354,6 +372,7 @@ async fn values_of(state: AppState, t: String, id: String, scope: Option<String>
 /// Devices report `CLIENT_SCOPE` themselves; the API writes the server and shared scopes.
 pub async fn save_attributes(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((t, id, scope)): Path<(String, String, String)>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
@@ -361,7 +380,7 @@ pub async fn save_attributes(
     if scope != "SERVER_SCOPE" && scope != "SHARED_SCOPE" {
         return Err(ApiError::bad_request(format!("Invalid scope: {scope}")));
     }
-    let id = entity(&state, &t, &id).await?;
+    let id = entity(&state, caller, &t, &id).await?;
     let body = super::parse_body(&body)?;
     let values: Vec<(String, KvValue)> = body.iter().filter_map(|(k, v)| KvValue::from_json(v).map(|kv| (k.clone(), kv))).collect();
     check_keys(values.iter().map(|(k, _)| k))?;
@@ -380,10 +399,11 @@ pub async fn save_attributes(
 /// scope is ThingsBoard's `ANY`, whatever it says.
 pub async fn save_timeseries(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((t, id, _scope)): Path<(String, String, String)>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    let id = entity(&state, &t, &id).await?;
+    let id = entity(&state, caller, &t, &id).await?;
     let body: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}")))?;
     let points = crate::uplink::telemetry(&body, coapgate_storage::now_millis())
         .map_err(|e| ApiError::bad_request(format!("Invalid request body: {}", e.to_string().replace("'telemetry", "'body"))))?;
@@ -401,33 +421,36 @@ pub async fn save_timeseries(
 /// for a device.
 pub async fn save_device_attributes(
     state: State<AppState>,
+    caller: Extension<Caller>,
     Path((id, scope)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    save_attributes(state, Path(("DEVICE".to_string(), id, scope)), body).await
+    save_attributes(state, caller, Path(("DEVICE".to_string(), id, scope)), body).await
 }
 
 /// `POST …/timeseries/{scope}/{ttl}`: as without a TTL. ThingsBoard on SQL storage ignores a
 /// point's TTL too (only Cassandra keeps one); points expire by the configured retention.
 pub async fn save_timeseries_with_ttl(
     state: State<AppState>,
+    caller: Extension<Caller>,
     Path((t, id, scope, ttl)): Path<(String, String, String, String)>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     ttl.parse::<i64>().map_err(|_| ApiError::bad_request(format!("Parameter 'ttl' must be a number, not '{ttl}'")))?;
-    save_timeseries(state, Path((t, id, scope)), body).await
+    save_timeseries(state, caller, Path((t, id, scope)), body).await
 }
 
 /// `DELETE /api/plugins/telemetry/{entityType}/{entityId}/{scope}?keys=`: attributes of any
 /// scope, the devices' own CLIENT_SCOPE included, as ThingsBoard allows.
 pub async fn delete_attributes(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((t, id, scope)): Path<(String, String, String)>,
     QueryParams(q): QueryParams<Query>,
 ) -> ApiResult<StatusCode> {
     let scope = check_scope(scope)?;
     let keys = keys_param(&q).ok_or_else(|| empty_keys(&q))?;
-    let id = entity(&state, &t, &id).await?;
+    let id = entity(&state, caller, &t, &id).await?;
     let store = state.store.clone();
     blocking(move || store.delete_attributes(id, &scope, &keys)).await?;
     Ok(StatusCode::OK)
@@ -436,10 +459,11 @@ pub async fn delete_attributes(
 /// `DELETE /api/plugins/telemetry/{deviceId}/{scope}?keys=`: the device form of the above.
 pub async fn delete_device_attributes(
     state: State<AppState>,
+    caller: Extension<Caller>,
     Path((id, scope)): Path<(String, String)>,
     q: QueryParams<Query>,
 ) -> ApiResult<StatusCode> {
-    delete_attributes(state, Path(("DEVICE".to_string(), id, scope)), q).await
+    delete_attributes(state, caller, Path(("DEVICE".to_string(), id, scope)), q).await
 }
 
 /// ThingsBoard's 400 for a missing or empty `keys`.
@@ -453,6 +477,7 @@ fn empty_keys(q: &Query) -> ApiError {
 /// point left before the range with `rewriteLatestIfDeleted=true`.
 pub async fn delete_timeseries(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((t, id)): Path<(String, String)>,
     QueryParams(q): QueryParams<Query>,
 ) -> ApiResult<StatusCode> {
@@ -477,7 +502,7 @@ pub async fn delete_timeseries(
         delete_latest: query_bool(&q, "deleteLatest")?.unwrap_or(true),
         rewrite_latest: query_bool(&q, "rewriteLatestIfDeleted")?.unwrap_or(false),
     };
-    let id = entity(&state, &t, &id).await?;
+    let id = entity(&state, caller, &t, &id).await?;
     let store = state.store.clone();
     blocking(move || store.delete_timeseries(id, &delete)).await?;
     Ok(StatusCode::OK)

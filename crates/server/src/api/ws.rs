@@ -41,10 +41,11 @@ use axum::extract::{ConnectInfo, Query as QueryParams, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
-use coapgate_storage::model::{KvValue, Millis};
+use coapgate_storage::model::{KvValue, Millis, User};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::authority::Caller;
 use super::{ApiError, AppState, Query, auth, blocking, entity_query};
 use crate::live::{Change, ChangeData, Inbox, KillSignal};
 
@@ -93,7 +94,7 @@ pub async fn upgrade(
 ) -> Response {
     let user = match q.get("token").filter(|t| !t.is_empty()) {
         Some(token) => match auth::authenticate(&state, token).await {
-            Ok((user, _)) => Some(user.email),
+            Ok((user, _)) => Some(user),
             Err(e) => return e.into_response(),
         },
         None => None,
@@ -120,6 +121,7 @@ pub async fn upgrade(
                 inbox,
                 peer,
                 user: String::new(),
+                caller: None,
                 subscriptions: BTreeMap::new(),
                 watching: HashMap::new(),
             };
@@ -173,6 +175,9 @@ struct Session {
     peer: SocketAddr,
     /// The user's name, for log lines.
     user: String,
+    /// Who authenticated the session: what its subscriptions may reach ([`Caller`]). Set before
+    /// any command is handled.
+    caller: Option<Caller>,
     subscriptions: BTreeMap<i64, Subscription>,
     /// Subscriptions per watched entity: the hub is told when the first starts and the last ends.
     watching: HashMap<Uuid, usize>,
@@ -197,10 +202,10 @@ enum End {
 }
 
 impl Session {
-    async fn run(mut self, user: Option<String>) {
+    async fn run(mut self, user: Option<User>) {
         let first = match user {
             Some(user) => {
-                self.user = user;
+                self.signed_in(user);
                 None
             }
             None => match self.authenticate().await {
@@ -261,7 +266,7 @@ impl Session {
         }
         match auth::authenticate(&self.state, token).await {
             Ok((user, _)) => {
-                self.user = user.email;
+                self.signed_in(user);
                 Some(message)
             }
             Err(e) => {
@@ -330,6 +335,17 @@ impl Session {
     }
 
     /// Sends a close frame if the socket takes it within [`CLOSE_TIMEOUT`].
+    fn signed_in(&mut self, user: User) {
+        self.caller = Some(Caller::of(&user));
+        self.user = user.email;
+    }
+
+    /// The session's caller; a session handles commands only once authenticated, and a missing
+    /// caller (never expected) reaches nothing.
+    fn caller(&self) -> Caller {
+        self.caller.unwrap_or(Caller::CustomerUser { user: Uuid::nil(), customer: Uuid::nil() })
+    }
+
     async fn close(&mut self, code: u16, reason: &str) {
         let frame = CloseFrame { code, reason: reason.chars().take(120).collect::<String>().into() };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
@@ -399,7 +415,7 @@ impl Session {
             return self.send(error(cmd_id, BAD_REQUEST, "Device id is empty!")).await;
         }
         let failed = if kind == "ATTRIBUTES" { "Failed to fetch attributes!" } else { "Failed to fetch data!" };
-        let Some(entity) = super::telemetry::entity(&self.state, &text(cmd, "entityType"), &entity_id).await.ok() else {
+        let Some(entity) = super::telemetry::entity(&self.state, self.caller(), &text(cmd, "entityType"), &entity_id).await.ok() else {
             return self.send(error(cmd_id, INTERNAL_ERROR, failed)).await;
         };
         if !self.subscriptions.contains_key(&cmd_id) && self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
@@ -515,6 +531,7 @@ impl Session {
             Ok(q) => q,
             Err(e) => return self.send(entity_error(cmd_id, BAD_REQUEST, &e.message)).await,
         };
+        q.query.owner = self.caller().customer();
         // Each entity on the page is watched: a page is at most `allowedEntities` long.
         q.query.page_size = q.query.page_size.min(MAX_SUBSCRIPTIONS as u32);
         if !self.subscriptions.contains_key(&cmd_id) && self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
@@ -603,7 +620,7 @@ impl Session {
         let Some(keys) = keys(cmd) else {
             return self.send(error(cmd_id, BAD_REQUEST, "Keys are empty!")).await;
         };
-        let Some(entity) = super::telemetry::entity(&self.state, &text(cmd, "entityType"), &entity_id).await.ok() else {
+        let Some(entity) = super::telemetry::entity(&self.state, self.caller(), &text(cmd, "entityType"), &entity_id).await.ok() else {
             return self.send(error(cmd_id, INTERNAL_ERROR, "Failed to fetch data!")).await;
         };
         let (start_ts, end_ts) = (number(cmd, "startTs"), number(cmd, "endTs"));

@@ -735,7 +735,97 @@ impl Store for PgStore {
     }
 
     fn set_user_password_hash(&self, id: Uuid, password_hash: &str) -> Result<bool> {
-        self.with_conn(|c| Ok(c.execute("UPDATE app_user SET password_hash = $2 WHERE id = $1", &[&id, &password_hash])? > 0))
+        self.with_conn(|c| {
+            let mut tx = c.client.transaction().map_err(pg)?;
+            let n = tx.execute("UPDATE app_user SET password_hash = $2 WHERE id = $1", &[&id, &password_hash]).map_err(pg)?;
+            tx.execute("DELETE FROM user_activation WHERE user_id = $1", &[&id]).map_err(pg)?;
+            tx.commit().map_err(pg)?;
+            Ok(n > 0)
+        })
+    }
+
+    fn users(&self, filter: UserFilter, query: &PageQuery) -> Result<Page<User>> {
+        let filters: Vec<(&str, Box<dyn ToSql + Sync>)> = match filter {
+            UserFilter::All => Vec::new(),
+            UserFilter::TenantAdmins => vec![("authority = ?", Box::new("TENANT_ADMIN".to_string()))],
+            UserFilter::Customer(customer) => vec![("customer_id = ?", Box::new(customer))],
+        };
+        self.page(&USERS, query, filters, user_from_row)
+    }
+
+    fn update_user(&self, u: &User) -> Result<bool> {
+        self.with_conn(|c| {
+            let n = c
+                .client
+                .execute(
+                    "UPDATE app_user SET email = $2, first_name = $3, last_name = $4 WHERE id = $1",
+                    &[&u.id, &u.email, &u.first_name, &u.last_name],
+                )
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        StorageError::Conflict("User with such email already exists!".into())
+                    } else {
+                        pg(e)
+                    }
+                })?;
+            Ok(n > 0)
+        })
+    }
+
+    fn set_user_enabled(&self, id: Uuid, enabled: bool) -> Result<bool> {
+        self.with_conn(|c| Ok(c.execute("UPDATE app_user SET enabled = $2 WHERE id = $1", &[&id, &enabled])? > 0))
+    }
+
+    fn delete_user(&self, id: Uuid) -> Result<bool> {
+        self.with_conn(|c| {
+            let mut tx = c.client.transaction().map_err(pg)?;
+            let n = tx.execute("DELETE FROM app_user WHERE id = $1", &[&id]).map_err(pg)?;
+            tx.execute("DELETE FROM user_activation WHERE user_id = $1", &[&id]).map_err(pg)?;
+            tx.commit().map_err(pg)?;
+            Ok(n > 0)
+        })
+    }
+
+    fn set_activation_token(&self, user_id: Uuid, token_hash: &str, expires: Millis) -> Result<bool> {
+        self.with_conn(|c| {
+            // Inserted only while the user exists, in one statement: a user deleted meanwhile
+            // leaves no invitation behind.
+            let n = c.execute(
+                "INSERT INTO user_activation (user_id, token_hash, expires) SELECT id, $2, $3 FROM app_user WHERE id = $1 \
+                 ON CONFLICT (user_id) DO UPDATE SET token_hash = excluded.token_hash, expires = excluded.expires",
+                &[&user_id, &token_hash, &expires],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    fn activate_user(&self, token_hash: &str, now: Millis, password_hash: &str) -> Result<Activation> {
+        self.with_conn(|c| {
+            let mut tx = c.client.transaction().map_err(pg)?;
+            // The DELETE is the one step that decides: of two requests with the same token, one
+            // deletes the row and the other finds none.
+            let taken = tx
+                .query_opt("DELETE FROM user_activation WHERE token_hash = $1 AND expires > $2 RETURNING user_id", &[&token_hash, &now])
+                .map_err(pg)?;
+            let Some(taken) = taken else {
+                let expired = tx
+                    .query_opt("SELECT 1 FROM user_activation WHERE token_hash = $1", &[&token_hash])
+                    .map_err(pg)?
+                    .is_some();
+                return Ok(if expired { Activation::Expired } else { Activation::Unknown });
+            };
+            let user_id: Uuid = taken.get(0);
+            let user = tx
+                .query_opt(
+                    &format!("UPDATE app_user SET password_hash = $2 WHERE id = $1 RETURNING {USER_COLUMNS}"),
+                    &[&user_id, &password_hash],
+                )
+                .map_err(pg)?
+                .as_ref()
+                .map(user_from_row);
+            tx.commit().map_err(pg)?;
+            Ok(user.map_or(Activation::Unknown, Activation::Activated))
+        })
     }
 
     fn save_converter(&self, v: &Converter) -> Result<()> {
@@ -1017,6 +1107,8 @@ impl Store for PgStore {
                     "UPDATE asset SET customer_id = NULL WHERE customer_id = $1",
                     "DELETE FROM entity_group_member WHERE group_id IN (SELECT id FROM entity_group WHERE owner_id = $1)",
                     "DELETE FROM entity_group WHERE owner_id = $1",
+                    "DELETE FROM user_activation WHERE user_id IN (SELECT id FROM app_user WHERE customer_id = $1)",
+                    "DELETE FROM app_user WHERE customer_id = $1",
                 ] {
                     tx.execute(sql, &[&id]).map_err(pg)?;
                 }
@@ -1430,6 +1522,10 @@ impl Store for PgStore {
         Ok(Some(Box::new(PgConfigWatch { config: self.config.clone(), conn: None, node: Uuid::new_v4() })))
     }
 
+    fn live_channel(&self) -> Result<Option<Box<dyn crate::LiveChannel>>> {
+        Ok(Some(Box::new(PgLiveChannel { config: self.config.clone(), conn: None })))
+    }
+
     fn await_config_applied(&self, within: std::time::Duration) -> Result<bool> {
         let deadline = std::time::Instant::now() + within;
         self.with_conn(|c| {
@@ -1452,6 +1548,73 @@ impl Store for PgStore {
 
     fn uplink_writer(&self) -> Result<Box<dyn UplinkWriter>> {
         Ok(Box::new(PgUplinkWriter::open(&self.config)?))
+    }
+}
+
+/// What nodes tell each other for live subscriptions (`LiveChannel`).
+const LIVE_CHANNEL: &str = "coapgate_live";
+
+/// A connection of its own, opened on first use and again after a loss; the receiving end
+/// `LISTEN`s on [`LIVE_CHANNEL`].
+struct PgLiveChannel {
+    config: PgConfig,
+    conn: Option<Conn>,
+}
+
+impl PgLiveChannel {
+    fn conn(&mut self, listen: bool) -> Result<&mut Conn> {
+        if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+            let mut conn = Conn::open(&self.config)?;
+            if listen {
+                conn.client.batch_execute(&format!("LISTEN {LIVE_CHANNEL}")).map_err(pg)?;
+            }
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("opened above"))
+    }
+}
+
+impl crate::LiveChannel for PgLiveChannel {
+    fn send(&mut self, payloads: &[String]) -> Result<()> {
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        let conn = self.conn(false)?;
+        // Autocommit: each statement's notifications go out when it ends, in one round trip.
+        let result = conn
+            .client
+            .execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", &[&LIVE_CHANNEL, &payloads]);
+        result.map(|_| ()).map_err(|e| {
+            self.conn = None;
+            pg(e)
+        })
+    }
+
+    fn receive(&mut self, timeout: std::time::Duration) -> Result<Vec<String>> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let mut out = Vec::new();
+        let result = {
+            let conn = self.conn(true)?;
+            let mut notifications = conn.client.notifications();
+            let first = notifications.timeout_iter(timeout).next();
+            first.and_then(|first| {
+                if let Some(n) = first {
+                    out.push(n.payload().to_string());
+                    let mut rest = notifications.iter();
+                    while let Some(n) = rest.next()? {
+                        out.push(n.payload().to_string());
+                    }
+                }
+                Ok(())
+            })
+        };
+        match result {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                self.conn = None;
+                Err(pg(e))
+            }
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::{Result, StorageError};
 const MIGRATION_LOCK: i64 = 0x636f_6170_6d69_6700; // "coapmig\0"
 
 /// `(version, SQL)`, in order. Never edit a step that has shipped: add one.
-pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
+pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)];
 
 /// Text columns that lists sort by use the "C" collation: byte order, as SQLite's default
 /// BINARY collation sorts (the database's own locale could sort "alpha" before "Mid").
@@ -146,6 +146,12 @@ CREATE TABLE device_credentials (
 const V5: &str = r#"
 ALTER TABLE app_user ADD COLUMN customer_id uuid;
 ALTER TABLE app_user ADD COLUMN enabled boolean NOT NULL DEFAULT true;
+"#;
+
+/// A user's pending invitation: a hash of its activation token, never the token.
+const V6: &str = r#"
+CREATE TABLE user_activation (
+    user_id uuid PRIMARY KEY, token_hash text NOT NULL UNIQUE, expires bigint NOT NULL);
 "#;
 
 /// Brings the schema to the newest version and makes the rows every store needs (tenant id,
