@@ -17,21 +17,26 @@ pub fn restrict_new_files() {
     }
 }
 
-/// Removes group and other permissions from the data directory, the database's directory and
-/// the files directly in them. Failures are logged, not fatal: a read-only mount still starts.
+/// Removes group and other permissions from the data directory and the files directly in it,
+/// and from the SQLite database's own files (main, history, events and their logs) when the
+/// database lives elsewhere. The directory such a database lives in is not ours: it may be a
+/// shared one (`/tmp`, `/var/lib`), whose mode and other files are left alone. Failures are
+/// logged, not fatal: a read-only mount still starts.
 pub fn tighten(config: &Config) {
-    let mut dirs = vec![config.data_dir.clone()];
-    if let Some(parent) = config.database_path.parent().filter(|p| !p.as_os_str().is_empty())
-        && !dirs.iter().any(|d| d == parent)
-    {
-        dirs.push(parent.to_path_buf());
-    }
-    for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        restrict(&dir, 0o700);
+    if let Ok(entries) = std::fs::read_dir(&config.data_dir) {
+        restrict(&config.data_dir, 0o700);
         for entry in entries.flatten() {
             if entry.file_type().is_ok_and(|t| t.is_file()) {
                 restrict(&entry.path(), 0o600);
+            }
+        }
+    }
+    if config.database_path.parent().is_some_and(|dir| dir != config.data_dir.as_path()) {
+        for file in coapgate_storage::sqlite::data_files(&config.database_path) {
+            for file in [coapgate_storage::sqlite::wal_path(&file), file] {
+                if std::fs::symlink_metadata(&file).is_ok_and(|m| m.is_file()) {
+                    restrict(&file, 0o600);
+                }
             }
         }
     }

@@ -317,3 +317,34 @@ fn reset_password_from_the_command_line_replaces_the_password_and_its_tokens() {
     let (access, _) = pair(&server, "reset-password-1");
     assert_eq!(user_status(&server, &access), 200);
 }
+
+/// A database outside the data directory gets its own files made private, and nothing else: the
+/// directory it lives in may be shared (`/tmp`), and its mode and other files are not the
+/// server's. (A server once made `/tmp` 0700 and every file in it 0600 this way.)
+#[test]
+fn a_database_in_a_shared_directory_leaves_the_directory_alone() {
+    if postgres_already("a_database_in_a_shared_directory_leaves_the_directory_alone") {
+        return;
+    }
+    let shared = temp_dir("shared-dir");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let neighbour = shared.join("someone-elses.txt");
+    std::fs::write(&neighbour, "not coapgate's").unwrap();
+    std::fs::set_permissions(&neighbour, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let url = format!("sqlite://{}", shared.join("fleet.db").display());
+    let server = Server::start_with(&[("DATABASE_URL", url.as_str())], &[]);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&shared), 0o1777, "the shared directory's mode was changed");
+    assert_eq!(mode(&neighbour), 0o644, "another program's file was changed");
+    for name in ["fleet.db", "fleet-history.db", "fleet-events.db"] {
+        assert_eq!(mode(&shared.join(name)) & 0o077, 0, "{name} is readable by others");
+    }
+    // A restart tightens an older database's files, still nothing else.
+    let dir = server.kill();
+    std::fs::set_permissions(shared.join("fleet.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let server = Server::start_in(dir, &[("DATABASE_URL", url.as_str())], &[]);
+    assert_eq!(mode(&shared.join("fleet.db")) & 0o077, 0);
+    assert_eq!((mode(&shared), mode(&neighbour)), (0o1777, 0o644));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&shared);
+}

@@ -100,7 +100,10 @@ fn configuration_errors_stop_startup_with_one_line() {
     let missing_file = data_dir.join("does-not-exist.toml");
     let junk_db = data_dir.join("junk.db");
     std::fs::write(&junk_db, "this is not a SQLite database, just some text that is long enough\n".repeat(20)).unwrap();
-    let db_is_dir = format!("sqlite://{}", data_dir.display());
+    // A directory inside the test's own: whatever start-up leaves beside it stays in there.
+    let dir_as_db = data_dir.join("a-directory");
+    std::fs::create_dir(&dir_as_db).unwrap();
+    let db_is_dir = format!("sqlite://{}", dir_as_db.display());
     let db_is_junk = format!("sqlite://{}", junk_db.display());
     let (unknown_key, bad_toml, file_dir, missing) = (
         unknown_key_file.to_str().unwrap(),
