@@ -45,12 +45,15 @@ for keys in $KEYS; do
     timeout 1800 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "$COAPGATE_BIN" serve --demo \
     > "$WORK/out.txt" 2> "$WORK/valgrind.txt" &
   VG=$!
-  for _ in $(seq 600); do grep -q 'coap-client' "$WORK/out.txt" 2>/dev/null && break; sleep 0.1; done
-  URL=$(grep -o 'coap://[^ ]*' "$WORK/out.txt" | tail -1)
+  # Start-up under valgrind takes long on a busy machine.
+  for _ in $(seq 3000); do grep -q 'coap-client' "$WORK/out.txt" 2>/dev/null && break; sleep 0.1; done
+  URL=$(grep -o 'coap://[^ ]*' "$WORK/out.txt" | tail -1 || true)
+  [ -n "$URL" ] || { echo "coapgate serve --demo did not start under valgrind:" >&2; cat "$WORK/out.txt" "$WORK/valgrind.txt" >&2; exit 1; }
   PAYLOAD=$(payload "$keys")
   run() { "$COAPGATE_BIN" bench --url "$URL" --devices 64 --names 1000 --in-flight 16 --timeout 30 --duration 1200 --payload "$PAYLOAD" --json "$@"; }
   run --count 3000 > /dev/null
-  PID=$(callgrind_control 2>/dev/null | awk '/^PID/ {sub(":", "", $2); print $2; exit}')
+  # Our own valgrind (timeout's child), not whichever callgrind run `callgrind_control` lists first.
+  PID=$(pgrep -P "$VG" | head -1)
   callgrind_control -z "$PID" > /dev/null
   REPORT=$(run --count "$COUNT")
   callgrind_control -d "$PID" > /dev/null
