@@ -2220,10 +2220,10 @@ impl<'conn> RecentRows<'conn> {
             self.insert.execute(params![entity_id, self.points.bytes()])?;
             let rowid = self.conn.last_insert_rowid();
             for key_id in self.touched.drain(..) {
-                if let Some(w) = pending.latest.get_mut(&(entity_id, key_id)) {
-                    if w.rowid == ROW_NOT_WRITTEN {
-                        w.rowid = rowid;
-                    }
+                if let Some(w) = pending.latest.get_mut(&(entity_id, key_id))
+                    && w.rowid == ROW_NOT_WRITTEN
+                {
+                    w.rowid = rowid;
                 }
             }
         }
