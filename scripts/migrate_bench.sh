@@ -74,12 +74,29 @@ c.execute(f"""INSERT INTO hist.ts_kv (entity_id, key, ts, bool_v, long_v, dbl_v)
 c.execute(f"""INSERT INTO hist.ts_kv_latest (entity_id, key, ts, bool_v, long_v, dbl_v)
     WITH s(i) AS (SELECT {per_series - 1})
     SELECT d.id, k.key_id, {START} + s.i * {STEP}, {VALUES} FROM gen_dev d, gen_key k, s ORDER BY d.id, k.key_id""")
-# Newer points in arrival order, as uplinks append them: every series at each step of 2026.
-c.execute(f"""INSERT INTO ts_kv_recent (entity_id, key, ts, bool_v, long_v, dbl_v)
-    WITH RECURSIVE s(i) AS (SELECT {per_series} UNION ALL SELECT i + 1 FROM s WHERE i + 1 < {per_series + recent_per_series})
-    SELECT d.id, k.key_id, {START} + s.i * {STEP}, {VALUES} FROM s, gen_dev d, gen_key k ORDER BY s.i, d.n, k.n""")
+# Newer points in arrival order, as uplinks append them: every series at each step of 2026, one
+# row per device and step with its 10 points encoded as the server does (crates/storage/src/
+# sqlite_points.rs: a format byte, then per point key and ts as i64, a type tag, the value).
+import struct
+key_ids = [r[0] for r in c.execute("SELECT key_id FROM gen_key ORDER BY n")]
+def row(i):
+    out = [b"\x01"]
+    ts = START + i * STEP
+    for n, key_id in enumerate(key_ids):
+        out.append(struct.pack("<qq", key_id, ts))
+        if n == 0:
+            out.append(b"\x02" + struct.pack("<q", i))
+        elif n == 1:
+            out.append(b"\x01" if i % 2 else b"\x00")
+        else:
+            out.append(b"\x03" + struct.pack("<d", 20.0 + (i % 100) / 10.0 + n))
+    return b"".join(out)
+for i in range(per_series, per_series + recent_per_series):
+    points = row(i)
+    c.executemany("INSERT INTO ts_kv_recent (entity_id, points) VALUES (?, ?)", [(d, points) for d in ids])
 c.execute("COMMIT")
-total = c.execute("SELECT (SELECT count(*) FROM hist.ts_kv) + (SELECT count(*) FROM ts_kv_recent WHERE rowid > (SELECT moved_upto FROM hist.compaction))").fetchone()[0]
+waiting = c.execute("SELECT count(*) FROM ts_kv_recent WHERE rowid > (SELECT moved_upto FROM hist.compaction)").fetchone()[0]
+total = c.execute("SELECT count(*) FROM hist.ts_kv").fetchone()[0] + waiting * KEYS
 print(f"  {total} points: {series} series of {per_series} in the history, {recent_per_series} each not yet moved")
 c.execute("PRAGMA main.wal_checkpoint(TRUNCATE)")
 c.execute("PRAGMA hist.wal_checkpoint(TRUNCATE)")

@@ -7,6 +7,8 @@
 //!   in `serve`; see issue 15).
 //! - [`entity_query`]: ThingsBoard's entity data queries, one SQL builder for both backends.
 //! - [`migrate`]: `coapgate migrate`, a SQLite data directory copied into PostgreSQL, resumable.
+//! - `sqlite_points`: the encoded points of one `ts_kv_recent` row and the SQL function that
+//!   reads them.
 //! - [`outbox`]: a remote integration's durable outbox (SQLite too): converted uplinks waiting
 //!   for the platform's acknowledgement, with their CoAP exchanges.
 //!
@@ -22,6 +24,7 @@ pub mod model;
 pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
+mod sqlite_points;
 pub mod sqlite_wal;
 
 use model::*;

@@ -7,6 +7,7 @@
 //! keys through a key dictionary, which keeps the hot tables small.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -87,11 +88,11 @@ CREATE TABLE IF NOT EXISTS remote_record (
 CREATE TABLE IF NOT EXISTS key_dictionary (key_id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
 -- New time-series points land here first, in arrival order: an uplink's commit then writes a
 -- few pages at the end of this table instead of one random leaf of ts_kv per device and key.
+-- One row per entity of an uplink, its points encoded together (`sqlite_points`; SQL reads
+-- them through the temporary view ts_kv_recent_points, one row per point, `src` the rowid).
 -- The compactor moves them into the history database (HISTORY_SCHEMA) in sorted chunks; rows
 -- up to hist.compaction.moved_upto are there already and get deleted by the writer later.
-CREATE TABLE IF NOT EXISTS ts_kv_recent (
-    entity_id BLOB NOT NULL, key INTEGER NOT NULL, ts INTEGER NOT NULL,
-    bool_v INTEGER, long_v INTEGER, dbl_v REAL, str_v TEXT, json_v TEXT);
+CREATE TABLE IF NOT EXISTS ts_kv_recent (entity_id BLOB NOT NULL, points BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS attribute_kv (
     entity_id BLOB NOT NULL, scope TEXT NOT NULL, key INTEGER NOT NULL,
     last_update_ts INTEGER NOT NULL,
@@ -118,6 +119,8 @@ INSERT OR IGNORE INTO compaction (id, moved_upto) VALUES (1, 0);
 
 /// Rows of ts_kv_recent not yet in the history database (the rest are deleted lazily).
 const UNMOVED: &str = "rowid > (SELECT moved_upto FROM hist.compaction)";
+/// The same for the points of `ts_kv_recent_points`.
+const UNMOVED_POINTS: &str = "src > (SELECT moved_upto FROM hist.compaction)";
 
 /// Entity queries on SQLite: a series' latest point is in `hist.ts_kv_latest` or, until moved,
 /// in `ts_kv_recent`; the newest (ts, then write order) wins, as in `latest_timeseries`.
@@ -130,8 +133,8 @@ const SQLITE_DIALECT: Dialect = Dialect {
                SELECT u.*, row_number() OVER (PARTITION BY entity_id ORDER BY ts DESC, src DESC) AS rn FROM ( \
                  SELECT entity_id, ts, 0 AS src, bool_v, long_v, dbl_v, str_v, json_v FROM hist.ts_kv_latest WHERE key = {key} \
                  UNION ALL \
-                 SELECT entity_id, ts, rowid AS src, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent \
-                   WHERE {UNMOVED} AND key = {key}) u) l WHERE rn = 1"
+                 SELECT entity_id, ts, src, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent_points \
+                   WHERE {UNMOVED_POINTS} AND key = {key}) u) l WHERE rn = 1"
         )
     },
     number: |alias| format!("coalesce({alias}.long_v, {alias}.dbl_v)"),
@@ -304,6 +307,7 @@ impl SqliteStore {
         let conn = open_connection(path)?;
         conn.execute_batch(SCHEMA)?;
         migrate_history(&conn)?;
+        convert_recent_rows(&conn)?;
         add_description_columns(&conn)?;
         let tenant_id = match conn
             .query_row("SELECT value FROM setting WHERE name = 'tenant_id'", [], |r| r.get::<_, String>(0))
@@ -595,6 +599,7 @@ fn open_main_connection(path: &Path) -> Result<Connection> {
         // WAL), which the "2.01 only after durable commit" invariant needs. Group commit pays
         // for it.
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;")?;
+        crate::sqlite_points::register(&conn)?;
         Ok(conn)
     })()
     .map_err(in_file(path))
@@ -627,6 +632,39 @@ fn add_column(conn: &Connection, table: &str, column: &str, definition: &str) ->
 
 /// Data directories from before the history database kept ts_kv and ts_kv_latest in the main
 /// file: their rows move over once (copy, then drop, so an interrupted run just repeats).
+/// Data directories from before one `ts_kv_recent` row per uplink hold a row per point: each
+/// becomes a row of one encoded point under the same rowid (so `hist.compaction.moved_upto`
+/// keeps its meaning), in one transaction of the main file.
+fn convert_recent_rows(conn: &Connection) -> Result<()> {
+    let old: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('ts_kv_recent') WHERE name = 'key')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !old {
+        return Ok(());
+    }
+    conn.execute_batch("DROP VIEW IF EXISTS temp.ts_kv_recent_points;")?;
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch("CREATE TABLE ts_kv_recent_rows (entity_id BLOB NOT NULL, points BLOB NOT NULL);")?;
+    {
+        let mut read = tx.prepare("SELECT rowid, entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent ORDER BY rowid")?;
+        let mut insert = tx.prepare("INSERT INTO ts_kv_recent_rows (rowid, entity_id, points) VALUES (?1, ?2, ?3)")?;
+        let mut rows = read.query([])?;
+        let mut point = crate::sqlite_points::PointsEncoder::new();
+        while let Some(r) = rows.next()? {
+            let (rowid, entity_id, key, ts): (i64, Vec<u8>, i64, Millis) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            point.clear();
+            point.push(key, ts, &kv_from_row(r, 4)?);
+            insert.execute(params![rowid, entity_id, point.bytes()])?;
+        }
+    }
+    tx.execute_batch("DROP TABLE ts_kv_recent; ALTER TABLE ts_kv_recent_rows RENAME TO ts_kv_recent;")?;
+    tx.commit()?;
+    crate::sqlite_points::create_view(conn)?;
+    Ok(())
+}
+
 fn migrate_history(conn: &Connection) -> Result<()> {
     let old: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM main.sqlite_master WHERE name = 'ts_kv')", [], |r| r.get(0))?;
     if old {
@@ -862,6 +900,28 @@ fn delete_entity_data(conn: &Connection, id: Uuid) -> Result<()> {
     Ok(())
 }
 
+/// Takes one series' points out of the entity's unmoved `ts_kv_recent` rows (rewritten without
+/// them; a row left empty stays, so rowids never go back). Moved rows are left to the writer.
+fn remove_recent_points(conn: &Connection, entity_id: Uuid, key_id: i64) -> Result<()> {
+    let rows: Vec<(i64, Vec<u8>)> = conn
+        .prepare_cached(&format!("SELECT rowid, points FROM ts_kv_recent WHERE {UNMOVED} AND entity_id = ?1"))?
+        .query_map(params![entity_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut update = conn.prepare_cached("UPDATE ts_kv_recent SET points = ?2 WHERE rowid = ?1")?;
+    for (rowid, bytes) in rows {
+        let points: Vec<_> = crate::sqlite_points::decode(&bytes).collect();
+        if points.iter().all(|p| p.key != key_id) {
+            continue;
+        }
+        let mut kept = crate::sqlite_points::PointsEncoder::new();
+        for p in points.into_iter().filter(|p| p.key != key_id) {
+            kept.push(p.key, p.ts, &p.value.to_kv());
+        }
+        update.execute(params![rowid, kept.bytes()])?;
+    }
+    Ok(())
+}
+
 /// The newest point of one series with `ts < before`, from the history file or, not moved yet,
 /// ts_kv_recent (the newer write wins for equal timestamps).
 fn latest_point(conn: &Connection, entity_id: Uuid, key_id: i64, before: Millis) -> Result<Option<TsValue>> {
@@ -874,8 +934,8 @@ fn latest_point(conn: &Connection, entity_id: Uuid, key_id: i64, before: Millis)
                SELECT ts, bool_v, long_v, dbl_v, str_v, json_v, 0 AS src FROM hist.ts_kv \
                  WHERE entity_id = ?1 AND key = ?2 AND ts < ?3 \
                UNION ALL \
-               SELECT ts, bool_v, long_v, dbl_v, str_v, json_v, rowid AS src FROM ts_kv_recent \
-                 WHERE {UNMOVED} AND entity_id = ?1 AND key = ?2 AND ts < ?3) \
+               SELECT ts, bool_v, long_v, dbl_v, str_v, json_v, src FROM ts_kv_recent_points \
+                 WHERE {UNMOVED_POINTS} AND entity_id = ?1 AND key = ?2 AND ts < ?3) \
              ORDER BY ts DESC, src DESC LIMIT 1"
         ))?
         .query_row(params![entity_id, key_id, before], |r| Ok(TsValue { ts: r.get(0)?, value: kv_from_row(r, 1)? }))
@@ -1528,16 +1588,18 @@ impl Store for SqliteStore {
         self.with_conn(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             require_owner(&tx, entity_id)?;
-            for (ts, values) in points {
-                for (key, value) in values {
-                    let key_id = dictionary_key(&tx, key)?;
-                    let (b, l, d, s, j) = kv_columns(value);
-                    tx.prepare_cached(
-                        "INSERT INTO ts_kv_recent (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    )?
-                    .execute(params![entity_id, key_id, ts, b, l, d, s, j])?;
+            {
+                let mut recent = RecentRows::new(&tx)?;
+                // The REST API has no updateOnlyKeys: nothing to remember per key.
+                let mut unused = WriterCache::default();
+                for (ts, values) in points {
+                    recent.begin_group(entity_id, *ts, &mut unused)?;
+                    for (key, value) in values {
+                        let key_id = dictionary_key(&tx, key)?;
+                        recent.push(key_id, *ts, value);
+                    }
                 }
+                recent.flush(entity_id, &mut unused)?;
             }
             tx.commit()?;
             Ok(())
@@ -1574,11 +1636,11 @@ impl Store for SqliteStore {
                 // has one place, which the rules below can then delete or rewrite exactly.
                 tx.prepare_cached(&format!(
                     "INSERT OR REPLACE INTO hist.ts_kv (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
-                     SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent \
-                     WHERE {UNMOVED} AND entity_id = ?1 AND key = ?2 ORDER BY rowid"
+                     SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent_points \
+                     WHERE {UNMOVED_POINTS} AND entity_id = ?1 AND key = ?2 ORDER BY src"
                 ))?
                 .execute(params![entity_id, key_id])?;
-                tx.prepare_cached("DELETE FROM ts_kv_recent WHERE entity_id = ?1 AND key = ?2")?.execute(params![entity_id, key_id])?;
+                remove_recent_points(&tx, entity_id, key_id)?;
                 tx.prepare_cached("DELETE FROM hist.ts_kv WHERE entity_id = ?1 AND key = ?2 AND ts >= ?3 AND ts < ?4")?
                     .execute(params![entity_id, key_id, start_ts, end_ts])?;
                 let Some(latest) = latest else { continue };
@@ -1614,7 +1676,7 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT d.key FROM key_dictionary d WHERE d.key_id IN ( \
                    SELECT key FROM hist.ts_kv_latest WHERE entity_id = ?1 \
-                   UNION SELECT key FROM ts_kv_recent WHERE {UNMOVED} AND entity_id = ?1) \
+                   UNION SELECT key FROM ts_kv_recent_points WHERE {UNMOVED_POINTS} AND entity_id = ?1) \
                  ORDER BY d.key"
             ))?;
             Ok(stmt.query_map([entity_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?)
@@ -1631,7 +1693,7 @@ impl Store for SqliteStore {
                 "SELECT d.key, u.ts, u.src, u.bool_v, u.long_v, u.dbl_v, u.str_v, u.json_v FROM ( \
                    SELECT key, ts, 0 AS src, bool_v, long_v, dbl_v, str_v, json_v FROM hist.ts_kv_latest WHERE entity_id = ?1 \
                    UNION ALL \
-                   SELECT key, ts, rowid, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent WHERE {UNMOVED} AND entity_id = ?1) u \
+                   SELECT key, ts, src, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent_points WHERE {UNMOVED_POINTS} AND entity_id = ?1) u \
                  JOIN key_dictionary d ON d.key_id = u.key ORDER BY d.key"
             ))?;
             // Rows come grouped by key: keep the highest-ranked one of each group.
@@ -1678,8 +1740,8 @@ impl Store for SqliteStore {
                    SELECT entity_id, key, ts, 0 AS src, bool_v, long_v, dbl_v, str_v, json_v FROM hist.ts_kv_latest \
                      WHERE entity_id IN ({entity_marks}) AND key IN ({key_marks}) \
                    UNION ALL \
-                   SELECT entity_id, key, ts, rowid, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent \
-                     WHERE {UNMOVED} AND entity_id IN ({entity_marks}) AND key IN ({key_marks}))"
+                   SELECT entity_id, key, ts, src, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent_points \
+                     WHERE {UNMOVED_POINTS} AND entity_id IN ({entity_marks}) AND key IN ({key_marks}))"
             );
             let mut args: Vec<SqlValue> = Vec::new();
             for _ in 0..2 {
@@ -1714,8 +1776,8 @@ impl Store for SqliteStore {
                    SELECT ts, bool_v, long_v, dbl_v, str_v, json_v, 0 AS src FROM hist.ts_kv \
                      WHERE entity_id = ?1 AND key = ?2 AND ts >= ?3 AND ts <= ?4 \
                    UNION ALL \
-                   SELECT ts, bool_v, long_v, dbl_v, str_v, json_v, rowid AS src FROM ts_kv_recent \
-                     WHERE {UNMOVED} AND entity_id = ?1 AND key = ?2 AND ts >= ?3 AND ts <= ?4) \
+                   SELECT ts, bool_v, long_v, dbl_v, str_v, json_v, src FROM ts_kv_recent_points \
+                     WHERE {UNMOVED_POINTS} AND entity_id = ?1 AND key = ?2 AND ts >= ?3 AND ts <= ?4) \
                  GROUP BY ts ORDER BY ts {order} LIMIT ?5"
             ))?;
             let mut out = Vec::new();
@@ -1949,16 +2011,17 @@ const WAL_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often the compactor looks at how many points wait to be moved.
 const COMPACT_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
-/// Points are moved once this many wait... Rarer moves cost less per point (a move writes
-/// about one page per series, however many points it carries: moving every 8 s instead of
-/// every 2 s took the compactor from 6.7 to 2-3 us of CPU per seed uplink), but reads scan the
-/// points not moved yet, so their number is bounded (300,000 rows scan in about 20 ms).
-const COMPACT_ROWS: i64 = 300_000;
+/// Points are moved once this many rows wait (a row holds an uplink's points of one entity;
+/// two for the seed uplink)... Rarer moves cost less per point (a move writes about one page
+/// per series, however many points it carries: moving every 8 s instead of every 2 s took the
+/// compactor from 6.7 to 2-3 us of CPU per seed uplink), but reads scan the rows not moved yet,
+/// so their number is bounded (300,000 rows scan in about 20 ms).
+const COMPACT_ROWS: i64 = 150_000;
 /// ...or once any have waited this long.
 const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-/// Most points moved in one transaction. Below 2^20: the tie-breaker in `move_recent` relies
+/// Most rows moved in one transaction. Below 2^20: the tie-breaker in `move_recent` relies
 /// on it.
-const COMPACT_CHUNK: i64 = 500_000;
+const COMPACT_CHUNK: i64 = 250_000;
 /// Most moved rows the writer deletes between two commits, to keep each pause short.
 const DELETE_SLICE: i64 = 10_000;
 
@@ -2063,7 +2126,7 @@ fn start_compactor(conn: Connection, moved: std::sync::Weak<AtomicI64>) -> Resul
 /// as the compactor would (for `coapgate migrate`, which then reads the history alone); `conn`
 /// has `hist` attached. Returns how many points were moved.
 pub(crate) fn move_all_recent(conn: &Connection) -> Result<u64> {
-    let waiting: i64 = conn.query_row(&format!("SELECT count(*) FROM ts_kv_recent WHERE {UNMOVED}"), [], |r| r.get(0))?;
+    let waiting: i64 = conn.query_row(&format!("SELECT count(*) FROM ts_kv_recent_points WHERE {UNMOVED_POINTS}"), [], |r| r.get(0))?;
     while move_recent(conn)?.1 {}
     Ok(waiting as u64)
 }
@@ -2094,20 +2157,21 @@ fn move_recent(conn: &Connection) -> Result<(i64, bool)> {
     let upto = last.min(moved + COMPACT_CHUNK);
     tx.execute(
         "INSERT INTO hist.ts_kv (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
-         SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent \
-         WHERE rowid > ?1 AND rowid <= ?2 ORDER BY entity_id, key, ts, rowid \
+         SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent_points \
+         WHERE src > ?1 AND src <= ?2 ORDER BY entity_id, key, ts, src \
          ON CONFLICT (entity_id, key, ts) DO UPDATE SET bool_v = excluded.bool_v, long_v = excluded.long_v, \
          dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v",
         [moved, upto],
     )?;
     // The newest point per series of the chunk becomes the latest value unless the stored one
-    // is newer; among equal timestamps the later write (rowid) wins, as in ts_kv.
+    // is newer; among equal timestamps the later write (rowid) wins, as in ts_kv (a row never
+    // holds two points of one series with the same timestamp, see `sqlite_points`).
     // rowid - moved <= COMPACT_CHUNK < 2^20 keeps the tie-breaker below one millisecond.
     tx.execute(
         "INSERT INTO hist.ts_kv_latest (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
          SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ( \
-           SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v, max(ts * 1048576 + (rowid - ?1)) \
-           FROM ts_kv_recent WHERE rowid > ?1 AND rowid <= ?2 GROUP BY entity_id, key) \
+           SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v, max(ts * 1048576 + (src - ?1)) \
+           FROM ts_kv_recent_points WHERE src > ?1 AND src <= ?2 GROUP BY entity_id, key) \
          WHERE true ORDER BY entity_id, key \
          ON CONFLICT (entity_id, key) DO UPDATE SET ts = excluded.ts, bool_v = excluded.bool_v, \
          long_v = excluded.long_v, dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v \
@@ -2183,7 +2247,10 @@ struct WriterCache {
     groups: HashMap<(EntityKind, Owner, String), Uuid>,
     keys: HashMap<String, i64>,
     /// The newest value written per (entity, key) whose row is not yet in the history database.
-    latest: HashMap<(Uuid, i64), Written>,
+    /// Touched for every point an uplink writes: foldhash rather than SipHash (the keys are
+    /// random entity ids and dictionary ids, nothing a device chooses; SipHash was a third of
+    /// the writer's instructions at 50 keys).
+    latest: HashMap<(Uuid, i64), Written, foldhash::fast::RandomState>,
 }
 
 /// A time-series value as the writer wrote it to ts_kv_recent.
@@ -2191,6 +2258,69 @@ struct Written {
     ts: Millis,
     value: KvValue,
     rowid: i64,
+}
+
+/// `Written::rowid` of a point whose row is not inserted yet (set by `RecentRows::flush`).
+const ROW_NOT_WRITTEN: i64 = -1;
+
+/// Builds an entity's `ts_kv_recent` row: its points, encoded together, inserted by `flush`.
+/// One per batch, so the insert is prepared and the buffers allocated once.
+pub(crate) struct RecentRows<'conn> {
+    conn: &'conn Connection,
+    insert: rusqlite::CachedStatement<'conn>,
+    points: crate::sqlite_points::PointsEncoder,
+    /// The timestamps of the groups the row holds: a group of a timestamp already there starts
+    /// a new row, so a row never holds one series twice at one timestamp (a group's values come
+    /// from one JSON object, so within a group a key appears once).
+    times: std::collections::HashSet<Millis>,
+    /// Keys whose `Written` entry waits for this row's rowid.
+    touched: Vec<i64>,
+}
+
+impl<'conn> RecentRows<'conn> {
+    pub(crate) fn new(conn: &'conn Connection) -> Result<RecentRows<'conn>> {
+        Ok(RecentRows {
+            conn,
+            insert: conn.prepare_cached("INSERT INTO ts_kv_recent (entity_id, points) VALUES (?1, ?2)")?,
+            points: crate::sqlite_points::PointsEncoder::new(),
+            times: std::collections::HashSet::new(),
+            touched: Vec::new(),
+        })
+    }
+
+    /// Starts a group of points of one timestamp, in a new row if the current one has that
+    /// timestamp already.
+    fn begin_group(&mut self, entity_id: Uuid, ts: Millis, pending: &mut WriterCache) -> Result<()> {
+        if !self.times.insert(ts) {
+            self.flush(entity_id, pending)?;
+            self.times.insert(ts);
+        }
+        Ok(())
+    }
+
+    /// A point of the current group.
+    fn push(&mut self, key_id: i64, ts: Millis, value: &KvValue) {
+        self.points.push(key_id, ts, value);
+    }
+
+    /// Inserts the row, if it holds any point, and gives its rowid to the writer's entries.
+    fn flush(&mut self, entity_id: Uuid, pending: &mut WriterCache) -> Result<()> {
+        if !self.points.is_empty() {
+            self.insert.execute(params![entity_id, self.points.bytes()])?;
+            let rowid = self.conn.last_insert_rowid();
+            for key_id in self.touched.drain(..) {
+                if let Some(w) = pending.latest.get_mut(&(entity_id, key_id))
+                    && w.rowid == ROW_NOT_WRITTEN
+                {
+                    w.rowid = rowid;
+                }
+            }
+        }
+        self.points.clear();
+        self.times.clear();
+        self.touched.clear();
+        Ok(())
+    }
 }
 
 impl WriterCache {
@@ -2392,10 +2522,10 @@ impl SqliteUplinkWriter {
         &self,
         pending: &mut WriterCache,
         record: &UplinkRecord,
-        insert_point: &mut rusqlite::CachedStatement<'_>,
+        recent: &mut RecentRows<'_>,
     ) -> Result<std::result::Result<UplinkOutcome, UplinkRejection>> {
         let Some(remote) = record.remote else {
-            return self.write_record(pending, record, insert_point);
+            return self.write_record(pending, record, recent);
         };
         let key = params![record.integration_id, remote.outbox, remote.seq as i64];
         let seen: bool = self
@@ -2405,7 +2535,7 @@ impl SqliteUplinkWriter {
         if seen {
             return Ok(Ok(UplinkOutcome { duplicate: true, ..UplinkOutcome::default() }));
         }
-        let written = self.write_record(pending, record, insert_point)?;
+        let written = self.write_record(pending, record, recent)?;
         if written.is_ok() {
             self.conn.prepare_cached("INSERT INTO remote_record (integration_id, outbox_id, seq) VALUES (?1, ?2, ?3)")?.execute(key)?;
         }
@@ -2416,7 +2546,7 @@ impl SqliteUplinkWriter {
         &self,
         pending: &mut WriterCache,
         record: &UplinkRecord,
-        insert_point: &mut rusqlite::CachedStatement<'_>,
+        recent: &mut RecentRows<'_>,
     ) -> Result<std::result::Result<UplinkOutcome, UplinkRejection>> {
         // Resolve first, write second: a rejected record must leave nothing behind.
         let mut resolved = Vec::with_capacity(record.entities.len());
@@ -2440,27 +2570,36 @@ impl SqliteUplinkWriter {
                 }
             };
             outcome.entities.push((update.kind, id));
+            // All of the entity's points in one row (see `sqlite_points`).
             for (ts, values) in &update.telemetry {
+                recent.begin_group(id, *ts, pending)?;
                 for (key, value) in values {
                     let key_id = self.key_id(pending, key)?;
                     if only_if_changed(key) && self.latest_value(pending, id, key_id)?.as_ref() == Some(value) {
                         outcome.unchanged_skipped += 1;
                         continue;
                     }
-                    let (b, l, d, s, j) = kv_columns(value);
-                    insert_point.execute(params![id, key_id, ts, b, l, d, s, j])?;
-                    let rowid = self.conn.last_insert_rowid();
+                    recent.push(key_id, *ts, value);
                     // ts_kv_latest is brought up to date by compaction; until then this is the
                     // writer's own view of the newest value (for updateOnlyKeys).
-                    let newer = match pending.latest.get(&(id, key_id)).or_else(|| self.cache.latest.get(&(id, key_id))) {
-                        Some(newest) => *ts >= newest.ts,
-                        None => true,
-                    };
-                    if newer {
-                        pending.latest.insert((id, key_id), Written { ts: *ts, value: value.clone(), rowid });
+                    let written = || Written { ts: *ts, value: value.clone(), rowid: ROW_NOT_WRITTEN };
+                    match pending.latest.entry((id, key_id)) {
+                        Entry::Occupied(mut newest) => {
+                            if *ts >= newest.get().ts {
+                                newest.insert(written());
+                                recent.touched.push(key_id);
+                            }
+                        }
+                        Entry::Vacant(slot) => {
+                            if self.cache.latest.get(&(id, key_id)).is_none_or(|newest| *ts >= newest.ts) {
+                                slot.insert(written());
+                                recent.touched.push(key_id);
+                            }
+                        }
                     }
                 }
             }
+            recent.flush(id, pending)?;
             for (key, value) in &update.attributes {
                 let key_id = self.key_id(pending, key)?;
                 if only_if_changed(key) && self.attribute_value(id, key_id)?.as_ref() == Some(value) {
@@ -2555,16 +2694,13 @@ impl UplinkWriter for SqliteUplinkWriter {
         let mut pending = WriterCache::default();
         // The two statements every uplink runs, looked up once per batch rather than per row
         // (rusqlite's statement cache hashes the SQL text on every lookup).
-        let mut insert_point = self.conn.prepare_cached(
-            "INSERT INTO ts_kv_recent (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?;
+        let mut recent = RecentRows::new(&self.conn)?;
         let mut insert_exchange =
             self.conn.prepare_cached("INSERT INTO coap_exchange_log (ts, peer, message_id, response) VALUES (?1, ?2, ?3, ?4)")?;
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let mut results = Vec::with_capacity(batch.len());
         for record in batch {
-            let written = self.write_remote_record(&mut pending, record, &mut insert_point).and_then(|r| {
+            let written = self.write_remote_record(&mut pending, record, &mut recent).and_then(|r| {
                 if let (Ok(_), Some(exchange)) = (&r, &record.exchange) {
                     remember_exchange(&mut insert_exchange, exchange)?;
                 }
@@ -2578,7 +2714,7 @@ impl UplinkWriter for SqliteUplinkWriter {
                 }
             }
         }
-        drop((insert_point, insert_exchange));
+        drop((recent, insert_exchange));
         if let Err(e) = self.conn.execute_batch("COMMIT") {
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(e.into());
@@ -2651,6 +2787,70 @@ mod tests {
         while raw.deleted_upto < raw.moved.load(Ordering::Acquire) {
             raw.maintain().unwrap();
         }
+    }
+
+    #[test]
+    fn a_row_per_point_from_an_older_version_is_converted_at_open() {
+        let (dir, store) = temp_store();
+        let mut raw = SqliteUplinkWriter::open_for_test(&store);
+        raw.commit(&[record("A", true, 1, vec![("t", KvValue::Long(1))])]).unwrap();
+        compact(&store, &mut raw);
+        let id = store.device_by_name("A").unwrap().unwrap().id;
+        let path = store.path.clone();
+        drop((raw, store));
+        // The older layout: one row per point, rowids above what was moved (the kept last row).
+        let conn = open_connection(&path).unwrap();
+        let moved: i64 = conn.query_row("SELECT moved_upto FROM hist.compaction", [], |r| r.get(0)).unwrap();
+        let t: i64 = conn.query_row("SELECT key_id FROM key_dictionary WHERE key = 't'", [], |r| r.get(0)).unwrap();
+        conn.execute_batch(
+            "DROP VIEW temp.ts_kv_recent_points; DROP TABLE ts_kv_recent; CREATE TABLE ts_kv_recent (entity_id BLOB NOT NULL, key INTEGER NOT NULL, ts INTEGER NOT NULL, \
+             bool_v INTEGER, long_v INTEGER, dbl_v REAL, str_v TEXT, json_v TEXT);",
+        )
+        .unwrap();
+        let insert = "INSERT INTO ts_kv_recent (rowid, entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+        conn.execute(insert, params![moved, id, t, 1, None::<bool>, 1, None::<f64>, None::<String>, None::<String>]).unwrap();
+        conn.execute(insert, params![moved + 1, id, t, 2, None::<bool>, None::<i64>, 2.5, None::<String>, None::<String>]).unwrap();
+        conn.execute(insert, params![moved + 2, id, t, 2, None::<bool>, None::<i64>, None::<f64>, "later".to_string(), None::<String>])
+            .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path).unwrap();
+        let history = || {
+            store
+                .timeseries_history(id, &HistoryQuery { keys: vec!["t".into()], start_ts: 0, end_ts: 10, limit: 100, descending: false })
+                .unwrap()
+        };
+        let expected = vec![TsValue { ts: 1, value: KvValue::Long(1) }, TsValue { ts: 2, value: KvValue::Str("later".into()) }];
+        assert_eq!(history()[0].1, expected, "the unmoved rows read as before, the later write winning");
+        let mut raw = SqliteUplinkWriter::open_for_test(&store);
+        compact(&store, &mut raw);
+        assert_eq!(history()[0].1, expected, "and once moved");
+        assert_eq!(store.latest_timeseries(id, None).unwrap()[0].1, TsValue { ts: 2, value: KvValue::Str("later".into()) });
+        drop(dir);
+    }
+
+    #[test]
+    fn a_timestamp_twice_in_one_uplink_keeps_the_later_value() {
+        let (_dir, store) = temp_store();
+        let mut raw = SqliteUplinkWriter::open_for_test(&store);
+        let mut device = EntityUpdate::device("A", "thermo");
+        device.telemetry = vec![
+            (7, vec![("t".to_string(), KvValue::Long(1)), ("h".to_string(), KvValue::Long(10))]),
+            (8, vec![("t".to_string(), KvValue::Long(2))]),
+            (7, vec![("t".to_string(), KvValue::Long(3))]),
+        ];
+        raw.commit(&[record_of(true, 7, vec![device])]).unwrap();
+        let id = store.device_by_name("A").unwrap().unwrap().id;
+        let history = || {
+            store
+                .timeseries_history(id, &HistoryQuery { keys: vec!["t".into()], start_ts: 0, end_ts: 10, limit: 100, descending: false })
+                .unwrap()
+        };
+        let expected = vec![TsValue { ts: 7, value: KvValue::Long(3) }, TsValue { ts: 8, value: KvValue::Long(2) }];
+        assert_eq!(history()[0].1, expected);
+        assert_eq!(store.latest_timeseries(id, Some(&["t".to_string()])).unwrap()[0].1, TsValue { ts: 8, value: KvValue::Long(2) });
+        compact(&store, &mut raw);
+        assert_eq!(history()[0].1, expected, "the same once moved");
+        assert_eq!(store.latest_timeseries(id, Some(&["t".to_string()])).unwrap()[0].1, TsValue { ts: 8, value: KvValue::Long(2) });
     }
 
     #[test]
