@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use coapgate_coap::message::{Code, Message, MessageType};
+use coapgate_coap::keys::ExchangeKey;
 use coapgate_coap::{Block1Assembler, Block1Config, Block1Outcome, DedupCache, DedupConfig, Lookup, params};
 use coapgate_script::EnginePool;
 use coapgate_storage::model::Exchange;
@@ -128,10 +129,10 @@ pub struct CoapEndpoint {
     /// Message ids for the NON and separate CON responses this server originates.
     next_message_id: AtomicU16,
     /// Separate responses waiting for the peer's ACK or RST, by (peer, message id).
-    awaiting_ack: Mutex<HashMap<(SocketAddr, u16), oneshot::Sender<()>>>,
+    awaiting_ack: Mutex<HashMap<ExchangeKey, oneshot::Sender<()>>>,
     /// Confirmable uplinks in flight, by (peer, message id): when each arrived, and whether the
     /// sweeper has already sent its empty ACK (then its answer goes out as a separate response).
-    unanswered: Mutex<HashMap<(SocketAddr, u16), Unanswered>>,
+    unanswered: Mutex<HashMap<ExchangeKey, Unanswered>>,
     /// The runtime for work the answering thread must not do itself (separate responses with
     /// their retransmissions).
     runtime: Option<Handle>,
@@ -307,7 +308,7 @@ impl CoapEndpoint {
         };
         match message.mtype {
             MessageType::Acknowledgement | MessageType::Reset => {
-                let waiter = self.awaiting_ack.lock().unwrap_or_else(|e| e.into_inner()).remove(&(peer, message.message_id));
+                let waiter = self.awaiting_ack.lock().unwrap_or_else(|e| e.into_inner()).remove(&ExchangeKey(peer, message.message_id));
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(());
                 }
@@ -544,7 +545,7 @@ impl CoapEndpoint {
             response: created.to_vec(),
         };
         let confirmable = request.mtype == MessageType::Confirmable;
-        let key = (peer, request.message_id);
+        let key = ExchangeKey(peer, request.message_id);
         // Registered before the job can finish, so the answer always finds (and removes) it.
         if confirmable {
             self.unanswered_lock().insert(key, Unanswered { since: Instant::now(), acked: false });
@@ -563,7 +564,7 @@ impl CoapEndpoint {
         }
     }
 
-    fn unanswered_lock(&self) -> std::sync::MutexGuard<'_, HashMap<(SocketAddr, u16), Unanswered>> {
+    fn unanswered_lock(&self) -> std::sync::MutexGuard<'_, HashMap<ExchangeKey, Unanswered>> {
         self.unanswered.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -571,7 +572,7 @@ impl CoapEndpoint {
     fn answer_uplink(self: &Arc<Self>, request: &Message, peer: SocketAddr, reply: Reply, created: &Arc<[u8]>) {
         self.settle(&reply);
         let separate = request.mtype == MessageType::Confirmable
-            && self.unanswered_lock().remove(&(peer, request.message_id)).is_some_and(|u| u.acked);
+            && self.unanswered_lock().remove(&ExchangeKey(peer, request.message_id)).is_some_and(|u| u.acked);
         if !separate {
             return self.deliver(request, peer, reply, created);
         }
@@ -601,7 +602,7 @@ impl CoapEndpoint {
             // Under the lock, so an answer arriving now either finds `acked` set (and goes out
             // as a separate response) or was delivered piggybacked before this ACK was sent.
             let mut unanswered = self.unanswered_lock();
-            for (&(peer, message_id), waiting) in unanswered.iter_mut() {
+            for (&ExchangeKey(peer, message_id), waiting) in unanswered.iter_mut() {
                 if !waiting.acked && now.duration_since(waiting.since) >= window {
                     waiting.acked = true;
                     let ack: Arc<[u8]> = Message::empty_ack(message_id).encode().into();
@@ -679,7 +680,7 @@ impl CoapEndpoint {
         }
         let bytes = response.encode();
         let (acked_tx, mut acked_rx) = oneshot::channel();
-        self.awaiting_ack.lock().unwrap_or_else(|e| e.into_inner()).insert((peer, message_id), acked_tx);
+        self.awaiting_ack.lock().unwrap_or_else(|e| e.into_inner()).insert(ExchangeKey(peer, message_id), acked_tx);
         let factor = 1.0 + rand::random::<f64>() * (params::ACK_RANDOM_FACTOR - 1.0);
         let mut timeout = params::ACK_TIMEOUT.mul_f64(factor);
         for _attempt in 0..=params::MAX_RETRANSMIT {
@@ -689,7 +690,7 @@ impl CoapEndpoint {
             }
             timeout *= 2;
         }
-        self.awaiting_ack.lock().unwrap_or_else(|e| e.into_inner()).remove(&(peer, message_id));
+        self.awaiting_ack.lock().unwrap_or_else(|e| e.into_inner()).remove(&ExchangeKey(peer, message_id));
         tracing::debug!("separate response to {peer} was never acknowledged");
     }
 }
