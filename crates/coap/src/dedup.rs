@@ -76,17 +76,20 @@
 //!
 //! The maps use the standard library's randomly keyed SipHash on purpose:
 //! peers control both the port and the message id, and a fixed fast hash
-//! would let them engineer collisions (HashDoS).
+//! would let them engineer collisions (HashDoS). Their keys ([`crate::keys`])
+//! hand it one word per address, not the derived `Hash`'s four writes.
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::host::source_host;
+use crate::keys::{ExchangeKey, HostKey, PeerKey};
 use crate::params;
 
-type Key = (SocketAddr, u16);
+type Key = ExchangeKey;
 
 /// Slack added to the compaction threshold so tiny caches do not compact on every call.
 const COMPACT_SLACK: usize = 64;
@@ -178,41 +181,64 @@ struct Slot {
     confirmable: bool,
 }
 
-/// Live entries per peer and per host, and each host's completed entries in completion order
-/// (dropped with the host's last entry, so hosts that went quiet cost nothing).
+/// What is counted per peer and per host, each in one map entry so that an uplink looks each
+/// up once or twice rather than once per counter (hashing was a quarter of the receive thread).
 #[derive(Debug, Default)]
 struct Counts {
-    per_peer: HashMap<SocketAddr, u32>,
-    per_host: HashMap<IpAddr, u32>,
-    host_done: HashMap<IpAddr, VecDeque<(Key, u64)>>,
-    /// The newest message id of each peer with live entries (in RFC 7252's sequence order).
-    last_mid: HashMap<SocketAddr, u16>,
+    peers: HashMap<PeerKey, PeerCount>,
+    hosts: HashMap<HostKey, HostCount>,
+}
+
+/// A peer with live entries.
+#[derive(Debug)]
+struct PeerCount {
+    live: u32,
+    /// The newest message id among them (in RFC 7252's sequence order).
+    last_mid: u16,
+}
+
+/// A host with live entries, and its completed entries in completion order (dropped with the
+/// host's last entry, so hosts that went quiet cost nothing).
+#[derive(Debug, Default)]
+struct HostCount {
+    live: u32,
+    done: VecDeque<(Key, u64)>,
 }
 
 impl Counts {
     fn add(&mut self, peer: SocketAddr, message_id: u16) {
-        let last = self.last_mid.entry(peer).or_insert(message_id);
-        if is_behind(*last, message_id) {
-            *last = message_id;
+        let host = HostKey(source_host(peer));
+        let count = self.peers.entry(PeerKey(peer)).or_insert(PeerCount {
+            live: 0,
+            last_mid: message_id,
+        });
+        if is_behind(count.last_mid, message_id) {
+            count.last_mid = message_id;
         }
-        *self.per_peer.entry(peer).or_insert(0) += 1;
-        *self.per_host.entry(source_host(peer)).or_insert(0) += 1;
+        count.live += 1;
+        self.hosts.entry(host).or_default().live += 1;
     }
 
     fn remove(&mut self, peer: SocketAddr) {
-        decrement(&mut self.per_peer, peer);
-        if !self.per_peer.contains_key(&peer) {
-            self.last_mid.remove(&peer);
+        let host = HostKey(source_host(peer));
+        if let MapEntry::Occupied(mut count) = self.peers.entry(PeerKey(peer)) {
+            count.get_mut().live = count.get().live.saturating_sub(1);
+            if count.get().live == 0 {
+                count.remove();
+            }
         }
-        let host = source_host(peer);
-        decrement(&mut self.per_host, host);
-        if !self.per_host.contains_key(&host) {
-            self.host_done.remove(&host);
+        if let MapEntry::Occupied(mut count) = self.hosts.entry(host) {
+            count.get_mut().live = count.get().live.saturating_sub(1);
+            if count.get().live == 0 {
+                count.remove();
+            }
         }
     }
 
-    fn host(&self, host: &IpAddr) -> usize {
-        self.per_host.get(host).map_or(0, |&c| c as usize)
+    fn host(&self, host: IpAddr) -> usize {
+        self.hosts
+            .get(&HostKey(host))
+            .map_or(0, |h| h.live as usize)
     }
 }
 
@@ -238,15 +264,6 @@ struct Dropped {
 impl Dropped {
     fn contains(&self, message_id: u16) -> bool {
         message_id.wrapping_sub(self.first) <= self.last.wrapping_sub(self.first)
-    }
-}
-
-fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, key: K) {
-    if let Some(count) = counts.get_mut(&key) {
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            counts.remove(&key);
-        }
     }
 }
 
@@ -306,7 +323,7 @@ pub struct DedupCache {
     /// The committed keys of each peer dropped from the full index, which only the durable
     /// log still knows; `unsure_all` for every peer (a restart that did not load everything,
     /// or more such peers than tracked).
-    unsure_peers: HashMap<SocketAddr, Dropped>,
+    unsure_peers: HashMap<PeerKey, Dropped>,
     unsure_all: Option<Instant>,
     next_id: u64,
 }
@@ -370,12 +387,15 @@ impl DedupCache {
 
     /// Number of entries held for `peer`.
     pub fn peer_len(&self, peer: &SocketAddr) -> usize {
-        self.counts.per_peer.get(peer).map_or(0, |&c| c as usize)
+        self.counts
+            .peers
+            .get(&PeerKey(*peer))
+            .map_or(0, |p| p.live as usize)
     }
 
     /// Number of entries held for the host of `peer` (all its ports).
     pub fn host_len(&self, peer: &SocketAddr) -> usize {
-        self.counts.host(&source_host(*peer))
+        self.counts.host(source_host(*peer))
     }
 
     /// Number of evicted committed exchanges still remembered by key.
@@ -391,7 +411,9 @@ impl DedupCache {
 
     /// The entry for `(peer, message_id)`, without checking expiry.
     pub fn get(&self, peer: SocketAddr, message_id: u16) -> Option<&Entry> {
-        self.slots.get(&(peer, message_id)).map(|s| &s.entry)
+        self.slots
+            .get(&ExchangeKey(peer, message_id))
+            .map(|s| &s.entry)
     }
 
     /// Looks up an incoming message and, if it is new, starts tracking it as
@@ -407,7 +429,7 @@ impl DedupCache {
         now: Instant,
     ) -> Lookup {
         self.purge_expired(now);
-        let key = (peer, message_id);
+        let key = ExchangeKey(peer, message_id);
         if let Some(slot) = self.slots.get(&key) {
             return match &slot.entry {
                 Entry::InProgress => Lookup::InProgress,
@@ -423,7 +445,7 @@ impl DedupCache {
             return Lookup::Full(Limit::PerPeer);
         }
         let host = source_host(peer);
-        if self.counts.host(&host) >= self.config.max_entries_per_host
+        if self.counts.host(host) >= self.config.max_entries_per_host
             && !self.evict_oldest_done_of(host, now)
         {
             return Lookup::Full(Limit::PerHost);
@@ -463,9 +485,9 @@ impl DedupCache {
     /// Whether a miss for `(peer, message_id)` may be a retransmission of a committed exchange
     /// known only to the durable log.
     fn unsure(&mut self, peer: SocketAddr, message_id: u16, now: Instant) -> bool {
-        if let Some(dropped) = self.unsure_peers.get(&peer) {
+        if let Some(dropped) = self.unsure_peers.get(&PeerKey(peer)) {
             if dropped.until <= now {
-                self.unsure_peers.remove(&peer);
+                self.unsure_peers.remove(&PeerKey(peer));
             } else if dropped.contains(message_id) {
                 return true;
             }
@@ -476,8 +498,8 @@ impl DedupCache {
         if self.unsure_all.is_none() {
             return false;
         }
-        match self.counts.last_mid.get(&peer) {
-            Some(&last) => !is_behind(last, message_id),
+        match self.counts.peers.get(&PeerKey(peer)).map(|p| p.last_mid) {
+            Some(last) => !is_behind(last, message_id),
             None => true,
         }
     }
@@ -507,7 +529,7 @@ impl DedupCache {
     /// with an empty ACK and then a separate response). Returns whether it was tracked.
     pub fn mark_committed(&mut self, peer: SocketAddr, message_id: u16) -> bool {
         self.slots
-            .get_mut(&(peer, message_id))
+            .get_mut(&ExchangeKey(peer, message_id))
             .map(|slot| slot.committed = true)
             .is_some()
     }
@@ -519,7 +541,7 @@ impl DedupCache {
         response: Arc<[u8]>,
         committed: bool,
     ) -> bool {
-        let key = (peer, message_id);
+        let key = ExchangeKey(peer, message_id);
         let Some(slot) = self.slots.get_mut(&key) else {
             return false;
         };
@@ -529,13 +551,14 @@ impl DedupCache {
         if was_in_progress {
             let record = (key, slot.id);
             self.done_queue.push_back(record);
-            let host = source_host(peer);
-            let host_count = self.counts.host(&host);
-            let queue = self.counts.host_done.entry(host).or_default();
-            queue.push_back(record);
-            if queue.len() > 2 * host_count + COMPACT_SLACK {
-                let slots = &self.slots;
-                queue.retain(|&(key, id)| slots.get(&key).is_some_and(|s| s.id == id));
+            // A live slot's host is counted, so its entry is there.
+            if let Some(host) = self.counts.hosts.get_mut(&HostKey(source_host(peer))) {
+                host.done.push_back(record);
+                if host.done.len() > 2 * host.live as usize + COMPACT_SLACK {
+                    let slots = &self.slots;
+                    host.done
+                        .retain(|&(key, id)| slots.get(&key).is_some_and(|s| s.id == id));
+                }
             }
             self.maybe_compact();
         }
@@ -546,7 +569,7 @@ impl DedupCache {
     /// again (e.g. after a transient failure that was not answered).
     /// Returns whether it was tracked.
     pub fn forget(&mut self, peer: SocketAddr, message_id: u16) -> bool {
-        if self.slots.remove(&(peer, message_id)).is_some() {
+        if self.slots.remove(&ExchangeKey(peer, message_id)).is_some() {
             self.counts.remove(peer);
             true
         } else {
@@ -587,7 +610,13 @@ impl DedupCache {
 
     /// Evicts the oldest completed entry of `host`; `false` if it has none.
     fn evict_oldest_done_of(&mut self, host: IpAddr, now: Instant) -> bool {
-        let Some(mut queue) = self.counts.host_done.remove(&host) else {
+        // Taken out while evicting (which updates the counts), put back if the host is left.
+        let Some(mut queue) = self
+            .counts
+            .hosts
+            .get_mut(&HostKey(host))
+            .map(|h| std::mem::take(&mut h.done))
+        else {
             return false;
         };
         let mut evicted = false;
@@ -597,8 +626,8 @@ impl DedupCache {
                 break;
             }
         }
-        if !queue.is_empty() && self.counts.host(&host) > 0 {
-            self.counts.host_done.insert(host, queue);
+        if let Some(left) = self.counts.hosts.get_mut(&HostKey(host)) {
+            left.done = queue;
         }
         evicted
     }
@@ -627,7 +656,8 @@ impl DedupCache {
             {
                 // That key now lives only in the durable log, for the rest of its lifetime.
                 let until = at + self.config.lifetime_con;
-                let (peer, message_id) = dropped;
+                let ExchangeKey(peer, message_id) = dropped;
+                let peer = PeerKey(peer);
                 if self.unsure_peers.len() >= MAX_UNSURE_PEERS
                     && !self.unsure_peers.contains_key(&peer)
                 {
@@ -919,11 +949,7 @@ mod tests {
             1
         );
         assert!(cache.is_empty());
-        assert!(
-            cache.counts.per_peer.is_empty()
-                && cache.counts.per_host.is_empty()
-                && cache.counts.host_done.is_empty()
-        );
+        assert!(cache.counts.peers.is_empty() && cache.counts.hosts.is_empty());
     }
 
     #[test]
@@ -1000,11 +1026,7 @@ mod tests {
         assert!(cache.forget(peer(1), 5));
         assert!(!cache.forget(peer(1), 5));
         assert!(cache.is_empty());
-        assert!(
-            cache.counts.per_peer.is_empty()
-                && cache.counts.per_host.is_empty()
-                && cache.counts.host_done.is_empty()
-        );
+        assert!(cache.counts.peers.is_empty() && cache.counts.hosts.is_empty());
         // The retry is new and gets its own lifetime; the stale record of the
         // first insertion must not expire it early.
         let t1 = t0 + Duration::from_secs(200);

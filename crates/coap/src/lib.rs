@@ -11,6 +11,7 @@
 //! - [`blockwise`]: bounded server-side reassembly of RFC 7959 Block1 uploads.
 //! - [`dedup`]: bounded per-peer and per-host message-deduplication cache for a server (RFC 7252 §4.5).
 //! - [`host`]: what one source is (IPv4 address, IPv6 /64) for per-source bounds.
+//! - [`keys`]: peers, hosts and exchanges as map keys that the keyed SipHash reads in one word.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -18,6 +19,7 @@
 pub mod blockwise;
 pub mod dedup;
 pub mod host;
+pub mod keys;
 pub mod message;
 pub mod params;
 
