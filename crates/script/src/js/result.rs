@@ -18,6 +18,7 @@
 //! a fallback the stringify route runs them again.
 
 use rquickjs::object::Filter;
+use rquickjs::atom::PredefinedAtom;
 use rquickjs::{Atom, Value};
 
 /// Deeper results go through `JSON.stringify`, which reports cycles.
@@ -133,7 +134,8 @@ fn element(
         return Ok(None);
     }
     let object = value.as_object().expect("checked: an object");
-    if !object.get::<_, Value>("toJSON")?.is_undefined() {
+    // The predefined atom: no look-up of the name per object.
+    if !object.get::<_, Value>(PredefinedAtom::ToJSON)?.is_undefined() {
         return Ok(None);
     }
     if let Some(array) = object.as_array() {
