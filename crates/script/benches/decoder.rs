@@ -44,9 +44,12 @@ fn bench(name: &str, script: &str, payload: &[u8]) {
     for _ in 0..10_000 {
         engine.decode(&script, payload, &metadata).unwrap();
     }
+    // `DECODER_CALLS=N` runs exactly N calls (for callgrind, whose counts do not move with the
+    // machine's load); otherwise as many as fit in 3 s.
+    let fixed: Option<u64> = std::env::var("DECODER_CALLS").ok().and_then(|n| n.parse().ok());
     let started = Instant::now();
     let mut calls = 0u64;
-    while started.elapsed() < Duration::from_secs(3) {
+    while fixed.map_or(started.elapsed() < Duration::from_secs(3), |n| calls < n) {
         for _ in 0..1_000 {
             engine.decode(&script, payload, &metadata).unwrap();
         }

@@ -22,6 +22,8 @@ use rquickjs::{
 use crate::cache::LruCache;
 use crate::{DecoderScript, Limits, ScriptError};
 
+mod result;
+
 /// File name QuickJS reports for user code; used to find user frames in
 /// stack traces.
 const SCRIPT_FILE: &str = "decoder.js";
@@ -159,8 +161,10 @@ impl JsEngine {
                 pair
             }
         };
-        let json = self.call(&context, func, payload, metadata)?;
-        parse_result(json.as_deref(), self.limits.max_result_chars)
+        match self.call(&context, func, payload, metadata)? {
+            Output::Walked(value) => Ok(value),
+            Output::Json(json) => parse_result(json.as_deref(), self.limits.max_result_chars),
+        }
     }
 
     /// Creates a fresh context for `script` and compiles it there.
@@ -269,18 +273,20 @@ impl JsEngine {
         Ok(())
     }
 
-    /// Calls a compiled decoder and returns the JSON text of its result
-    /// (`None` when the result is `undefined` or not representable in JSON).
+    /// Calls a compiled decoder and returns its result, read from the JS heap when it is plain
+    /// data (see [`result`]), else as the JSON text `JSON.stringify` makes of it (`None` when
+    /// the result is `undefined` or not representable in JSON).
     fn call(
         &mut self,
         context: &Context,
         func: Persistent<Function<'static>>,
         payload: &[u8],
         metadata: &BTreeMap<String, String>,
-    ) -> Result<Option<String>, ScriptError> {
+    ) -> Result<Output, ScriptError> {
+        let max_chars = self.limits.max_result_chars;
         self.arm();
         let result = context.with(|ctx| {
-            let run = || -> rquickjs::Result<Option<String>> {
+            let run = || -> rquickjs::Result<Output> {
                 let func = func.restore(&ctx)?;
                 let bytes = byte_array(&ctx, payload)?;
                 let meta = Object::new(ctx.clone())?;
@@ -288,12 +294,15 @@ impl JsEngine {
                     meta.set(k.as_str(), v.as_str())?;
                 }
                 let value: Value = func.call((bytes, meta))?;
-                let json = match ctx.json_stringify(value)? {
-                    Some(s) => Some(s.to_string()?),
-                    None => None,
+                let output = match result::walk(&value, max_chars)? {
+                    result::Walked::Value(v) => Output::Walked(v),
+                    result::Walked::Fallback => Output::Json(match ctx.json_stringify(value)? {
+                        Some(s) => Some(s.to_string()?),
+                        None => None,
+                    }),
                 };
                 self.run_jobs(&ctx)?;
-                Ok(json)
+                Ok(output)
             };
             run().map_err(|e| self.classify(&ctx, e, false))
         });
@@ -447,6 +456,14 @@ impl Drop for JsEngine {
         // Explicit for clarity: compiled functions go before the runtime.
         self.cache.clear();
     }
+}
+
+/// A decoder's result as [`JsEngine::call`] returns it.
+enum Output {
+    /// Plain data, read from the JS heap (see [`result`]).
+    Walked(serde_json::Value),
+    /// `JSON.stringify`'s text of anything else, still to be parsed and checked for size.
+    Json(Option<String>),
 }
 
 /// Evaluation options: global (non-module) code, sloppy mode like the
