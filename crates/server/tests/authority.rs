@@ -8,13 +8,11 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
+use tungstenite::Message;
 
 /// What a customer user gets from a route. Paths in rows use `{DEV}`, `{ASSET}`, `{CUST}` and
 /// `{USER}`, filled with the customer user's own device, asset, customer and a user of that
@@ -436,29 +434,6 @@ fn every_route_has_a_decision_and_customer_users_reach_only_their_own() {
     assert_eq!(all, json!(3));
 }
 
-type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
-
-fn next(ws: &mut Ws, timeout: Duration) -> Option<Value> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        if let MaybeTlsStream::Plain(stream) = ws.get_mut() {
-            stream.set_read_timeout(Some(left)).unwrap();
-        }
-        match ws.read() {
-            Ok(Message::Text(text)) => return Some(serde_json::from_str(text.as_str()).unwrap()),
-            Ok(Message::Close(frame)) => panic!("closed by the server: {frame:?}"),
-            Ok(_) => continue,
-            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                return None;
-            }
-            Err(e) => panic!("reading the WebSocket: {e}"),
-        }
-    }
-}
 
 #[test]
 fn a_customer_users_websocket_reaches_only_its_customers_devices() {
@@ -474,19 +449,19 @@ fn a_customer_users_websocket_reaches_only_its_customers_devices() {
     };
     // Another customer's device: refused as ThingsBoard refuses it (an error update, no data).
     ws.send(Message::text(subscribe(1, &theirs.device).to_string())).unwrap();
-    let refused = next(&mut ws, Duration::from_secs(10)).expect("an answer to the refused subscription");
+    let refused = ws_next(&mut ws, Duration::from_secs(10)).expect("an answer to the refused subscription");
     assert_eq!(refused["subscriptionId"], 1);
     assert_ne!(refused["errorCode"], 0, "{refused}");
     assert!(refused["data"].as_object().is_none_or(|d| d.is_empty()), "{refused}");
     // Its own: the current value, then a new one written by the tenant administrator.
     ws.send(Message::text(json!({"cmds": [{"type": "TIMESERIES", "entityType": "DEVICE", "entityId": mine.device, "scope": "LATEST_TELEMETRY", "cmdId": 2}]}).to_string()))
         .unwrap();
-    let first = next(&mut ws, Duration::from_secs(10)).expect("the own device's values");
+    let first = ws_next(&mut ws, Duration::from_secs(10)).expect("the own device's values");
     assert_eq!((first["subscriptionId"].clone(), first["errorCode"].clone()), (json!(2), json!(0)), "{first}");
     assert!(first["data"]["temperature"].is_array(), "{first}");
     server.api("POST", &format!("/api/plugins/telemetry/DEVICE/{}/timeseries/ANY", theirs.device), Some(json!({"temperature": 99})));
     server.api("POST", &format!("/api/plugins/telemetry/DEVICE/{}/timeseries/ANY", mine.device), Some(json!({"temperature": 23})));
-    let update = next(&mut ws, Duration::from_secs(10)).expect("an update for the own device");
+    let update = ws_next(&mut ws, Duration::from_secs(10)).expect("an update for the own device");
     assert_eq!(update["subscriptionId"], 2, "{update}");
     assert_eq!(update["data"]["temperature"][0][1], "23", "{update}");
     // An entity data query of all devices pages only the customer's.
@@ -494,7 +469,7 @@ fn a_customer_users_websocket_reaches_only_its_customers_devices() {
     ws.send(Message::text(json!({"cmds": [{"type": "ENTITY_DATA", "cmdId": 3, "query": query, "latestCmd": {"keys": [{"type": "TIME_SERIES", "key": "temperature"}]}}]}).to_string()))
         .unwrap();
     let page = loop {
-        let message = next(&mut ws, Duration::from_secs(10)).expect("the entity data page");
+        let message = ws_next(&mut ws, Duration::from_secs(10)).expect("the entity data page");
         if message["cmdId"] == 3 {
             break message;
         }

@@ -492,30 +492,6 @@ fn every_node_shows_a_remote_linked_to_another() {
     assert!(gone.is_some(), "node B stops showing it once it is gone: {}", status(&b));
 }
 
-/// The next text message of a WebSocket within `timeout`, as JSON.
-fn ws_next(ws: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>, timeout: Duration) -> Option<Value> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        if let tungstenite::stream::MaybeTlsStream::Plain(stream) = ws.get_mut() {
-            stream.set_read_timeout(Some(left)).unwrap();
-        }
-        match ws.read() {
-            Ok(tungstenite::Message::Text(text)) => return Some(serde_json::from_str(text.as_str()).unwrap()),
-            Ok(tungstenite::Message::Close(frame)) => panic!("closed by the server: {frame:?}"),
-            Ok(_) => continue,
-            Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
-            {
-                return None;
-            }
-            Err(e) => panic!("reading the WebSocket: {e}"),
-        }
-    }
-}
 
 /// A WebSocket subscriber on one node gets what another node commits: an uplink through node B
 /// and a REST attribute write on node B both reach a session on node A, with their values.

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
+use tungstenite::Message;
 
-type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
 
 fn ws_url(server: &Server, path: &str) -> String {
     server.http.replacen("http://", "ws://", 1) + path
@@ -28,31 +27,9 @@ fn send(ws: &mut Ws, message: Value) {
     ws.send(Message::text(message.to_string())).expect("sending a command");
 }
 
-/// The next JSON message within `timeout`, skipping pings; `None` when nothing came.
-fn next(ws: &mut Ws, timeout: Duration) -> Option<Value> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        if let MaybeTlsStream::Plain(stream) = ws.get_mut() {
-            stream.set_read_timeout(Some(left)).unwrap();
-        }
-        match ws.read() {
-            Ok(Message::Text(text)) => return Some(serde_json::from_str(text.as_str()).expect("updates are JSON")),
-            Ok(Message::Close(frame)) => panic!("closed by the server: {frame:?}"),
-            Ok(_) => continue,
-            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                return None;
-            }
-            Err(e) => panic!("reading the WebSocket: {e}"),
-        }
-    }
-}
 
 fn expect_update(ws: &mut Ws, what: &str) -> Value {
-    next(ws, Duration::from_secs(10)).unwrap_or_else(|| panic!("no update: {what}"))
+    ws_next(ws, Duration::from_secs(10)).unwrap_or_else(|| panic!("no update: {what}"))
 }
 
 fn uplink(server: &Server, endpoint: &str, payload: &str) {
@@ -119,14 +96,14 @@ fn time_series_subscriptions_get_uplinks_once_stored() {
     server.api("POST", &format!("/api/plugins/telemetry/DEVICE/{id}/timeseries/ANY"), Some(json!({"temperature": 12})));
     let update = expect_update(&mut all, "a REST write");
     assert_eq!(value_of(&update, "temperature").as_deref(), Some("12"), "{update}");
-    assert_eq!(next(&mut one, Duration::from_millis(500)), None, "a key the subscription does not want");
+    assert_eq!(ws_next(&mut one, Duration::from_millis(500)), None, "a key the subscription does not want");
 
     // Unsubscribed: nothing more.
     send(&mut all, json!({"tsSubCmds": [{"entityType": "DEVICE", "entityId": id, "cmdId": 10, "unsubscribe": true}]}));
     std::thread::sleep(Duration::from_millis(200));
     uplink(&server, &endpoint, "SN-001,default,temperature,31,humidity,71");
     assert_eq!(value_of(&expect_update(&mut one, "still subscribed"), "humidity").as_deref(), Some("71"));
-    assert_eq!(next(&mut all, Duration::from_millis(500)), None, "an unsubscribed command gets no update");
+    assert_eq!(ws_next(&mut all, Duration::from_millis(500)), None, "an unsubscribed command gets no update");
 }
 
 #[test]
@@ -151,7 +128,7 @@ fn attribute_subscriptions_get_rest_writes_of_their_scope() {
     assert_eq!(update["subscriptionId"], 1, "{update}");
     assert_eq!(value_of(&update, "firmware").as_deref(), Some("1.2"));
     assert_eq!(value_of(&update, "limit").as_deref(), Some("5"));
-    assert_eq!(next(&mut ws, Duration::from_millis(500)), None, "the shared-scope subscription is not told");
+    assert_eq!(ws_next(&mut ws, Duration::from_millis(500)), None, "the shared-scope subscription is not told");
 
     server.api("POST", &format!("/api/plugins/telemetry/DEVICE/{id}/attributes/SHARED_SCOPE"), Some(json!({"mode": "eco", "other": 1})));
     let update = expect_update(&mut ws, "the shared-scope write");
@@ -406,7 +383,7 @@ fn entity_data_for_a_single_entity() {
     send(&mut ws, json!({"cmds": [{"type": "ENTITY_DATA_UNSUBSCRIBE", "cmdId": 4}]}));
     std::thread::sleep(Duration::from_millis(200));
     uplink(&server, &endpoint, "SN-001,default,temperature,34,humidity,50");
-    assert_eq!(next(&mut ws, Duration::from_millis(500)), None, "unsubscribed");
+    assert_eq!(ws_next(&mut ws, Duration::from_millis(500)), None, "unsubscribed");
 
 }
 
@@ -536,7 +513,7 @@ fn entity_data_for_queries_of_many_entities() {
     assert_eq!(rows.len(), 1, "{update}");
     assert_eq!(rows[0]["entityId"], json!({"entityType": "DEVICE", "id": lab}), "{update}");
     assert_eq!(rows[0]["latest"]["TIME_SERIES"]["temperature"]["value"], "19", "{update}");
-    assert_eq!(next(&mut ws, Duration::from_millis(500)), None, "no update for the other devices");
+    assert_eq!(ws_next(&mut ws, Duration::from_millis(500)), None, "no update for the other devices");
 
     // A page of one: only the entity on it is watched.
     send(
@@ -554,7 +531,7 @@ fn entity_data_for_queries_of_many_entities() {
     uplink(&server, &endpoint, "SN-002,default,temperature,21,humidity,41");
     let update = expect_update(&mut ws, "SN-002's uplink for the list of all devices");
     assert_eq!(update["cmdId"], 1, "SN-002 is not on command 2's page: {update}");
-    assert_eq!(next(&mut ws, Duration::from_millis(500)), None, "command 2 is not told of SN-002");
+    assert_eq!(ws_next(&mut ws, Duration::from_millis(500)), None, "command 2 is not told of SN-002");
     uplink(&server, &endpoint, "SN-001,default,temperature,26,humidity,41");
     let mut cmds: Vec<i64> = (0..2).map(|_| expect_update(&mut ws, "SN-001's uplink")).map(|u| {
         assert_eq!(u["update"][0]["entityId"]["id"], sn1.as_str(), "{u}");
@@ -629,7 +606,7 @@ fn bench_ws_subscribers_get_every_update() {
 /// others (value updates, other commands); `None` when none came within `timeout`.
 fn next_page(ws: &mut Ws, cmd_id: i64, timeout: Duration) -> Option<Value> {
     let deadline = Instant::now() + timeout;
-    while let Some(message) = next(ws, deadline.saturating_duration_since(Instant::now())) {
+    while let Some(message) = ws_next(ws, deadline.saturating_duration_since(Instant::now())) {
         if message["cmdId"] == cmd_id && !message["data"].is_null() {
             return Some(message);
         }

@@ -852,3 +852,32 @@ pub fn acknowledged_uplinks_survive_kill_9(start: StartServer<'_>, dir: PathBuf,
         assert_eq!(stored, want, "{name}: every acknowledged uplink stored exactly once");
     }
 }
+
+/// A WebSocket client of the tests (tungstenite, blocking).
+pub type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+
+/// The next JSON text message within `timeout`, skipping pings; `None` when nothing came. A close
+/// by the server fails the test.
+pub fn ws_next(ws: &mut Ws, timeout: Duration) -> Option<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        if let tungstenite::stream::MaybeTlsStream::Plain(stream) = ws.get_mut() {
+            stream.set_read_timeout(Some(left)).unwrap();
+        }
+        match ws.read() {
+            Ok(tungstenite::Message::Text(text)) => return Some(serde_json::from_str(text.as_str()).expect("updates are JSON")),
+            Ok(tungstenite::Message::Close(frame)) => panic!("closed by the server: {frame:?}"),
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
+                return None;
+            }
+            Err(e) => panic!("reading the WebSocket: {e}"),
+        }
+    }
+}
