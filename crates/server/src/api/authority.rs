@@ -143,23 +143,26 @@ async fn tenant_admin_only(request: Request, next: Next) -> Result<Response, Api
     }
 }
 
+/// A user of `authority` (and customer) for unit tests of authority decisions.
+#[cfg(test)]
+pub(super) fn test_user(authority: &str, customer_id: Option<Uuid>) -> User {
+    User {
+        id: Uuid::new_v4(),
+        created_time: 0,
+        email: "u@example.com".into(),
+        password_hash: String::new(),
+        authority: authority.into(),
+        first_name: None,
+        last_name: None,
+        customer_id,
+        enabled: true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn user(authority: &str, customer_id: Option<Uuid>) -> User {
-        User {
-            id: Uuid::new_v4(),
-            created_time: 0,
-            email: "u@example.com".into(),
-            password_hash: String::new(),
-            authority: authority.into(),
-            first_name: None,
-            last_name: None,
-            customer_id,
-            enabled: true,
-        }
-    }
+    use super::test_user as user;
 
     #[test]
     fn customer_users_own_only_their_customers_entities() {

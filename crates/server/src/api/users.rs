@@ -384,19 +384,7 @@ mod tests {
         assert!(!token_hash(&a).contains(&a));
     }
 
-    fn user(authority: &str, customer_id: Option<Uuid>) -> User {
-        User {
-            id: Uuid::new_v4(),
-            created_time: 0,
-            email: "u@example.com".into(),
-            password_hash: String::new(),
-            authority: authority.into(),
-            first_name: None,
-            last_name: None,
-            customer_id,
-            enabled: true,
-        }
-    }
+    use super::super::authority::test_user as user;
 
     #[test]
     fn customer_users_read_their_customers_users_and_change_only_themselves() {

@@ -106,6 +106,11 @@ pub(crate) fn pg(e: postgres::Error) -> StorageError {
     StorageError::Other(format!("database error: {}", config::error_text(&e)))
 }
 
+/// ThingsBoard's 400 for a user whose e-mail another user has (the unique index on it).
+fn email_taken(e: postgres::Error) -> StorageError {
+    if is_unique_violation(&e) { StorageError::Conflict("User with such email already exists!".into()) } else { pg(e) }
+}
+
 fn is_unique_violation(e: &postgres::Error) -> bool {
     e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION)
 }
@@ -715,13 +720,7 @@ impl Store for PgStore {
                     &statement,
                     &[&u.id, &u.created_time, &u.email, &u.password_hash, &u.authority, &u.first_name, &u.last_name, &u.customer_id, &u.enabled],
                 )
-                .map_err(|e| {
-                    if is_unique_violation(&e) {
-                        StorageError::Conflict("User with such email already exists!".into())
-                    } else {
-                        pg(e)
-                    }
-                })?;
+                .map_err(email_taken)?;
             Ok(())
         })
     }
@@ -761,13 +760,7 @@ impl Store for PgStore {
                     "UPDATE app_user SET email = $2, first_name = $3, last_name = $4 WHERE id = $1",
                     &[&u.id, &u.email, &u.first_name, &u.last_name],
                 )
-                .map_err(|e| {
-                    if is_unique_violation(&e) {
-                        StorageError::Conflict("User with such email already exists!".into())
-                    } else {
-                        pg(e)
-                    }
-                })?;
+                .map_err(email_taken)?;
             Ok(n > 0)
         })
     }
