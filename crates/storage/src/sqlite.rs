@@ -1970,6 +1970,7 @@ impl Store for SqliteStore {
             exchanges_behind: false,
             moved,
             deleted_upto: 0,
+            pruned_upto: 0,
             last_wal_check: std::time::Instant::now(),
             wal_limit: WAL_LIMIT_BYTES,
         }))
@@ -1999,6 +2000,8 @@ pub struct SqliteUplinkWriter {
     moved: Arc<AtomicI64>,
     /// ts_kv_recent rows up to here have been deleted by this writer.
     deleted_upto: i64,
+    /// `cache.latest` holds no entry of a row up to here.
+    pruned_upto: i64,
     /// When the WAL's size was last looked at, and the size it is brought back to.
     last_wal_check: std::time::Instant,
     wal_limit: u64,
@@ -2019,11 +2022,15 @@ const COMPACT_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 const COMPACT_ROWS: i64 = 150_000;
 /// ...or once any have waited this long.
 const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-/// Most rows moved in one transaction. Below 2^20: the tie-breaker in `move_recent` relies
-/// on it.
+/// Most rows moved in one transaction...
 const COMPACT_CHUNK: i64 = 250_000;
-/// Most moved rows the writer deletes between two commits, to keep each pause short.
-const DELETE_SLICE: i64 = 10_000;
+/// ...and about the most points: a chunk is decoded and sorted in memory (about 64 bytes a
+/// point), so a chunk of 50-key uplinks holds fewer rows.
+const COMPACT_POINTS: usize = 500_000;
+/// Most moved rows the writer deletes between two commits, to keep each pause short: the
+/// uplinks queued meanwhile wait for it (10,000 at a time, p99 at 64 in flight was 5.4-5.9 ms
+/// against 4.0-4.8 ms with 1,000, in three paired runs; a fourth pair showed the reverse).
+const DELETE_SLICE: i64 = 1_000;
 
 /// How long a stored exchange is remembered: CoAP's EXCHANGE_LIFETIME (RFC 7252 §4.8.2).
 pub const EXCHANGE_LIFETIME_MS: Millis = 247_000;
@@ -2138,12 +2145,23 @@ fn waiting_points(conn: &Connection) -> Result<(i64, i64)> {
     Ok(conn.query_row(WAITING, [], |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
 
-/// Moves up to [`COMPACT_CHUNK`] of the points not moved yet into hist.ts_kv, sorted by key so
-/// each B-tree leaf is written once per chunk, folds the newest of each series into
-/// hist.ts_kv_latest, and records how far it got — one transaction of the history database,
-/// synced before it returns, so the writer may then delete the rows. Returns how far the rows
-/// are moved and whether more are waiting. Main is only read: uplink commits never wait for it.
+/// Moves up to [`COMPACT_CHUNK`] rows (at most about [`COMPACT_POINTS`] points) of the points
+/// not moved yet into hist.ts_kv and folds the newest of each series into hist.ts_kv_latest,
+/// and records how far it got — one transaction of the history database, synced before it
+/// returns, so the writer may then delete the rows. Returns how far the rows are moved and
+/// whether more are waiting. Main is only read: uplink commits never wait for it.
+///
+/// The chunk is decoded and sorted here, once, by (entity, key, ts, row): each B-tree leaf of
+/// ts_kv and ts_kv_latest is then written once per chunk, only the last write of a (series, ts)
+/// is inserted, and the last point of a series is its newest. Two `INSERT … SELECT … ORDER BY`
+/// through the `recent_points` view did the same with two SQLite sorts that spilled to
+/// temporary files: a quarter of the compactor's time went to the sorter.
 fn move_recent(conn: &Connection) -> Result<(i64, bool)> {
+    move_chunk(conn, COMPACT_POINTS)
+}
+
+/// [`move_recent`] with a chunk of about `max_points` points.
+fn move_chunk(conn: &Connection, max_points: usize) -> Result<(i64, bool)> {
     // Nothing to move (an idle server): no write transaction, so no flush every COMPACT_EVERY.
     let (moved, last) = waiting_points(conn)?;
     if last <= moved {
@@ -2154,33 +2172,91 @@ fn move_recent(conn: &Connection) -> Result<(i64, bool)> {
     // any snapshot; main is only read, its snapshot taken after.
     tx.execute("UPDATE hist.compaction SET moved_upto = moved_upto", [])?;
     let (moved, last): (i64, i64) = tx.query_row(WAITING, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let upto = last.min(moved + COMPACT_CHUNK);
-    tx.execute(
-        "INSERT INTO hist.ts_kv (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
-         SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv_recent_points \
-         WHERE src > ?1 AND src <= ?2 ORDER BY entity_id, key, ts, src \
-         ON CONFLICT (entity_id, key, ts) DO UPDATE SET bool_v = excluded.bool_v, long_v = excluded.long_v, \
-         dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v",
-        [moved, upto],
-    )?;
-    // The newest point per series of the chunk becomes the latest value unless the stored one
-    // is newer; among equal timestamps the later write (rowid) wins, as in ts_kv (a row never
-    // holds two points of one series with the same timestamp, see `sqlite_points`).
-    // rowid - moved <= COMPACT_CHUNK < 2^20 keeps the tie-breaker below one millisecond.
-    tx.execute(
-        "INSERT INTO hist.ts_kv_latest (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) \
-         SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ( \
-           SELECT entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v, max(ts * 1048576 + (src - ?1)) \
-           FROM ts_kv_recent_points WHERE src > ?1 AND src <= ?2 GROUP BY entity_id, key) \
-         WHERE true ORDER BY entity_id, key \
-         ON CONFLICT (entity_id, key) DO UPDATE SET ts = excluded.ts, bool_v = excluded.bool_v, \
-         long_v = excluded.long_v, dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v \
-         WHERE excluded.ts >= hist.ts_kv_latest.ts",
-        [moved, upto],
-    )?;
+    let mut upto = last.min(moved + COMPACT_CHUNK);
+    // Every row's entity id and points, one after the other; the points borrow from it.
+    let mut bytes = Vec::new();
+    let mut rows: Vec<(i64, std::ops::Range<usize>, std::ops::Range<usize>)> = Vec::new();
+    let mut points = 0;
+    {
+        let mut select = tx.prepare_cached("SELECT rowid, entity_id, points FROM main.ts_kv_recent WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid")?;
+        let mut found = select.query([moved, upto])?;
+        while let Some(r) = found.next()? {
+            let src: i64 = r.get(0)?;
+            let start = bytes.len();
+            bytes.extend_from_slice(r.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?);
+            let entity = start..bytes.len();
+            let encoded = r.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+            points += crate::sqlite_points::count(encoded);
+            bytes.extend_from_slice(encoded);
+            let encoded = entity.end..bytes.len();
+            rows.push((src, entity, encoded));
+            if points >= max_points {
+                // The rest of the range waits for the next chunk.
+                upto = src;
+                break;
+            }
+        }
+    }
+    let mut chunk: Vec<Moving> = Vec::with_capacity(points);
+    for (src, entity, encoded) in &rows {
+        let entity = &bytes[entity.clone()];
+        chunk.extend(crate::sqlite_points::decode(&bytes[encoded.clone()]).map(|p| Moving { entity, key: p.key, ts: p.ts, src: *src, value: p.value }));
+    }
+    // (entity, key, ts, src) is unique: a row never holds two points of one (key, ts).
+    chunk.sort_unstable_by(|a, b| (a.entity, a.key, a.ts, a.src).cmp(&(b.entity, b.key, b.ts, b.src)));
+    {
+        let mut history = tx.prepare_cached(
+            "INSERT INTO hist.ts_kv (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (entity_id, key, ts) DO UPDATE SET bool_v = excluded.bool_v, long_v = excluded.long_v, \
+             dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v",
+        )?;
+        // The newest point of a series becomes its latest value unless the stored one is newer;
+        // among equal timestamps the later write (row) wins, as in ts_kv.
+        let mut latest = tx.prepare_cached(
+            "INSERT INTO hist.ts_kv_latest (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (entity_id, key) DO UPDATE SET ts = excluded.ts, bool_v = excluded.bool_v, \
+             long_v = excluded.long_v, dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v \
+             WHERE excluded.ts >= hist.ts_kv_latest.ts",
+        )?;
+        for (i, p) in chunk.iter().enumerate() {
+            let next = chunk.get(i + 1);
+            let same_series = next.is_some_and(|n| n.entity == p.entity && n.key == p.key);
+            // A later write of the same (series, ts) replaces this one: only the last is stored.
+            if same_series && next.is_some_and(|n| n.ts == p.ts) {
+                continue;
+            }
+            let (b, l, d, s, j) = point_columns(&p.value);
+            history.execute(params![p.entity, p.key, p.ts, b, l, d, s, j])?;
+            if !same_series {
+                latest.execute(params![p.entity, p.key, p.ts, b, l, d, s, j])?;
+            }
+        }
+    }
     tx.execute("UPDATE hist.compaction SET moved_upto = ?1", [upto])?;
     tx.commit()?;
     Ok((upto, upto < last))
+}
+
+/// One point of a chunk being moved; the entity id and text borrow from the chunk's bytes.
+struct Moving<'a> {
+    entity: &'a [u8],
+    key: i64,
+    ts: Millis,
+    /// The ts_kv_recent row it came from: the later row is the later write.
+    src: i64,
+    value: crate::sqlite_points::PointValue<'a>,
+}
+
+/// The five value columns of a decoded point, as [`kv_columns`] for a stored value.
+fn point_columns<'a>(v: &crate::sqlite_points::PointValue<'a>) -> KvColumns<'a> {
+    use crate::sqlite_points::PointValue;
+    match *v {
+        PointValue::Bool(b) => (Some(b), None, None, None, None),
+        PointValue::Long(l) => (None, Some(l), None, None, None),
+        PointValue::Double(d) => (None, None, Some(d), None, None),
+        PointValue::Str(s) => (None, None, None, Some(s), None),
+        PointValue::Json(s) => (None, None, None, None, Some(s)),
+    }
 }
 
 impl SqliteUplinkWriter {
@@ -2199,6 +2275,7 @@ impl SqliteUplinkWriter {
             exchanges_behind: false,
             moved: Arc::new(AtomicI64::new(0)),
             deleted_upto: 0,
+            pruned_upto: 0,
             last_wal_check: std::time::Instant::now(),
             wal_limit: WAL_LIMIT_BYTES,
         }
@@ -2658,7 +2735,12 @@ impl UplinkWriter for SqliteUplinkWriter {
                 .prepare_cached("DELETE FROM ts_kv_recent WHERE rowid <= ?1 AND rowid < (SELECT max(rowid) FROM ts_kv_recent)")?
                 .execute([upto])?;
             self.deleted_upto = upto;
+        }
+        // Newest values whose rows are in the history now are read from ts_kv_latest there:
+        // dropped once per move, not per slice (the map has an entry per series).
+        if moved > self.pruned_upto {
             self.cache.latest.retain(|_, w| w.rowid > moved);
+            self.pruned_upto = moved;
         }
         if self.last_wal_check.elapsed() >= WAL_CHECK {
             self.last_wal_check = std::time::Instant::now();
@@ -2851,6 +2933,46 @@ mod tests {
         compact(&store, &mut raw);
         assert_eq!(history()[0].1, expected, "the same once moved");
         assert_eq!(store.latest_timeseries(id, Some(&["t".to_string()])).unwrap()[0].1, TsValue { ts: 8, value: KvValue::Long(2) });
+    }
+
+    #[test]
+    fn a_chunk_cut_by_its_point_count_moves_the_rest_next_time() {
+        let (_dir, store) = temp_store();
+        let mut raw = SqliteUplinkWriter::open_for_test(&store);
+        // Rows 1-3 hold two points each; row 4 rewrites (t, 3), row 5 an older value of h.
+        for ts in 1..=3 {
+            raw.commit(&[record("A", true, ts, vec![("t", KvValue::Long(ts)), ("h", KvValue::Double(ts as f64 / 2.0))])]).unwrap();
+        }
+        raw.commit(&[record("A", true, 3, vec![("t", KvValue::Str("again".into()))])]).unwrap();
+        raw.commit(&[record("A", true, 1, vec![("h", KvValue::Bool(true))])]).unwrap();
+        let id = store.device_by_name("A").unwrap().unwrap().id;
+        let conn = open_connection(&store.path).unwrap();
+        let moved = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT count(*) FROM hist.ts_kv", [], |r| r.get(0)).unwrap()
+        };
+        // Three points asked for: the chunk ends with the row that reached them (row 2).
+        let (upto, more) = move_chunk(&conn, 3).unwrap();
+        assert_eq!((upto, more), (2, true));
+        assert_eq!(moved(&conn), 4, "rows 1 and 2, not row 3");
+        raw.moved.store(upto, Ordering::Release);
+        let latest = || store.latest_timeseries(id, None).unwrap();
+        let expected = vec![
+            ("h".to_string(), TsValue { ts: 3, value: KvValue::Double(1.5) }),
+            ("t".to_string(), TsValue { ts: 3, value: KvValue::Str("again".into()) }),
+        ];
+        assert_eq!(latest(), expected, "half moved: the newest values come from both places");
+        assert_eq!(move_chunk(&conn, 3).unwrap(), (4, true), "rows 3 and 4: three points again");
+        assert_eq!(move_chunk(&conn, 3).unwrap(), (5, false));
+        raw.moved.store(5, Ordering::Release);
+        while raw.deleted_upto < 5 {
+            raw.maintain().unwrap();
+        }
+        assert_eq!(moved(&conn), 6, "(t, 3) stored once, with the later value; (h, 1) replaced");
+        assert_eq!(latest(), expected);
+        let h = store
+            .timeseries_history(id, &HistoryQuery { keys: vec!["h".into()], start_ts: 0, end_ts: 10, limit: 100, descending: false })
+            .unwrap();
+        assert_eq!(h[0].1[0], TsValue { ts: 1, value: KvValue::Bool(true) });
     }
 
     #[test]

@@ -137,6 +137,11 @@ pub(crate) fn decode(bytes: &[u8]) -> impl Iterator<Item = Point<'_>> {
     std::iter::from_fn(move || decode_at(bytes, &mut at))
 }
 
+/// How many points an encoded row holds.
+pub(crate) fn count(bytes: &[u8]) -> usize {
+    decode(bytes).count()
+}
+
 /// Registers `recent_points` and creates the `ts_kv_recent_points` view on a connection.
 pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
     conn.create_module(c"recent_points", eponymous_only_module::<RecentPointsTab>(), None)?;
