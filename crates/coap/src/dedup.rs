@@ -13,6 +13,11 @@
 //! cannot exhaust memory, crowd out everyone else or evict their exchanges
 //! by sending from many ports.
 //!
+//! A retransmission repeats the message, token included, so the cache keeps each request's
+//! token with its key: the same `(peer, message id)` with another token is a new request (a
+//! device that restarted its numbering, or a NAT mapping handed to another device within the
+//! lifetime), processed rather than answered with the old exchange's response.
+//!
 //! # Bounds and eviction
 //!
 //! - A peer holding `max_entries_per_peer` live entries gets [`Lookup::Full`]
@@ -47,7 +52,7 @@
 //! request, which a retransmission reproduces byte for byte) without
 //! processing it again. The index is bounded by `max_entries` keys too
 //! (oldest dropped first, counted in [`DedupCache::committed_dropped`]);
-//! at about 40 bytes a key it costs a fraction of a full entry.
+//! at about 60 bytes a key (its token included) it costs a fraction of a full entry.
 //!
 //! # When memory is not enough: [`Lookup::Unsure`]
 //!
@@ -87,6 +92,7 @@ use std::time::{Duration, Instant};
 
 use crate::host::source_host;
 use crate::keys::{ExchangeKey, HostKey, PeerKey};
+use crate::message::Token;
 use crate::params;
 
 type Key = ExchangeKey;
@@ -134,7 +140,7 @@ pub enum Entry {
     Done(Arc<[u8]>),
 }
 
-/// Which bound made [`DedupCache::check_and_insert`] refuse a new exchange,
+/// Which bound made [`DedupCache::check_request`] refuse a new exchange,
 /// so the server can log or count the situations separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Limit {
@@ -146,7 +152,7 @@ pub enum Limit {
     Total,
 }
 
-/// Result of [`DedupCache::check_and_insert`].
+/// Result of [`DedupCache::check_request`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     /// First time seen; now tracked as [`Entry::InProgress`]. Process it,
@@ -179,6 +185,8 @@ struct Slot {
     /// The request's data is durably stored: on eviction the key moves to the committed index.
     committed: bool,
     confirmable: bool,
+    /// The request's token: a retransmission repeats it (see [`DedupCache::check_request`]).
+    token: Token,
 }
 
 /// What is counted per peer and per host, each in one map entry so that an uplink looks each
@@ -270,28 +278,29 @@ impl Dropped {
 /// Keys of evicted committed exchanges, with their arrival time, oldest first.
 #[derive(Debug, Default)]
 struct CommittedIndex {
-    keys: HashMap<Key, Instant>,
+    /// Arrival time and the request's token, per key.
+    keys: HashMap<Key, (Instant, Token)>,
     order: VecDeque<(Key, Instant)>,
     dropped: u64,
 }
 
 impl CommittedIndex {
     /// Adds a key; returns the newest key dropped to make room, with its arrival time.
-    fn insert(&mut self, key: Key, inserted: Instant, bound: usize) -> Option<(Key, Instant)> {
+    fn insert(&mut self, key: Key, inserted: Instant, token: Token, bound: usize) -> Option<(Key, Instant)> {
         let mut dropped = None;
         while self.keys.len() >= bound {
             let (old, at) = self.order.pop_front()?;
-            if self.keys.get(&old) == Some(&at) {
+            if self.keys.get(&old).map(|v| v.0) == Some(at) {
                 self.keys.remove(&old);
                 self.dropped += 1;
                 dropped = Some((old, at));
             }
         }
-        self.keys.insert(key, inserted);
+        self.keys.insert(key, (inserted, token));
         self.order.push_back((key, inserted));
         if self.order.len() > 2 * self.keys.len() + COMPACT_SLACK {
             let keys = &self.keys;
-            self.order.retain(|(k, at)| keys.get(k) == Some(at));
+            self.order.retain(|(k, at)| keys.get(k).map(|v| v.0) == Some(*at));
         }
         dropped
     }
@@ -301,7 +310,7 @@ impl CommittedIndex {
             if now.saturating_duration_since(at) < lifetime {
                 break;
             }
-            if self.keys.get(&key) == Some(&at) {
+            if self.keys.get(&key).map(|v| v.0) == Some(at) {
                 self.keys.remove(&key);
             }
             self.order.pop_front();
@@ -326,6 +335,8 @@ pub struct DedupCache {
     unsure_peers: HashMap<PeerKey, Dropped>,
     unsure_all: Option<Instant>,
     next_id: u64,
+    /// See [`DedupCache::reused_ids`].
+    reused: u64,
 }
 
 /// Pops expired and stale records from the front of one insertion-order queue.
@@ -367,6 +378,7 @@ impl DedupCache {
             unsure_peers: HashMap::new(),
             unsure_all: None,
             next_id: 0,
+            reused: 0,
         }
     }
 
@@ -421,23 +433,39 @@ impl DedupCache {
     ///
     /// `confirmable` selects the lifetime. Expired entries are dropped first,
     /// so a message id reused after its lifetime counts as new.
-    pub fn check_and_insert(
+    pub fn check_request(
         &mut self,
         peer: SocketAddr,
         message_id: u16,
+        token: Token,
         confirmable: bool,
         now: Instant,
     ) -> Lookup {
         self.purge_expired(now);
         let key = ExchangeKey(peer, message_id);
+        // A retransmission is the same message again (RFC 7252 §4.2), token included. The same
+        // id with another token is a new request from a peer that reused the id within its
+        // lifetime — a device that restarted its numbering, or a NAT mapping handed to another
+        // device — and replaying the old answer (or acknowledging it unstored, from the
+        // committed index) would lose it: the old exchange is over and this one starts.
         if let Some(slot) = self.slots.get(&key) {
-            return match &slot.entry {
-                Entry::InProgress => Lookup::InProgress,
-                Entry::Done(bytes) => Lookup::Replay(Arc::clone(bytes)),
-            };
+            match &slot.entry {
+                // One key holds one exchange: the newcomer retransmits and is decided then.
+                Entry::InProgress => return Lookup::InProgress,
+                Entry::Done(bytes) if slot.token == token => return Lookup::Replay(Arc::clone(bytes)),
+                Entry::Done(_) => {
+                    self.forget(peer, message_id);
+                    self.reused += 1;
+                }
+            }
         }
-        if self.committed.keys.contains_key(&key) {
-            return Lookup::Committed;
+        match self.committed.keys.get(&key) {
+            Some(&(_, stored)) if stored == token => return Lookup::Committed,
+            Some(_) => {
+                self.committed.keys.remove(&key);
+                self.reused += 1;
+            }
+            None => {}
         }
         // Only a CON is retransmitted, and only its id is reserved for EXCHANGE_LIFETIME.
         let unsure = confirmable && self.unsure(peer, message_id, now);
@@ -464,6 +492,7 @@ impl DedupCache {
                 id,
                 committed: false,
                 confirmable,
+                token,
             },
         );
         self.counts.add(peer, message_id);
@@ -474,6 +503,17 @@ impl DedupCache {
         }
         self.maybe_compact();
         if unsure { Lookup::Unsure } else { Lookup::New }
+    }
+
+    /// [`DedupCache::check_request`] for a request without a token.
+    pub fn check_and_insert(&mut self, peer: SocketAddr, message_id: u16, confirmable: bool, now: Instant) -> Lookup {
+        self.check_request(peer, message_id, Token::EMPTY, confirmable, now)
+    }
+
+    /// How many message ids came back with another token within their lifetime and were taken
+    /// as new requests (see [`DedupCache::check_request`]).
+    pub fn reused_ids(&self) -> u64 {
+        self.reused
     }
 
     /// Declares that committed exchanges of any peer that arrived before `until - lifetime_con`
@@ -579,7 +619,7 @@ impl DedupCache {
 
     /// Drops every entry whose lifetime has elapsed at `now`; returns how many.
     ///
-    /// Called automatically by [`DedupCache::check_and_insert`]; a server may
+    /// Called automatically by [`DedupCache::check_request`]; a server may
     /// also call it from a periodic tick so memory is released while idle.
     pub fn purge_expired(&mut self, now: Instant) -> usize {
         self.committed.purge(self.config.lifetime_con, now);
@@ -652,7 +692,7 @@ impl DedupCache {
         if slot.committed && slot.confirmable && live {
             if let Some((dropped, at)) =
                 self.committed
-                    .insert(key, slot.inserted, self.config.max_entries.max(1))
+                    .insert(key, slot.inserted, slot.token, self.config.max_entries.max(1))
             {
                 // That key now lives only in the durable log, for the rest of its lifetime.
                 let until = at + self.config.lifetime_con;
@@ -873,6 +913,49 @@ mod tests {
         assert_eq!(cache.check_and_insert(peer(2), 1, true, t0), Lookup::New);
         let t1 = t0 + Duration::from_secs(10);
         assert_eq!(cache.check_and_insert(peer(3), 1, true, t1), Lookup::New);
+    }
+
+    fn token(b: &[u8]) -> Token {
+        Token::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn a_message_id_back_with_another_token_is_a_new_request() {
+        let mut cache = DedupCache::new(DedupConfig::default());
+        let t0 = Instant::now();
+        let (a, b) = (token(b"\x01\x02"), token(b"\x09"));
+        assert_eq!(cache.check_request(peer(1), 7, a, true, t0), Lookup::New);
+        // While the first is processed, the id is taken whatever the token.
+        assert_eq!(cache.check_request(peer(1), 7, b, true, t0), Lookup::InProgress);
+        assert!(cache.complete_committed(peer(1), 7, bytes(b"first")));
+        // Its own retransmission is replayed; the same id with another token is processed.
+        assert_eq!(cache.check_request(peer(1), 7, a, true, t0), Lookup::Replay(bytes(b"first")));
+        assert_eq!(cache.check_request(peer(1), 7, b, true, t0), Lookup::New);
+        assert_eq!(cache.reused_ids(), 1);
+        assert_eq!(cache.len(), 1, "the new exchange replaced the old one");
+        assert!(cache.complete(peer(1), 7, bytes(b"second")));
+        assert_eq!(cache.check_request(peer(1), 7, b, true, t0), Lookup::Replay(bytes(b"second")));
+        // The old exchange is over: its token now starts yet another one.
+        assert_eq!(cache.check_request(peer(1), 7, a, true, t0), Lookup::New);
+        assert_eq!(cache.peer_len(&peer(1)), 1);
+    }
+
+    #[test]
+    fn the_committed_index_keeps_the_token_of_each_key() {
+        let mut cache = DedupCache::new(config(1, 10));
+        let t0 = Instant::now();
+        let (a, b) = (token(b"aa"), token(b"bb"));
+        assert_eq!(cache.check_request(peer(1), 1, a, true, t0), Lookup::New);
+        cache.complete_committed(peer(1), 1, bytes(b"2.01"));
+        // Evicted by the next exchange: only the key and its token are left.
+        assert_eq!(cache.check_request(peer(2), 9, a, true, t0), Lookup::New);
+        cache.complete(peer(2), 9, bytes(b"x"));
+        assert_eq!(cache.committed_len(), 1);
+        assert_eq!(cache.check_request(peer(1), 1, a, true, t0), Lookup::Committed);
+        // Another token under that key would have been acknowledged without being stored.
+        assert_eq!(cache.check_request(peer(1), 1, b, true, t0), Lookup::New);
+        assert_eq!(cache.committed_len(), 0);
+        assert_eq!(cache.reused_ids(), 1);
     }
 
     #[test]

@@ -332,9 +332,10 @@ impl CoapEndpoint {
 
     fn handle_request(self: &Arc<Self>, request: Message, peer: SocketAddr, auth: Auth<'_>) {
         let confirmable = request.mtype == MessageType::Confirmable;
-        let lookup = self.dedup.lock().unwrap_or_else(|e| e.into_inner()).check_and_insert(
+        let lookup = self.dedup.lock().unwrap_or_else(|e| e.into_inner()).check_request(
             peer,
             request.message_id,
+            request.token,
             confirmable,
             Instant::now(),
         );
@@ -400,6 +401,10 @@ impl CoapEndpoint {
             let found = log.find_exchange(&endpoint.exchange_peer(peer), request.message_id, since);
             endpoint.lookups.fetch_sub(1, Ordering::AcqRel);
             match found {
+                // Stored under this id for another token: a new request that reused the id.
+                Ok(Some(exchange)) if response_token(&exchange.response) != Some(request.token) => {
+                    endpoint.reassemble(request, peer, route)
+                }
                 Ok(Some(exchange)) => {
                     endpoint.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                     let bytes: Arc<[u8]> = exchange.response.into();
@@ -658,7 +663,9 @@ impl CoapEndpoint {
             let Some(Ok(peer)) = text.map(str::parse::<SocketAddr>) else { continue };
             let age = Duration::from_millis(now_ms.saturating_sub(e.ts).max(0) as u64);
             let inserted = now.checked_sub(age).unwrap_or(now);
-            if dedup.check_and_insert(peer, e.message_id, true, inserted) == Lookup::New {
+            // The stored answer carries the request's token (it was framed for it).
+            let token = response_token(&e.response).unwrap_or(coapgate_coap::message::Token::EMPTY);
+            if dedup.check_request(peer, e.message_id, token, true, inserted) == Lookup::New {
                 dedup.complete_committed(peer, e.message_id, e.response.into());
                 restored += 1;
             }
@@ -769,6 +776,11 @@ fn converter_metadata(route: &Route, request: &Message) -> BTreeMap<String, Stri
     metadata
 }
 
+/// The token of an encoded message (a stored answer), read from its header.
+fn response_token(encoded: &[u8]) -> Option<coapgate_coap::message::Token> {
+    let length = usize::from(*encoded.first()? & 0x0f);
+    coapgate_coap::message::Token::from_slice(encoded.get(4..4 + length)?)
+}
 
 #[cfg(test)]
 mod tests {

@@ -288,6 +288,40 @@ fn retransmissions_are_answered_identically_and_stored_once() {
     assert_eq!(server.history_len(&device, "temperature"), 4, "a repeated NON was stored again");
 }
 
+/// A device that restarts its message ids (or a NAT mapping handed to another device) sends a
+/// new request under an id the server still remembers: the token tells it apart from a
+/// retransmission, which repeats the token. Answered with the old exchange's response, its data
+/// was never stored and the device timed out (a mismatched token is not its answer).
+#[test]
+fn a_message_id_reused_with_another_token_is_a_new_uplink_before_and_after_a_restart() {
+    let server = Server::start();
+    let path = endpoint_path(&server.seed_integration());
+    let mut client = CoapClient::new(server.coap);
+    let first = client.build(MessageType::Confirmable, Code::POST, &path, &seed_payload("SN-101"));
+    assert_eq!(request(&client, &first).code, Code::CREATED);
+    let mut reused = client.build(MessageType::Confirmable, Code::POST, &path, &seed_payload("SN-102"));
+    reused.message_id = first.message_id;
+    assert_ne!(reused.token, first.token);
+    let answer = request(&client, &reused);
+    assert_eq!((answer.code, answer.token), (Code::CREATED, reused.token), "answered as the old exchange");
+    let device = server.device("SN-102").expect("the new request was not processed");
+    // Its own retransmission is still a duplicate.
+    assert_eq!(request(&client, &reused).token, reused.token);
+    assert_eq!(server.history_len(&device, "temperature"), 1, "a retransmission was stored again");
+
+    // After a restart the remembered exchanges come from the durable log, tokens included.
+    let server = Server::start_in(server.kill(), &[], &[]);
+    client.server = server.coap;
+    let again = request(&client, &reused);
+    assert_eq!((again.code, again.token), (Code::CREATED, reused.token));
+    assert_eq!(server.history_len(&device, "temperature"), 1, "a retransmission was stored again after the restart");
+    let mut third = client.build(MessageType::Confirmable, Code::POST, &path, &seed_payload("SN-103"));
+    third.message_id = first.message_id;
+    let answer = request(&client, &third);
+    assert_eq!((answer.code, answer.token), (Code::CREATED, third.token));
+    assert!(server.device("SN-103").is_some(), "a reused id after the restart was answered without being processed");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Pings, malformed messages, empty messages.
 
