@@ -21,7 +21,7 @@ cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null || true; rm -rf "$WOR
 trap cleanup EXIT
 
 start_server() {
-  [ -n "$SERVER" ] && { kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; }
+  stop_server
   rm -rf "$WORK/data"
   COAP_BIND_ADDRESS=127.0.0.1 HTTP_BIND_ADDRESS=127.0.0.1 COAP_BIND_PORT=$COAP_PORT HTTP_BIND_PORT=$HTTP_PORT \
     COAPGATE_ADMIN_PASSWORD=bench-password COAPGATE_DATA_DIR="$WORK/data" RUST_LOG=warn "$BIN" serve --demo > "$WORK/out.txt" &
@@ -33,27 +33,6 @@ start_server() {
 
 bench() { "$BIN" bench --url "$URL" "$@" --json; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$SERVER/status"; }
-
-# A run's report, then its bound_report line.
-measured() {
-  local label=$1; shift
-  local ticks busy all
-  ticks=$(cpu_ticks "$SERVER"); busy=$(busy_ticks); all=$(all_ticks)
-  bench "$@" > "$WORK/run.json"
-  ticks=$(( $(cpu_ticks "$SERVER") - ticks )); busy=$(( $(busy_ticks) - busy )); all=$(( $(all_ticks) - all ))
-  cat "$WORK/run.json"
-  bound_report "$label" "$WORK/run.json" "$ticks" "$busy" "$all"
-}
-
-# A fresh coap-server-notls for each run: libcoap keeps a session per peer, and a second run
-# against the same process (its sessions from the first still held) is slower.
-start_libcoap() {
-  [ -n "$SERVER" ] && { kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; }
-  coap-server-notls -A 127.0.0.1 -p $COAP_PORT > /dev/null 2>&1 &
-  SERVER=$!
-  sleep 0.5
-  URL=coap://127.0.0.1:$COAP_PORT/example_data
-}
 
 # FEW_THREADS: the generator threads of the few-endpoint series (default: 1 and 2).
 FEW_THREADS=${FEW_THREADS:-1 2}

@@ -55,3 +55,35 @@ bound_report() {
                    elif .machine_busy != null and .machine_busy >= 0.85 then "the cores, with other processes"
                    else "no core full: the round trip (in flight / latency)" end)}' "$2"
 }
+
+# The rest is for scripts that run `coapgate bench` ($COAPGATE_BIN) against a server in $SERVER
+# at $URL, with a scratch directory $WORK and the port COAP_PORT:
+# stop_server: stops $SERVER, if any, and waits for it.
+# start_libcoap: a fresh libcoap `coap-server-notls` (PUT /example_data) on 127.0.0.1:COAP_PORT,
+#   the previous server stopped first (libcoap keeps a session per peer, so a second run against
+#   the same process is slower); sets SERVER and URL.
+# measured LABEL BENCH_ARGS...: one `coapgate bench --url $URL BENCH_ARGS... --json` run: its
+#   report, then its bound_report line.
+
+stop_server() {
+  if [ -n "${SERVER:-}" ]; then kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; fi
+  SERVER=""
+}
+
+start_libcoap() {
+  stop_server
+  coap-server-notls -A 127.0.0.1 -p "$COAP_PORT" > /dev/null 2>&1 &
+  SERVER=$!
+  sleep 0.5
+  URL=coap://127.0.0.1:$COAP_PORT/example_data
+}
+
+measured() {
+  local label=$1; shift
+  local ticks busy all
+  ticks=$(cpu_ticks "$SERVER"); busy=$(busy_ticks); all=$(all_ticks)
+  "$COAPGATE_BIN" bench --url "$URL" "$@" --json > "$WORK/run.json"
+  ticks=$(( $(cpu_ticks "$SERVER") - ticks )); busy=$(( $(busy_ticks) - busy )); all=$(( $(all_ticks) - all ))
+  cat "$WORK/run.json"
+  bound_report "$label" "$WORK/run.json" "$ticks" "$busy" "$all"
+}

@@ -12,8 +12,9 @@
 #   THREADS=2 scripts/sustained.sh 300 64 90000           (a two-thread generator; --rate is
 #                                                          split between the threads)
 #
-# DEVICES (1000) is the number of source ports. Keep the rate per port under 265/s: faster, a
-# port reuses its own Message IDs within EXCHANGE_LIFETIME and the server rightly answers those
+# DEVICES (1000) is the number of source ports. coapgate takes a Message ID reused with a new
+# token as a new request; against another server keep the rate per port under 265/s: faster, a
+# port reuses its own Message IDs within EXCHANGE_LIFETIME and such a server answers those
 # requests as duplicates (BENCHMARKS.md, "A change of peers").
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -2935,6 +2935,31 @@ mod tests {
         assert_eq!(store.latest_timeseries(id, Some(&["t".to_string()])).unwrap()[0].1, TsValue { ts: 8, value: KvValue::Long(2) });
     }
 
+    /// Not a check: a fixed amount of compaction work for callgrind, which counts the
+    /// instructions of `move_recent` alone (see BENCHMARKS.md, "The compactor per point"):
+    /// 1,000 devices, 20 uplinks each, `COMPACTOR_PROBE_KEYS` numeric keys an uplink (2).
+    #[test]
+    #[ignore = "a cost probe, run under callgrind"]
+    fn compactor_probe() {
+        let keys: usize = std::env::var("COMPACTOR_PROBE_KEYS").ok().and_then(|k| k.parse().ok()).unwrap_or(2);
+        let names: Vec<String> = (0..keys).map(|k| format!("key{k}")).collect();
+        let (_dir, store) = temp_store();
+        let mut raw = SqliteUplinkWriter::open_for_test(&store);
+        for round in 0..20i64 {
+            let batch: Vec<UplinkRecord> = (0..1000)
+                .map(|d| {
+                    let values = names.iter().enumerate().map(|(k, n)| (n.as_str(), KvValue::Double(round as f64 + k as f64 / 10.0))).collect();
+                    record(&format!("D{d}"), true, 1_700_000_000_000 + round * 1000, values)
+                })
+                .collect();
+            raw.commit(&batch).unwrap();
+        }
+        let conn = open_connection(&store.path).unwrap();
+        while move_recent(&conn).unwrap().1 {}
+        let moved: i64 = conn.query_row("SELECT count(*) FROM hist.ts_kv", [], |r| r.get(0)).unwrap();
+        assert_eq!(moved, 20_000 * keys as i64);
+    }
+
     #[test]
     fn a_chunk_cut_by_its_point_count_moves_the_rest_next_time() {
         let (_dir, store) = temp_store();
