@@ -2155,7 +2155,8 @@ fn waiting_points(conn: &Connection) -> Result<(i64, i64)> {
 /// ts_kv and ts_kv_latest is then written once per chunk, only the last write of a (series, ts)
 /// is inserted, and the last point of a series is its newest. Two `INSERT … SELECT … ORDER BY`
 /// through the `recent_points` view did the same with two SQLite sorts that spilled to
-/// temporary files: a quarter of the compactor's time went to the sorter.
+/// temporary files (the sorter was the largest part of the compactor in perf): 18,800 -> 11,100
+/// instructions per point moved (`tests::compactor_probe`).
 fn move_recent(conn: &Connection) -> Result<(i64, bool)> {
     move_chunk(conn, COMPACT_POINTS)
 }
