@@ -86,6 +86,8 @@ pub struct EndpointStats {
     pub datagrams: AtomicU64,
     pub malformed: AtomicU64,
     pub duplicates: AtomicU64,
+    /// Requests whose Message ID came back with another token while remembered: new requests.
+    pub reused_ids: AtomicU64,
     pub uplinks_ok: AtomicU64,
     pub uplinks_failed: AtomicU64,
     pub overloaded: AtomicU64,
@@ -332,13 +334,15 @@ impl CoapEndpoint {
 
     fn handle_request(self: &Arc<Self>, request: Message, peer: SocketAddr, auth: Auth<'_>) {
         let confirmable = request.mtype == MessageType::Confirmable;
-        let lookup = self.dedup.lock().unwrap_or_else(|e| e.into_inner()).check_request(
-            peer,
-            request.message_id,
-            request.token,
-            confirmable,
-            Instant::now(),
-        );
+        let (lookup, reused) = {
+            let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+            let before = dedup.reused_ids();
+            let lookup = dedup.check_request(peer, request.message_id, request.token, confirmable, Instant::now());
+            (lookup, dedup.reused_ids() != before)
+        };
+        if reused {
+            self.stats.reused_ids.fetch_add(1, Ordering::Relaxed);
+        }
         let unsure = match lookup {
             Lookup::New => false,
             Lookup::Unsure => true,
@@ -403,6 +407,7 @@ impl CoapEndpoint {
             match found {
                 // Stored under this id for another token: a new request that reused the id.
                 Ok(Some(exchange)) if response_token(&exchange.response) != Some(request.token) => {
+                    endpoint.stats.reused_ids.fetch_add(1, Ordering::Relaxed);
                     endpoint.reassemble(request, peer, route)
                 }
                 Ok(Some(exchange)) => {

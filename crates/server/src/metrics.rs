@@ -39,6 +39,12 @@ impl Metrics {
         metric("coapgate_coap_malformed_total", "counter", "datagrams that were not valid CoAP", &[("", load(&s.malformed))]);
         metric("coapgate_coap_duplicates_total", "counter", "duplicate requests answered from the deduplication cache", &[("", load(&s.duplicates))]);
         metric(
+            "coapgate_coap_reused_message_ids_total",
+            "counter",
+            "requests whose Message ID came back with another token while remembered, processed as new",
+            &[("", load(&s.reused_ids))],
+        );
+        metric(
             "coapgate_uplinks_total",
             "counter",
             "uplinks answered, by result",

@@ -53,15 +53,6 @@ fn login_from(source: &str, server: &Server, user: &str, password: &str) -> Answ
     http_from(source, server, "POST", "/api/auth/login", Some(json!({"username": user, "password": password})), None)
 }
 
-/// A value of `/metrics`, 0 when the line is absent.
-fn metric(server: &Server, name: &str) -> u64 {
-    let text = ureq::get(&format!("{}/metrics", server.http)).call().unwrap().into_string().unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or_else(|| panic!("/metrics has no {name}:\n{text}"))
-}
-
 fn assert_429(what: &str, answer: &Answer) {
     assert_eq!(answer.status, 429, "{what}: {}", answer.body);
     assert_eq!(answer.body["errorCode"], 33, "{what}: ThingsBoard's TOO_MANY_REQUESTS: {}", answer.body);

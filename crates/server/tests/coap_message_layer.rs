@@ -308,6 +308,7 @@ fn a_message_id_reused_with_another_token_is_a_new_uplink_before_and_after_a_res
     // Its own retransmission is still a duplicate.
     assert_eq!(request(&client, &reused).token, reused.token);
     assert_eq!(server.history_len(&device, "temperature"), 1, "a retransmission was stored again");
+    assert_eq!(metric(&server, "coapgate_coap_reused_message_ids_total"), 1);
 
     // After a restart the remembered exchanges come from the durable log, tokens included.
     let server = Server::start_in(server.kill(), &[], &[]);
@@ -320,6 +321,7 @@ fn a_message_id_reused_with_another_token_is_a_new_uplink_before_and_after_a_res
     let answer = request(&client, &third);
     assert_eq!((answer.code, answer.token), (Code::CREATED, third.token));
     assert!(server.device("SN-103").is_some(), "a reused id after the restart was answered without being processed");
+    assert_eq!(metric(&server, "coapgate_coap_reused_message_ids_total"), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -881,3 +881,12 @@ pub fn ws_next(ws: &mut Ws, timeout: Duration) -> Option<Value> {
         }
     }
 }
+
+/// A value of `/metrics` (the test fails when the line is absent).
+pub fn metric(server: &Server, name: &str) -> u64 {
+    let text = ureq::get(&format!("{}/metrics", server.http)).call().unwrap().into_string().unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("/metrics has no {name}:\n{text}"))
+}

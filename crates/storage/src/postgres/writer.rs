@@ -674,6 +674,11 @@ fn claim_exchanges(
     let peers: Vec<&str> = first.iter().map(|(e, _)| e.peer.as_str()).collect();
     let ids: Vec<i32> = first.iter().map(|(e, _)| i32::from(e.message_id)).collect();
     let responses: Vec<&[u8]> = first.iter().map(|(e, _)| e.response.as_slice()).collect();
+    // A stored exchange of the same (peer, Message ID) takes the claim if it is younger than
+    // EXCHANGE_LIFETIME and its answer carries this request's token (its first byte's low four
+    // bits are the token's length, the token follows the 4-byte header): a retransmission
+    // repeats its token, another token is a new request that reused the id (see
+    // `coapgate_coap::dedup`), which replaces the old exchange.
     let claim = statement(
         tx,
         statements,
@@ -683,6 +688,10 @@ fn claim_exchanges(
          ORDER BY n \
          ON CONFLICT (peer, message_id) DO UPDATE SET ts = excluded.ts, response = excluded.response \
          WHERE coap_exchange.ts < excluded.ts - $5 \
+            OR CASE WHEN length(coap_exchange.response) >= 4 \
+                 THEN substring(coap_exchange.response from 5 for get_byte(coap_exchange.response, 0) & 15) END \
+               IS DISTINCT FROM CASE WHEN length(excluded.response) >= 4 \
+                 THEN substring(excluded.response from 5 for get_byte(excluded.response, 0) & 15) END \
          RETURNING peer, message_id",
     )?;
     let claimed: HashSet<(String, i32)> =
