@@ -303,7 +303,24 @@ impl Link {
         }
         match self.session(&tx, &mut inbound).await {
             Ok(end) => end,
-            Err(why) => LinkEnd::Lost(why),
+            Err(why) => self.refusal_left_behind(&mut inbound).await.unwrap_or(LinkEnd::Lost(why)),
+        }
+    }
+
+    /// A refusal the platform sent just before it ended the link, still waiting in `inbound`.
+    /// The platform sends it and closes its side at once; a status or rows sent at that moment
+    /// fail first, and the session ended as "lost" with the refusal (a regenerated secret, a
+    /// deleted integration) unread, so the operator never saw why and the remote kept retrying.
+    async fn refusal_left_behind(&self, inbound: &mut tonic::Streaming<pb::PlatformMessage>) -> Option<LinkEnd> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            match tokio::time::timeout_at(deadline, inbound.message()).await {
+                Ok(Ok(Some(pb::PlatformMessage { msg: Some(pb::platform_message::Msg::Refusal(r)) }))) => return Some(self.refused(&r)),
+                // Acks and configurations of a link that is ending: the records are sent again
+                // on the next link, and the platform keeps them once (`remote_record`).
+                Ok(Ok(Some(_))) => {}
+                _ => return None,
+            }
         }
     }
 
