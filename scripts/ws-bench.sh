@@ -13,8 +13,7 @@ cd "$(dirname "$0")/.."
 build_coapgate
 WORK=$(mktemp -d)
 SERVER=""
-cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
+trap 'stop_server; rm -rf "$WORK"' EXIT
 
 COAP_PORT=${COAP_PORT:-25983}
 HTTP_PORT=${HTTP_PORT:-28380}

@@ -303,6 +303,13 @@ impl Token {
     pub fn as_slice(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
+
+    /// The token of an encoded message (e.g. a stored answer), read from its header alone;
+    /// `None` if the bytes are too short or the length is not a token's.
+    pub fn of_encoded(encoded: &[u8]) -> Option<Token> {
+        let length = usize::from(*encoded.first()? & 0x0F);
+        Token::from_slice(encoded.get(4..4 + length)?)
+    }
 }
 
 impl Deref for Token {

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use coapgate_coap::message::option::{URI_PATH, URI_QUERY};
-use coapgate_coap::message::{Code, Message, MessageType};
+use coapgate_coap::message::{Code, Message, MessageType, Token};
 use coapgate_coap::keys::ExchangeKey;
 use coapgate_coap::{Block1Assembler, Block1Config, Block1Outcome, DedupCache, DedupConfig, Lookup, params};
 use coapgate_script::EnginePool;
@@ -406,7 +406,7 @@ impl CoapEndpoint {
             endpoint.lookups.fetch_sub(1, Ordering::AcqRel);
             match found {
                 // Stored under this id for another token: a new request that reused the id.
-                Ok(Some(exchange)) if response_token(&exchange.response) != Some(request.token) => {
+                Ok(Some(exchange)) if Token::of_encoded(&exchange.response) != Some(request.token) => {
                     endpoint.stats.reused_ids.fetch_add(1, Ordering::Relaxed);
                     endpoint.reassemble(request, peer, route)
                 }
@@ -669,7 +669,7 @@ impl CoapEndpoint {
             let age = Duration::from_millis(now_ms.saturating_sub(e.ts).max(0) as u64);
             let inserted = now.checked_sub(age).unwrap_or(now);
             // The stored answer carries the request's token (it was framed for it).
-            let token = response_token(&e.response).unwrap_or(coapgate_coap::message::Token::EMPTY);
+            let token = Token::of_encoded(&e.response).unwrap_or(Token::EMPTY);
             if dedup.check_request(peer, e.message_id, token, true, inserted) == Lookup::New {
                 dedup.complete_committed(peer, e.message_id, e.response.into());
                 restored += 1;
@@ -779,12 +779,6 @@ fn converter_metadata(route: &Route, request: &Message) -> BTreeMap<String, Stri
         metadata.insert("Option:location-query".into(), location_query.join(","));
     }
     metadata
-}
-
-/// The token of an encoded message (a stored answer), read from its header.
-fn response_token(encoded: &[u8]) -> Option<coapgate_coap::message::Token> {
-    let length = usize::from(*encoded.first()? & 0x0f);
-    coapgate_coap::message::Token::from_slice(encoded.get(4..4 + length)?)
 }
 
 #[cfg(test)]

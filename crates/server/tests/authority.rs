@@ -195,10 +195,6 @@ const EXPECTATIONS: &[(&str, &str, Expect)] = &[
     ("DELETE", "/api/plugins/telemetry/{entity_type}/{entity_id}", Owned { call: "/api/plugins/telemetry/{DEV}/SHARED_SCOPE?keys=mode", body: None }),
 ];
 
-fn id_of(entity: &Value) -> String {
-    entity["id"]["id"].as_str().unwrap().to_string()
-}
-
 /// The customer, device and asset of one side.
 #[derive(Clone)]
 struct Owned3 {

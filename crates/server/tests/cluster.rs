@@ -15,10 +15,6 @@ use coapgate_coap::message::{Code, Message, MessageType, Token, option};
 use common::*;
 use serde_json::{Value, json};
 
-fn id_of(entity: &Value) -> String {
-    entity["id"]["id"].as_str().unwrap().to_string()
-}
-
 /// A node on `db`, with `env` (e.g. a shared CoAP port).
 fn node(db: &PgDatabase, env: &[(&str, &str)]) -> Server {
     Server::start_on(db, temp_dir("cluster-node"), env)

@@ -15,10 +15,6 @@ use serde_json::{Value, json};
 /// A converter that returns its payload, parsed as JSON.
 const ECHO: &str = "return decodeToJson(payload);";
 
-fn id_of(entity: &Value) -> String {
-    entity["id"]["id"].as_str().unwrap().to_string()
-}
-
 /// POSTs `payload` as CON; returns the response code and its payload text.
 fn send(server: &Server, integration: &Value, payload: &str) -> (Code, String) {
     let mut client = CoapClient::new(server.coap);

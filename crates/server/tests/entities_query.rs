@@ -18,10 +18,6 @@ struct Fixture {
     ids: std::collections::HashMap<String, String>,
 }
 
-fn id_of(entity: &Value) -> String {
-    entity["id"]["id"].as_str().unwrap().to_string()
-}
-
 fn fixture() -> Fixture {
     let server = Server::start();
     let customer = server.api("POST", "/api/customer", Some(json!({"title": "Acme"})));

@@ -7,20 +7,6 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-fn id_of(entity: &Value) -> String {
-    entity["id"]["id"].as_str().unwrap().to_string()
-}
-
-/// Asserts ThingsBoard's error JSON (`{status, message, errorCode}`) and returns the message.
-fn tb_error(what: &str, (status, body): (u16, Value), expected: u16) -> String {
-    assert_eq!(status, expected, "{what}: {body}");
-    assert_eq!(body["status"], expected, "{what}: {body}");
-    assert!(body["errorCode"].is_u64(), "{what}: {body}");
-    body["message"].as_str().unwrap_or_else(|| panic!("{what}: no message: {body}")).to_string()
-}
-
-const NULL_CUSTOMER: &str = "13814000-1dd2-11b2-8080-808080808080";
-
 #[test]
 fn devices_are_created_edited_and_refused_under_a_taken_name() {
     let server = Server::start();

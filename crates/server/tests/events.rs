@@ -23,10 +23,6 @@ fn wait_events(server: &Server, entity_type: &str, id: &str, event_type: &str, n
     .unwrap_or_else(|| panic!("fewer than {n} {event_type} events: {:?}", events(server, entity_type, id, event_type)))
 }
 
-fn id_of(entity: &Value) -> String {
-    entity["id"]["id"].as_str().unwrap().to_string()
-}
-
 fn debug_all() -> Value {
     json!({"failuresEnabled": true, "allEnabled": true, "allEnabledUntil": coapgate_storage::now_millis() + 300_000})
 }

@@ -10,10 +10,6 @@ use coapgate_coap::message::{Code, MessageType};
 use common::*;
 use serde_json::{Value, json};
 
-fn id_of(entity: &Value) -> String {
-    entity["id"]["id"].as_str().unwrap().to_string()
-}
-
 fn debug_all() -> Value {
     json!({"failuresEnabled": true, "allEnabled": true, "allEnabledUntil": coapgate_storage::now_millis() + 300_000})
 }

@@ -31,10 +31,6 @@ fn text(out: &[u8]) -> String {
     String::from_utf8_lossy(out).into_owned()
 }
 
-fn id_of(entity: &Value) -> String {
-    entity["id"]["id"].as_str().unwrap().to_string()
-}
-
 #[test]
 fn a_seeded_sqlite_server_continues_on_postgres_after_migrate() {
     if postgres_already("a_seeded_sqlite_server_continues_on_postgres_after_migrate") {

@@ -12,11 +12,7 @@ use std::time::{Duration, Instant};
 
 use coapgate_coap::message::Code;
 use common::*;
-use serde_json::{Value, json};
-
-fn id_of(entity: &Value) -> String {
-    entity["id"]["id"].as_str().unwrap().to_string()
-}
+use serde_json::json;
 
 #[test]
 fn seed_tutorial_with_coap_client_on_postgres() {

@@ -9,10 +9,6 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-fn id_of(entity: &Value) -> String {
-    entity["id"]["id"].as_str().unwrap().to_string()
-}
-
 /// Asserts ThingsBoard's error JSON with `expected` status and returns the message.
 fn tb_error(what: &str, (status, body): (u16, Value), expected: u16) -> String {
     assert_eq!(status, expected, "{what}: {body}");

@@ -9,20 +9,7 @@ use base64::Engine as _;
 use common::*;
 use serde_json::{Value, json};
 
-const NULL_CUSTOMER: &str = "13814000-1dd2-11b2-8080-808080808080";
 const NEW_PASSWORD: &str = "invited-password";
-
-fn id_of(entity: &Value) -> String {
-    entity["id"]["id"].as_str().unwrap().to_string()
-}
-
-/// Asserts ThingsBoard's error JSON (`{status, message, errorCode}`) and returns the message.
-fn tb_error(what: &str, (status, body): (u16, Value), expected: u16) -> String {
-    assert_eq!(status, expected, "{what}: {body}");
-    assert_eq!(body["status"], expected, "{what}: {body}");
-    assert!(body["errorCode"].is_u64(), "{what}: {body}");
-    body["message"].as_str().unwrap_or_else(|| panic!("{what}: no message: {body}")).to_string()
-}
 
 fn login(server: &Server, email: &str, password: &str) -> (u16, Value) {
     server.request("POST", "/api/auth/login", Some(json!({"username": email, "password": password})), None)

@@ -824,13 +824,7 @@ fn kv_from_row(r: &Row, first: usize) -> rusqlite::Result<KvValue> {
 /// The five value columns for a typed value, exactly one of them set.
 type KvColumns<'a> = (Option<bool>, Option<i64>, Option<f64>, Option<&'a str>, Option<&'a str>);
 fn kv_columns(v: &KvValue) -> KvColumns<'_> {
-    match v {
-        KvValue::Bool(b) => (Some(*b), None, None, None, None),
-        KvValue::Long(l) => (None, Some(*l), None, None, None),
-        KvValue::Double(d) => (None, None, Some(*d), None, None),
-        KvValue::Str(s) => (None, None, None, Some(s), None),
-        KvValue::Json(s) => (None, None, None, None, Some(s)),
-    }
+    point_columns(&crate::sqlite_points::PointValue::of(v))
 }
 
 fn map_unique_violation(e: rusqlite::Error, what: &str) -> StorageError {
@@ -2248,7 +2242,7 @@ struct Moving<'a> {
     value: crate::sqlite_points::PointValue<'a>,
 }
 
-/// The five value columns of a decoded point, as [`kv_columns`] for a stored value.
+/// The five value columns of a decoded point, exactly one of them set.
 fn point_columns<'a>(v: &crate::sqlite_points::PointValue<'a>) -> KvColumns<'a> {
     use crate::sqlite_points::PointValue;
     match *v {

@@ -98,6 +98,17 @@ pub(crate) enum PointValue<'a> {
 }
 
 impl PointValue<'_> {
+    /// A stored value seen as a point's value (text borrowed).
+    pub(crate) fn of(value: &KvValue) -> PointValue<'_> {
+        match value {
+            KvValue::Bool(b) => PointValue::Bool(*b),
+            KvValue::Long(l) => PointValue::Long(*l),
+            KvValue::Double(d) => PointValue::Double(*d),
+            KvValue::Str(s) => PointValue::Str(s),
+            KvValue::Json(s) => PointValue::Json(s),
+        }
+    }
+
     pub(crate) fn to_kv(&self) -> KvValue {
         match *self {
             PointValue::Bool(b) => KvValue::Bool(b),

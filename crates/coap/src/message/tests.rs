@@ -737,3 +737,14 @@ fn random_and_truncated_buffers_never_panic() {
     // Guard against the generator degenerating into only-invalid input.
     assert!(parsed > 10_000, "only {parsed} buffers parsed");
 }
+
+#[test]
+fn the_token_of_an_encoded_message_is_the_parsed_one() {
+    let mut m = Message::new(MessageType::Acknowledgement, Code::CREATED, 7);
+    m.token = Token::from_slice(b"\x01\x02\x03").unwrap();
+    let bytes = m.encode();
+    assert_eq!(Token::of_encoded(&bytes), Some(Message::parse(&bytes).unwrap().token));
+    assert_eq!(Token::of_encoded(&Message::empty_ack(7).encode()), Some(Token::EMPTY));
+    assert_eq!(Token::of_encoded(&bytes[..5]), None, "token cut off");
+    assert_eq!(Token::of_encoded(&[0x49, 0x41, 0, 7, 0]), None, "a length of 9 is no token's");
+}

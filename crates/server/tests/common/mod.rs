@@ -890,3 +890,19 @@ pub fn metric(server: &Server, name: &str) -> u64 {
         .map(|v| v.trim().parse().unwrap())
         .unwrap_or_else(|| panic!("/metrics has no {name}:\n{text}"))
 }
+
+/// The customer id ThingsBoard writes for "no customer".
+pub const NULL_CUSTOMER: &str = "13814000-1dd2-11b2-8080-808080808080";
+
+/// The id of an entity in ThingsBoard's JSON (`{"id": {"id": …}}`).
+pub fn id_of(entity: &Value) -> String {
+    entity["id"]["id"].as_str().unwrap().to_string()
+}
+
+/// Asserts ThingsBoard's error JSON (`{status, message, errorCode}`) and returns the message.
+pub fn tb_error(what: &str, (status, body): (u16, Value), expected: u16) -> String {
+    assert_eq!(status, expected, "{what}: {body}");
+    assert_eq!(body["status"], expected, "{what}: {body}");
+    assert!(body["errorCode"].is_u64(), "{what}: {body}");
+    body["message"].as_str().unwrap_or_else(|| panic!("{what}: no message: {body}")).to_string()
+}
