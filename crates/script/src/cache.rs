@@ -28,12 +28,12 @@ impl<K: Hash + Eq + Clone, V> LruCache<K, V> {
     }
 
     /// Returns the entry for `key` and marks it as most recently used.
-    pub(crate) fn get(&mut self, key: &K) -> Option<&V> {
+    pub(crate) fn get(&mut self, key: &K) -> Option<&mut V> {
         self.tick += 1;
         let tick = self.tick;
         self.map.get_mut(key).map(|(v, used)| {
             *used = tick;
-            &*v
+            v
         })
     }
 
@@ -91,11 +91,11 @@ mod tests {
         let mut c = LruCache::new(2);
         c.insert(1, "a");
         c.insert(2, "b");
-        assert_eq!(c.get(&1), Some(&"a"));
+        assert_eq!(c.get(&1).map(|v| *v), Some("a"));
         c.insert(3, "c");
         assert_eq!(c.get(&2), None);
-        assert_eq!(c.get(&1), Some(&"a"));
-        assert_eq!(c.get(&3), Some(&"c"));
+        assert_eq!(c.get(&1).map(|v| *v), Some("a"));
+        assert_eq!(c.get(&3).map(|v| *v), Some("c"));
         assert_eq!(c.len(), 2);
     }
 }

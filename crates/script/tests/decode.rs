@@ -170,6 +170,30 @@ fn metadata_is_a_plain_string_object() {
     );
 }
 
+/// The engine makes each call's metadata object from names and values it keeps per script:
+/// what one call does to its object must not reach the next, and other metadata must be seen
+/// as it is.
+#[test]
+fn each_call_gets_a_fresh_metadata_object() {
+    let mut engine = Engine::new(Limits::default());
+    let decoder = script(
+        "var seen = JSON.stringify(metadata); metadata.added = 'x'; delete metadata.uri; \
+         metadata.integrationName = 'changed'; Object.defineProperty(metadata, 'fixed', {value: 1}); \
+         return {seen: seen};",
+    );
+    let first = meta(&[("integrationName", "coap"), ("uri", "/i/key")]);
+    let seen = |engine: &mut Engine, m: &BTreeMap<String, String>| -> Value {
+        engine.decode(&decoder, b"", m).unwrap()["seen"].clone()
+    };
+    let expected = json!(r#"{"integrationName":"coap","uri":"/i/key"}"#);
+    assert_eq!(seen(&mut engine, &first), expected);
+    assert_eq!(seen(&mut engine, &first), expected, "the second call saw the first call's changes");
+    let other = meta(&[("integrationName", "other"), ("uri", "/i/key2"), ("é ключ", "значение 😀")]);
+    assert_eq!(seen(&mut engine, &other), json!(r#"{"integrationName":"other","uri":"/i/key2","é ключ":"значение 😀"}"#));
+    assert_eq!(seen(&mut engine, &first), expected);
+    assert_eq!(seen(&mut engine, &BTreeMap::new()), json!("{}"));
+}
+
 #[test]
 fn base64_helpers_reject_invalid_input_like_browsers() {
     for source in [

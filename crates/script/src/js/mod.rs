@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use rquickjs::context::EvalOptions;
 use rquickjs::{
-    Array, Coerced, Context, Ctx, Exception, FromJs, Function, Object, Persistent, Runtime, Value,
+    Array, Coerced, Context, Ctx, Exception, FromJs, Function, Persistent, Runtime, Value,
 };
 
 use crate::cache::LruCache;
@@ -55,8 +55,10 @@ struct Watchdog {
 
 /// A compiled decoder and the context it lives in.
 struct Compiled {
-    // Field order matters: the function must be released before its context.
+    // Field order matters: the function and the metadata's names and values must be released
+    // before their context.
     func: Persistent<Function<'static>>,
+    metadata: Option<Rc<MetadataTemplate>>,
     context: Context,
 }
 
@@ -71,6 +73,7 @@ pub struct JsEngine {
     // released before the runtime, or QuickJS aborts on leaked objects when
     // the runtime is freed.
     cache: LruCache<CacheKey, Compiled>,
+    key_names: result::KeyNames,
     runtime: Runtime,
     watchdog: Rc<Watchdog>,
     limits: Limits,
@@ -100,6 +103,7 @@ impl JsEngine {
         })));
         Ok(JsEngine {
             cache: LruCache::new(limits.cache_entries),
+            key_names: result::KeyNames::new(),
             runtime,
             watchdog,
             limits: limits.clone(),
@@ -152,16 +156,27 @@ impl JsEngine {
         metadata: &BTreeMap<String, String>,
     ) -> Result<serde_json::Value, ScriptError> {
         let key = script.cache_key();
-        let (context, func) = match self.cache.get(&key) {
-            Some(c) => (c.context.clone(), c.func.clone()),
+        if !self.cache.contains_key(&key) {
+            let c = self.prepare(script)?;
+            self.cache.insert(key, c);
+        }
+        let c = self.cache.get(&key).expect("inserted above");
+        let (context, func) = (c.context.clone(), c.func.clone());
+        // Devices of one integration send the same metadata, so its names and values are made
+        // into JS atoms and strings once, not on every call.
+        let cached = c.metadata.as_ref().filter(|t| t.matches(metadata)).cloned();
+        let template = match cached {
+            Some(t) => t,
             None => {
-                let c = self.prepare(script)?;
-                let pair = (c.context.clone(), c.func.clone());
-                self.cache.insert(key, c);
-                pair
+                let made = context.with(|ctx| MetadataTemplate::new(&ctx, metadata).map_err(|e| self.classify(&ctx, e, false)));
+                let t = Rc::new(made?);
+                if let Some(c) = self.cache.get(&key) {
+                    c.metadata = Some(t.clone());
+                }
+                t
             }
         };
-        match self.call(&context, func, payload, metadata)? {
+        match self.call(&context, func, payload, &template)? {
             Output::Walked(value) => Ok(value),
             Output::Json(json) => parse_result(json.as_deref(), self.limits.max_result_chars),
         }
@@ -174,7 +189,7 @@ impl JsEngine {
         self.make_room();
         let context = self.new_context()?;
         let func = self.compile(&context, &script.source)?;
-        Ok(Compiled { func, context })
+        Ok(Compiled { func, metadata: None, context })
     }
 
     /// Evicts least recently used scripts while the runtime uses more than
@@ -269,7 +284,7 @@ impl JsEngine {
         let context = self.new_context()?;
         let func = self.compile(&context, body)?;
         // Dropped in `Compiled`'s field order: the function before its context.
-        drop(Compiled { func, context });
+        drop(Compiled { func, metadata: None, context });
         Ok(())
     }
 
@@ -281,7 +296,7 @@ impl JsEngine {
         context: &Context,
         func: Persistent<Function<'static>>,
         payload: &[u8],
-        metadata: &BTreeMap<String, String>,
+        metadata: &MetadataTemplate,
     ) -> Result<Output, ScriptError> {
         let max_chars = self.limits.max_result_chars;
         self.arm();
@@ -289,12 +304,9 @@ impl JsEngine {
             let run = || -> rquickjs::Result<Output> {
                 let func = func.restore(&ctx)?;
                 let bytes = byte_array(&ctx, payload)?;
-                let meta = Object::new(ctx.clone())?;
-                for (k, v) in metadata {
-                    meta.set(k.as_str(), v.as_str())?;
-                }
+                let meta = metadata.instantiate(&ctx)?;
                 let value: Value = func.call((bytes, meta))?;
-                let output = match result::walk(&value, max_chars)? {
+                let output = match result::walk(&value, max_chars, &mut self.key_names)? {
                     result::Walked::Value(v) => Output::Walked(v),
                     result::Walked::Fallback => Output::Json(match ctx.json_stringify(value)? {
                         Some(s) => Some(s.to_string()?),
@@ -453,8 +465,9 @@ impl std::fmt::Debug for JsEngine {
 
 impl Drop for JsEngine {
     fn drop(&mut self) {
-        // Explicit for clarity: compiled functions go before the runtime.
+        // Explicit for clarity: compiled functions and held atoms go before the runtime.
         self.cache.clear();
+        self.key_names = result::KeyNames::new();
     }
 }
 
@@ -491,6 +504,95 @@ fn byte_array<'js>(ctx: &Ctx<'js>, payload: &[u8]) -> rquickjs::Result<Value<'js
             return Err(rquickjs::Error::Exception);
         }
         Ok(Value::from_raw(ctx.clone(), array))
+    }
+}
+
+/// The metadata object's names and values as JS atoms and strings (runtime-wide, immutable), so
+/// that each call only makes a fresh object of them: a script may change its `metadata`, and the
+/// next call must not see that. Building the object from Rust strings cost about 1,500
+/// instructions per entry (atom look-up, string conversion, and `JS_SetProperty`'s search of the
+/// prototype chain for a setter); defining cached values costs a fraction of that.
+struct MetadataTemplate {
+    runtime: *mut rquickjs::qjs::JSRuntime,
+    entries: Vec<(String, String)>,
+    atoms: Vec<rquickjs::qjs::JSAtom>,
+    values: Vec<rquickjs::qjs::JSValue>,
+}
+
+impl MetadataTemplate {
+    fn new(ctx: &Ctx<'_>, metadata: &BTreeMap<String, String>) -> rquickjs::Result<MetadataTemplate> {
+        use rquickjs::qjs;
+        let raw = ctx.as_raw().as_ptr();
+        let mut template = MetadataTemplate {
+            // SAFETY: `raw` is a live context; its runtime outlives every context of it.
+            runtime: unsafe { qjs::JS_GetRuntime(raw) },
+            entries: Vec::with_capacity(metadata.len()),
+            atoms: Vec::with_capacity(metadata.len()),
+            values: Vec::with_capacity(metadata.len()),
+        };
+        for (k, v) in metadata {
+            // SAFETY: `raw` is live; the pointers and lengths are those of Rust strings. Each
+            // atom and value made is owned by `template`, whose drop frees it (also on the
+            // early returns).
+            unsafe {
+                let atom = qjs::JS_NewAtomLen(raw, k.as_ptr().cast(), k.len() as _);
+                if atom == qjs::JS_ATOM_NULL {
+                    return Err(rquickjs::Error::Exception);
+                }
+                template.atoms.push(atom);
+                let value = qjs::JS_NewStringLen(raw, v.as_ptr().cast(), v.len() as _);
+                if qjs::JS_VALUE_GET_NORM_TAG(value) == qjs::JS_TAG_EXCEPTION {
+                    return Err(rquickjs::Error::Exception);
+                }
+                template.values.push(value);
+            }
+            template.entries.push((k.clone(), v.clone()));
+        }
+        Ok(template)
+    }
+
+    fn matches(&self, metadata: &BTreeMap<String, String>) -> bool {
+        self.entries.len() == metadata.len()
+            && self.entries.iter().zip(metadata).all(|((k, v), (mk, mv))| k == mk && v == mv)
+    }
+
+    /// A fresh plain object with the entries, in the map's order.
+    fn instantiate<'js>(&self, ctx: &Ctx<'js>) -> rquickjs::Result<Value<'js>> {
+        use rquickjs::qjs;
+        let raw = ctx.as_raw().as_ptr();
+        // SAFETY: `raw` is live and belongs to the runtime the atoms and strings were made in
+        // (a template is kept per cached script, in that script's context). The new object is
+        // moved into a `Value` at once, which frees it on every path; JS_DefinePropertyValue
+        // takes ownership of the value it is given, hence the dup.
+        unsafe {
+            let object = qjs::JS_NewObject(raw);
+            if qjs::JS_VALUE_GET_NORM_TAG(object) == qjs::JS_TAG_EXCEPTION {
+                return Err(rquickjs::Error::Exception);
+            }
+            let object = Value::from_raw(ctx.clone(), object);
+            for (atom, value) in self.atoms.iter().zip(&self.values) {
+                let flags = qjs::JS_PROP_C_W_E as i32;
+                if qjs::JS_DefinePropertyValue(raw, object.as_raw(), *atom, qjs::JS_DupValue(raw, *value), flags) < 0 {
+                    return Err(rquickjs::Error::Exception);
+                }
+            }
+            Ok(object)
+        }
+    }
+}
+
+impl Drop for MetadataTemplate {
+    fn drop(&mut self) {
+        // SAFETY: each atom and value is owned by this template and freed once, here, while the
+        // runtime is alive (templates live in `Compiled`, dropped before the engine's runtime).
+        unsafe {
+            for atom in &self.atoms {
+                rquickjs::qjs::JS_FreeAtomRT(self.runtime, *atom);
+            }
+            for value in &self.values {
+                rquickjs::qjs::JS_FreeValueRT(self.runtime, *value);
+            }
+        }
     }
 }
 

@@ -17,9 +17,11 @@
 //! Getters run as `JSON.stringify` runs them, in the same order, under the same deadline; after
 //! a fallback the stringify route runs them again.
 
-use rquickjs::object::Filter;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
 use rquickjs::atom::PredefinedAtom;
-use rquickjs::{Atom, Value};
+use rquickjs::{qjs, Ctx, Value};
 
 /// Deeper results go through `JSON.stringify`, which reports cycles.
 const MAX_DEPTH: usize = 64;
@@ -33,13 +35,138 @@ pub(super) enum Walked {
     Fallback,
 }
 
+/// Property names already converted to Rust strings, by atom: a decoder returns the same few
+/// names on every call, and converting an atom (QuickJS makes a C string of it, which is then
+/// checked and copied) cost more than the rest of a key's walk. Each cached atom is held (its
+/// reference count raised), so QuickJS cannot free it and give its number to another name.
+/// Bounded: when full, it is emptied and refilled by the names in use. Must be dropped before
+/// the runtime its atoms belong to.
+pub(super) struct KeyNames {
+    /// The runtime of the atoms held (known from the first one).
+    runtime: *mut qjs::JSRuntime,
+    names: HashMap<qjs::JSAtom, Box<str>, BuildHasherDefault<AtomHasher>>,
+}
+
+/// An object's own enumerable string keys, in `JSON.stringify`'s order (integer keys first),
+/// as QuickJS lists them; the list holds a reference to each atom until dropped.
+struct OwnKeys<'js> {
+    ctx: Ctx<'js>,
+    tab: *mut qjs::JSPropertyEnum,
+    len: u32,
+}
+
+impl<'js> OwnKeys<'js> {
+    fn of(object: &Value<'js>) -> rquickjs::Result<OwnKeys<'js>> {
+        let ctx = object.ctx().clone();
+        let mut tab = std::ptr::null_mut();
+        let mut len = 0;
+        let flags = (qjs::JS_GPN_STRING_MASK | qjs::JS_GPN_ENUM_ONLY) as i32;
+        // SAFETY: `object` is a live object of `ctx`; on success the table is ours to free.
+        if unsafe { qjs::JS_GetOwnPropertyNames(ctx.as_raw().as_ptr(), &mut tab, &mut len, object.as_raw(), flags) } < 0 {
+            return Err(rquickjs::Error::Exception);
+        }
+        Ok(OwnKeys { ctx, tab, len })
+    }
+
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    fn atoms(&self) -> impl Iterator<Item = &qjs::JSAtom> {
+        // SAFETY: QuickJS filled `len` entries (the pointer may be null when `len` is 0).
+        let entries = if self.len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(self.tab, self.len as usize) } };
+        entries.iter().map(|e| &e.atom)
+    }
+}
+
+impl Drop for OwnKeys<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the table and its atoms were given to us by JS_GetOwnPropertyNames.
+        unsafe { qjs::JS_FreePropertyEnum(self.ctx.as_raw().as_ptr(), self.tab, self.len) };
+    }
+}
+
+/// At most this many names are kept per engine.
+const KEY_NAMES: usize = 4096;
+
+impl KeyNames {
+    pub(super) fn new() -> KeyNames {
+        KeyNames { runtime: std::ptr::null_mut(), names: HashMap::default() }
+    }
+
+    /// `atom`'s name, or `None` when it is not valid UTF-8 (a lone surrogate; the caller falls
+    /// back to `JSON.stringify`, which escapes it).
+    fn name(&mut self, ctx: &Ctx<'_>, raw: qjs::JSAtom) -> rquickjs::Result<Option<String>> {
+        if let Some(name) = self.names.get(&raw) {
+            return Ok(Some(String::from(&**name)));
+        }
+        let ctx = ctx.as_raw().as_ptr();
+        let mut len = 0;
+        // SAFETY: `ctx` is live and `raw` an atom of its runtime; the C string QuickJS returns
+        // is read (`len` bytes) and freed before leaving the block.
+        let name = unsafe {
+            let text = qjs::JS_AtomToCStringLen(ctx, &mut len, raw);
+            if text.is_null() {
+                return Err(rquickjs::Error::Exception);
+            }
+            let name = std::str::from_utf8(std::slice::from_raw_parts(text.cast::<u8>(), len as usize)).map(Box::<str>::from);
+            qjs::JS_FreeCString(ctx, text);
+            name
+        };
+        let Ok(name) = name else { return Ok(None) };
+        if self.names.len() >= KEY_NAMES {
+            self.clear();
+        }
+        // SAFETY: `ctx` is live, so is its runtime (the engine's only one); the dup is released
+        // in `clear`.
+        unsafe {
+            self.runtime = qjs::JS_GetRuntime(ctx);
+            qjs::JS_DupAtomRT(self.runtime, raw);
+        }
+        let owned = String::from(&*name);
+        self.names.insert(raw, name);
+        Ok(Some(owned))
+    }
+
+    fn clear(&mut self) {
+        for (atom, _) in self.names.drain() {
+            // SAFETY: each key holds one reference, taken in `name`.
+            unsafe { qjs::JS_FreeAtomRT(self.runtime, atom) };
+        }
+    }
+}
+
+impl Drop for KeyNames {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// Atoms are small integers chosen by QuickJS, not by the script: a multiplication spreads them.
+#[derive(Default)]
+pub(super) struct AtomHasher(u64);
+
+impl Hasher for AtomHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// Reads `value` (the decoder's result) if it is an object or array of plain data.
-pub(super) fn walk(value: &Value<'_>, max_chars: usize) -> rquickjs::Result<Walked> {
+pub(super) fn walk(value: &Value<'_>, max_chars: usize, names: &mut KeyNames) -> rquickjs::Result<Walked> {
     if !is_plain_container(value) {
         return Ok(Walked::Fallback);
     }
     let mut budget = max_chars;
-    Ok(match element(value, 0, &mut budget)? {
+    Ok(match element(value, 0, &mut budget, names)? {
         Some(Some(v)) => Walked::Value(v),
         _ => Walked::Fallback,
     })
@@ -106,6 +233,7 @@ fn element(
     value: &Value<'_>,
     depth: usize,
     budget: &mut usize,
+    names: &mut KeyNames,
 ) -> rquickjs::Result<Option<Option<serde_json::Value>>> {
     use serde_json::Value as J;
     if let Some(i) = value.as_int() {
@@ -145,7 +273,7 @@ fn element(
         let mut items = Vec::with_capacity(array.len().min(*budget));
         for i in 0..array.len() {
             let item: Value = array.get(i)?;
-            match element(&item, depth + 1, budget)? {
+            match element(&item, depth + 1, budget, names)? {
                 Some(v) if spend(budget, 1) => items.push(v.unwrap_or(J::Null)),
                 _ => return Ok(None),
             }
@@ -155,15 +283,25 @@ fn element(
     if !spend(budget, 2) {
         return Ok(None);
     }
-    let mut map = serde_json::Map::new();
-    for key in object.own_keys::<Atom>(Filter::new().string().enum_only()) {
-        let key = key?;
-        let item: Value = object.get(key.clone())?;
-        let Some(item) = element(&item, depth + 1, budget)? else {
+    let ctx = value.ctx();
+    let keys = OwnKeys::of(value)?;
+    // Sized once: growing the map rehashes every key it holds.
+    let mut map = serde_json::Map::with_capacity(keys.len());
+    for &atom in keys.atoms() {
+        // SAFETY: `value` is a live object of `ctx`, `atom` one of its keys (held by `keys`);
+        // the property comes back owned and is moved into a `Value` at once.
+        let item = unsafe {
+            let item = qjs::JS_GetProperty(ctx.as_raw().as_ptr(), value.as_raw(), atom);
+            if qjs::JS_VALUE_GET_NORM_TAG(item) == qjs::JS_TAG_EXCEPTION {
+                return Err(rquickjs::Error::Exception);
+            }
+            Value::from_raw(ctx.clone(), item)
+        };
+        let Some(item) = element(&item, depth + 1, budget, names)? else {
             return Ok(None);
         };
         let Some(item) = item else { continue };
-        let Ok(key) = key.to_string() else {
+        let Some(key) = names.name(ctx, atom)? else {
             return Ok(None);
         };
         if !spend(budget, quoted_chars(&key) + 2) {
@@ -176,8 +314,12 @@ fn element(
 
 #[cfg(test)]
 mod tests {
-    use super::{walk, Walked};
-    use rquickjs::{Context, Runtime, Value};
+    use super::{walk, KeyNames, Walked};
+    use rquickjs::{Context, Ctx, Runtime, Value};
+
+    fn names(_ctx: &Ctx<'_>) -> KeyNames {
+        KeyNames::new()
+    }
 
     /// Each expression's result read by the walk equals `JSON.stringify` then `serde_json`, or
     /// the walk falls back (`false` in the table) and the caller takes that route.
@@ -200,6 +342,8 @@ mod tests {
             (r#"({boxed: new Number(3)})"#, false),
             (r#"({t: new Uint8Array([1, 2])})"#, false),
             (r#"({lone: "\ud800"})"#, false),
+            (r#"({"\udc00 key": 1})"#, false),
+            (r#"({a: 1, nested: {a: 2, b: [{a: 3}]}, b: "same names again"})"#, true),
             ("\"top-level string\"", false),
             ("42", false),
         ];
@@ -214,7 +358,7 @@ mod tests {
                     .unwrap()
                     .map(|s| s.to_string().unwrap())
                     .map(|json| serde_json::from_str::<serde_json::Value>(&json));
-                match walk(&value, 1_000_000).unwrap() {
+                match walk(&value, 1_000_000, &mut names(&ctx)).unwrap() {
                     Walked::Value(v) => {
                         assert!(walked, "{source}: expected a fallback, walked to {v}");
                         let expected = expected.unwrap().unwrap();
@@ -236,11 +380,11 @@ mod tests {
         let context = Context::full(&runtime).unwrap();
         context.with(|ctx| {
             let cyclic: Value = ctx.eval("var o = {a: {}}; o.a.back = o; o").unwrap();
-            assert!(matches!(walk(&cyclic, 1_000_000).unwrap(), Walked::Fallback));
+            assert!(matches!(walk(&cyclic, 1_000_000, &mut names(&ctx)).unwrap(), Walked::Fallback));
             let text: Value = ctx.eval(r#"({s: "0123456789"})"#).unwrap();
             // {"s":"0123456789"} is 18 characters; the walk's bound on the way is a little above.
-            assert!(matches!(walk(&text, 20).unwrap(), Walked::Value(_)));
-            assert!(matches!(walk(&text, 17).unwrap(), Walked::Fallback));
+            assert!(matches!(walk(&text, 20, &mut names(&ctx)).unwrap(), Walked::Value(_)));
+            assert!(matches!(walk(&text, 17, &mut names(&ctx)).unwrap(), Walked::Fallback));
         });
     }
 }
