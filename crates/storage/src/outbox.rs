@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use crate::model::{Exchange, Millis, UplinkOutcome, UplinkRecord, UplinkRejection};
-use crate::sqlite::{EXCHANGE_LIFETIME_MS, expire_exchanges, open_file, remember_exchange};
+use crate::sqlite::{EXCHANGE_LIFETIME_MS, expire_exchanges, open_file, remember_exchanges};
 use crate::{ExchangeLog, Result, StorageError, UplinkWriter};
 
 const SCHEMA: &str = r#"
@@ -265,10 +265,10 @@ impl UplinkWriter for OutboxWriter {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(batch.len());
         let mut added = (0u64, 0u64);
+        let mut newest = 0;
         {
             let mut insert = tx.prepare_cached("INSERT INTO outbox (received_ts, record) VALUES (?1, ?2)")?;
-            let mut insert_exchange =
-                tx.prepare_cached("INSERT INTO coap_exchange_log (ts, peer, message_id, response) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut exchanges = Vec::with_capacity(batch.len());
             let used = outbox.bytes.load(Ordering::Acquire);
             for (record, bytes) in batch.iter().zip(&encoded) {
                 let cost = bytes.len() as u64 + ROW_OVERHEAD_BYTES;
@@ -277,16 +277,17 @@ impl UplinkWriter for OutboxWriter {
                     continue;
                 }
                 insert.execute(params![record.received_ts, bytes])?;
-                if let Some(exchange) = &record.exchange {
-                    remember_exchange(&mut insert_exchange, exchange)?;
-                }
+                // Read here: the exchanges' rows come after, and the connection's last rowid
+                // is theirs then.
+                newest = tx.last_insert_rowid() as u64;
+                exchanges.extend(&record.exchange);
                 added.0 += 1;
                 added.1 += cost;
                 results.push(Ok(UplinkOutcome::default()));
             }
+            remember_exchanges(&tx, &exchanges)?;
         }
         tx.commit()?;
-        let newest = conn.last_insert_rowid() as u64;
         drop(conn);
         if added.0 > 0 {
             outbox.newest.fetch_max(newest, Ordering::AcqRel);
@@ -362,6 +363,22 @@ mod tests {
         assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4]);
         assert_eq!(outbox.backlog().0, 1);
         assert_eq!(outbox.recent_exchanges(0, 10).unwrap().len(), 4);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The link sends up to `newest`: it must be the last record's number, not the row number
+    /// of the exchange committed after it (the two differ once a record came without one).
+    #[test]
+    fn newest_is_the_last_records_number_whatever_the_exchanges() {
+        let dir = dir();
+        let outbox = Outbox::open(&dir.join("outbox.db"), 1 << 20).unwrap();
+        let mut writer = outbox.writer(encoder(), Arc::new(|| {}));
+        let without = |ts| UplinkRecord { exchange: None, ..record(ts) };
+        writer.commit(&[without(1), without(2), without(3)]).unwrap();
+        assert_eq!(outbox.newest(), 3);
+        writer.commit(&[record(4), record(5)]).unwrap();
+        assert_eq!(outbox.newest(), 5, "the exchanges' rows are 1 and 2");
+        assert_eq!(outbox.recent_exchanges(0, 10).unwrap().iter().map(|e| e.message_id).collect::<Vec<_>>(), vec![4, 5]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -600,6 +600,9 @@ fn open_main_connection(path: &Path) -> Result<Connection> {
         // for it.
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;")?;
         crate::sqlite_points::register(&conn)?;
+        // rusqlite keeps 16 prepared statements by default; the writer alone uses about that
+        // many per batch, and a statement evicted is prepared again on its next use.
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     })()
     .map_err(in_file(path))
@@ -988,10 +991,32 @@ impl ExchangeLog for SqliteStore {
     }
 }
 
-/// Appends one exchange to `coap_exchange_log` (the statement is the caller's, prepared once
-/// per batch).
-pub(crate) fn remember_exchange(insert: &mut rusqlite::CachedStatement<'_>, e: &Exchange) -> Result<()> {
-    insert.execute(params![e.ts, e.peer, e.message_id, e.response])?;
+/// Appends a commit's exchanges to `coap_exchange_log`, several rows per statement: a
+/// statement's execution (binding, the VDBE's start and halt, the reset) cost more than the
+/// row it appended, once per uplink. Statements of 64, 16, 4 and 1 rows, largest first, so a
+/// batch of any size takes few executions and only four statements are ever prepared.
+pub(crate) fn remember_exchanges(conn: &Connection, exchanges: &[&Exchange]) -> Result<()> {
+    static SQL: [std::sync::OnceLock<String>; 4] = [const { std::sync::OnceLock::new() }; 4];
+    const SIZES: [usize; 4] = [64, 16, 4, 1];
+    let mut rest = exchanges;
+    while !rest.is_empty() {
+        let which = SIZES.iter().position(|&n| n <= rest.len()).expect("1 fits any non-empty rest");
+        let (now, later) = rest.split_at(SIZES[which]);
+        let sql = SQL[which].get_or_init(|| {
+            let rows = vec!["(?, ?, ?, ?)"; SIZES[which]].join(", ");
+            format!("INSERT INTO coap_exchange_log (ts, peer, message_id, response) VALUES {rows}")
+        });
+        let mut insert = conn.prepare_cached(sql)?;
+        for (i, e) in now.iter().enumerate() {
+            let at = i * 4;
+            insert.raw_bind_parameter(at + 1, e.ts)?;
+            insert.raw_bind_parameter(at + 2, &e.peer)?;
+            insert.raw_bind_parameter(at + 3, e.message_id)?;
+            insert.raw_bind_parameter(at + 4, &e.response)?;
+        }
+        insert.raw_execute()?;
+        rest = later;
+    }
     Ok(())
 }
 
@@ -2772,26 +2797,29 @@ impl UplinkWriter for SqliteUplinkWriter {
         // The two statements every uplink runs, looked up once per batch rather than per row
         // (rusqlite's statement cache hashes the SQL text on every lookup).
         let mut recent = RecentRows::new(&self.conn)?;
-        let mut insert_exchange =
-            self.conn.prepare_cached("INSERT INTO coap_exchange_log (ts, peer, message_id, response) VALUES (?1, ?2, ?3, ?4)")?;
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let mut results = Vec::with_capacity(batch.len());
+        let mut exchanges = Vec::with_capacity(batch.len());
         for record in batch {
-            let written = self.write_remote_record(&mut pending, record, &mut recent).and_then(|r| {
-                if let (Ok(_), Some(exchange)) = (&r, &record.exchange) {
-                    remember_exchange(&mut insert_exchange, exchange)?;
+            match self.write_remote_record(&mut pending, record, &mut recent) {
+                Ok(r) => {
+                    // Only a stored uplink's exchange: its answer acknowledges stored data.
+                    if r.is_ok() {
+                        exchanges.extend(&record.exchange);
+                    }
+                    results.push(r);
                 }
-                Ok(r)
-            });
-            match written {
-                Ok(r) => results.push(r),
                 Err(e) => {
                     let _ = self.conn.execute_batch("ROLLBACK");
                     return Err(e);
                 }
             }
         }
-        drop((recent, insert_exchange));
+        drop(recent);
+        if let Err(e) = remember_exchanges(&self.conn, &exchanges) {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
         if let Err(e) = self.conn.execute_batch("COMMIT") {
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(e.into());
@@ -3040,6 +3068,26 @@ mod tests {
             .query_row("SELECT (SELECT count(*) FROM hist.ts_kv) + (SELECT count(*) FROM ts_kv_recent) + (SELECT count(*) FROM hist.ts_kv_latest)", [], |r| r.get(0))
             .unwrap();
         assert_eq!(left, 0);
+    }
+
+    /// A batch's exchanges go in with statements of several rows: every size (64, 16, 4, 1)
+    /// used, arrival order kept (the log's rowid order is what restart and look-ups read).
+    #[test]
+    fn a_batchs_exchanges_are_appended_in_arrival_order() {
+        let (_dir, store) = temp_store();
+        let mut writer = store.uplink_writer().unwrap();
+        let batch: Vec<UplinkRecord> = (0..87u16)
+            .map(|mid| {
+                let mut r = record(&format!("D{}", mid % 5), true, 1, vec![("t", KvValue::Long(i64::from(mid)))]);
+                r.exchange = Some(Exchange { peer: format!("127.0.0.1:{}", 5000 + mid % 3), message_id: mid, ts: 1000, response: vec![0x60, mid as u8] });
+                r
+            })
+            .collect();
+        writer.commit(&batch).unwrap();
+        let stored = store.recent_exchanges(0, 1000).unwrap();
+        assert_eq!(stored, batch.iter().map(|r| r.exchange.clone().unwrap()).collect::<Vec<_>>());
+        let found = store.find_exchange("127.0.0.1:5001", 85, 0).unwrap().unwrap();
+        assert_eq!(found.response, vec![0x60, 85]);
     }
 
     #[test]
