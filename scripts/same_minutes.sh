@@ -9,6 +9,9 @@
 #
 #   scripts/same_minutes.sh            ROUNDS=5 scripts/same_minutes.sh
 #   COAPGATE_BIN=path/to/coapgate scripts/same_minutes.sh
+#   BASELINE_BIN=path/to/older/coapgate scripts/same_minutes.sh   (a third server each round: an
+#     older build, so two builds are compared in the same minutes; the generator stays COAPGATE_BIN)
+#   THREADS="2" scripts/same_minutes.sh   (only the two-thread generator)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -21,15 +24,20 @@ trap 'stop_server; rm -rf "$WORK"' EXIT
 start_coapgate() {
   stop_server
   rm -rf "$WORK/data"
-  start_demo "$WORK"
+  start_demo "$WORK" "${1:-$COAPGATE_BIN}"
   "$COAPGATE_BIN" bench --url "$URL" --count 20000 > /dev/null   # devices created, script compiled
 }
 
 for round in $(seq "${ROUNDS:-3}"); do
-  for threads in 1 2; do
+  for threads in ${THREADS:-1 2}; do
     start_coapgate
     measured "round $round: coapgate, 64 ports, 64 in flight, $threads generator thread(s)" \
       --devices 64 --names 1000 --in-flight 64 --threads "$threads" --count 1000000 --duration 10
+    if [ -n "${BASELINE_BIN:-}" ]; then
+      start_coapgate "$BASELINE_BIN"
+      measured "round $round: baseline coapgate, 64 ports, 64 in flight, $threads generator thread(s)" \
+        --devices 64 --names 1000 --in-flight 64 --threads "$threads" --count 1000000 --duration 10
+    fi
     start_libcoap
     measured "round $round: libcoap, 64 ports, 64 in flight, $threads generator thread(s)" \
       --method put --devices 64 --in-flight 64 --threads "$threads" --count 1000000 --duration 10
