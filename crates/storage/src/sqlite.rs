@@ -1003,8 +1003,7 @@ pub(crate) fn remember_exchanges(conn: &Connection, exchanges: &[&Exchange]) -> 
         let which = SIZES.iter().position(|&n| n <= rest.len()).expect("1 fits any non-empty rest");
         let (now, later) = rest.split_at(SIZES[which]);
         let sql = SQL[which].get_or_init(|| {
-            let rows = vec!["(?, ?, ?, ?)"; SIZES[which]].join(", ");
-            format!("INSERT INTO coap_exchange_log (ts, peer, message_id, response) VALUES {rows}")
+            format!("INSERT INTO coap_exchange_log (ts, peer, message_id, response) VALUES {}", value_rows(SIZES[which], 4))
         });
         let mut insert = conn.prepare_cached(sql)?;
         for (i, e) in now.iter().enumerate() {
@@ -2253,7 +2252,7 @@ fn move_chunk(conn: &Connection, max_points: usize) -> Result<(i64, bool)> {
             "INSERT INTO hist.ts_kv (entity_id, key, ts, bool_v, long_v, dbl_v, str_v, json_v) VALUES {} \
              ON CONFLICT (entity_id, key, ts) DO UPDATE SET bool_v = excluded.bool_v, long_v = excluded.long_v, \
              dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v",
-            value_rows(rows)
+            value_rows(rows, 8)
         )
     })?;
     // The newest point of a series becomes its latest value unless the stored one is newer;
@@ -2264,7 +2263,7 @@ fn move_chunk(conn: &Connection, max_points: usize) -> Result<(i64, bool)> {
              ON CONFLICT (entity_id, key) DO UPDATE SET ts = excluded.ts, bool_v = excluded.bool_v, \
              long_v = excluded.long_v, dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v \
              WHERE excluded.ts >= hist.ts_kv_latest.ts",
-            value_rows(rows)
+            value_rows(rows, 8)
         )
     })?;
     tx.execute("UPDATE hist.compaction SET moved_upto = ?1", [upto])?;
@@ -2280,9 +2279,11 @@ fn move_chunk(conn: &Connection, max_points: usize) -> Result<(i64, bool)> {
 /// 128 (6,050 against 5,560 instructions per point at 2 keys): most of it preparing them.
 const MOVE_ROWS: [usize; 3] = [128, 16, 1];
 
-/// `rows` rows of eight parameters each: `(?, ?, ?, ?, ?, ?, ?, ?), …`.
-fn value_rows(rows: usize) -> String {
-    vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ")
+/// The `VALUES` list of a multi-row INSERT: `rows` rows of `columns` parameters each,
+/// `(?, ?, …), (?, ?, …), …`.
+fn value_rows(rows: usize, columns: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; rows].join(", ")
 }
 
 /// Inserts `points` with the statements `sql` builds for a number of rows, the largest
