@@ -15,7 +15,8 @@
 # DEVICES (1000) is the number of source ports. coapgate takes a Message ID reused with a new
 # token as a new request; against another server keep the rate per port under 265/s: faster, a
 # port reuses its own Message IDs within EXCHANGE_LIFETIME and such a server answers those
-# requests as duplicates (BENCHMARKS.md, "A change of peers").
+# requests as duplicates (BENCHMARKS.md, "A change of peers"). coapgate gives such a port a
+# table of every Message ID (`coapgate_dedup_dense_peers`), up to 122 ports with the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-300}

@@ -276,33 +276,144 @@ impl Dropped {
 }
 
 /// Keys of evicted committed exchanges, with their arrival time, oldest first.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct CommittedIndex {
     /// Arrival time and the request's token, per key.
     keys: HashMap<Key, (Instant, Token)>,
     order: VecDeque<(Key, Instant)>,
     dropped: u64,
+    /// How many of `keys` each peer holds, to find the peers worth a [`DensePeer`].
+    per_peer: HashMap<PeerKey, u32>,
+    /// Peers with a table of every message id instead of entries in `keys`.
+    dense: HashMap<PeerKey, DensePeer>,
+    /// A peer with this many keys in `keys` gets a [`DensePeer`] (if fewer than `max_dense`
+    /// peers have one).
+    dense_at: u32,
+    max_dense: usize,
+    /// Origin of [`DenseSlot::at`].
+    epoch: Instant,
+    /// When the dense tables were last swept for peers whose every key expired.
+    swept: Instant,
+}
+
+/// The committed keys of one busy peer: a slot per message id, so the peer's keys are never
+/// dropped however many it sends. A peer that sends faster than 65,536 messages per
+/// EXCHANGE_LIFETIME (about 265 a second, beyond RFC 7252 §4.4, which forbids reusing an id
+/// within it) would otherwise push its own keys (and everyone's) out of `keys`; every
+/// later request of its reused ids would be unsure and need the durable log, which has no
+/// index by key (an index costs a random page write per uplink): a full scan each, so such a
+/// peer brought the server down to a few uplinks a second. 16 bytes a slot, 1 MiB a peer
+/// (a sparse key costs about 60 bytes, so from `dense_at` keys on it holds the same keys
+/// in at most four times the memory, and never more than 1 MiB, where the sparse index would
+/// grow to 3.9 MiB).
+#[derive(Debug)]
+struct DensePeer {
+    slots: Box<[DenseSlot]>,
+    /// [`DenseSlot::at`] of its newest key: once that expires, the table goes.
+    newest: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct DenseSlot {
+    token: Token,
+    /// Arrival in whole seconds after the index's epoch, rounded up so a key expires late,
+    /// never early; 0 is an empty slot.
+    at: u32,
 }
 
 impl CommittedIndex {
+    fn new(max_entries: usize, now: Instant) -> CommittedIndex {
+        CommittedIndex {
+            keys: HashMap::new(),
+            order: VecDeque::new(),
+            dropped: 0,
+            per_peer: HashMap::new(),
+            dense: HashMap::new(),
+            // 500,000 entries (serve's default): 4,096 keys, up to 122 tables (122 MiB).
+            dense_at: (max_entries / 64).clamp(16, 4096) as u32,
+            max_dense: (max_entries / 4096).max(2),
+            epoch: now,
+            swept: now,
+        }
+    }
+
+    /// Seconds after the epoch, rounded up (at least 1: 0 marks an empty slot).
+    fn secs(&self, at: Instant) -> u32 {
+        let since = at.saturating_duration_since(self.epoch);
+        u32::try_from(since.as_secs() + u64::from(since.subsec_nanos() > 0) + 1).unwrap_or(u32::MAX)
+    }
+
+    /// The token stored under `key`, if it is remembered.
+    fn get(&self, key: &Key, lifetime: Duration, now: Instant) -> Option<Token> {
+        if let Some(dense) = self.dense.get(&PeerKey(key.0)) {
+            let slot = dense.slots[usize::from(key.1)];
+            // `at` is rounded up and `now` down: the key lives at least its whole lifetime.
+            let live = slot.at != 0 && u64::from(slot.at) + lifetime.as_secs() > self.secs_floor(now);
+            return live.then_some(slot.token);
+        }
+        self.keys.get(key).map(|&(_, token)| token)
+    }
+
+    fn secs_floor(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_secs() + 1
+    }
+
+    fn remove(&mut self, key: &Key) {
+        let peer = PeerKey(key.0);
+        if let Some(dense) = self.dense.get_mut(&peer) {
+            dense.slots[usize::from(key.1)].at = 0;
+        } else if self.keys.remove(key).is_some() {
+            uncount(&mut self.per_peer, peer);
+        }
+    }
+
     /// Adds a key; returns the newest key dropped to make room, with its arrival time.
     fn insert(&mut self, key: Key, inserted: Instant, token: Token, bound: usize) -> Option<(Key, Instant)> {
+        let peer = PeerKey(key.0);
+        let at = self.secs(inserted);
+        if let Some(dense) = self.dense.get_mut(&peer) {
+            dense.slots[usize::from(key.1)] = DenseSlot { token, at };
+            dense.newest = dense.newest.max(at);
+            return None;
+        }
         let mut dropped = None;
         while self.keys.len() >= bound {
             let (old, at) = self.order.pop_front()?;
             if self.keys.get(&old).map(|v| v.0) == Some(at) {
                 self.keys.remove(&old);
+                uncount(&mut self.per_peer, PeerKey(old.0));
                 self.dropped += 1;
                 dropped = Some((old, at));
             }
         }
-        self.keys.insert(key, (inserted, token));
+        if self.keys.insert(key, (inserted, token)).is_none() {
+            let held = self.per_peer.entry(peer).or_insert(0);
+            *held += 1;
+            if *held >= self.dense_at && self.dense.len() < self.max_dense {
+                self.make_dense(peer);
+            }
+        }
         self.order.push_back((key, inserted));
         if self.order.len() > 2 * self.keys.len() + COMPACT_SLACK {
             let keys = &self.keys;
             self.order.retain(|(k, at)| keys.get(k).map(|v| v.0) == Some(*at));
         }
         dropped
+    }
+
+    /// Moves the peer's keys from `keys` into a table of its own (their records in `order`
+    /// become stale and are skipped).
+    fn make_dense(&mut self, peer: PeerKey) {
+        let mut dense = DensePeer { slots: vec![DenseSlot::default(); 1 << 16].into_boxed_slice(), newest: 0 };
+        for id in 0..=u16::MAX {
+            if let Some((inserted, token)) = self.keys.remove(&ExchangeKey(peer.0, id)) {
+                let at = self.secs(inserted);
+                dense.slots[usize::from(id)] = DenseSlot { token, at };
+                dense.newest = dense.newest.max(at);
+            }
+        }
+        self.per_peer.remove(&peer);
+        self.dense.insert(peer, dense);
     }
 
     fn purge(&mut self, lifetime: Duration, now: Instant) {
@@ -312,8 +423,25 @@ impl CommittedIndex {
             }
             if self.keys.get(&key).map(|v| v.0) == Some(at) {
                 self.keys.remove(&key);
+                uncount(&mut self.per_peer, PeerKey(key.0));
             }
             self.order.pop_front();
+        }
+        // A table goes once its newest key has expired (checked once a second: a few tables).
+        if !self.dense.is_empty() && now.saturating_duration_since(self.swept) >= Duration::from_secs(1) {
+            self.swept = now;
+            let now = self.secs_floor(now);
+            self.dense.retain(|_, d| u64::from(d.newest) + lifetime.as_secs() > now);
+        }
+    }
+}
+
+/// One key fewer for `peer`.
+fn uncount(per_peer: &mut HashMap<PeerKey, u32>, peer: PeerKey) {
+    if let MapEntry::Occupied(mut held) = per_peer.entry(peer) {
+        *held.get_mut() -= 1;
+        if *held.get() == 0 {
+            held.remove();
         }
     }
 }
@@ -374,7 +502,7 @@ impl DedupCache {
             con_queue: VecDeque::new(),
             non_queue: VecDeque::new(),
             done_queue: VecDeque::new(),
-            committed: CommittedIndex::default(),
+            committed: CommittedIndex::new(config.max_entries, Instant::now()),
             unsure_peers: HashMap::new(),
             unsure_all: None,
             next_id: 0,
@@ -413,6 +541,12 @@ impl DedupCache {
     /// Number of evicted committed exchanges still remembered by key.
     pub fn committed_len(&self) -> usize {
         self.committed.keys.len()
+    }
+
+    /// Busy peers whose committed keys are held in a table of every message id (1 MiB each)
+    /// instead of the index `committed_len` counts.
+    pub fn dense_peers(&self) -> usize {
+        self.committed.dense.len()
     }
 
     /// How many committed keys were dropped from the index before their lifetime ended,
@@ -459,10 +593,10 @@ impl DedupCache {
                 }
             }
         }
-        match self.committed.keys.get(&key) {
-            Some(&(_, stored)) if stored == token => return Lookup::Committed,
+        match self.committed.get(&key, self.config.lifetime_con, now) {
+            Some(stored) if stored == token => return Lookup::Committed,
             Some(_) => {
-                self.committed.keys.remove(&key);
+                self.committed.remove(&key);
                 self.reused += 1;
             }
             None => {}
@@ -889,6 +1023,43 @@ mod tests {
             cache.check_and_insert(peer(1), 41, true, later),
             Lookup::New
         );
+    }
+
+    /// A peer that reuses its message ids within their lifetime (faster than about 265 a
+    /// second) gets a table of every id: none of its keys is dropped, so none of its requests
+    /// needs the durable log, and its flood no longer pushes a quiet peer's keys out.
+    #[test]
+    fn a_busy_peer_gets_a_table_of_every_message_id() {
+        let mut cache = DedupCache::new(config(1000, 100_000));
+        let t0 = Instant::now();
+        let (busy, quiet) = (peer(1), peer(2));
+        assert_eq!(cache.check_request(quiet, 7, token(b"q"), true, t0), Lookup::New);
+        assert!(cache.complete_committed(quiet, 7, bytes(b"2.01")));
+        // 70,000 requests in 70 s: ids 0..4463 come back with new tokens within their lifetime.
+        let sent = 70_000u32;
+        let token_of = |n: u32| token(&n.to_be_bytes());
+        for n in 0..sent {
+            let at = t0 + Duration::from_millis(u64::from(n));
+            let lookup = cache.check_request(busy, n as u16, token_of(n), true, at);
+            assert_eq!(lookup, Lookup::New, "request {n}");
+            assert!(cache.complete_committed(busy, n as u16, bytes(b"2.01")));
+        }
+        let end = t0 + Duration::from_millis(u64::from(sent));
+        assert_eq!(cache.dense_peers(), 1);
+        assert_eq!(cache.reused_ids(), u64::from(sent) - 65_536);
+        assert_eq!(cache.committed_dropped(), 0, "the busy peer's keys left the index for its table");
+        // Its newest exchange of an id is a retransmission; an older token of it is not.
+        let recent = sent - 2000;
+        assert_eq!(cache.check_request(busy, recent as u16, token_of(recent), true, end), Lookup::Committed);
+        assert_eq!(cache.check_request(busy, 100, token_of(100 + 65_536), true, end), Lookup::Committed);
+        assert_eq!(cache.check_request(busy, 200, token_of(200), true, end), Lookup::New);
+        // The quiet peer's exchange is still remembered, token and all.
+        assert_eq!(cache.check_request(quiet, 7, token(b"q"), true, end), Lookup::Committed);
+        // Once its newest key has expired, the table goes.
+        let late = end + Duration::from_secs(250);
+        cache.purge_expired(late);
+        assert_eq!(cache.dense_peers(), 0);
+        assert_eq!(cache.check_request(busy, 100, token_of(100 + 65_536), true, late), Lookup::New);
     }
 
     #[test]

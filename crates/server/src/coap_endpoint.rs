@@ -238,6 +238,11 @@ impl CoapEndpoint {
         self.dedup.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Peers whose message ids have a table of their own (see `DedupCache::dense_peers`).
+    pub fn dedup_dense_peers(&self) -> usize {
+        self.dedup.lock().unwrap_or_else(|e| e.into_inner()).dense_peers()
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         match &self.transport {
             Transport::Udp(socket) => socket.local_addr(),

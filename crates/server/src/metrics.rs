@@ -53,6 +53,12 @@ impl Metrics {
         metric("coapgate_overloaded_total", "counter", "requests answered 5.03 because a queue was full", &[("", load(&s.overloaded))]);
         metric("coapgate_uplinks_in_flight", "gauge", "uplinks accepted and not yet answered", &[("", self.endpoint.in_flight() as u64)]);
         metric("coapgate_dedup_entries", "gauge", "exchanges remembered for deduplication", &[("", self.endpoint.dedup_len() as u64)]);
+        metric(
+            "coapgate_dedup_dense_peers",
+            "gauge",
+            "peers sending faster than their message ids last, whose ids have a table of their own (1 MiB each)",
+            &[("", self.endpoint.dedup_dense_peers() as u64)],
+        );
         metric("coapgate_script_queue_depth", "gauge", "uplinks waiting for a script worker", &[("", self.pool.queue_len() as u64)]);
         metric("coapgate_writer_queue_depth", "gauge", "decoded uplinks waiting for the writer", &[("", self.writer.queue_len() as u64)]);
         let w = &self.writer.stats;
