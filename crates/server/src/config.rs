@@ -121,7 +121,7 @@ const SETTINGS: &[Setting] = &[
     Setting {
         name: "COAP_DEDUP_MAX_ENTRIES",
         default: "0",
-        help: "message-deduplication entries kept in memory (beyond them the durable exchange log answers); 0: 500000 for serve, 50000 for remote",
+        help: "message-deduplication entries kept in memory (beyond them the durable exchange log answers; a peer faster than its Message IDs last gets a 1 MiB table of every id, at most this / 4096 peers); 0: 500000 for serve, 50000 for remote",
     },
     Setting {
         name: "COAP_DEDUP_MAX_ENTRIES_PER_PEER",
