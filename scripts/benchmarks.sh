@@ -23,11 +23,7 @@ trap cleanup EXIT
 start_server() {
   stop_server
   rm -rf "$WORK/data"
-  COAP_BIND_ADDRESS=127.0.0.1 HTTP_BIND_ADDRESS=127.0.0.1 COAP_BIND_PORT=$COAP_PORT HTTP_BIND_PORT=$HTTP_PORT \
-    COAPGATE_ADMIN_PASSWORD=bench-password COAPGATE_DATA_DIR="$WORK/data" RUST_LOG=warn "$BIN" serve --demo > "$WORK/out.txt" &
-  SERVER=$!
-  for _ in $(seq 50); do grep -q 'coap-client' "$WORK/out.txt" 2>/dev/null && break; sleep 0.1; done
-  URL=$(grep -o 'coap://[^ ]*' "$WORK/out.txt" | tail -1)
+  start_demo "$WORK"
   "$BIN" bench --url "$URL" --count 20000 > /dev/null   # warm up: devices created, scripts compiled
 }
 

@@ -313,6 +313,13 @@ struct DensePeer {
     newest: u32,
 }
 
+impl DensePeer {
+    fn set(&mut self, message_id: u16, token: Token, at: u32) {
+        self.slots[usize::from(message_id)] = DenseSlot { token, at };
+        self.newest = self.newest.max(at);
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct DenseSlot {
     token: Token,
@@ -370,10 +377,9 @@ impl CommittedIndex {
     /// Adds a key; returns the newest key dropped to make room, with its arrival time.
     fn insert(&mut self, key: Key, inserted: Instant, token: Token, bound: usize) -> Option<(Key, Instant)> {
         let peer = PeerKey(key.0);
-        let at = self.secs(inserted);
-        if let Some(dense) = self.dense.get_mut(&peer) {
-            dense.slots[usize::from(key.1)] = DenseSlot { token, at };
-            dense.newest = dense.newest.max(at);
+        if self.dense.contains_key(&peer) {
+            let at = self.secs(inserted);
+            self.dense.get_mut(&peer).expect("checked").set(key.1, token, at);
             return None;
         }
         let mut dropped = None;
@@ -407,9 +413,7 @@ impl CommittedIndex {
         let mut dense = DensePeer { slots: vec![DenseSlot::default(); 1 << 16].into_boxed_slice(), newest: 0 };
         for id in 0..=u16::MAX {
             if let Some((inserted, token)) = self.keys.remove(&ExchangeKey(peer.0, id)) {
-                let at = self.secs(inserted);
-                dense.slots[usize::from(id)] = DenseSlot { token, at };
-                dense.newest = dense.newest.max(at);
+                dense.set(id, token, self.secs(inserted));
             }
         }
         self.per_peer.remove(&peer);

@@ -2322,24 +2322,18 @@ fn upsert_points(tx: &Connection, points: &[&Moving], sql: impl Fn(usize) -> Str
                     series[row] = Some((p.entity, p.key));
                     insert.raw_bind_parameter(first + 2, p.ts)?;
                     // bool_v, long_v, dbl_v, str_v, json_v: columns 0-4 of the value.
+                    let values = first + 3;
                     let column = match p.value {
-                        PointValue::Bool(_) => 0,
-                        PointValue::Long(_) => 1,
-                        PointValue::Double(_) => 2,
-                        PointValue::Str(_) => 3,
-                        PointValue::Json(_) => 4,
+                        PointValue::Bool(b) => insert.raw_bind_parameter(values, b).map(|()| 0)?,
+                        PointValue::Long(l) => insert.raw_bind_parameter(values + 1, l).map(|()| 1)?,
+                        PointValue::Double(d) => insert.raw_bind_parameter(values + 2, d).map(|()| 2)?,
+                        PointValue::Str(s) => insert.raw_bind_parameter(values + 3, s).map(|()| 3)?,
+                        PointValue::Json(s) => insert.raw_bind_parameter(values + 4, s).map(|()| 4)?,
                     };
-                    let at = first + 3 + column;
-                    match p.value {
-                        PointValue::Bool(b) => insert.raw_bind_parameter(at, b)?,
-                        PointValue::Long(l) => insert.raw_bind_parameter(at, l)?,
-                        PointValue::Double(d) => insert.raw_bind_parameter(at, d)?,
-                        PointValue::Str(s) | PointValue::Json(s) => insert.raw_bind_parameter(at, s)?,
-                    }
                     if let Some(old) = bound[row]
                         && old != column
                     {
-                        insert.raw_bind_parameter(first + 3 + old, rusqlite::types::Null)?;
+                        insert.raw_bind_parameter(values + old, rusqlite::types::Null)?;
                     }
                     bound[row] = Some(column);
                 }

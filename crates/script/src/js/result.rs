@@ -174,7 +174,11 @@ pub(super) fn walk(value: &Value<'_>, max_chars: usize, names: &mut KeyNames) ->
 
 /// An ordinary object or array (not a function, Proxy, Date, ...).
 fn is_plain_container(value: &Value<'_>) -> bool {
-    matches!(plain_class(value), Some(CLASS_OBJECT | CLASS_ARRAY))
+    is_plain(plain_class(value))
+}
+
+fn is_plain(class: Option<u32>) -> bool {
+    matches!(class, Some(CLASS_OBJECT | CLASS_ARRAY))
 }
 
 /// The class id of an object (functions, Proxies, Dates... have classes of their own), read
@@ -263,7 +267,7 @@ fn element(
         return Ok(Some(None));
     }
     let class = plain_class(value);
-    if !matches!(class, Some(CLASS_OBJECT | CLASS_ARRAY)) {
+    if !is_plain(class) {
         // A function is left out like `undefined`; anything else (BigInt, Proxy, Date...)
         // falls back.
         return Ok(value.is_function().then_some(None));
